@@ -1,0 +1,75 @@
+//! `gatehouse-policy`: the one place that knows the Gatehouse policy file.
+//!
+//! [`load`] reads a TOML file and returns a validated [`Policy`] or a
+//! [`PolicyError`] listing every problem with its file, line and column.
+//! The gateway and the scheduler consume only the types in [`model`];
+//! the raw serde structs stay private.
+//!
+//! Architecture invariant: this crate does no IO except reading the policy
+//! file (and secret files, on request). Certificates and keys are loaded by
+//! the programs, which report their own errors with the path.
+
+mod convert;
+mod error;
+pub mod model;
+mod raw;
+pub mod secret;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use error::{PolicyError, Problem};
+pub use model::*;
+
+/// Reads and validates the policy at `path`. Relative file paths inside it
+/// resolve against the file's own directory.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates policy text as if it had been read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+    let invalid = |problems| PolicyError::Invalid {
+        path: path.to_path_buf(),
+        source_text: text.to_owned(),
+        problems,
+    };
+    let raw: raw::RawPolicy = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let mut problems = error::Problems::new(text);
+            problems.add_hint(e.span(), e.message().to_owned(), syntax_hint(e.message()));
+            return Err(invalid(problems.into_vec()));
+        }
+    };
+    let origin = PolicyOrigin {
+        path: path.to_path_buf(),
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+    };
+    let mut converter = convert::Converter {
+        problems: error::Problems::new(text),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    match converter.policy(raw, origin) {
+        Some(policy) if converter.problems.is_empty() => Ok(policy),
+        _ => Err(invalid(converter.problems.into_vec())),
+    }
+}
+
+fn syntax_hint(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "check the spelling; policies/examples/ shows every key"
+    } else if message.contains("missing field") {
+        "this key is required"
+    } else {
+        "see policies/examples/ for the expected shape"
+    }
+}
+
+#[cfg(test)]
+mod tests;

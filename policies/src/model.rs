@@ -1,0 +1,230 @@
+//! The parsed policy. Everything here has been validated: callers never see
+//! the file format, only these types.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A validated policy and where it came from.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub origin: PolicyOrigin,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub network: NetworkRules,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    /// Routes in the order the file declares them. The gateway matches the
+    /// longest prefix, so order only breaks ties it never has (names and
+    /// host+path pairs are unique).
+    pub routes: Vec<Route>,
+}
+
+/// Which file a policy was read from, and a digest of its exact bytes so that
+/// reloads and audit records can say which policy was in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyOrigin {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub https: SocketAddr,
+    /// A plain-HTTP listener that only ever redirects to `public_origin`.
+    pub http_redirect: Option<SocketAddr>,
+    /// `/metrics`, `/healthz` and `/readyz`; never served on the public port.
+    pub admin: Option<SocketAddr>,
+    pub public_origin: PublicOrigin,
+}
+
+/// The `https://host[:port]` users reach us at. Redirects are built from this
+/// and never from a request's Host header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOrigin(String);
+
+impl PublicOrigin {
+    pub(crate) fn new(origin_without_trailing_slash: String) -> Self {
+        PublicOrigin(origin_without_trailing_slash)
+    }
+
+    /// `https://host[:port]`, with no trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub min_version: TlsVersion,
+    /// At least one. The first is served to clients that send no SNI or an
+    /// unknown name.
+    pub certs: Vec<CertPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    /// Lower-case DNS names or IP literals this certificate is chosen for.
+    pub hosts: Vec<String>,
+    /// Absolute, or resolved against the policy file's directory.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Allow and deny lists. Deny always wins; an empty allow list allows every
+/// address that no deny entry names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkRules {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    /// Time a client has to send the request head, and between body reads.
+    pub client_read_timeout: Duration,
+    pub max_connections: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// The response headers the gateway adds to every response. `None` means
+/// the policy explicitly turned that header off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityHeaders {
+    pub strict_transport_security: Option<HeaderText>,
+    pub content_security_policy: Option<HeaderText>,
+    pub x_content_type_options: Option<HeaderText>,
+    pub x_frame_options: Option<HeaderText>,
+    pub referrer_policy: Option<HeaderText>,
+    pub permissions_policy: Option<HeaderText>,
+    pub cross_origin_opener_policy: Option<HeaderText>,
+    pub cross_origin_resource_policy: Option<HeaderText>,
+}
+
+impl SecurityHeaders {
+    /// Header names paired with their values, in a stable order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderText)> {
+        [
+            ("strict-transport-security", &self.strict_transport_security),
+            ("content-security-policy", &self.content_security_policy),
+            ("x-content-type-options", &self.x_content_type_options),
+            ("x-frame-options", &self.x_frame_options),
+            ("referrer-policy", &self.referrer_policy),
+            ("permissions-policy", &self.permissions_policy),
+            (
+                "cross-origin-opener-policy",
+                &self.cross_origin_opener_policy,
+            ),
+            (
+                "cross-origin-resource-policy",
+                &self.cross_origin_resource_policy,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+    }
+}
+
+impl Default for SecurityHeaders {
+    /// The safe defaults: strict enough for an A+ from the MDN HTTP
+    /// Observatory, and loosened per route only when the policy says so.
+    fn default() -> Self {
+        let text = |s: &str| Some(HeaderText(s.to_owned()));
+        SecurityHeaders {
+            strict_transport_security: text("max-age=31536000; includeSubDomains"),
+            content_security_policy: text(
+                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+            ),
+            x_content_type_options: text("nosniff"),
+            x_frame_options: text("DENY"),
+            referrer_policy: text("no-referrer"),
+            permissions_policy: text(
+                "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+            ),
+            cross_origin_opener_policy: text("same-origin"),
+            cross_origin_resource_policy: text("same-origin"),
+        }
+    }
+}
+
+/// A header value checked to be visible ASCII and spaces, so it can be sent
+/// as-is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(pub(crate) String);
+
+impl HeaderText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    /// Lower-case host name the route is limited to; `None` matches any host.
+    pub host: Option<String>,
+    pub path: RoutePrefix,
+    pub upstream: Upstream,
+    pub max_body: u64,
+    /// Whether `Upgrade: websocket` may pass. `h2c` upgrades never pass.
+    pub websocket: bool,
+    /// Route rules are checked after the global ones; both must allow.
+    pub network: NetworkRules,
+    /// The global headers with this route's overrides applied.
+    pub headers: SecurityHeaders,
+}
+
+/// A route's path prefix: starts with `/`, no dot segments, no empty
+/// segments, no percent-encoding, so it compares directly against a
+/// normalised request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePrefix(pub(crate) String);
+
+impl RoutePrefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamScheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme: UpstreamScheme,
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Name sent in SNI and checked against the upstream's certificate.
+    pub tls_server_name: String,
+    /// Extra CA bundle for an https upstream, on top of the system roots.
+    pub ca: Option<PathBuf>,
+    /// `insecure_skip_verify` in the file; warned about at startup.
+    pub insecure_skip_verify: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Upstream {
+    /// `host:port`, with IPv6 literals in brackets, for connecting.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
