@@ -502,12 +502,10 @@ impl Converter<'_> {
             }
         };
         let port = url.port_or_known_default()?;
-        if scheme == UpstreamScheme::Http
-            && (r.upstream_ca.is_some() || r.upstream_sni.is_some() || r.insecure_skip_verify)
-        {
+        if scheme == UpstreamScheme::Http && (r.upstream_sni.is_some() || r.insecure_skip_verify) {
             self.problems.add(
                 Some(raw.span()),
-                "upstream_ca, upstream_sni and insecure_skip_verify only apply to https upstreams",
+                "upstream_sni and insecure_skip_verify only apply to https upstreams",
             );
         }
         Some(Upstream {
@@ -519,7 +517,6 @@ impl Converter<'_> {
                 .unwrap_or_else(|| host.clone()),
             host,
             port,
-            ca: r.upstream_ca.as_ref().map(|p| self.file_path(p)),
             insecure_skip_verify: r.insecure_skip_verify,
             connect_timeout: self.duration(&r.connect_timeout, defaults.connect_timeout),
             read_timeout: self.duration(&r.read_timeout, defaults.read_timeout),

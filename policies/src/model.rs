@@ -210,8 +210,6 @@ pub struct Upstream {
     pub port: u16,
     /// Name sent in SNI and checked against the upstream's certificate.
     pub tls_server_name: String,
-    /// Extra CA bundle for an https upstream, on top of the system roots.
-    pub ca: Option<PathBuf>,
     /// `insecure_skip_verify` in the file; warned about at startup.
     pub insecure_skip_verify: bool,
     pub connect_timeout: Duration,

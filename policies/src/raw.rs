@@ -107,7 +107,6 @@ pub(crate) struct RawRoute {
     pub host: Option<S<String>>,
     pub path: S<String>,
     pub upstream: S<String>,
-    pub upstream_ca: Option<S<String>>,
     pub upstream_sni: Option<S<String>>,
     #[serde(default)]
     pub insecure_skip_verify: bool,

@@ -1,0 +1,298 @@
+//! Strict HTTP/1 framing and method checks, run before routing.
+//!
+//! Pingora reads some ambiguous requests by its own interpretation of
+//! RFC 9112. Any request whose framing a server behind us could read
+//! differently is a request-smuggling risk, so the gateway refuses it with
+//! 400 and closes the connection instead of guessing.
+
+use http::{HeaderMap, Method, Version};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingViolation {
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndChunked,
+    #[error("repeated or invalid Content-Length")]
+    BadContentLength,
+    #[error("Transfer-Encoding other than chunked")]
+    BadTransferEncoding,
+    #[error("missing or repeated Host")]
+    BadHost,
+    #[error("header value contains a line break")]
+    FoldedHeader,
+    #[error("request head larger than the limit")]
+    HeadTooLarge,
+    #[error("method not allowed through the gateway")]
+    MethodNotAllowed,
+    #[error("protocol upgrade not allowed on this route")]
+    UpgradeNotAllowed,
+}
+
+impl FramingViolation {
+    /// Stable name for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            FramingViolation::LengthAndChunked => "length-and-chunked",
+            FramingViolation::BadContentLength => "bad-content-length",
+            FramingViolation::BadTransferEncoding => "bad-transfer-encoding",
+            FramingViolation::BadHost => "bad-host",
+            FramingViolation::FoldedHeader => "folded-header",
+            FramingViolation::HeadTooLarge => "head-too-large",
+            FramingViolation::MethodNotAllowed => "method-not-allowed",
+            FramingViolation::UpgradeNotAllowed => "upgrade-not-allowed",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            FramingViolation::HeadTooLarge => 431,
+            FramingViolation::MethodNotAllowed => 405,
+            _ => 400,
+        }
+    }
+}
+
+/// Checks a request head. `raw_target_len` is the length of the request
+/// target as received, counted towards `max_head_bytes` with the headers.
+pub fn check_request_head(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    raw_target_len: usize,
+    max_head_bytes: usize,
+) -> Result<(), FramingViolation> {
+    // CONNECT would turn us into a tunnel; TRACE reflects credentials (XST).
+    if *method == Method::CONNECT || *method == Method::TRACE {
+        return Err(FramingViolation::MethodNotAllowed);
+    }
+    let head_bytes = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + raw_target_len
+        + method.as_str().len();
+    if head_bytes > max_head_bytes {
+        return Err(FramingViolation::HeadTooLarge);
+    }
+    if headers
+        .values()
+        .any(|v| v.as_bytes().iter().any(|b| *b == b'\r' || *b == b'\n'))
+    {
+        return Err(FramingViolation::FoldedHeader);
+    }
+
+    let lengths: Vec<_> = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .collect();
+    let encodings: Vec<_> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .collect();
+    if !lengths.is_empty() && !encodings.is_empty() {
+        return Err(FramingViolation::LengthAndChunked);
+    }
+    match lengths.as_slice() {
+        [] => {}
+        [one] if is_decimal(one.as_bytes()) => {}
+        _ => return Err(FramingViolation::BadContentLength),
+    }
+    match encodings.as_slice() {
+        [] => {}
+        [one] if one.as_bytes().eq_ignore_ascii_case(b"chunked") => {}
+        _ => return Err(FramingViolation::BadTransferEncoding),
+    }
+
+    // HTTP/2 carries the authority in a pseudo-header, checked by the h2
+    // codec; HTTP/1.1 needs exactly one Host, HTTP/1.0 at most one.
+    let hosts = headers.get_all(http::header::HOST).iter().count();
+    let host_ok = match version {
+        Version::HTTP_11 => hosts == 1,
+        Version::HTTP_10 | Version::HTTP_09 => hosts <= 1,
+        _ => hosts <= 1,
+    };
+    if !host_ok {
+        return Err(FramingViolation::BadHost);
+    }
+    Ok(())
+}
+
+/// Upgrades pass only as WebSocket on routes that allow it; `h2c` and
+/// anything else never do, since an upstream that honours them would let
+/// the client talk to it past our checks.
+pub fn check_upgrade(
+    headers: &HeaderMap,
+    route_allows_websocket: bool,
+) -> Result<(), FramingViolation> {
+    let mut upgrades = headers.get_all(http::header::UPGRADE).iter();
+    let Some(first) = upgrades.next() else {
+        let http2_settings = headers.contains_key("http2-settings");
+        return if http2_settings {
+            Err(FramingViolation::UpgradeNotAllowed)
+        } else {
+            Ok(())
+        };
+    };
+    let is_websocket = first.as_bytes().eq_ignore_ascii_case(b"websocket");
+    if route_allows_websocket && is_websocket && upgrades.next().is_none() {
+        Ok(())
+    } else {
+        Err(FramingViolation::UpgradeNotAllowed)
+    }
+}
+
+fn is_decimal(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn check(pairs: &[(&'static str, &'static str)]) -> Result<(), FramingViolation> {
+        check_request_head(
+            &Method::POST,
+            Version::HTTP_11,
+            &headers(pairs),
+            1,
+            32 * 1024,
+        )
+    }
+
+    #[test]
+    fn plain_requests_pass() {
+        assert_eq!(check(&[("host", "a")]), Ok(()));
+        assert_eq!(check(&[("host", "a"), ("content-length", "10")]), Ok(()));
+        assert_eq!(
+            check(&[("host", "a"), ("transfer-encoding", "chunked")]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn length_with_chunked_is_rejected() {
+        assert_eq!(
+            check(&[
+                ("host", "a"),
+                ("content-length", "1"),
+                ("transfer-encoding", "chunked")
+            ]),
+            Err(FramingViolation::LengthAndChunked)
+        );
+    }
+
+    #[test]
+    fn repeated_or_odd_content_length_is_rejected() {
+        for pairs in [
+            &[
+                ("host", "a"),
+                ("content-length", "1"),
+                ("content-length", "1"),
+            ][..],
+            &[
+                ("host", "a"),
+                ("content-length", "1"),
+                ("content-length", "2"),
+            ][..],
+            &[("host", "a"), ("content-length", "1, 1")][..],
+            &[("host", "a"), ("content-length", "+1")][..],
+            &[("host", "a"), ("content-length", "")][..],
+        ] {
+            assert_eq!(
+                check(pairs),
+                Err(FramingViolation::BadContentLength),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_other_than_chunked_is_rejected() {
+        for te in ["gzip, chunked", "chunked, chunked", "identity", "chunked "] {
+            let mut map = headers(&[("host", "a")]);
+            map.append("transfer-encoding", HeaderValue::from_str(te).unwrap());
+            assert_eq!(
+                check_request_head(&Method::POST, Version::HTTP_11, &map, 1, 1 << 15),
+                Err(FramingViolation::BadTransferEncoding),
+                "{te}"
+            );
+        }
+        assert_eq!(
+            check(&[
+                ("host", "a"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]),
+            Err(FramingViolation::BadTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn missing_or_repeated_host_is_rejected() {
+        assert_eq!(check(&[]), Err(FramingViolation::BadHost));
+        assert_eq!(
+            check(&[("host", "a"), ("host", "b")]),
+            Err(FramingViolation::BadHost)
+        );
+        let http10 = check_request_head(
+            &Method::GET,
+            Version::HTTP_10,
+            &HeaderMap::new(),
+            1,
+            1 << 15,
+        );
+        assert_eq!(http10, Ok(()));
+    }
+
+    #[test]
+    fn tunnel_and_trace_methods_are_refused() {
+        for method in [Method::CONNECT, Method::TRACE] {
+            let result = check_request_head(
+                &method,
+                Version::HTTP_11,
+                &headers(&[("host", "a")]),
+                1,
+                1 << 15,
+            );
+            assert_eq!(result, Err(FramingViolation::MethodNotAllowed));
+        }
+    }
+
+    #[test]
+    fn oversized_head_gets_431() {
+        let big = "x".repeat(2000);
+        let mut map = headers(&[("host", "a")]);
+        map.insert("x-big", HeaderValue::from_str(&big).unwrap());
+        let err = check_request_head(&Method::GET, Version::HTTP_11, &map, 1, 1024).unwrap_err();
+        assert_eq!(err.status(), 431);
+    }
+
+    #[test]
+    fn websocket_passes_only_where_allowed_and_h2c_never() {
+        let ws = headers(&[("upgrade", "websocket"), ("connection", "upgrade")]);
+        assert_eq!(check_upgrade(&ws, true), Ok(()));
+        assert_eq!(
+            check_upgrade(&ws, false),
+            Err(FramingViolation::UpgradeNotAllowed)
+        );
+        let h2c = headers(&[("upgrade", "h2c"), ("http2-settings", "AAMAAABkAAQAAP__")]);
+        assert_eq!(
+            check_upgrade(&h2c, true),
+            Err(FramingViolation::UpgradeNotAllowed)
+        );
+        let settings_only = headers(&[("http2-settings", "AAMAAABkAAQAAP__")]);
+        assert_eq!(
+            check_upgrade(&settings_only, true),
+            Err(FramingViolation::UpgradeNotAllowed)
+        );
+        assert_eq!(check_upgrade(&HeaderMap::new(), false), Ok(()));
+    }
+}

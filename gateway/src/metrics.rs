@@ -1,0 +1,147 @@
+//! Prometheus metrics, registered once in a registry of our own (not the
+//! global default) so tests and the `/metrics` listener see exactly ours.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub denials: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
+    pub policy_reloads: IntCounterVec,
+    pub cert_expiry: GaugeVec,
+    pub connections: IntGauge,
+    pub connections_refused: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_requests_total",
+                "Requests answered, by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_request_duration_seconds",
+                "Time from request head to the end of the response, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let denials = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_denials_total",
+                "Requests the gateway refused, by stable reason name",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_errors_total",
+                "Failures talking to an upstream, by route and kind",
+            ),
+            &["route", "kind"],
+        )
+        .expect("static metric definition");
+        let tls_handshake_failures = IntCounter::new(
+            "gatehouse_tls_handshake_failures_total",
+            "Downstream TLS handshakes that failed or timed out",
+        )
+        .expect("static metric definition");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_policy_reloads_total",
+                "Policy reload attempts, by outcome (accepted or rejected)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let cert_expiry = GaugeVec::new(
+            Opts::new(
+                "gatehouse_tls_cert_expiry_seconds",
+                "Seconds until the leaf certificate in each file expires (negative once expired)",
+            ),
+            &["file"],
+        )
+        .expect("static metric definition");
+        let connections = IntGauge::new(
+            "gatehouse_downstream_connections",
+            "Client connections open now",
+        )
+        .expect("static metric definition");
+        let connections_refused = IntCounter::new(
+            "gatehouse_downstream_connections_refused_total",
+            "Client connections closed at once because max_connections was reached",
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(denials.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(tls_handshake_failures.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(cert_expiry.clone()),
+            Box::new(connections.clone()),
+            Box::new(connections_refused.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Make the reload outcomes visible before the first reload.
+        for outcome in ["accepted", "rejected"] {
+            policy_reloads.with_label_values(&[outcome]);
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            denials,
+            upstream_errors,
+            tls_handshake_failures,
+            policy_reloads,
+            cert_expiry,
+            connections,
+            connections_refused,
+        })
+    }
+
+    /// Records the certificates now in force; called at start and on reload.
+    pub fn set_cert_expiries(&self, not_after: &[(std::path::PathBuf, i64)]) {
+        self.cert_expiry.reset();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (file, at) in not_after {
+            self.cert_expiry
+                .with_label_values(&[&file.display().to_string()])
+                .set((at - now) as f64);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,610 @@
+//! The request path through the gateway, as one ordered list of stages.
+//!
+//! `request_filter` runs the stages in this order; the first that refuses
+//! the request writes the response (through [`respond::send`], which adds
+//! the security headers) and stops:
+//!
+//! 1. **peer**: the client address is the socket peer, or, when the peer
+//!    is a trusted proxy, the right-most untrusted `X-Forwarded-For` /
+//!    `Forwarded` entry.
+//! 2. **request id**: taken from a trusted proxy's `X-Request-Id`, or made.
+//! 3. **strip identity headers**: `X-Gatehouse-*` and `X-Auth-Request-*`
+//!    from the client never reach an upstream.
+//! 4. **framing**: ambiguous HTTP/1 framing, oversized heads, CONNECT and
+//!    TRACE are refused (400/405/431, connection closed).
+//! 5. **path**: the path is normalised; ambiguous encodings get 400.
+//! 6. **network**: the global allow/deny lists (403).
+//! 7. **route**: host and longest prefix (404), then the route's own
+//!    allow/deny lists (403) and its upgrade rule (400).
+//! 8. **body limit**: a declared length over the route's `max_body` gets
+//!    413; a chunked body is counted in `request_body_filter`.
+//!
+//! Only a request that passed every stage holds an [`Admission`], and
+//! `upstream_peer` refuses to pick an upstream without one. After that:
+//! `upstream_request_filter` sends exactly the normalised path;
+//! `response_filter` applies the route's security headers and removes
+//! fingerprints; `fail_to_proxy` answers 502/504 (or the status a stage
+//! chose) through `respond::send`; `logging` writes the access log line and
+//! the metrics.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::ErrorType;
+
+use crate::client_addr;
+use crate::framing;
+use crate::metrics::Metrics;
+use crate::path::{self, NormalizedPath};
+use crate::respond::{self, GatewayResponse};
+use crate::server::{InFlight, InFlightGuard};
+use crate::snapshot::{PreparedRoute, Snapshot};
+
+pub struct Gateway {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub request_ids: RequestIds,
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Proof that a request passed every stage of `request_filter`. Only
+/// [`admit`] builds one.
+pub struct Admission {
+    pub route: Arc<PreparedRoute>,
+    pub path: NormalizedPath,
+    pub query: Option<String>,
+    pub client_ip: IpAddr,
+}
+
+/// Per-request state. The snapshot is loaded once, here, and used to the end.
+pub struct RequestCtx {
+    snapshot: Arc<Snapshot>,
+    started: Instant,
+    request_id: String,
+    client_ip: Option<IpAddr>,
+    admission: Option<Admission>,
+    /// Why the gateway refused the request, for the access log and metrics.
+    denial: Option<&'static str>,
+    request_body_bytes: u64,
+    _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> &str {
+        self.admission
+            .as_ref()
+            .map(|a| a.route.route.name.as_str())
+            .unwrap_or("-")
+    }
+
+    fn headers(&self) -> &crate::headers::PreparedHeaders {
+        self.admission
+            .as_ref()
+            .map(|a| &a.route.headers)
+            .unwrap_or(&self.snapshot.default_headers)
+    }
+}
+
+/// Cheap unique request ids: a random per-process prefix and a counter.
+/// They identify, they do not authenticate, so they need not be unguessable.
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let mut seed = [0u8; 6];
+        // Falling back to a fixed prefix only risks collisions across processes.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        RequestIds {
+            prefix: hex::encode(seed),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn make(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a refusing stage answers, and the stable reason it records.
+struct Refusal {
+    response: GatewayResponse,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str) -> Self {
+        Refusal {
+            response: GatewayResponse::status(status),
+            reason,
+        }
+    }
+
+    fn closing(status: u16, reason: &'static str) -> Self {
+        Refusal {
+            response: GatewayResponse::closing(status),
+            reason,
+        }
+    }
+}
+
+/// Stages 4 to 8. Pure over the request head and snapshot, so every refusal
+/// reason is visible in one place.
+fn admit(
+    snapshot: &Snapshot,
+    req: &RequestHeader,
+    client_ip: IpAddr,
+) -> Result<Admission, Refusal> {
+    let policy = &snapshot.policy;
+    let raw_target = req.raw_path();
+
+    // 4. framing
+    framing::check_request_head(
+        &req.method,
+        req.version,
+        &req.headers,
+        raw_target.len(),
+        policy.limits.max_header_bytes,
+    )
+    .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
+
+    // 5. path
+    let (path, query) =
+        path::normalize_path_and_query(raw_target).map_err(|r| Refusal::new(400, r.reason()))?;
+    let query = query.map(str::to_owned);
+
+    // 6. network
+    if !client_addr::is_allowed(client_ip, &policy.network.allow, &policy.network.deny) {
+        return Err(Refusal::new(403, "network-denied"));
+    }
+
+    // 7. route
+    let host = request_host(req);
+    let route = snapshot
+        .routes
+        .find(host, &path)
+        .ok_or_else(|| Refusal::new(404, "no-route"))?;
+    let rules = &route.route.network;
+    if !client_addr::is_allowed(client_ip, &rules.allow, &rules.deny) {
+        return Err(Refusal::new(403, "route-network-denied"));
+    }
+    framing::check_upgrade(&req.headers, route.route.websocket)
+        .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
+
+    // 8. body limit (declared length; chunked bodies are counted as they arrive)
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > route.route.max_body) {
+        return Err(Refusal::closing(413, "body-too-large"));
+    }
+
+    Ok(Admission {
+        route: route.clone(),
+        path,
+        query,
+        client_ip,
+    })
+}
+
+/// The request's host without port, from `Host` (HTTP/1) or the URI
+/// authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Client-sent headers that only the gateway may set towards upstreams.
+fn is_reserved_identity_header(name: &str) -> bool {
+    name.starts_with("x-gatehouse-") || name.starts_with("x-auth-request-")
+}
+
+fn trusted_request_id(value: &HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            snapshot: self.snapshot.load_full(),
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            admission: None,
+            denial: None,
+            request_body_bytes: 0,
+            _in_flight: self.in_flight.enter(),
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Slow clients: bound every read of the body (the head has Pingora's
+        // own timeout), so a trickling upload cannot hold a connection forever.
+        session.set_read_timeout(Some(ctx.snapshot.policy.limits.client_read_timeout));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = ctx.snapshot.clone();
+        let policy = &snapshot.policy;
+
+        // 1. peer
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no client address"))?;
+        let from_trusted_proxy = policy.trusted_proxies.iter().any(|net| net.contains(&peer));
+        let client_ip =
+            client_addr::client_ip(peer, &session.req_header().headers, &policy.trusted_proxies);
+        ctx.client_ip = Some(client_ip);
+
+        // 2. request id
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .filter(|_| from_trusted_proxy)
+            .and_then(trusted_request_id)
+            .unwrap_or_else(|| self.request_ids.make());
+
+        // 3. strip identity headers
+        let reserved: Vec<http::HeaderName> = session
+            .req_header()
+            .headers
+            .keys()
+            .filter(|name| is_reserved_identity_header(name.as_str()))
+            .cloned()
+            .collect();
+        for name in reserved {
+            session.req_header_mut().remove_header(&name);
+        }
+
+        // 4 to 8
+        match admit(&snapshot, session.req_header(), client_ip) {
+            Ok(admission) => {
+                ctx.admission = Some(admission);
+                Ok(false)
+            }
+            Err(refusal) => {
+                ctx.denial = Some(refusal.reason);
+                self.metrics
+                    .denials
+                    .with_label_values(&[refusal.reason])
+                    .inc();
+                respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(chunk) = body else { return Ok(()) };
+        ctx.request_body_bytes += chunk.len() as u64;
+        let limit = ctx
+            .admission
+            .as_ref()
+            .map(|a| a.route.route.max_body)
+            .unwrap_or(0);
+        if ctx.request_body_bytes > limit {
+            ctx.denial = Some("body-too-large");
+            self.metrics
+                .denials
+                .with_label_values(&["body-too-large"])
+                .inc();
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body over max_body");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Fail closed: without an Admission nothing reaches an upstream.
+        let Some(admission) = ctx.admission.as_ref() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream requested without admission",
+            );
+        };
+        let upstream = &admission.route.route.upstream;
+        let addr = match upstream.host.parse::<IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, upstream.port),
+            Err(_) => tokio::net::lookup_host(upstream.authority())
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::ConnectNoRoute, "upstream name did not resolve")
+                })?,
+        };
+        let tls = upstream.scheme == gatehouse_policy::UpstreamScheme::Https;
+        let mut peer = HttpPeer::new(addr, tls, upstream.tls_server_name.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        if upstream.insecure_skip_verify {
+            peer.options.verify_cert = false;
+            peer.options.verify_hostname = false;
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(admission) = ctx.admission.as_ref() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without admission",
+            );
+        };
+        // The upstream receives exactly the path that was matched and checked.
+        let target = match &admission.query {
+            Some(q) => format!("{}?{q}", admission.path.as_str()),
+            None => admission.path.as_str().to_owned(),
+        };
+        upstream_request.set_raw_path(target.as_bytes())?;
+        upstream_request.remove_header("forwarded");
+        upstream_request.insert_header("x-forwarded-for", admission.client_ip.to_string())?;
+        upstream_request.insert_header("x-forwarded-proto", "https")?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.headers().apply(upstream_response);
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, kind) = classify_failure(e);
+        if let Some(kind) = kind {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[ctx.route_name(), kind])
+                .inc();
+        }
+        let already_answered = session.response_written().is_some();
+        if status > 0 && !already_answered {
+            let response = if status == 413 || status == 408 {
+                GatewayResponse::closing(status)
+            } else {
+                GatewayResponse::status(status)
+            };
+            if let Err(write_error) =
+                respond::send(session, ctx.headers(), &ctx.request_id, response).await
+            {
+                tracing::debug!(request_id = %ctx.request_id, error = %write_error, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route_name();
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[route, status_label(status)])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let req = session.req_header();
+        tracing::info!(
+            target: "gatehouse::access",
+            request_id = %ctx.request_id,
+            client = %ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %req.method,
+            path = %ctx.admission.as_ref().map(|a| a.path.as_str()).unwrap_or("-"),
+            route,
+            status,
+            denial = ctx.denial.unwrap_or("-"),
+            error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes_in = ctx.request_body_bytes,
+            bytes_out = session.body_bytes_sent(),
+            "request"
+        );
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Every request already gets one access-log line with its error kind.
+        true
+    }
+}
+
+/// The status to answer and, for upstream failures, the metric kind.
+fn classify_failure(e: &Error) -> (u16, Option<&'static str>) {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => (*code, None),
+        ErrorType::ConnectTimedout => (504, Some("connect-timeout")),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            (504, Some("read-timeout"))
+        }
+        ErrorType::ReadTimedout => (408, None),
+        _ => match e.esource() {
+            ErrorSource::Upstream => (502, Some("upstream-error")),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, None)
+                }
+                _ => (400, None),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (500, None),
+        },
+    }
+}
+
+/// Status labels come from a fixed set so a hostile upstream cannot grow
+/// the metric's cardinality.
+fn status_label(status: u16) -> &'static str {
+    const KNOWN: [(u16, &str); 20] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (206, "206"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (308, "308"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (413, "413"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (504, "504"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map(|(_, label)| *label)
+        .unwrap_or(match status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8443"), "::1");
+    }
+
+    #[test]
+    fn reserved_identity_headers_are_recognised() {
+        assert!(is_reserved_identity_header("x-gatehouse-user"));
+        assert!(is_reserved_identity_header("x-auth-request-email"));
+        assert!(!is_reserved_identity_header("x-gatehousex"));
+    }
+
+    #[test]
+    fn request_id_from_a_proxy_must_be_short_and_plain() {
+        assert_eq!(
+            trusted_request_id(&HeaderValue::from_static("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(trusted_request_id(&HeaderValue::from_static("a b")), None);
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(trusted_request_id(&long), None);
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_and_refusals_502() {
+        let timeout = Error::new(ErrorType::ConnectTimedout).into_up();
+        assert_eq!(classify_failure(&timeout).0, 504);
+        let refused = Error::new(ErrorType::ConnectRefused).into_up();
+        assert_eq!(classify_failure(&refused).0, 502);
+        let read = Error::new(ErrorType::ReadTimedout).into_up();
+        assert_eq!(classify_failure(&read).0, 504);
+        let limit = Error::new(ErrorType::HTTPStatus(413));
+        assert_eq!(classify_failure(&limit).0, 413);
+    }
+
+    #[test]
+    fn unusual_statuses_share_a_class_label() {
+        assert_eq!(status_label(404), "404");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(0), "none");
+    }
+}

@@ -1,0 +1,192 @@
+//! Policy and certificate reload: build a whole new snapshot off the request
+//! path, then swap it in. A policy that does not load is logged and counted,
+//! and the old one stays in force.
+//!
+//! Triggers: SIGHUP, or a change to the policy file or any certificate or
+//! key it names (watched through their directories, so editors that replace
+//! files by rename and Kubernetes' symlink swaps are seen too).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::tls::CertStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] SnapshotError),
+    #[error("{0} cannot change while running; restart the gateway to apply it")]
+    NeedsRestart(&'static str),
+}
+
+pub struct Reloader {
+    pub policy_path: PathBuf,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub certs: Arc<ArcSwap<CertStore>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Loads the policy again and swaps it in, or keeps the old one.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        self.metrics
+            .policy_reloads
+            .with_label_values(&[outcome])
+            .inc();
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let next = Snapshot::load(&self.policy_path)?;
+        let current = self.snapshot.load();
+        let (old, new) = (&current.policy, &next.policy);
+        // Listeners are bound, the crypto provider is process-wide, and the
+        // connection cap is fixed at start; accepting a change we cannot
+        // honour would leave users believing it is in force.
+        if old.listen.https != new.listen.https
+            || old.listen.http_redirect != new.listen.http_redirect
+            || old.listen.admin != new.listen.admin
+        {
+            return Err(ReloadError::NeedsRestart("[listen]"));
+        }
+        if old.tls.min_version != new.tls.min_version {
+            return Err(ReloadError::NeedsRestart("tls.min_version"));
+        }
+        if old.limits.max_connections != new.limits.max_connections {
+            return Err(ReloadError::NeedsRestart("limits.max_connections"));
+        }
+        tracing::info!(
+            before = %old.origin.sha256,
+            after = %new.origin.sha256,
+            "policy reloaded"
+        );
+        self.certs.store(next.certs.clone());
+        self.metrics.set_cert_expiries(&next.certs.not_after);
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The files whose change triggers a reload.
+    fn watched_files(&self) -> HashSet<PathBuf> {
+        let snapshot = self.snapshot.load();
+        let mut files: HashSet<PathBuf> = snapshot.certs.files.iter().cloned().collect();
+        files.insert(self.policy_path.clone());
+        files.into_iter().map(|f| absolute(&f)).collect()
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Runs the reload triggers until shutdown.
+pub struct ReloadService(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let reloader = self.0.clone();
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload by file change only");
+                return;
+            }
+        };
+
+        let mut watched = reloader.watched_files();
+        let mut _watcher = start_watcher(&watched, tx.clone());
+
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => tracing::info!("SIGHUP: reloading policy"),
+                Some(()) = rx.recv() => {
+                    // Let a burst of writes (editor save, cert + key) settle.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    while rx.try_recv().is_ok() {}
+                    tracing::info!("policy or certificate file changed: reloading");
+                }
+                _ = shutdown.changed() => return,
+            }
+            let r = reloader.clone();
+            let result = tokio::task::spawn_blocking(move || r.reload()).await;
+            match result {
+                Ok(Ok(())) => {
+                    let now = reloader.watched_files();
+                    if now != watched {
+                        watched = now;
+                        _watcher = start_watcher(&watched, tx.clone());
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "policy reload rejected; the previous policy stays in force")
+                }
+                Err(e) => tracing::error!(error = %e, "policy reload task failed"),
+            }
+        }
+    }
+}
+
+/// Watches the directories holding `files` and signals when one of them
+/// changes. Returns the watcher, which stops watching when dropped.
+fn start_watcher(
+    files: &HashSet<PathBuf>,
+    tx: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let wanted = files.clone();
+    let dirs: HashSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        // Kubernetes swaps a `..data` symlink; treat any change to a dot
+        // entry in a watched directory as a change to our files.
+        let relevant = event.paths.iter().any(|p| {
+            wanted.contains(p)
+                || p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".."))
+        });
+        if relevant {
+            // A full channel already holds a pending reload.
+            let _ = tx.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch files; reload with SIGHUP");
+            return None;
+        }
+    };
+    for dir in dirs {
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+        }
+    }
+    Some(watcher)
+}

@@ -1,0 +1,92 @@
+//! Every response the gateway writes itself goes through [`send`].
+//!
+//! Pingora does not run `response_filter` for responses written from
+//! `request_filter` or `fail_to_proxy`, so this is where those responses get
+//! the security headers. Bodies are short fixed phrases: the cause stays in
+//! the request context for the access log, never in the response.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+
+use crate::headers::PreparedHeaders;
+
+/// A gateway-written response: status, optional extra headers, and whether
+/// the connection must close afterwards (framing errors, where the rest of
+/// the stream cannot be trusted).
+pub struct GatewayResponse {
+    pub status: u16,
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+    pub close: bool,
+}
+
+impl GatewayResponse {
+    pub fn status(status: u16) -> Self {
+        GatewayResponse {
+            status,
+            extra: Vec::new(),
+            close: false,
+        }
+    }
+
+    pub fn closing(status: u16) -> Self {
+        GatewayResponse {
+            close: true,
+            ..Self::status(status)
+        }
+    }
+}
+
+/// Writes `response` with the security headers of `headers` and the request
+/// id. Returns the status written, for logging.
+pub async fn send(
+    session: &mut Session,
+    headers: &PreparedHeaders,
+    request_id: &str,
+    response: GatewayResponse,
+) -> Result<u16> {
+    let body = Bytes::from(phrase(response.status));
+    let mut head = ResponseHeader::build(response.status, Some(8 + response.extra.len()))?;
+    head.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    head.insert_header("x-request-id", request_id)?;
+    for (name, value) in response.extra {
+        head.insert_header(name, value)?;
+    }
+    headers.apply(&mut head);
+    if response.close {
+        head.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(head), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(response.status)
+}
+
+/// A short, fixed body per status: enough for a human, nothing for an attacker.
+fn phrase(status: u16) -> String {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    format!("{status} {reason}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phrases_name_only_the_status() {
+        assert_eq!(phrase(403), "403 Forbidden\n");
+        assert_eq!(phrase(431), "431 Request Header Fields Too Large\n");
+        assert_eq!(phrase(599), "599 Error\n");
+    }
+}

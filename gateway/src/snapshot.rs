@@ -1,0 +1,161 @@
+//! Everything built from one policy, swapped as a unit on reload.
+//!
+//! Architecture invariant: the only global mutable state in the gateway is
+//! the `ArcSwap<Snapshot>` (plus the certificate store the TLS resolver
+//! reads). A request loads the snapshot once into its context and uses that
+//! same snapshot to the end, so a reload never changes the rules halfway
+//! through a request.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gatehouse_policy::{Policy, PolicyError, Route};
+
+use crate::headers::PreparedHeaders;
+use crate::path::{matches_prefix, NormalizedPath};
+use crate::tls::{CertStore, TlsError};
+
+pub struct Snapshot {
+    pub policy: Policy,
+    pub routes: RouteTable,
+    /// Headers for responses that belong to no route (404, early 400s).
+    pub default_headers: PreparedHeaders,
+    pub certs: Arc<CertStore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl Snapshot {
+    /// Loads the policy and everything it refers to. `check`, startup and
+    /// reload all come through here, so they accept and reject the same files.
+    pub fn load(path: &Path) -> Result<Self, SnapshotError> {
+        let policy = gatehouse_policy::load(path)?;
+        Self::build(policy)
+    }
+
+    pub fn build(policy: Policy) -> Result<Self, SnapshotError> {
+        Ok(Snapshot {
+            certs: Arc::new(CertStore::load(&policy.tls)?),
+            routes: RouteTable::new(&policy.routes),
+            default_headers: PreparedHeaders::new(&gatehouse_policy::SecurityHeaders::default()),
+            policy,
+        })
+    }
+}
+
+pub struct PreparedRoute {
+    pub route: Route,
+    pub headers: PreparedHeaders,
+}
+
+/// Routes ordered for matching: host-specific first, then longest prefix,
+/// so the first match is the most specific one.
+pub struct RouteTable(Vec<Arc<PreparedRoute>>);
+
+impl RouteTable {
+    pub fn new(routes: &[Route]) -> Self {
+        let mut prepared: Vec<Arc<PreparedRoute>> = routes
+            .iter()
+            .map(|route| {
+                Arc::new(PreparedRoute {
+                    headers: PreparedHeaders::new(&route.headers),
+                    route: route.clone(),
+                })
+            })
+            .collect();
+        prepared.sort_by_key(|r| {
+            (
+                r.route.host.is_none(),
+                std::cmp::Reverse(r.route.path.as_str().len()),
+            )
+        });
+        RouteTable(prepared)
+    }
+
+    /// The route for a request: a route naming this host wins over a
+    /// host-less one, then the longest matching prefix.
+    pub fn find(&self, host: Option<&str>, path: &NormalizedPath) -> Option<&Arc<PreparedRoute>> {
+        self.0.iter().find(|r| {
+            let host_ok = match (&r.route.host, host) {
+                (None, _) => true,
+                (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+                (Some(_), None) => false,
+            };
+            host_ok && matches_prefix(path, r.route.path.as_str())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &str) -> RouteTable {
+        let text = format!(
+            r#"
+[listen]
+https = "127.0.0.1:8443"
+public_origin = "https://localhost:8443"
+[[tls.cert]]
+hosts = ["localhost"]
+cert = "c.pem"
+key = "k.pem"
+{routes}"#
+        );
+        let policy = gatehouse_policy::parse(Path::new("p.toml"), &text).unwrap();
+        RouteTable::new(&policy.routes)
+    }
+
+    fn matched<'a>(table: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
+        let path = crate::path::normalize(path.as_bytes()).unwrap();
+        table.find(host, &path).map(|r| r.route.name.as_str())
+    }
+
+    #[test]
+    fn longest_prefix_and_host_specific_routes_win() {
+        let routes = table(
+            r#"
+[[route]]
+name = "root"
+path = "/"
+upstream = "http://127.0.0.1:1"
+[[route]]
+name = "api"
+path = "/api"
+upstream = "http://127.0.0.1:2"
+[[route]]
+name = "admin-host"
+host = "admin.test"
+path = "/"
+upstream = "http://127.0.0.1:3"
+"#,
+        );
+        assert_eq!(matched(&routes, None, "/api/x"), Some("api"));
+        assert_eq!(matched(&routes, None, "/apix"), Some("root"));
+        assert_eq!(
+            matched(&routes, Some("ADMIN.test"), "/api/x"),
+            Some("admin-host")
+        );
+        assert_eq!(matched(&routes, Some("other.test"), "/"), Some("root"));
+    }
+
+    #[test]
+    fn no_route_matches_outside_every_prefix() {
+        let routes = table(
+            r#"
+[[route]]
+name = "api"
+path = "/api"
+upstream = "http://127.0.0.1:2"
+"#,
+        );
+        assert_eq!(matched(&routes, None, "/"), None);
+        assert_eq!(matched(&routes, None, "/ap"), None);
+    }
+}
