@@ -51,15 +51,31 @@ impl FramingViolation {
     }
 }
 
-/// Checks a request head. `raw_target_len` is the length of the request
-/// target as received, counted towards `max_head_bytes` with the headers.
+/// The request head as the gateway sees it.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+    /// Length of the request target as received.
+    pub raw_target_len: usize,
+    /// The HTTP/1 header block as received. Pingora drops Content-Length
+    /// when Transfer-Encoding is also present, so only the raw bytes show
+    /// that a client sent both.
+    pub raw_head: Option<&'a [u8]>,
+}
+
+/// Checks a request head against the framing rules and `max_head_bytes`.
 pub fn check_request_head(
-    method: &Method,
-    version: Version,
-    headers: &HeaderMap,
-    raw_target_len: usize,
+    head: &RequestHead<'_>,
     max_head_bytes: usize,
 ) -> Result<(), FramingViolation> {
+    let RequestHead {
+        method,
+        version,
+        headers,
+        raw_target_len,
+        raw_head,
+    } = *head;
     // CONNECT would turn us into a tunnel; TRACE reflects credentials (XST).
     if *method == Method::CONNECT || *method == Method::TRACE {
         return Err(FramingViolation::MethodNotAllowed);
@@ -88,7 +104,9 @@ pub fn check_request_head(
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
         .collect();
-    if !lengths.is_empty() && !encodings.is_empty() {
+    let raw_length_with_encoding =
+        !encodings.is_empty() && raw_head.is_some_and(declares_content_length);
+    if (!lengths.is_empty() && !encodings.is_empty()) || raw_length_with_encoding {
         return Err(FramingViolation::LengthAndChunked);
     }
     match lengths.as_slice() {
@@ -140,6 +158,16 @@ pub fn check_upgrade(
     }
 }
 
+/// Whether a raw header block has a Content-Length line.
+fn declares_content_length(raw_head: &[u8]) -> bool {
+    raw_head.split(|b| *b == b'\n').skip(1).any(|line| {
+        let name_end = line.iter().position(|b| *b == b':').unwrap_or(line.len());
+        line[..name_end]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"content-length")
+    })
+}
+
 fn is_decimal(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit)
 }
@@ -157,14 +185,19 @@ mod tests {
         map
     }
 
+    fn head<'a>(method: &'a Method, version: Version, headers: &'a HeaderMap) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            version,
+            headers,
+            raw_target_len: 1,
+            raw_head: None,
+        }
+    }
+
     fn check(pairs: &[(&'static str, &'static str)]) -> Result<(), FramingViolation> {
-        check_request_head(
-            &Method::POST,
-            Version::HTTP_11,
-            &headers(pairs),
-            1,
-            32 * 1024,
-        )
+        let map = headers(pairs);
+        check_request_head(&head(&Method::POST, Version::HTTP_11, &map), 32 * 1024)
     }
 
     #[test]
@@ -187,6 +220,21 @@ mod tests {
             ]),
             Err(FramingViolation::LengthAndChunked)
         );
+    }
+
+    #[test]
+    fn length_dropped_by_the_parser_is_found_in_the_raw_head() {
+        let map = headers(&[("host", "a"), ("transfer-encoding", "chunked")]);
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut with_raw = head(&Method::POST, Version::HTTP_11, &map);
+        with_raw.raw_head = Some(raw);
+        assert_eq!(
+            check_request_head(&with_raw, 1 << 15),
+            Err(FramingViolation::LengthAndChunked)
+        );
+        let clean = b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length-Hint: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        with_raw.raw_head = Some(clean);
+        assert_eq!(check_request_head(&with_raw, 1 << 15), Ok(()));
     }
 
     #[test]
@@ -220,7 +268,7 @@ mod tests {
             let mut map = headers(&[("host", "a")]);
             map.append("transfer-encoding", HeaderValue::from_str(te).unwrap());
             assert_eq!(
-                check_request_head(&Method::POST, Version::HTTP_11, &map, 1, 1 << 15),
+                check_request_head(&head(&Method::POST, Version::HTTP_11, &map), 1 << 15),
                 Err(FramingViolation::BadTransferEncoding),
                 "{te}"
             );
@@ -242,26 +290,16 @@ mod tests {
             check(&[("host", "a"), ("host", "b")]),
             Err(FramingViolation::BadHost)
         );
-        let http10 = check_request_head(
-            &Method::GET,
-            Version::HTTP_10,
-            &HeaderMap::new(),
-            1,
-            1 << 15,
-        );
+        let empty = HeaderMap::new();
+        let http10 = check_request_head(&head(&Method::GET, Version::HTTP_10, &empty), 1 << 15);
         assert_eq!(http10, Ok(()));
     }
 
     #[test]
     fn tunnel_and_trace_methods_are_refused() {
+        let map = headers(&[("host", "a")]);
         for method in [Method::CONNECT, Method::TRACE] {
-            let result = check_request_head(
-                &method,
-                Version::HTTP_11,
-                &headers(&[("host", "a")]),
-                1,
-                1 << 15,
-            );
+            let result = check_request_head(&head(&method, Version::HTTP_11, &map), 1 << 15);
             assert_eq!(result, Err(FramingViolation::MethodNotAllowed));
         }
     }
@@ -271,7 +309,8 @@ mod tests {
         let big = "x".repeat(2000);
         let mut map = headers(&[("host", "a")]);
         map.insert("x-big", HeaderValue::from_str(&big).unwrap());
-        let err = check_request_head(&Method::GET, Version::HTTP_11, &map, 1, 1024).unwrap_err();
+        let err =
+            check_request_head(&head(&Method::GET, Version::HTTP_11, &map), 1024).unwrap_err();
         assert_eq!(err.status(), 431);
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -25,13 +26,11 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
     let filter = EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
-    // Filtered to the one target it reads, so it does not raise the log
-    // level Pingora's hot path is checked against.
+    // Filtered to errors, so it does not raise the log level Pingora's hot
+    // path is checked against.
     let counter = metrics.map(|metrics| {
-        HandshakeFailureCounter { metrics }.with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("pingora_core::services::listening", tracing::Level::ERROR),
-        )
+        HandshakeFailureCounter { metrics }
+            .with_filter(tracing_subscriber::filter::LevelFilter::ERROR)
     });
     let registry = tracing_subscriber::registry().with(counter);
     // A second init (tests) is harmless: keep the first subscriber.
@@ -62,9 +61,11 @@ pub struct HandshakeFailureCounter {
 
 impl<S: Subscriber> Layer<S> for HandshakeFailureCounter {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        // Bridged `log` records carry the module path as their target.
-        if !event
-            .metadata()
+        // Bridged `log` records share one callsite whose target is "log";
+        // the record's own target is in the normalised metadata.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        if !metadata
             .target()
             .starts_with("pingora_core::services::listening")
         {

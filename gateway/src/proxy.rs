@@ -154,20 +154,22 @@ impl Refusal {
 fn admit(
     snapshot: &Snapshot,
     req: &RequestHeader,
+    raw_head: Option<&[u8]>,
     client_ip: IpAddr,
 ) -> Result<Admission, Refusal> {
     let policy = &snapshot.policy;
     let raw_target = req.raw_path();
 
     // 4. framing
-    framing::check_request_head(
-        &req.method,
-        req.version,
-        &req.headers,
-        raw_target.len(),
-        policy.limits.max_header_bytes,
-    )
-    .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
+    let head = framing::RequestHead {
+        method: &req.method,
+        version: req.version,
+        headers: &req.headers,
+        raw_target_len: raw_target.len(),
+        raw_head,
+    };
+    framing::check_request_head(&head, policy.limits.max_header_bytes)
+        .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
 
     // 5. path
     let (path, query) =
@@ -312,7 +314,20 @@ impl ProxyHttp for Gateway {
         }
 
         // 4 to 8
-        match admit(&snapshot, session.req_header(), client_ip) {
+        // The raw head is only needed (and only copied) when the parsed one
+        // may have lost a Content-Length; see `framing::RequestHead`.
+        let raw_head = session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            .then(|| session.as_http1().map(|h1| h1.get_headers_raw_bytes()))
+            .flatten();
+        match admit(
+            &snapshot,
+            session.req_header(),
+            raw_head.as_deref(),
+            client_ip,
+        ) {
             Ok(admission) => {
                 ctx.admission = Some(admission);
                 Ok(false)

@@ -1,1 +1,14 @@
-//! placeholder
+//! Test harness for Gatehouse's integration tests.
+//!
+//! Everything here is real: our binaries run as child processes on free
+//! loopback ports, the upstream is a real HTTP server, certificates are
+//! real X.509 signed by a throwaway CA. Children are killed when their
+//! handle drops, so a failing test leaves nothing running.
+
+pub mod pki;
+pub mod process;
+pub mod upstream;
+
+pub use pki::TestPki;
+pub use process::{free_port, wait_for_port, ChildProcess};
+pub use upstream::EchoUpstream;

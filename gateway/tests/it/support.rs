@@ -1,0 +1,282 @@
+//! Starting a gateway under test: a policy from a template, real
+//! certificates, free ports, a real upstream, and clients that trust the
+//! test CA.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_tests::{free_port, wait_for_port, ChildProcess, EchoUpstream, TestPki};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-gateway");
+
+/// The policy most tests start from. Placeholders: `{https}`, `{http}`,
+/// `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{extra}` (appended).
+pub const BASE_POLICY: &str = r#"
+[listen]
+https = "127.0.0.1:{https}"
+http_redirect = "127.0.0.1:{http}"
+admin = "127.0.0.1:{admin}"
+public_origin = "https://localhost:{https}"
+
+[[tls.cert]]
+hosts = ["localhost", "127.0.0.1"]
+cert = "{cert}"
+key = "{key}"
+
+[limits]
+shutdown_grace = "5s"
+
+[[route]]
+name = "app"
+path = "/"
+upstream = "{upstream}"
+max_body = "1KiB"
+{extra}
+"#;
+
+pub struct Gateway {
+    pub process: ChildProcess,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub pki: TestPki,
+    pub policy_path: PathBuf,
+    /// Kept alive for as long as the gateway proxies to it.
+    _upstream: EchoUpstream,
+    vars: Vec<(String, String)>,
+}
+
+impl Gateway {
+    /// Starts a gateway with [`BASE_POLICY`] and `extra` appended.
+    pub async fn start(extra: &str) -> Gateway {
+        Self::start_with(BASE_POLICY, extra).await
+    }
+
+    pub async fn start_with(template: &str, extra: &str) -> Gateway {
+        let gateway = Self::prepare(template, extra).await;
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Like [`Self::start_with`], running `setup` (e.g. issuing more
+    /// certificates into the PKI directory, `{dir}`) before the spawn.
+    pub async fn start_custom(
+        template: &str,
+        extra: &str,
+        setup: impl FnOnce(&TestPki),
+    ) -> Gateway {
+        let gateway = Self::prepare_with(template, extra, setup).await;
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Writes the policy and spawns the process without waiting for it.
+    pub async fn prepare(template: &str, extra: &str) -> Gateway {
+        Self::prepare_with(template, extra, |_| {}).await
+    }
+
+    async fn prepare_with(template: &str, extra: &str, setup: impl FnOnce(&TestPki)) -> Gateway {
+        let pki = TestPki::new().expect("test CA");
+        setup(&pki);
+        let leaf = pki
+            .issue("server", &["localhost", "127.0.0.1"], 30)
+            .expect("server certificate");
+        let upstream = EchoUpstream::start().await.expect("upstream");
+        let (https, http, admin) = (free_port(), free_port(), free_port());
+        let vars = vec![
+            ("{https}".to_owned(), https.to_string()),
+            ("{http}".to_owned(), http.to_string()),
+            ("{admin}".to_owned(), admin.to_string()),
+            ("{cert}".to_owned(), leaf.cert.display().to_string()),
+            ("{key}".to_owned(), leaf.key.display().to_string()),
+            ("{upstream}".to_owned(), upstream.url()),
+            ("{dir}".to_owned(), pki.dir.path().display().to_string()),
+        ];
+        let policy_path = pki.dir.path().join("policy.toml");
+        let mut text = template.replace("{extra}", extra);
+        for (k, v) in &vars {
+            text = text.replace(k, v);
+        }
+        std::fs::write(&policy_path, text).expect("write policy");
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--policy"])
+            .arg(&policy_path)
+            .args(["--threads", "2"])
+            .env("GATEHOUSE_LOG", "info");
+        let process = ChildProcess::spawn(command, &pki.dir.path().join("gateway.log"))
+            .expect("spawn gateway");
+        Gateway {
+            process,
+            https: SocketAddr::from(([127, 0, 0, 1], https)),
+            http: SocketAddr::from(([127, 0, 0, 1], http)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            pki,
+            policy_path,
+            _upstream: upstream,
+            vars,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        for addr in [self.https, self.http, self.admin] {
+            if let Err(e) = wait_for_port(addr, Duration::from_secs(10)) {
+                panic!("{e}\n--- gateway log ---\n{}", self.process.log_text());
+            }
+        }
+    }
+
+    /// Rewrites the policy file with the same placeholders filled in.
+    pub fn rewrite_policy(&self, template: &str, extra: &str) {
+        let mut text = template.replace("{extra}", extra);
+        for (k, v) in &self.vars {
+            text = text.replace(k, v);
+        }
+        let tmp = self.policy_path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write policy");
+        std::fs::rename(&tmp, &self.policy_path).expect("replace policy");
+    }
+
+    pub fn origin(&self) -> String {
+        format!("https://localhost:{}", self.https.port())
+    }
+
+    /// An HTTPS client that trusts only the test CA and resolves
+    /// `localhost` to the gateway.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.pki.ca_pem.as_bytes()).expect("CA pem"),
+            )
+            .resolve("localhost", self.https)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client()
+            .get(format!("{}{path}", self.origin()))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// A TLS connection to the gateway with `config`, SNI `server_name`.
+    pub async fn tls_connect(
+        &self,
+        config: rustls::ClientConfig,
+        server_name: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.https).await?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+
+    /// Sends raw HTTP/1.1 bytes over TLS and returns everything the gateway
+    /// sent back before closing or going quiet.
+    pub async fn raw_request(&self, request: &[u8]) -> RawResponse {
+        let config = self.pki.client_config(&[b"http/1.1"]);
+        let mut stream = self
+            .tls_connect(config, "localhost")
+            .await
+            .expect("tls connect");
+        stream.write_all(request).await.expect("write request");
+        read_until_quiet(&mut stream).await
+    }
+}
+
+/// What came back on a raw connection, and whether the gateway closed it.
+pub struct RawResponse {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl RawResponse {
+    pub fn status(&self) -> u16 {
+        self.text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+pub async fn read_until_quiet<S: AsyncReadExt + Unpin>(stream: &mut S) -> RawResponse {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    RawResponse {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
+
+/// The JSON the echo upstream returns.
+pub async fn echoed(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.expect("echo JSON")
+}
+
+/// Header value the upstream received, from an echo body.
+pub fn upstream_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|pair| pair[0].as_str() == Some(name))
+                .filter_map(|pair| pair[1].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of one un-labelled or labelled sample in Prometheus text.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

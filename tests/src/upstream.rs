@@ -1,0 +1,98 @@
+//! A real HTTP/1.1 upstream that describes each request it receives as
+//! JSON, so tests can see exactly what the gateway forwarded.
+//!
+//! Paths with meaning: `/status/NNN` answers that status; `/sleep/MS`
+//! waits before answering; every answer carries `Server` and
+//! `X-Powered-By` so tests can check the gateway strips them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    /// Starts on a free loopback port in the current tokio runtime.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(echo))
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Ok(EchoUpstream { addr, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut status = 200u16;
+    if let Some(code) = target.strip_prefix("/status/") {
+        status = code.parse().unwrap_or(200);
+    }
+    if let Some(ms) = target.strip_prefix("/sleep/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body_len = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes().len(),
+        Err(_) => 0,
+    };
+    let body = serde_json::json!({
+        "method": method,
+        "target": target,
+        "headers": headers,
+        "body_len": body_len,
+    });
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("server", "echo-upstream/1.0")
+        .header("x-powered-by", "hyper")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    Ok(response)
+}
