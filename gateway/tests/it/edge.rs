@@ -244,3 +244,76 @@ async fn slow_upstream_gets_504() {
     let response = gateway.get("/sleep/2000").await;
     assert_eq!(response.status(), 504);
 }
+
+#[tokio::test]
+async fn slow_request_body_times_out() {
+    let template = BASE_POLICY.replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nclient_read_timeout = \"1s\"",
+    );
+    let gateway = Gateway::start_with(&template, "").await;
+    let started = std::time::Instant::now();
+    // Declares 100 bytes, sends 10, then goes quiet.
+    let response = gateway
+        .raw_request(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+    assert!(
+        response.closed || response.status() == 408,
+        "{}",
+        response.text
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let template = BASE_POLICY.replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_connections = 2",
+    );
+    let gateway = Gateway::start_with(&template, "").await;
+    let config = gateway.pki.client_config(&[b"http/1.1"]);
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = gateway
+            .tls_connect(config.clone(), "localhost")
+            .await
+            .unwrap();
+        stream.write_all(request).await.unwrap();
+        let response = crate::support::read_until_quiet(&mut stream).await;
+        assert_eq!(response.status(), 200);
+        held.push(stream);
+    }
+    let mut third = gateway
+        .tls_connect(config.clone(), "localhost")
+        .await
+        .unwrap();
+    let _ = third.write_all(request).await;
+    let refused = crate::support::read_until_quiet(&mut third).await;
+    assert!(
+        refused.closed && refused.text.is_empty(),
+        "{}",
+        refused.text
+    );
+
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = gateway.tls_connect(config, "localhost").await.unwrap();
+    fourth.write_all(request).await.unwrap();
+    assert_eq!(
+        crate::support::read_until_quiet(&mut fourth).await.status(),
+        200
+    );
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        crate::support::metric_value(&metrics, "gatehouse_downstream_connections_refused_total"),
+        Some(1.0)
+    );
+}

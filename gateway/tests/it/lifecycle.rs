@@ -199,3 +199,46 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
         signalled.elapsed()
     );
 }
+
+#[tokio::test]
+async fn reload_leaves_in_flight_requests_alone() {
+    let gateway = Gateway::start("").await;
+    let client = gateway.client();
+    let url = format!("{}/sleep/1000", gateway.origin());
+    let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gateway.rewrite_policy(
+        &BASE_POLICY.replace("path = \"/\"", "path = \"/moved\""),
+        "",
+    );
+    gateway.process.signal("HUP").unwrap();
+    wait_for_metric(&gateway, ACCEPTED, 1.0).await;
+    assert_eq!(in_flight.await.unwrap().expect("completes"), 200);
+    assert_eq!(gateway.get("/sleep/0").await.status(), 404);
+}
+
+#[tokio::test]
+async fn every_request_gets_one_json_access_log_line() {
+    let gateway = Gateway::start("").await;
+    let response = gateway.get("/hello").await;
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let denied = gateway
+        .raw_request(b"GET /a/../.. HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(denied.status(), 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let access: Vec<_> = gateway
+        .log_records()
+        .into_iter()
+        .filter(|r| r["target"] == "gatehouse::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{access:?}");
+    assert_eq!(access[0]["request_id"], request_id.as_str());
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["route"], "app");
+    assert_eq!(access[1]["status"], 400);
+    assert_eq!(access[1]["denial"], "path-escapes-root");
+}

@@ -108,7 +108,7 @@ impl Gateway {
         command
             .args(["run", "--policy"])
             .arg(&policy_path)
-            .args(["--threads", "2"])
+            .args(["--threads", "2", "--log-format", "json"])
             .env("GATEHOUSE_LOG", "info");
         let process = ChildProcess::spawn(command, &pki.dir.path().join("gateway.log"))
             .expect("spawn gateway");
@@ -141,6 +141,15 @@ impl Gateway {
         let tmp = self.policy_path.with_extension("tmp");
         std::fs::write(&tmp, text).expect("write policy");
         std::fs::rename(&tmp, &self.policy_path).expect("replace policy");
+    }
+
+    /// The JSON log records written so far.
+    pub fn log_records(&self) -> Vec<serde_json::Value> {
+        self.process
+            .log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     pub fn origin(&self) -> String {
