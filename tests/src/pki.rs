@@ -28,7 +28,11 @@ impl TestPki {
             .distinguished_name
             .push(DnType::CommonName, "Gatehouse test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.serial_number = Some(positive_serial());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(365);
         let cert = params.self_signed(&key)?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("ca.pem"), cert.pem())?;
@@ -60,7 +64,11 @@ impl TestPki {
             })
             .collect::<Result<_, rcgen::Error>>()?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(positive_serial());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Verifiers that build paths (Python's, Node's) match the leaf's
+        // Authority Key Identifier to the CA's Subject Key Identifier.
+        params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(days);
@@ -93,6 +101,20 @@ impl TestPki {
 }
 
 use rustls::pki_types::pem::PemObject;
+
+/// RFC 5280 wants positive serials; strict verifiers (Python's
+/// cryptography, used by sslyze) reject a leading 1 bit, so clear it.
+fn positive_serial() -> rcgen::SerialNumber {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut bytes = (nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(40)).to_be_bytes();
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
 
 /// Write to a temporary name, then rename, as deployment tools do, so a
 /// reader never sees half a file.

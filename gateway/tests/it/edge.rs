@@ -317,3 +317,30 @@ async fn connections_beyond_the_cap_are_closed() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn request_id_is_taken_only_from_a_trusted_proxy() {
+    let untrusted = Gateway::start("").await;
+    let send = |gateway: &Gateway| {
+        gateway
+            .client()
+            .get(format!("{}/", gateway.origin()))
+            .header("x-request-id", "proxy-chosen-1")
+            .send()
+    };
+    let echo = echoed(send(&untrusted).await.unwrap()).await;
+    assert_ne!(
+        upstream_header(&echo, "x-request-id"),
+        vec!["proxy-chosen-1"]
+    );
+
+    let network = "[network]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n[limits]";
+    let trusted = Gateway::start_with(&BASE_POLICY.replace("[limits]", network), "").await;
+    let response = send(&trusted).await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "proxy-chosen-1");
+    let echo = echoed(response).await;
+    assert_eq!(
+        upstream_header(&echo, "x-request-id"),
+        vec!["proxy-chosen-1"]
+    );
+}

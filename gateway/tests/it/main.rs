@@ -5,5 +5,6 @@ mod admin;
 mod edge;
 mod framing;
 mod lifecycle;
+mod scanners;
 mod support;
 mod tls;

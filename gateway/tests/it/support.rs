@@ -76,6 +76,22 @@ impl Gateway {
         gateway
     }
 
+    /// A gateway on 127.0.0.1:443 with its redirect on :80, as scanners
+    /// that only speak to the standard ports expect. Needs root (or
+    /// CAP_NET_BIND_SERVICE); without it the gateway refuses to start and
+    /// this fails with its message.
+    pub async fn start_on_standard_ports(extra: &str) -> Gateway {
+        let template = BASE_POLICY
+            .replace("https://localhost:{https}", "https://localhost")
+            .replace("127.0.0.1:{https}", "127.0.0.1:443")
+            .replace("127.0.0.1:{http}", "127.0.0.1:80");
+        let mut gateway = Self::prepare(&template, extra).await;
+        gateway.https = SocketAddr::from(([127, 0, 0, 1], 443));
+        gateway.http = SocketAddr::from(([127, 0, 0, 1], 80));
+        gateway.wait_ready();
+        gateway
+    }
+
     /// Writes the policy and spawns the process without waiting for it.
     pub async fn prepare(template: &str, extra: &str) -> Gateway {
         Self::prepare_with(template, extra, |_| {}).await
