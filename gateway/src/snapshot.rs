@@ -125,15 +125,18 @@ key = "k.pem"
 name = "root"
 path = "/"
 upstream = "http://127.0.0.1:1"
+public = true
 [[route]]
 name = "api"
 path = "/api"
 upstream = "http://127.0.0.1:2"
+public = true
 [[route]]
 name = "admin-host"
 host = "admin.test"
 path = "/"
 upstream = "http://127.0.0.1:3"
+public = true
 "#,
         );
         assert_eq!(matched(&routes, None, "/api/x"), Some("api"));
@@ -153,6 +156,7 @@ upstream = "http://127.0.0.1:3"
 name = "api"
 path = "/api"
 upstream = "http://127.0.0.1:2"
+public = true
 "#,
         );
         assert_eq!(matched(&routes, None, "/"), None);

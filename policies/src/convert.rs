@@ -23,12 +23,16 @@ const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Converter<'a> {
     pub problems: Problems<'a>,
+    /// Looks up `${VAR}` secrets.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Relative file paths in the policy resolve against this directory.
     pub base_dir: PathBuf,
 }
 
 impl Converter<'_> {
     pub(crate) fn policy(&mut self, raw: RawPolicy, origin: PolicyOrigin) -> Option<Policy> {
+        let roles = self.roles(&raw.roles);
+        let identities = self.identities(&raw, &roles);
         let listen = self.listen(raw.listen);
         let tls = self.tls(raw.tls);
         let global_headers = self.headers(&raw.headers, SecurityHeaders::default());
@@ -38,7 +42,13 @@ impl Converter<'_> {
         };
         let trusted_proxies = self.cidrs(&raw.network.trusted_proxies);
         let (limits, route_defaults) = self.limits(&raw.limits);
-        let routes = self.routes(&raw.routes, &global_headers, &route_defaults);
+        let routes = self.routes(
+            &raw.routes,
+            &global_headers,
+            &route_defaults,
+            &roles,
+            &identities,
+        );
         if !self.problems.is_empty() {
             return None;
         }
@@ -50,6 +60,8 @@ impl Converter<'_> {
             trusted_proxies,
             limits,
             routes,
+            roles,
+            identities,
         })
     }
 
@@ -208,7 +220,7 @@ impl Converter<'_> {
         }
     }
 
-    fn file_path(&self, raw: &S<String>) -> PathBuf {
+    pub(crate) fn file_path(&self, raw: &S<String>) -> PathBuf {
         let path = Path::new(raw.get_ref());
         if path.is_absolute() {
             path.to_path_buf()
@@ -371,6 +383,8 @@ impl Converter<'_> {
         raw: &[S<RawRoute>],
         headers: &SecurityHeaders,
         defaults: &RouteDefaults,
+        roles: &crate::identity::Roles,
+        identities: &crate::identity::Identities,
     ) -> Vec<Route> {
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
@@ -412,6 +426,8 @@ impl Converter<'_> {
                 deny: self.cidrs(&r.network.deny),
             };
             let max_body = self.size(&r.max_body, defaults.max_body);
+            let access = self.access(r, roles, identities);
+            let cors = self.cors(&r.cors);
             if let (Some(path), Some(upstream)) = (path, upstream) {
                 routes.push(Route {
                     name,
@@ -422,6 +438,10 @@ impl Converter<'_> {
                     websocket: r.websocket,
                     network,
                     headers: route_headers,
+                    access,
+                    cors,
+                    forward_authorization: r.forward_authorization,
+                    forward_session_cookie: r.forward_session_cookie,
                 });
             }
         }

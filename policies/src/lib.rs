@@ -10,7 +10,9 @@
 //! the programs, which report their own errors with the path.
 
 mod convert;
+mod convert_identity;
 mod error;
+pub mod identity;
 pub mod model;
 mod raw;
 pub mod secret;
@@ -20,6 +22,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use error::{PolicyError, Problem};
+pub use identity::*;
 pub use model::*;
 
 /// Reads and validates the policy at `path`. Relative file paths inside it
@@ -32,8 +35,18 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     parse(path, &text)
 }
 
-/// Validates policy text as if it had been read from `path`.
+/// Validates policy text as if it had been read from `path`, resolving
+/// `${VAR}` secrets from the process environment.
 pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+    parse_with_env(path, text, &|var| std::env::var(var).ok())
+}
+
+/// Like [`parse`], with the environment given explicitly (for tests).
+pub fn parse_with_env(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Policy, PolicyError> {
     let invalid = |problems| PolicyError::Invalid {
         path: path.to_path_buf(),
         source_text: text.to_owned(),
@@ -53,6 +66,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
     };
     let mut converter = convert::Converter {
         problems: error::Problems::new(text),
+        env,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     match converter.policy(raw, origin) {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::identity::{Access, Identities, Roles};
+
 /// A validated policy and where it came from.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -20,6 +22,8 @@ pub struct Policy {
     /// longest prefix, so order only breaks ties it never has (names and
     /// host+path pairs are unique).
     pub routes: Vec<Route>,
+    pub roles: Roles,
+    pub identities: Identities,
 }
 
 /// Which file a policy was read from, and a digest of its exact bytes so that
@@ -182,6 +186,33 @@ pub struct Route {
     pub network: NetworkRules,
     /// The global headers with this route's overrides applied.
     pub headers: SecurityHeaders,
+    pub access: Access,
+    pub cors: Option<Cors>,
+    /// Whether the client's `Authorization` header reaches the upstream.
+    pub forward_authorization: bool,
+    /// Whether the session cookie reaches the upstream.
+    pub forward_session_cookie: bool,
+}
+
+/// Cross-origin rules of a route; the gateway answers preflights itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub origins: CorsOrigins,
+    pub methods: Vec<String>,
+    /// Lower-case request header names a cross-origin request may send.
+    pub headers: Vec<String>,
+    pub max_age: Duration,
+}
+
+/// `*` carries no credentials flag, so `*` with credentials cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List {
+        /// Serialised origins, `scheme://host[:port]`.
+        origins: Vec<String>,
+        allow_credentials: bool,
+    },
 }
 
 /// A route's path prefix: starts with `/`, no dot segments, no empty

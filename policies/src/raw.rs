@@ -2,6 +2,8 @@
 //! rest of Gatehouse sees only `model`. Every key is spanned where a later
 //! check may need to point at it.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -20,6 +22,19 @@ pub(crate) struct RawPolicy {
     pub limits: RawLimits,
     #[serde(default, rename = "route")]
     pub routes: Vec<S<RawRoute>>,
+    #[serde(default)]
+    pub roles: BTreeMap<S<String>, Vec<S<String>>>,
+    pub session: Option<S<RawSession>>,
+    #[serde(default)]
+    pub assertion: RawAssertion,
+    #[serde(default)]
+    pub oidc: Vec<S<RawOidc>>,
+    #[serde(default)]
+    pub jwt: Vec<S<RawJwt>>,
+    #[serde(default, rename = "api_key")]
+    pub api_keys: Vec<S<RawApiKey>>,
+    #[serde(default, rename = "basic_user")]
+    pub basic_users: Vec<S<RawBasicUser>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,4 +134,123 @@ pub(crate) struct RawRoute {
     pub network: RawRouteNetwork,
     #[serde(default)]
     pub headers: RawHeaders,
+    pub public: Option<S<bool>>,
+    #[serde(default)]
+    pub roles: Vec<S<String>>,
+    #[serde(default)]
+    pub permissions: Vec<S<String>>,
+    #[serde(default)]
+    pub methods: BTreeMap<S<String>, RawRequirement>,
+    #[serde(default)]
+    pub accept: Vec<S<String>>,
+    #[serde(default)]
+    pub forward_authorization: bool,
+    #[serde(default)]
+    pub forward_session_cookie: bool,
+    pub cors: Option<S<RawCors>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequirement {
+    #[serde(default)]
+    pub roles: Vec<S<String>>,
+    #[serde(default)]
+    pub permissions: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub allow_origins: Vec<S<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<S<String>>,
+    #[serde(default)]
+    pub allow_headers: Vec<S<String>>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    pub max_age: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSession {
+    #[serde(default)]
+    pub keys: Vec<S<String>>,
+    #[serde(default)]
+    pub keys_file: Vec<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub lifetime: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAssertion {
+    pub key_file: Option<S<String>>,
+    pub lifetime: Option<S<String>>,
+}
+
+/// How claims become roles; shared by OIDC providers and JWT issuers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaimMapping {
+    pub roles_claim: Option<S<String>>,
+    #[serde(default)]
+    pub role_map: BTreeMap<String, Vec<S<String>>>,
+    #[serde(default)]
+    pub default_roles: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub name: S<String>,
+    pub issuer: S<String>,
+    pub client_id: S<String>,
+    pub client_secret: Option<S<String>>,
+    pub client_secret_file: Option<S<String>>,
+    #[serde(default)]
+    pub scopes: Vec<S<String>>,
+    #[serde(default)]
+    pub allowed_domains: Vec<S<String>>,
+    #[serde(default)]
+    pub allowed_emails: Vec<S<String>>,
+    #[serde(default)]
+    pub claims: RawClaimMapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwt {
+    pub name: S<String>,
+    pub issuer: S<String>,
+    pub audience: Vec<S<String>>,
+    pub algorithms: Vec<S<String>>,
+    pub jwks_url: Option<S<String>>,
+    #[serde(default)]
+    pub public_keys: Vec<S<String>>,
+    pub hs256_secret: Option<S<String>>,
+    pub hs256_secret_file: Option<S<String>>,
+    pub leeway: Option<S<String>>,
+    #[serde(default)]
+    pub claims: RawClaimMapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKey {
+    pub name: S<String>,
+    pub sha256: S<String>,
+    pub roles: Vec<S<String>>,
+    #[serde(default)]
+    pub allow: Vec<S<String>>,
+    pub expires: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicUser {
+    pub name: S<String>,
+    pub password_hash: S<String>,
+    pub roles: Vec<S<String>>,
 }

@@ -18,6 +18,7 @@ key = "server-key.pem"
 name = "app"
 path = "/"
 upstream = "http://127.0.0.1:9000"
+public = true
 "#;
 
 fn parse_ok(text: &str) -> Policy {
@@ -117,7 +118,7 @@ fn upstream_with_a_path_is_rejected() {
 #[test]
 fn duplicate_route_names_and_paths_are_rejected() {
     let text = format!(
-        "{MINIMAL}\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9001\"\n"
+        "{MINIMAL}\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9001\"\npublic = true\n"
     );
     assert_eq!(problems(&text).len(), 2);
 }
@@ -202,9 +203,142 @@ fn shipped_policies_parse() {
         }
     }
     assert!(files.len() > 1, "examples are missing");
+    // Examples name secrets by ${VAR}; give every variable a strong value.
+    let env = |_: &str| Some("x".repeat(48));
     for file in files {
-        if let Err(e) = load(&file) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if let Err(e) = parse_with_env(&file, &text, &env) {
             panic!("{e}");
         }
     }
+}
+
+fn with_roles(extra: &str) -> String {
+    format!(
+        "{}\n[roles]\nadmin = [\"*\"]\nviewer = [\"jobs:view\"]\n\n[[api_key]]\nname = \"ci\"\nsha256 = \"{}\"\nroles = [\"viewer\"]\n{extra}",
+        MINIMAL.replace("public = true\n", "roles = [\"viewer\"]\n"),
+        "ab".repeat(32)
+    )
+}
+
+fn env_key(var: &str) -> Option<String> {
+    match var {
+        "SHORT" => Some("too-short".into()),
+        _ => Some("k".repeat(40)),
+    }
+}
+
+fn problems_env(text: &str) -> Vec<Problem> {
+    match parse_with_env(Path::new("policy.toml"), text, &env_key) {
+        Ok(_) => panic!("expected the policy to be rejected"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+#[test]
+fn restricted_route_with_api_keys_parses() {
+    let policy = parse_with_env(Path::new("p.toml"), &with_roles(""), &env_key).unwrap();
+    match &policy.routes[0].access {
+        Access::Restricted {
+            default, accept, ..
+        } => {
+            assert!(default.any_role.contains("viewer"));
+            assert_eq!(
+                accept.iter().copied().collect::<Vec<_>>(),
+                vec![IdentityKind::ApiKey]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn route_that_is_neither_public_nor_restricted_is_rejected() {
+    let text = MINIMAL.replace("public = true\n", "");
+    assert!(problems(&text)[0].message.contains("neither public"));
+}
+
+#[test]
+fn unknown_role_is_reported_where_it_is_named() {
+    let text = with_roles("").replace("roles = [\"viewer\"]\n\"#", "roles = [\"viewr\"]\n\"#");
+    let text = text.replacen("roles = [\"viewer\"]", "roles = [\"viewr\"]", 1);
+    let found = problems_env(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].message.contains("unknown role `viewr`"));
+    let line = text.lines().position(|l| l.contains("viewr")).unwrap() + 1;
+    assert_eq!(found[0].line, line);
+}
+
+#[test]
+fn short_session_key_is_refused() {
+    let text = with_roles("\n[session]\nkeys = [\"${SHORT}\"]\n");
+    assert!(problems_env(&text)[0].message.contains("at least 32"));
+}
+
+#[test]
+fn hs256_cannot_share_an_issuer_with_public_key_algorithms() {
+    let text = with_roles(
+        "\n[[jwt]]\nname = \"x\"\nissuer = \"x\"\naudience = [\"a\"]\nalgorithms = [\"RS256\", \"HS256\"]\nhs256_secret = \"${K}\"\n",
+    );
+    let found = problems_env(&text);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.message.contains("cannot be combined")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn alg_none_is_not_an_algorithm() {
+    let text = with_roles(
+        "\n[[jwt]]\nname = \"x\"\nissuer = \"x\"\naudience = [\"a\"]\nalgorithms = [\"none\"]\njwks_url = \"https://x.test/jwks\"\n",
+    );
+    assert!(problems_env(&text)
+        .iter()
+        .any(|p| p.message.contains("unsupported JWT algorithm `none`")));
+}
+
+#[test]
+fn wildcard_cors_with_credentials_is_impossible() {
+    let route_cors = "[route.cors]\nallow_origins = [\"*\"]\nallow_credentials = true\n";
+    let text = with_roles("").replacen("\n[roles]", &format!("{route_cors}\n[roles]"), 1);
+    let found = problems_env(&text);
+    assert!(
+        found.iter().any(|p| p
+            .message
+            .contains("cannot be combined with allow_credentials")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn weak_password_hashes_are_refused() {
+    let weak = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+    let text = with_roles(&format!(
+        "\n[[basic_user]]\nname = \"bob\"\npassword_hash = \"{weak}\"\nroles = [\"admin\"]\n"
+    ));
+    assert!(problems_env(&text)[0].message.contains("cost 12"));
+}
+
+#[test]
+fn permission_no_role_grants_is_refused() {
+    let text =
+        with_roles("").replacen("roles = [\"viewer\"]", "permissions = [\"jobs:delete\"]", 1);
+    let text = text.replace("admin = [\"*\"]\n", "");
+    assert!(problems_env(&text).iter().any(|p| p
+        .message
+        .contains("no role grants permission `jobs:delete`")));
+}
+
+#[test]
+fn route_accepting_an_unconfigured_kind_is_refused() {
+    let text = with_roles("").replacen(
+        "roles = [\"viewer\"]",
+        "roles = [\"viewer\"]\naccept = [\"jwt\"]",
+        1,
+    );
+    assert!(problems_env(&text)
+        .iter()
+        .any(|p| p.message.contains("no such identity source")));
 }

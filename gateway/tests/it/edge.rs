@@ -36,7 +36,7 @@ async fn proxied_response_has_security_headers_and_no_fingerprint() {
 #[tokio::test]
 async fn gateway_generated_responses_have_security_headers() {
     let extra =
-        "\n[[route]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"http://127.0.0.1:9\"\n";
+        "\n[[route]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"http://127.0.0.1:9\"\npublic = true\n";
     let template = BASE_POLICY.replace("path = \"/\"", "path = \"/app\"");
     let gateway = Gateway::start_with(&template, extra).await;
     let not_found = gateway.get("/elsewhere").await;

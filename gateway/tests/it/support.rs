@@ -37,6 +37,7 @@ name = "app"
 path = "/"
 upstream = "{upstream}"
 max_body = "1KiB"
+public = true
 {extra}
 "#;
 

@@ -1,0 +1,642 @@
+//! Converting `[roles]`, the identity sources and route access rules.
+//! Every role a rule names must exist; a route is public or says what it
+//! requires; secrets are resolved and checked for strength here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::convert::Converter;
+use crate::identity::*;
+use crate::model::{Cors, CorsOrigins};
+use crate::raw::*;
+use crate::secret::{Secret, SecretSource};
+
+const MIN_KEY_BYTES: usize = 32;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
+const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Converter<'_> {
+    pub(crate) fn roles(&mut self, raw: &BTreeMap<S<String>, Vec<S<String>>>) -> Roles {
+        let mut roles = Roles::default();
+        for (name, permissions) in raw {
+            if !is_plain_name(name.get_ref()) {
+                self.problems.add_hint(
+                    Some(name.span()),
+                    format!("role name `{}` is not allowed", name.get_ref()),
+                    "use lower-case letters, digits, '-' and '_'",
+                );
+            }
+            let mut set = BTreeSet::new();
+            for p in permissions {
+                let text = p.get_ref();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                    self.problems.add(
+                        Some(p.span()),
+                        format!("permission `{text}` is not allowed"),
+                    );
+                }
+                set.insert(text.clone());
+            }
+            roles.0.insert(name.get_ref().clone(), set);
+        }
+        roles
+    }
+
+    /// Role names that must exist in `roles`.
+    pub(crate) fn role_refs(&mut self, roles: &Roles, raw: &[S<String>]) -> BTreeSet<RoleName> {
+        let mut out = BTreeSet::new();
+        for r in raw {
+            if roles.0.contains_key(r.get_ref()) {
+                out.insert(r.get_ref().clone());
+            } else {
+                self.problems.add_hint(
+                    Some(r.span()),
+                    format!("unknown role `{}`", r.get_ref()),
+                    "declare it under [roles]",
+                );
+            }
+        }
+        out
+    }
+
+    fn secret(
+        &mut self,
+        key: &str,
+        value: &Option<S<String>>,
+        file: &Option<S<String>>,
+        min_bytes: usize,
+        anchor: std::ops::Range<usize>,
+    ) -> Option<Secret> {
+        let file_path = file.as_ref().map(|f| self.file_path(f));
+        let span = value
+            .as_ref()
+            .map(|v| v.span())
+            .or(file.as_ref().map(|f| f.span()))
+            .unwrap_or(anchor);
+        let source = match SecretSource::from_keys(
+            key,
+            value.as_ref().map(|v| v.get_ref().as_str()),
+            file_path.as_deref(),
+        ) {
+            Ok(Some(source)) => source,
+            Ok(None) => {
+                self.problems.add_hint(
+                    Some(span),
+                    format!("`{key}` is required"),
+                    format!(
+                        "set `{key} = \"${{ENV_VAR}}\"` or `{key}_file = \"/run/secrets/...\"`"
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.problems.add(Some(span), e.to_string());
+                return None;
+            }
+        };
+        match source.resolve(|var| (self.env)(var)) {
+            Ok(secret) if secret.len() >= min_bytes => Some(secret),
+            Ok(secret) => {
+                self.problems.add_hint(
+                    Some(span),
+                    format!(
+                        "`{key}` is {} bytes; at least {min_bytes} are required",
+                        secret.len()
+                    ),
+                    "generate one with: head -c 32 /dev/urandom | base64",
+                );
+                None
+            }
+            Err(e) => {
+                self.problems.add(Some(span), format!("`{key}`: {e}"));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn identities(&mut self, raw: &RawPolicy, roles: &Roles) -> Identities {
+        let session = raw.session.as_ref().map(|s| {
+            let span = s.span();
+            let s = s.get_ref();
+            let mut keys = Vec::new();
+            for value in &s.keys {
+                keys.extend(self.secret(
+                    "keys",
+                    &Some(value.clone()),
+                    &None,
+                    MIN_KEY_BYTES,
+                    span.clone(),
+                ));
+            }
+            for file in &s.keys_file {
+                keys.extend(self.secret(
+                    "keys",
+                    &None,
+                    &Some(file.clone()),
+                    MIN_KEY_BYTES,
+                    span.clone(),
+                ));
+            }
+            if s.keys.is_empty() && s.keys_file.is_empty() {
+                self.problems.add_hint(
+                    Some(span.clone()),
+                    "[session] needs at least one key",
+                    "keys = [\"${GATEHOUSE_SESSION_KEY}\"] with 32 or more random bytes",
+                );
+            }
+            SessionSettings {
+                keys,
+                idle_timeout: self.duration(&s.idle_timeout, DEFAULT_IDLE_TIMEOUT),
+                lifetime: self.duration(&s.lifetime, DEFAULT_SESSION_LIFETIME),
+            }
+        });
+
+        let mut names = BTreeSet::new();
+        let mut oidc = Vec::new();
+        for p in &raw.oidc {
+            let span = p.span();
+            let p = p.get_ref();
+            self.unique_name(&mut names, &p.name, "identity source");
+            let Some(issuer) = self.issuer_url(&p.issuer) else {
+                continue;
+            };
+            let Some(client_secret) = self.secret(
+                "client_secret",
+                &p.client_secret,
+                &p.client_secret_file,
+                1,
+                span.clone(),
+            ) else {
+                continue;
+            };
+            let mut scopes: Vec<String> = p.scopes.iter().map(|s| s.get_ref().clone()).collect();
+            if scopes.is_empty() {
+                scopes = vec!["openid".into(), "email".into(), "profile".into()];
+            }
+            if !scopes.iter().any(|s| s == "openid") {
+                self.problems
+                    .add(Some(span.clone()), "OIDC scopes must include `openid`");
+            }
+            oidc.push(OidcProvider {
+                name: p.name.get_ref().clone(),
+                issuer,
+                client_id: p.client_id.get_ref().clone(),
+                client_secret,
+                scopes,
+                allowed_domains: p
+                    .allowed_domains
+                    .iter()
+                    .map(|d| d.get_ref().to_ascii_lowercase())
+                    .collect(),
+                allowed_emails: p
+                    .allowed_emails
+                    .iter()
+                    .map(|e| e.get_ref().to_ascii_lowercase())
+                    .collect(),
+                claims: self.claim_mapping(&p.claims, roles),
+            });
+        }
+        if !oidc.is_empty() && session.is_none() {
+            self.problems.add_hint(
+                raw.oidc.first().map(|p| p.span()),
+                "OIDC login needs [session] keys to seal its cookie",
+                "add [session] with keys = [\"${GATEHOUSE_SESSION_KEY}\"]",
+            );
+        }
+
+        let mut jwt = Vec::new();
+        for j in &raw.jwt {
+            let span = j.span();
+            let j = j.get_ref();
+            self.unique_name(&mut names, &j.name, "identity source");
+            let mut algorithms = BTreeSet::new();
+            for a in &j.algorithms {
+                match JwtAlgorithm::parse(a.get_ref()) {
+                    Some(alg) => {
+                        algorithms.insert(alg);
+                    }
+                    None => self.problems.add_hint(
+                        Some(a.span()),
+                        format!("unsupported JWT algorithm `{}`", a.get_ref()),
+                        "use RS256, RS384, RS512, PS256, ES256, ES384, EdDSA or HS256; `none` is never accepted",
+                    ),
+                }
+            }
+            if algorithms.is_empty() {
+                self.problems.add(
+                    Some(span.clone()),
+                    "a JWT issuer needs at least one algorithm",
+                );
+            }
+            let symmetric = algorithms.iter().any(|a| a.is_symmetric());
+            if symmetric && algorithms.len() > 1 {
+                // One issuer, one kind of key: no RS256 -> HS256 confusion.
+                self.problems.add_hint(
+                    Some(span.clone()),
+                    "HS256 cannot be combined with public-key algorithms in one issuer",
+                    "declare a separate [[jwt]] for the HMAC-signed tokens",
+                );
+            }
+            let sources = usize::from(j.jwks_url.is_some())
+                + usize::from(!j.public_keys.is_empty())
+                + usize::from(j.hs256_secret.is_some() || j.hs256_secret_file.is_some());
+            if sources != 1 {
+                self.problems.add_hint(
+                    Some(span.clone()),
+                    "a JWT issuer needs exactly one of jwks_url, public_keys or hs256_secret",
+                    "keys and algorithms must be of the same kind",
+                );
+                continue;
+            }
+            let keys = if let Some(url) = &j.jwks_url {
+                if symmetric {
+                    self.problems
+                        .add(Some(url.span()), "jwks_url cannot serve HS256 keys");
+                }
+                match self.issuer_url(url) {
+                    Some(url) => JwtKeys::Jwks { url },
+                    None => continue,
+                }
+            } else if !j.public_keys.is_empty() {
+                if symmetric {
+                    self.problems
+                        .add(Some(span.clone()), "public_keys cannot verify HS256");
+                }
+                JwtKeys::Static {
+                    files: j.public_keys.iter().map(|f| self.file_path(f)).collect(),
+                }
+            } else {
+                if !symmetric {
+                    self.problems.add(
+                        Some(span.clone()),
+                        "hs256_secret needs algorithms = [\"HS256\"]",
+                    );
+                }
+                match self.secret(
+                    "hs256_secret",
+                    &j.hs256_secret,
+                    &j.hs256_secret_file,
+                    MIN_KEY_BYTES,
+                    span.clone(),
+                ) {
+                    Some(secret) => JwtKeys::Hs256 { secret },
+                    None => continue,
+                }
+            };
+            let leeway = self.duration(&j.leeway, DEFAULT_JWT_LEEWAY);
+            if leeway > MAX_JWT_LEEWAY {
+                self.problems
+                    .add(j.leeway.as_ref().map(|l| l.span()), "leeway is at most 5m");
+            }
+            if j.audience.is_empty() {
+                self.problems.add(
+                    Some(span.clone()),
+                    "a JWT issuer needs at least one audience",
+                );
+            }
+            jwt.push(JwtIssuer {
+                name: j.name.get_ref().clone(),
+                issuer: j.issuer.get_ref().clone(),
+                audiences: j.audience.iter().map(|a| a.get_ref().clone()).collect(),
+                algorithms,
+                keys,
+                leeway,
+                claims: self.claim_mapping(&j.claims, roles),
+            });
+        }
+
+        let mut api_keys = Vec::new();
+        let mut key_names = BTreeSet::new();
+        for k in &raw.api_keys {
+            let k = k.get_ref();
+            self.unique_name(&mut key_names, &k.name, "api_key");
+            let mut sha256 = [0u8; 32];
+            if hex::decode_to_slice(k.sha256.get_ref(), &mut sha256).is_err() {
+                self.problems.add_hint(
+                    Some(k.sha256.span()),
+                    "sha256 must be 64 hex characters",
+                    "`gatehouse-gateway api-key new --name NAME` prints the line to paste",
+                );
+            }
+            let expires =
+                k.expires
+                    .as_ref()
+                    .and_then(|e| match humantime::parse_rfc3339(e.get_ref()) {
+                        Ok(t) => Some(t),
+                        Err(_) => {
+                            self.problems.add_hint(
+                                Some(e.span()),
+                                "expires must be an RFC 3339 time",
+                                "for example \"2027-01-01T00:00:00Z\"",
+                            );
+                            None
+                        }
+                    });
+            api_keys.push(ApiKey {
+                name: k.name.get_ref().clone(),
+                sha256,
+                roles: self.role_refs(roles, &k.roles),
+                allow: self.cidrs(&k.allow),
+                expires,
+            });
+        }
+
+        let mut basic_users = Vec::new();
+        let mut user_names = BTreeSet::new();
+        for u in &raw.basic_users {
+            let u = u.get_ref();
+            self.unique_name(&mut user_names, &u.name, "basic_user");
+            if u.name.get_ref().contains(':') {
+                self.problems.add(
+                    Some(u.name.span()),
+                    "a basic-auth user name cannot contain ':'",
+                );
+            }
+            if !password_hash_is_strong(u.password_hash.get_ref()) {
+                self.problems.add_hint(
+                    Some(u.password_hash.span()),
+                    "password_hash must be argon2id or bcrypt with cost 12 or more",
+                    "`gatehouse-gateway hash-password` makes one",
+                );
+            }
+            basic_users.push(BasicUser {
+                name: u.name.get_ref().clone(),
+                password_hash: u.password_hash.get_ref().clone(),
+                roles: self.role_refs(roles, &u.roles),
+            });
+        }
+
+        Identities {
+            session,
+            oidc,
+            jwt,
+            api_keys,
+            basic_users,
+            assertion: AssertionSettings {
+                key_file: raw.assertion.key_file.as_ref().map(|f| self.file_path(f)),
+                lifetime: self.duration(&raw.assertion.lifetime, DEFAULT_ASSERTION_LIFETIME),
+            },
+        }
+    }
+
+    fn unique_name(&mut self, seen: &mut BTreeSet<String>, name: &S<String>, what: &str) {
+        if !is_plain_name(name.get_ref()) {
+            self.problems.add_hint(
+                Some(name.span()),
+                format!("{what} name `{}` is not allowed", name.get_ref()),
+                "use lower-case letters, digits, '-' and '_'",
+            );
+        } else if !seen.insert(name.get_ref().clone()) {
+            self.problems.add(
+                Some(name.span()),
+                format!("{what} name `{}` is used twice", name.get_ref()),
+            );
+        }
+    }
+
+    /// An https URL, or http on a loopback host (for local providers).
+    fn issuer_url(&mut self, raw: &S<String>) -> Option<String> {
+        let ok = url::Url::parse(raw.get_ref()).ok().filter(|u| {
+            u.scheme() == "https"
+                || (u.scheme() == "http"
+                    && matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")))
+        });
+        if ok.is_none() {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("`{}` is not an https URL", raw.get_ref()),
+                "plain http is accepted only for localhost and 127.0.0.1",
+            );
+        }
+        ok.map(|_| raw.get_ref().trim_end_matches('/').to_owned())
+    }
+
+    fn claim_mapping(&mut self, raw: &RawClaimMapping, roles: &Roles) -> ClaimMapping {
+        let mut role_map = BTreeMap::new();
+        for (value, targets) in &raw.role_map {
+            role_map.insert(value.clone(), self.role_refs(roles, targets));
+        }
+        ClaimMapping {
+            roles_claim: raw
+                .roles_claim
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .unwrap_or_else(|| "groups".into()),
+            role_map,
+            default_roles: self.role_refs(roles, &raw.default_roles),
+        }
+    }
+
+    /// A route's access rule, checked against the roles and the identity
+    /// sources that exist.
+    pub(crate) fn access(
+        &mut self,
+        r: &RawRoute,
+        roles: &Roles,
+        identities: &Identities,
+    ) -> Access {
+        let public = r.public.as_ref().is_some_and(|p| *p.get_ref());
+        let names_requirements =
+            !r.roles.is_empty() || !r.permissions.is_empty() || !r.methods.is_empty();
+        if public {
+            if names_requirements || !r.accept.is_empty() {
+                self.problems.add_hint(
+                    r.public.as_ref().map(|p| p.span()),
+                    "a public route cannot also require roles, permissions or identities",
+                    "remove `public = true` or the requirements",
+                );
+            }
+            return Access::Public;
+        }
+        if !names_requirements {
+            self.problems.add_hint(
+                Some(r.name.span()),
+                format!("route `{}` is neither public nor names what it requires", r.name.get_ref()),
+                "add `public = true`, or `roles = [...]` / `permissions = [...]`; routes deny by default",
+            );
+        }
+        let default = self.requirement(&r.roles, &r.permissions, roles);
+        let mut per_method = BTreeMap::new();
+        for (method, req) in &r.methods {
+            if !HTTP_METHODS.contains(&method.get_ref().as_str()) {
+                self.problems.add_hint(
+                    Some(method.span()),
+                    format!("`{}` is not an HTTP method", method.get_ref()),
+                    "use upper case: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
+                );
+            }
+            per_method.insert(
+                method.get_ref().clone(),
+                self.requirement(&req.roles, &req.permissions, roles),
+            );
+        }
+        let configured = identities.configured_kinds();
+        let accept: BTreeSet<IdentityKind> = if r.accept.is_empty() {
+            configured.clone()
+        } else {
+            r.accept
+                .iter()
+                .filter_map(|k| {
+                    let kind = IdentityKind::ALL
+                        .into_iter()
+                        .find(|kind| kind.as_str() == k.get_ref());
+                    match kind {
+                        None => self.problems.add_hint(
+                            Some(k.span()),
+                            format!("unknown identity kind `{}`", k.get_ref()),
+                            "use oidc, jwt, api_key or basic",
+                        ),
+                        Some(kind) if !configured.contains(&kind) => self.problems.add_hint(
+                            Some(k.span()),
+                            format!(
+                                "route accepts `{}` but no such identity source is configured",
+                                k.get_ref()
+                            ),
+                            "declare it ([[oidc]], [[jwt]], [[api_key]] or [[basic_user]])",
+                        ),
+                        Some(_) => {}
+                    }
+                    kind
+                })
+                .collect()
+        };
+        if accept.is_empty() && names_requirements {
+            self.problems.add_hint(
+                Some(r.name.span()),
+                format!(
+                    "route `{}` requires roles but no identity source could provide them",
+                    r.name.get_ref()
+                ),
+                "declare [[oidc]], [[jwt]], [[api_key]] or [[basic_user]]",
+            );
+        }
+        Access::Restricted {
+            default,
+            per_method,
+            accept,
+        }
+    }
+
+    fn requirement(
+        &mut self,
+        raw_roles: &[S<String>],
+        raw_permissions: &[S<String>],
+        roles: &Roles,
+    ) -> Requirement {
+        let any_role = self.role_refs(roles, raw_roles);
+        let mut all_permissions = BTreeSet::new();
+        for p in raw_permissions {
+            let granted = roles
+                .0
+                .values()
+                .any(|perms| perms.contains("*") || perms.contains(p.get_ref()));
+            if !granted {
+                self.problems.add_hint(
+                    Some(p.span()),
+                    format!("no role grants permission `{}`", p.get_ref()),
+                    "add it to a role under [roles], or the route can never be reached",
+                );
+            }
+            all_permissions.insert(p.get_ref().clone());
+        }
+        Requirement {
+            any_role,
+            all_permissions,
+        }
+    }
+
+    pub(crate) fn cors(&mut self, raw: &Option<S<RawCors>>) -> Option<Cors> {
+        let raw = raw.as_ref()?;
+        let span = raw.span();
+        let c = raw.get_ref();
+        let wildcard = c.allow_origins.iter().any(|o| o.get_ref() == "*");
+        let origins = if wildcard {
+            if c.allow_origins.len() > 1 {
+                self.problems
+                    .add(Some(span.clone()), "`*` stands alone in allow_origins");
+            }
+            if c.allow_credentials {
+                // The CORS spec forbids it; we make it unrepresentable.
+                self.problems.add_hint(
+                    Some(span.clone()),
+                    "allow_origins = [\"*\"] cannot be combined with allow_credentials",
+                    "list the origins that may send credentials",
+                );
+                return None;
+            }
+            CorsOrigins::Any
+        } else {
+            let mut list = Vec::new();
+            for o in &c.allow_origins {
+                match url::Url::parse(o.get_ref()) {
+                    Ok(u)
+                        if u.path() == "/"
+                            && u.query().is_none()
+                            && matches!(u.scheme(), "https" | "http") =>
+                    {
+                        list.push(u.origin().ascii_serialization());
+                    }
+                    _ => self.problems.add_hint(
+                        Some(o.span()),
+                        format!("`{}` is not an origin", o.get_ref()),
+                        "write scheme://host[:port], with no path",
+                    ),
+                }
+            }
+            CorsOrigins::List {
+                origins: list,
+                allow_credentials: c.allow_credentials,
+            }
+        };
+        let mut methods = Vec::new();
+        for m in &c.allow_methods {
+            if HTTP_METHODS.contains(&m.get_ref().as_str()) {
+                methods.push(m.get_ref().clone());
+            } else {
+                self.problems.add(
+                    Some(m.span()),
+                    format!("`{}` is not an HTTP method", m.get_ref()),
+                );
+            }
+        }
+        if methods.is_empty() {
+            methods = vec!["GET".into(), "HEAD".into(), "POST".into()];
+        }
+        let headers = c
+            .allow_headers
+            .iter()
+            .map(|h| h.get_ref().to_ascii_lowercase())
+            .collect();
+        Some(Cors {
+            origins,
+            methods,
+            headers,
+            max_age: self.duration(&c.max_age, Duration::from_secs(600)),
+        })
+    }
+}
+
+/// argon2id, or bcrypt with cost 12 or more.
+fn password_hash_is_strong(hash: &str) -> bool {
+    if hash.starts_with("$argon2id$") {
+        return true;
+    }
+    let parts: Vec<&str> = hash.split('$').collect();
+    match parts.as_slice() {
+        ["", "2a" | "2b" | "2y", cost, rest] if rest.len() == 53 => {
+            cost.parse::<u32>().is_ok_and(|c| c >= 12)
+        }
+        _ => false,
+    }
+}
