@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use crate::assertion::AssertionSigner;
 use crate::headers::PreparedHeaders;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -53,10 +54,11 @@ fn redirect_target(origin: &str, raw_target: &[u8]) -> String {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz` on the admin listener only.
+/// `/metrics`, `/healthz`, `/readyz` and `/jwks.json` on the admin listener.
 pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
+    pub assertion: Arc<AssertionSigner>,
 }
 
 #[async_trait]
@@ -76,6 +78,11 @@ impl ServeHttp for Admin {
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
                 b"ok\n".to_vec(),
+            ),
+            "/jwks.json" => (
+                StatusCode::OK,
+                "application/jwk-set+json",
+                self.assertion.jwks().as_bytes().to_vec(),
             ),
             "/readyz" => (
                 StatusCode::OK,

@@ -3,13 +3,18 @@
 
 #![forbid(unsafe_code)]
 
+mod assertion;
+mod authz;
 mod certs_dev;
 mod client_addr;
+mod explain;
 mod framing;
 mod headers;
+mod identity;
 mod listeners;
 mod logging;
 mod metrics;
+mod outcome;
 mod path;
 mod proxy;
 mod reload;
@@ -58,6 +63,36 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// API key tooling.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Hash a password for a [[basic_user]] (argon2id). Reads it from stdin.
+    HashPassword,
+    /// Show which rule allows or denies a request, and which roles reach
+    /// which routes.
+    Explain {
+        #[arg(long, env = "GATEHOUSE_POLICY")]
+        policy: PathBuf,
+        /// Roles of the caller, comma-separated (empty: an anonymous caller).
+        #[arg(long = "as", value_delimiter = ',')]
+        roles: Vec<String>,
+        method: String,
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print a fresh API key once, and the policy lines that store its hash.
+    New {
+        #[arg(long)]
+        name: String,
+        /// Roles for the key (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        roles: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,23 +123,74 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { policy } => match snapshot::Snapshot::load(&policy) {
-            Ok(snapshot) => {
-                println!(
-                    "{}: ok ({} routes, {} certificates, sha256 {})",
-                    policy.display(),
-                    snapshot.policy.routes.len(),
-                    snapshot.policy.tls.certs.len(),
-                    snapshot.policy.origin.sha256
+        Command::Check { policy } => {
+            match snapshot::Snapshot::load(&policy, std::sync::Arc::new(identity::JwksCache::new()))
+            {
+                Ok(snapshot) => {
+                    println!(
+                        "{}: ok ({} routes, {} certificates, sha256 {})",
+                        policy.display(),
+                        snapshot.policy.routes.len(),
+                        snapshot.policy.tls.certs.len(),
+                        snapshot.policy.origin.sha256
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(snapshot::SnapshotError::Policy(e)) => {
+                    eprintln!("{:?}", e.report());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", policy.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::New { name, roles },
+        } => match identity::new_api_key() {
+            Ok((key, hash)) => {
+                let roles: Vec<String> = roles
+                    .into_iter()
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                eprintln!("API key for {name} (shown once; store it now):");
+                println!("{key}");
+                eprintln!("\nAdd to the policy:\n");
+                eprintln!(
+                    "[[api_key]]\nname = {name:?}\nsha256 = \"{hash}\"\nroles = [{}]",
+                    roles.join(", ")
                 );
                 ExitCode::SUCCESS
             }
-            Err(snapshot::SnapshotError::Policy(e)) => {
-                eprintln!("{:?}", e.report());
+            Err(e) => {
+                eprintln!("gatehouse-gateway api-key new: {e:#}");
                 ExitCode::from(1)
             }
+        },
+        Command::HashPassword => match read_password().and_then(|p| identity::hash_password(&p)) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("{}: {e}", policy.display());
+                eprintln!("gatehouse-gateway hash-password: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Explain {
+            policy,
+            roles,
+            method,
+            path,
+        } => match explain::run(&policy, &roles, &method, &path) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:?}");
                 ExitCode::from(1)
             }
         },
@@ -131,4 +217,13 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// One line from stdin, without its newline; empty is refused.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on stdin");
+    Ok(password)
 }

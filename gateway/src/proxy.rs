@@ -41,9 +41,13 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorType;
 
+use crate::assertion::{AssertionSigner, JWKS_PATH};
+use crate::authz::{self, Denial, Permit};
 use crate::client_addr;
 use crate::framing;
+use crate::identity::{self, Principal};
 use crate::metrics::Metrics;
+use crate::outcome::{classify_failure, status_label};
 use crate::path::{self, NormalizedPath};
 use crate::respond::{self, GatewayResponse};
 use crate::server::{InFlight, InFlightGuard};
@@ -54,6 +58,25 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub request_ids: RequestIds,
     pub in_flight: Arc<InFlight>,
+    pub assertion: Arc<AssertionSigner>,
+}
+
+impl Gateway {
+    /// Writes a refusal and records why.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+    ) -> Result<bool> {
+        ctx.denial = Some(refusal.reason);
+        self.metrics
+            .denials
+            .with_label_values(&[refusal.reason])
+            .inc();
+        respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
+        Ok(true)
+    }
 }
 
 /// Proof that a request passed every stage of `request_filter`. Only
@@ -72,6 +95,9 @@ pub struct RequestCtx {
     request_id: String,
     client_ip: Option<IpAddr>,
     admission: Option<Admission>,
+    principal: Option<Principal>,
+    /// Only authorization builds a `Permit`; `upstream_peer` needs one.
+    permit: Option<Permit>,
     /// Why the gateway refused the request, for the access log and metrics.
     denial: Option<&'static str>,
     request_body_bytes: u64,
@@ -147,6 +173,60 @@ impl Refusal {
             reason,
         }
     }
+}
+
+/// Stages 9 and 10: who is calling, and may they? Public routes skip
+/// identity entirely. A credential that is present but bad is refused with
+/// 401 and never treated as anonymous.
+async fn identify_and_authorize(
+    snapshot: &Snapshot,
+    req: &RequestHeader,
+    admission: &Admission,
+) -> Result<(Option<Principal>, Permit), Refusal> {
+    let route = &admission.route.route;
+    let unauthenticated = |reason| Refusal {
+        response: GatewayResponse::status(401)
+            .with_header(http::header::WWW_AUTHENTICATE, challenge(route)),
+        reason,
+    };
+    let principal = match &route.access {
+        gatehouse_policy::Access::Public => None,
+        gatehouse_policy::Access::Restricted { accept, .. } => {
+            match identity::credential(&req.headers) {
+                Err(e) => return Err(unauthenticated(e.reason())),
+                Ok(None) => None,
+                Ok(Some(credential)) => match snapshot
+                    .authenticator
+                    .verify(credential, admission.client_ip, accept)
+                    .await
+                {
+                    Ok(principal) => Some(principal),
+                    Err(e) => return Err(unauthenticated(e.reason())),
+                },
+            }
+        }
+    };
+    match authz::decide(
+        route,
+        &snapshot.policy.roles,
+        principal.as_ref(),
+        req.method.as_str(),
+    ) {
+        Ok(permit) => Ok((principal, permit)),
+        Err(Denial::Unauthenticated { .. }) => Err(unauthenticated("unauthenticated")),
+        Err(denial @ Denial::Forbidden { .. }) => Err(Refusal::new(403, denial.reason())),
+    }
+}
+
+/// `WWW-Authenticate` for a route: Bearer, plus Basic when it accepts it.
+fn challenge(route: &gatehouse_policy::Route) -> HeaderValue {
+    let basic = matches!(&route.access, gatehouse_policy::Access::Restricted { accept, .. }
+        if accept.contains(&gatehouse_policy::IdentityKind::Basic));
+    HeaderValue::from_static(if basic {
+        "Bearer realm=\"gatehouse\", Basic realm=\"gatehouse\", charset=\"UTF-8\""
+    } else {
+        "Bearer realm=\"gatehouse\""
+    })
 }
 
 /// Stages 4 to 8. Pure over the request head and snapshot, so every refusal
@@ -260,6 +340,8 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             client_ip: None,
             admission: None,
+            principal: None,
+            permit: None,
             denial: None,
             request_body_bytes: 0,
             _in_flight: self.in_flight.enter(),
@@ -313,6 +395,22 @@ impl ProxyHttp for Gateway {
             session.req_header_mut().remove_header(&name);
         }
 
+        // The gateway's own public keys, for upstreams verifying assertions.
+        if session.req_header().method == http::Method::GET
+            && session.req_header().raw_path() == JWKS_PATH.as_bytes()
+        {
+            let response = GatewayResponse::status(200)
+                .with_body("application/jwk-set+json", self.assertion.jwks().to_owned());
+            respond::send(
+                session,
+                &snapshot.default_headers,
+                &ctx.request_id,
+                response,
+            )
+            .await?;
+            return Ok(true);
+        }
+
         // 4 to 8
         // The raw head is only needed (and only copied) when the parsed one
         // may have lost a Content-Length; see `framing::RequestHead`.
@@ -322,25 +420,27 @@ impl ProxyHttp for Gateway {
             .contains_key(http::header::TRANSFER_ENCODING)
             .then(|| session.as_http1().map(|h1| h1.get_headers_raw_bytes()))
             .flatten();
-        match admit(
+        let admitted = admit(
             &snapshot,
             session.req_header(),
             raw_head.as_deref(),
             client_ip,
-        ) {
-            Ok(admission) => {
-                ctx.admission = Some(admission);
+        );
+        let admission = match admitted {
+            Ok(admission) => admission,
+            Err(refusal) => return self.refuse(session, ctx, refusal).await,
+        };
+
+        // 9, 10
+        let decided = identify_and_authorize(&snapshot, session.req_header(), &admission).await;
+        ctx.admission = Some(admission);
+        match decided {
+            Ok((principal, permit)) => {
+                ctx.principal = principal;
+                ctx.permit = Some(permit);
                 Ok(false)
             }
-            Err(refusal) => {
-                ctx.denial = Some(refusal.reason);
-                self.metrics
-                    .denials
-                    .with_label_values(&[refusal.reason])
-                    .inc();
-                respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
-                Ok(true)
-            }
+            Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
     }
 
@@ -374,8 +474,9 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // Fail closed: without an Admission nothing reaches an upstream.
-        let Some(admission) = ctx.admission.as_ref() else {
+        // Fail closed: without an Admission and a Permit nothing reaches an
+        // upstream.
+        let (Some(admission), Some(_permit)) = (ctx.admission.as_ref(), ctx.permit.as_ref()) else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "upstream requested without admission",
@@ -427,6 +528,35 @@ impl ProxyHttp for Gateway {
         upstream_request.insert_header("x-forwarded-for", admission.client_ip.to_string())?;
         upstream_request.insert_header("x-forwarded-proto", "https")?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+        let route = &admission.route.route;
+        if !route.forward_authorization {
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+            upstream_request.remove_header("x-api-key");
+        }
+        if let Some(principal) = &ctx.principal {
+            upstream_request.insert_header("x-gatehouse-user", principal.subject.as_str())?;
+            if let Some(email) = &principal.email {
+                upstream_request.insert_header("x-gatehouse-email", email.as_str())?;
+            }
+            let roles = principal
+                .roles
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            upstream_request.insert_header("x-gatehouse-roles", roles)?;
+            let assertion = self
+                .assertion
+                .sign(
+                    principal,
+                    &route.name,
+                    upstream_request.method.as_str(),
+                    admission.path.as_str(),
+                )
+                .ok_or_else(|| Error::explain(ErrorType::InternalError, "cannot sign assertion"))?;
+            upstream_request.insert_header("x-gatehouse-assertion", assertion)?;
+        }
         Ok(())
     }
 
@@ -498,6 +628,10 @@ impl ProxyHttp for Gateway {
             route,
             status,
             denial = ctx.denial.unwrap_or("-"),
+            user = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
+            auth = ctx.principal.as_ref().map(|p| p.kind.as_str()).unwrap_or("-"),
+            identity_source = ctx.principal.as_ref().map(|p| p.source.as_str()).unwrap_or("-"),
+            rule = ctx.permit.as_ref().map(|p| p.rule.as_str()).unwrap_or("-"),
             error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = ctx.request_body_bytes,
@@ -510,69 +644,6 @@ impl ProxyHttp for Gateway {
         // Every request already gets one access-log line with its error kind.
         true
     }
-}
-
-/// The status to answer and, for upstream failures, the metric kind.
-fn classify_failure(e: &Error) -> (u16, Option<&'static str>) {
-    match e.etype() {
-        ErrorType::HTTPStatus(code) => (*code, None),
-        ErrorType::ConnectTimedout => (504, Some("connect-timeout")),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout
-            if e.esource() == &ErrorSource::Upstream =>
-        {
-            (504, Some("read-timeout"))
-        }
-        ErrorType::ReadTimedout => (408, None),
-        _ => match e.esource() {
-            ErrorSource::Upstream => (502, Some("upstream-error")),
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                    (0, None)
-                }
-                _ => (400, None),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => (500, None),
-        },
-    }
-}
-
-/// Status labels come from a fixed set so a hostile upstream cannot grow
-/// the metric's cardinality.
-fn status_label(status: u16) -> &'static str {
-    const KNOWN: [(u16, &str); 20] = [
-        (200, "200"),
-        (201, "201"),
-        (204, "204"),
-        (206, "206"),
-        (301, "301"),
-        (302, "302"),
-        (304, "304"),
-        (308, "308"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (405, "405"),
-        (408, "408"),
-        (413, "413"),
-        (429, "429"),
-        (431, "431"),
-        (500, "500"),
-        (502, "502"),
-        (504, "504"),
-    ];
-    KNOWN
-        .iter()
-        .find(|(code, _)| *code == status)
-        .map(|(_, label)| *label)
-        .unwrap_or(match status {
-            0 => "none",
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        })
 }
 
 #[cfg(test)]
@@ -602,24 +673,5 @@ mod tests {
         assert_eq!(trusted_request_id(&HeaderValue::from_static("a b")), None);
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(trusted_request_id(&long), None);
-    }
-
-    #[test]
-    fn upstream_timeouts_are_504_and_refusals_502() {
-        let timeout = Error::new(ErrorType::ConnectTimedout).into_up();
-        assert_eq!(classify_failure(&timeout).0, 504);
-        let refused = Error::new(ErrorType::ConnectRefused).into_up();
-        assert_eq!(classify_failure(&refused).0, 502);
-        let read = Error::new(ErrorType::ReadTimedout).into_up();
-        assert_eq!(classify_failure(&read).0, 504);
-        let limit = Error::new(ErrorType::HTTPStatus(413));
-        assert_eq!(classify_failure(&limit).0, 413);
-    }
-
-    #[test]
-    fn unusual_statuses_share_a_class_label() {
-        assert_eq!(status_label(404), "404");
-        assert_eq!(status_label(418), "4xx");
-        assert_eq!(status_label(0), "none");
     }
 }

@@ -18,6 +18,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
+use crate::identity::JwksCache;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::tls::CertStore;
@@ -35,6 +36,7 @@ pub struct Reloader {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub certs: Arc<ArcSwap<CertStore>>,
     pub metrics: Arc<Metrics>,
+    pub jwks: Arc<JwksCache>,
 }
 
 impl Reloader {
@@ -54,7 +56,7 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Result<(), ReloadError> {
-        let next = Snapshot::load(&self.policy_path)?;
+        let next = Snapshot::load(&self.policy_path, self.jwks.clone())?;
         let current = self.snapshot.load();
         let (old, new) = (&current.policy, &next.policy);
         // Listeners are bound, the crypto provider is process-wide, and the
@@ -68,6 +70,9 @@ impl Reloader {
         }
         if old.tls.min_version != new.tls.min_version {
             return Err(ReloadError::NeedsRestart("tls.min_version"));
+        }
+        if old.identities.assertion != new.identities.assertion {
+            return Err(ReloadError::NeedsRestart("[assertion]"));
         }
         if old.limits.max_connections != new.limits.max_connections {
             return Err(ReloadError::NeedsRestart("limits.max_connections"));

@@ -19,6 +19,9 @@ pub struct GatewayResponse {
     pub status: u16,
     pub extra: Vec<(HeaderName, HeaderValue)>,
     pub close: bool,
+    /// A body of the gateway's own (content type, text) instead of the
+    /// fixed status phrase.
+    pub body: Option<(&'static str, String)>,
 }
 
 impl GatewayResponse {
@@ -27,7 +30,18 @@ impl GatewayResponse {
             status,
             extra: Vec::new(),
             close: false,
+            body: None,
         }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.extra.push((name, value));
+        self
+    }
+
+    pub fn with_body(mut self, content_type: &'static str, body: String) -> Self {
+        self.body = Some((content_type, body));
+        self
     }
 
     pub fn closing(status: u16) -> Self {
@@ -46,9 +60,15 @@ pub async fn send(
     request_id: &str,
     response: GatewayResponse,
 ) -> Result<u16> {
-    let body = Bytes::from(phrase(response.status));
+    let (content_type, body) = match response.body {
+        Some((content_type, body)) => (content_type, Bytes::from(body)),
+        None => (
+            "text/plain; charset=utf-8",
+            Bytes::from(phrase(response.status)),
+        ),
+    };
     let mut head = ResponseHeader::build(response.status, Some(8 + response.extra.len()))?;
-    head.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    head.insert_header(http::header::CONTENT_TYPE, content_type)?;
     head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     head.insert_header("x-request-id", request_id)?;

@@ -16,6 +16,8 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::assertion::AssertionSigner;
+use crate::identity::JwksCache;
 use crate::listeners::{Admin, ConnectionCap, RedirectToHttps};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, RequestIds};
@@ -48,7 +50,8 @@ impl Drop for InFlightGuard {
 }
 
 pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) -> Result<()> {
-    let snapshot = Snapshot::load(&policy_path).map_err(|e| match e {
+    let jwks = Arc::new(JwksCache::new());
+    let snapshot = Snapshot::load(&policy_path, jwks.clone()).map_err(|e| match e {
         crate::snapshot::SnapshotError::Policy(p) => anyhow::anyhow!("{p}"),
         other => anyhow::Error::new(other),
     })?;
@@ -57,6 +60,14 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     check_listeners_free(policy)?;
     warn_about_risky_settings(policy);
 
+    let assertion = Arc::new(
+        AssertionSigner::new(
+            policy.identities.assertion.key_file.as_deref(),
+            policy.listen.public_origin.as_str(),
+            policy.identities.assertion.lifetime,
+        )
+        .context("loading the assertion signing key")?,
+    );
     let grace = policy.limits.shutdown_grace;
     let max_connections = policy.limits.max_connections;
     let listen = policy.listen.clone();
@@ -85,6 +96,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         metrics: metrics.clone(),
         request_ids: RequestIds::new(),
         in_flight: in_flight.clone(),
+        assertion: assertion.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
     let mut options = HttpServerOptions::default();
@@ -120,6 +132,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
             pingora::apps::http_app::HttpServer::new_app(Admin {
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
+                assertion,
             }),
         );
         admin.add_tcp(&addr.to_string());
@@ -131,6 +144,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         snapshot: snapshot.clone(),
         certs,
         metrics,
+        jwks,
     });
     server.add_service(background_service("reload", ReloadService(reloader)));
     spawn_drain_watcher(in_flight, grace)?;

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use gatehouse_policy::{Policy, PolicyError, Route};
 
 use crate::headers::PreparedHeaders;
+use crate::identity::{Authenticator, JwksCache};
 use crate::path::{matches_prefix, NormalizedPath};
 use crate::tls::{CertStore, TlsError};
 
 pub struct Snapshot {
     pub policy: Policy,
+    pub authenticator: Authenticator,
     pub routes: RouteTable,
     /// Headers for responses that belong to no route (404, early 400s).
     pub default_headers: PreparedHeaders,
@@ -29,18 +31,22 @@ pub enum SnapshotError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    JwtKey(#[from] crate::identity::jwt::KeyLoadError),
 }
 
 impl Snapshot {
     /// Loads the policy and everything it refers to. `check`, startup and
     /// reload all come through here, so they accept and reject the same files.
-    pub fn load(path: &Path) -> Result<Self, SnapshotError> {
+    /// `jwks` is shared across reloads so cached keys survive them.
+    pub fn load(path: &Path, jwks: Arc<JwksCache>) -> Result<Self, SnapshotError> {
         let policy = gatehouse_policy::load(path)?;
-        Self::build(policy)
+        Self::build(policy, jwks)
     }
 
-    pub fn build(policy: Policy) -> Result<Self, SnapshotError> {
+    pub fn build(policy: Policy, jwks: Arc<JwksCache>) -> Result<Self, SnapshotError> {
         Ok(Snapshot {
+            authenticator: Authenticator::new(&policy, jwks)?,
             certs: Arc::new(CertStore::load(&policy.tls)?),
             routes: RouteTable::new(&policy.routes),
             default_headers: PreparedHeaders::new(&gatehouse_policy::SecurityHeaders::default()),

@@ -1,0 +1,160 @@
+//! The signed `X-Gatehouse-Assertion` sent to upstreams: a short-lived
+//! EdDSA JWT naming the caller, the request and (as audience) the route, so
+//! an upstream such as the scheduler can prove a request came through us.
+//! The public key is published as a JWKS.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::identity::Principal;
+
+/// Where upstreams (and anyone) can fetch the gateway's public keys on the
+/// public listener; the admin listener serves the same at `/jwks.json`.
+pub const JWKS_PATH: &str = "/.well-known/gatehouse/jwks.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionKeyError {
+    #[error("cannot read assertion key {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("assertion key {path} is not an Ed25519 PKCS#8 key")]
+    NotEd25519 { path: String },
+    #[error("no randomness to generate an assertion key")]
+    NoRandomness,
+}
+
+pub struct AssertionSigner {
+    key: EncodingKey,
+    kid: String,
+    jwks: String,
+    issuer: String,
+    lifetime: Duration,
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    roles: Vec<&'a str>,
+    auth: &'a str,
+    method: &'a str,
+    path: &'a str,
+}
+
+impl AssertionSigner {
+    /// From an Ed25519 PKCS#8 PEM file, or a key generated now.
+    pub fn new(
+        key_file: Option<&Path>,
+        issuer: &str,
+        lifetime: Duration,
+    ) -> Result<Self, AssertionKeyError> {
+        let pkcs8 = match key_file {
+            Some(path) => {
+                let der = PrivateKeyDer::from_pem_file(path).map_err(|e| {
+                    AssertionKeyError::Unreadable {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                der.secret_der().to_vec()
+            }
+            None => Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|_| AssertionKeyError::NoRandomness)?
+                .as_ref()
+                .to_vec(),
+        };
+        let not_ed25519 = || AssertionKeyError::NotEd25519 {
+            path: key_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        };
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| not_ed25519())?;
+        let public = pair.public_key().as_ref();
+        let kid = hex::encode(&Sha256::digest(public)[..8]);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+        let jwks = serde_json::json!({
+            "keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]
+        })
+        .to_string();
+        Ok(AssertionSigner {
+            key: EncodingKey::from_ed_der(&pkcs8),
+            kid,
+            jwks,
+            issuer: issuer.to_owned(),
+            lifetime,
+        })
+    }
+
+    /// The JWKS document with the public key.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    pub fn sign(
+        &self,
+        principal: &Principal,
+        route: &str,
+        method: &str,
+        path: &str,
+    ) -> Option<String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let claims = AssertionClaims {
+            iss: &self.issuer,
+            sub: &principal.subject,
+            aud: route,
+            iat: now,
+            exp: now + self.lifetime.as_secs(),
+            email: principal.email.as_deref(),
+            roles: principal.roles.iter().map(String::as_str).collect(),
+            auth: principal.kind.as_str(),
+            method,
+            path,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn assertion_verifies_with_the_published_jwks() {
+        let signer =
+            AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
+        let principal = Principal::hypothetical(
+            ["viewer".to_owned()].into(),
+            gatehouse_policy::IdentityKind::ApiKey,
+        );
+        let token = signer.sign(&principal, "jobs", "GET", "/jobs/1").unwrap();
+
+        let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap();
+        let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["jobs"]);
+        validation.set_issuer(&["https://gw.test"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+        assert_eq!(data.claims["roles"], serde_json::json!(["viewer"]));
+        assert_eq!(data.claims["path"], "/jobs/1");
+
+        let mut wrong_audience = validation.clone();
+        wrong_audience.set_audience(&["other-route"]);
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &wrong_audience).is_err());
+    }
+}

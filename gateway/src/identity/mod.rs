@@ -1,0 +1,267 @@
+//! Who is calling. The only place a [`Principal`] is built, from exactly one
+//! credential: an API key, a JWT bearer token or basic auth (OIDC sessions
+//! join later). A present but bad credential is an error, never "anonymous".
+
+mod api_key;
+mod basic;
+mod claims;
+pub mod jwt;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use gatehouse_policy::{IdentityKind, Policy};
+use http::HeaderMap;
+
+pub use api_key::{new_api_key, API_KEY_PREFIX};
+pub use basic::hash_password;
+pub use jwt::JwksCache;
+
+/// An authenticated caller. Only this module can build one, so holding a
+/// `Principal` proves a credential was verified.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: String,
+    pub email: Option<String>,
+    pub roles: BTreeSet<String>,
+    pub kind: IdentityKind,
+    /// The configured source: API key name, JWT issuer name or user name.
+    pub source: String,
+    _verified: (),
+}
+
+impl Principal {
+    fn new(
+        subject: String,
+        email: Option<String>,
+        roles: BTreeSet<String>,
+        kind: IdentityKind,
+        source: String,
+    ) -> Self {
+        Principal {
+            subject,
+            email,
+            roles,
+            kind,
+            source,
+            _verified: (),
+        }
+    }
+
+    /// A principal for `explain`: what a caller with these roles, signed
+    /// in as `kind`, could do. It authenticates nothing.
+    pub fn hypothetical(roles: BTreeSet<String>, kind: IdentityKind) -> Self {
+        Principal::new("explain".into(), None, roles, kind, "explain".into())
+    }
+}
+
+/// Why a presented credential was refused. Clients only ever see 401; the
+/// reason goes to logs, metrics and (later) the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("credential is malformed")]
+    Malformed,
+    #[error("credential is not known")]
+    Unknown,
+    #[error("credential has expired")]
+    Expired,
+    #[error("credential is not valid yet")]
+    NotYetValid,
+    #[error("credential signature or claims are invalid")]
+    Invalid,
+    #[error("credential used from an address it is not allowed from")]
+    AddressNotAllowed,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("this kind of credential is not accepted here")]
+    KindNotAccepted,
+    #[error("signing keys are unavailable")]
+    KeysUnavailable,
+}
+
+impl IdentityError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            IdentityError::Malformed => "credential-malformed",
+            IdentityError::Unknown => "credential-unknown",
+            IdentityError::Expired => "credential-expired",
+            IdentityError::NotYetValid => "credential-not-yet-valid",
+            IdentityError::Invalid => "credential-invalid",
+            IdentityError::AddressNotAllowed => "credential-address-not-allowed",
+            IdentityError::WrongPassword => "credential-wrong-password",
+            IdentityError::KindNotAccepted => "credential-kind-not-accepted",
+            IdentityError::KeysUnavailable => "credential-keys-unavailable",
+        }
+    }
+}
+
+/// Longest credential we look at; anything longer is malformed, not parsed.
+const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// A credential as presented, before verification.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    ApiKey(&'a str),
+    Bearer(&'a str),
+    Basic { user: String, password: String },
+}
+
+impl Credential<'_> {
+    pub fn kind(&self) -> IdentityKind {
+        match self {
+            Credential::ApiKey(_) => IdentityKind::ApiKey,
+            Credential::Bearer(_) => IdentityKind::Jwt,
+            Credential::Basic { .. } => IdentityKind::Basic,
+        }
+    }
+}
+
+/// Finds the one credential in a request: `X-API-Key`, or `Authorization`
+/// as `Bearer gh_…` (API key), `Bearer …` (JWT) or `Basic …`. Several
+/// credentials at once are refused as malformed rather than guessed at.
+pub fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, IdentityError> {
+    let mut found = None;
+    let mut authorizations = headers.get_all(http::header::AUTHORIZATION).iter();
+    let mut api_keys = headers.get_all("x-api-key").iter();
+    let (authorization, api_key) = (authorizations.next(), api_keys.next());
+    if authorizations.next().is_some() || api_keys.next().is_some() {
+        return Err(IdentityError::Malformed);
+    }
+    if let Some(value) = api_key {
+        found = Some(Credential::ApiKey(text(value)?));
+    }
+    if let Some(value) = authorization {
+        if found.is_some() {
+            return Err(IdentityError::Malformed);
+        }
+        let value = text(value)?;
+        let (scheme, rest) = value.split_once(' ').ok_or(IdentityError::Malformed)?;
+        let rest = rest.trim();
+        found = Some(if scheme.eq_ignore_ascii_case("bearer") {
+            if rest.starts_with(API_KEY_PREFIX) {
+                Credential::ApiKey(rest)
+            } else {
+                Credential::Bearer(rest)
+            }
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| IdentityError::Malformed)?;
+            let decoded = String::from_utf8(decoded).map_err(|_| IdentityError::Malformed)?;
+            let (user, password) = decoded.split_once(':').ok_or(IdentityError::Malformed)?;
+            Credential::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }
+        } else {
+            return Err(IdentityError::Malformed);
+        });
+    }
+    Ok(found)
+}
+
+fn text(value: &http::HeaderValue) -> Result<&str, IdentityError> {
+    if value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(IdentityError::Malformed);
+    }
+    value.to_str().map_err(|_| IdentityError::Malformed)
+}
+
+/// Verifies credentials against one policy's identity sources. Built per
+/// snapshot; the JWKS cache is shared across reloads.
+pub struct Authenticator {
+    api_keys: api_key::ApiKeys,
+    basic: basic::BasicUsers,
+    jwt: jwt::JwtVerifier,
+}
+
+impl Authenticator {
+    pub fn new(policy: &Policy, jwks: Arc<JwksCache>) -> Result<Self, jwt::KeyLoadError> {
+        Ok(Authenticator {
+            api_keys: api_key::ApiKeys::new(&policy.identities.api_keys),
+            basic: basic::BasicUsers::new(&policy.identities.basic_users),
+            jwt: jwt::JwtVerifier::new(&policy.identities.jwt, jwks)?,
+        })
+    }
+
+    /// Verifies `credential` if `accept` allows its kind.
+    pub async fn verify(
+        &self,
+        credential: Credential<'_>,
+        client_ip: IpAddr,
+        accept: &BTreeSet<IdentityKind>,
+    ) -> Result<Principal, IdentityError> {
+        if !accept.contains(&credential.kind()) {
+            return Err(IdentityError::KindNotAccepted);
+        }
+        match credential {
+            Credential::ApiKey(key) => self.api_keys.verify(key, client_ip),
+            Credential::Bearer(token) => self.jwt.verify(token).await,
+            Credential::Basic { user, password } => self.basic.verify(&user, &password).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn credentials_are_recognised_by_scheme() {
+        let key = format!("{API_KEY_PREFIX}abc");
+        assert_eq!(
+            credential(&headers(&[("authorization", &format!("Bearer {key}"))])).unwrap(),
+            Some(Credential::ApiKey(&key))
+        );
+        assert_eq!(
+            credential(&headers(&[("x-api-key", &key)])).unwrap(),
+            Some(Credential::ApiKey(&key))
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer e.y.j")])).unwrap(),
+            Some(Credential::Bearer("e.y.j"))
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic YWxpY2U6czNjcmV0")])).unwrap(),
+            Some(Credential::Basic {
+                user: "alice".into(),
+                password: "s3cret".into()
+            })
+        );
+        assert_eq!(credential(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn ambiguous_or_odd_credentials_are_malformed() {
+        for pairs in [
+            &[("authorization", "Bearer a"), ("authorization", "Bearer b")][..],
+            &[("authorization", "Bearer a"), ("x-api-key", "gh_x")][..],
+            &[("authorization", "Digest abc")][..],
+            &[("authorization", "Basic !!!")][..],
+            &[("authorization", "Basic bm9jb2xvbg==")][..],
+            &[("authorization", "Bearer")][..],
+        ] {
+            assert_eq!(
+                credential(&headers(pairs)),
+                Err(IdentityError::Malformed),
+                "{pairs:?}"
+            );
+        }
+        let huge = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_BYTES));
+        assert_eq!(
+            credential(&headers(&[("authorization", &huge)])),
+            Err(IdentityError::Malformed)
+        );
+    }
+}
