@@ -17,6 +17,7 @@ const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
+const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 fn is_plain_name(name: &str) -> bool {
@@ -265,7 +266,11 @@ impl Converter<'_> {
                         .add(Some(url.span()), "jwks_url cannot serve HS256 keys");
                 }
                 match self.issuer_url(url) {
-                    Some(url) => JwtKeys::Jwks { url },
+                    Some(url) => JwtKeys::Jwks {
+                        url,
+                        refetch_cooldown: self
+                            .duration(&j.jwks_refetch_cooldown, DEFAULT_JWKS_REFETCH_COOLDOWN),
+                    },
                     None => continue,
                 }
             } else if !j.public_keys.is_empty() {

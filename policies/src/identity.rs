@@ -135,8 +135,12 @@ impl JwtAlgorithm {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtKeys {
-    /// Fetched and cached; refetched on an unknown `kid`, with a cooldown.
-    Jwks { url: String },
+    /// Fetched and cached; refetched on an unknown `kid` at most once per
+    /// `refetch_cooldown`.
+    Jwks {
+        url: String,
+        refetch_cooldown: Duration,
+    },
     /// PEM public keys (RSA, EC or Ed25519).
     Static { files: Vec<PathBuf> },
     /// A shared HMAC secret of at least 32 bytes.

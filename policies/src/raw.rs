@@ -227,6 +227,7 @@ pub(crate) struct RawJwt {
     pub audience: Vec<S<String>>,
     pub algorithms: Vec<S<String>>,
     pub jwks_url: Option<S<String>>,
+    pub jwks_refetch_cooldown: Option<S<String>>,
     #[serde(default)]
     pub public_keys: Vec<S<String>>,
     pub hs256_secret: Option<S<String>>,

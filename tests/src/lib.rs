@@ -11,4 +11,4 @@ pub mod upstream;
 
 pub use pki::TestPki;
 pub use process::{free_port, wait_for_port, ChildProcess};
-pub use upstream::EchoUpstream;
+pub use upstream::{DocumentServer, EchoUpstream};

@@ -96,3 +96,67 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     Ok(response)
 }
+
+/// Serves one document (e.g. a JWKS) whose body and status tests can change
+/// while it runs, and counts the requests it answered.
+pub struct DocumentServer {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<(u16, String, usize)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocumentServer {
+    pub async fn start(body: String) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = std::sync::Arc::new(std::sync::Mutex::new((200u16, body, 0usize)));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        let shared = shared.clone();
+                        async move {
+                            let (status, body) = {
+                                let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+                                state.2 += 1;
+                                (state.0, state.1.clone())
+                            };
+                            let response = Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(DocumentServer { addr, state, task })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set(&self, status: u16, body: String) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = status;
+        state.1 = body;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).2
+    }
+}
+
+impl Drop for DocumentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

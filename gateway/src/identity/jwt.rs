@@ -20,8 +20,6 @@ use serde_json::Value;
 use super::claims::roles_from;
 use super::{IdentityError, Principal};
 
-/// A JWKS is fetched again for an unknown `kid` at most this often.
-const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +66,7 @@ fn algorithm(alg: JwtAlgorithm) -> Algorithm {
 
 enum Keys {
     Static(Vec<(KeyFamily, DecodingKey)>),
-    Jwks(String),
+    Jwks { url: String, cooldown: Duration },
 }
 
 struct Issuer {
@@ -97,7 +95,13 @@ impl JwtVerifier {
                         .map(load_public_key)
                         .collect::<Result<_, _>>()?,
                 ),
-                JwtKeys::Jwks { url } => Keys::Jwks(url.clone()),
+                JwtKeys::Jwks {
+                    url,
+                    refetch_cooldown,
+                } => Keys::Jwks {
+                    url: url.clone(),
+                    cooldown: *refetch_cooldown,
+                },
             };
             issuers.insert(
                 config.issuer.clone(),
@@ -128,7 +132,11 @@ impl JwtVerifier {
                 .filter(|(f, _)| *f == want)
                 .map(|(_, k)| k.clone())
                 .collect(),
-            Keys::Jwks(url) => self.jwks.keys_for(url, header.kid.as_deref(), want).await?,
+            Keys::Jwks { url, cooldown } => {
+                self.jwks
+                    .keys_for(url, header.kid.as_deref(), want, *cooldown)
+                    .await?
+            }
         };
         if candidates.is_empty() {
             return Err(IdentityError::Unknown);
@@ -264,12 +272,13 @@ impl JwksCache {
         url: &str,
         kid: Option<&str>,
         want: KeyFamily,
+        cooldown: Duration,
     ) -> Result<Vec<DecodingKey>, IdentityError> {
         let (keys, last_fetch) = self.cached(url, kid, want);
         if !keys.is_empty() {
             return Ok(keys);
         }
-        if last_fetch.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
+        if last_fetch.is_some_and(|t| t.elapsed() < cooldown) {
             return Err(IdentityError::Unknown);
         }
         let _one_fetch_at_a_time = self.fetching.lock().await;
@@ -278,7 +287,7 @@ impl JwksCache {
         if !keys.is_empty() {
             return Ok(keys);
         }
-        if last_fetch.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
+        if last_fetch.is_some_and(|t| t.elapsed() < cooldown) {
             return Err(IdentityError::Unknown);
         }
         let fetched = self.fetch(url).await;

@@ -1,9 +1,13 @@
 //! End-to-end tests of the gateway: our real binary on free ports, a real
 //! upstream, real TLS clients. One test binary, grouped by topic.
 
+// Test helpers may unwrap like tests do: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod admin;
 mod edge;
 mod framing;
+mod identity;
 mod lifecycle;
 mod scanners;
 mod support;
