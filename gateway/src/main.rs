@@ -13,6 +13,7 @@ mod headers;
 mod identity;
 mod listeners;
 mod logging;
+mod login;
 mod metrics;
 mod outcome;
 mod path;

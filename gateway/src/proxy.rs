@@ -45,7 +45,9 @@ use crate::assertion::{AssertionSigner, JWKS_PATH};
 use crate::authz::{self, Denial, Permit};
 use crate::client_addr;
 use crate::framing;
+use crate::identity::session::{FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::{self, Principal};
+use crate::login::{LoginResponse, OidcClients, LOGIN_PATH};
 use crate::metrics::Metrics;
 use crate::outcome::{classify_failure, status_label};
 use crate::path::{self, NormalizedPath};
@@ -59,9 +61,82 @@ pub struct Gateway {
     pub request_ids: RequestIds,
     pub in_flight: Arc<InFlight>,
     pub assertion: Arc<AssertionSigner>,
+    pub oidc: Arc<OidcClients>,
 }
 
 impl Gateway {
+    /// Serves `/.gatehouse/login`, `/callback` and `/logout`. `None` when the
+    /// path is not one of them (or sessions are not configured), so routing
+    /// continues and answers 404.
+    async fn login_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> Result<Option<bool>> {
+        let Some(sealer) = snapshot.authenticator.sealer() else {
+            return Ok(None);
+        };
+        let Ok((path, query)) = path::normalize_path_and_query(session.req_header().raw_path())
+        else {
+            return Ok(None);
+        };
+        let req = session.req_header();
+        let Some(outcome) = self
+            .oidc
+            .handle(
+                &snapshot.policy,
+                sealer,
+                &req.method,
+                path.as_str(),
+                query,
+                &req.headers,
+            )
+            .await
+        else {
+            return Ok(None);
+        };
+        let set_cookie = http::header::SET_COOKIE;
+        let with_cookies = |mut response: GatewayResponse, cookies: Vec<String>| {
+            for cookie in cookies {
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response = response.with_header(set_cookie.clone(), value);
+                }
+            }
+            response
+        };
+        let response = match outcome {
+            LoginResponse::Redirect { location, cookies } => {
+                let location =
+                    HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
+                with_cookies(
+                    GatewayResponse::status(302).with_header(http::header::LOCATION, location),
+                    cookies,
+                )
+            }
+            LoginResponse::Page { html } => {
+                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html)
+            }
+            LoginResponse::Refused {
+                status,
+                reason,
+                cookies,
+            } => {
+                ctx.denial = Some(reason);
+                self.metrics.denials.with_label_values(&[reason]).inc();
+                with_cookies(GatewayResponse::status(status), cookies)
+            }
+        };
+        respond::send(
+            session,
+            &snapshot.default_headers,
+            &ctx.request_id,
+            response,
+        )
+        .await?;
+        Ok(Some(true))
+    }
+
     /// Writes a refusal and records why.
     async fn refuse(
         &self,
@@ -98,6 +173,8 @@ pub struct RequestCtx {
     principal: Option<Principal>,
     /// Only authorization builds a `Permit`; `upstream_peer` needs one.
     permit: Option<Permit>,
+    /// A re-sealed session cookie to send with the response.
+    refreshed_session: Option<String>,
     /// Why the gateway refused the request, for the access log and metrics.
     denial: Option<&'static str>,
     request_body_bytes: u64,
@@ -206,6 +283,11 @@ async fn identify_and_authorize(
             }
         }
     };
+    if let Some(p) = &principal {
+        if p.kind == gatehouse_policy::IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
+            return Err(Refusal::new(403, "csrf-cross-site"));
+        }
+    }
     match authz::decide(
         route,
         &snapshot.policy.roles,
@@ -213,8 +295,54 @@ async fn identify_and_authorize(
         req.method.as_str(),
     ) {
         Ok(permit) => Ok((principal, permit)),
+        Err(Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
+            let target = String::from_utf8_lossy(req.raw_path()).into_owned();
+            let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+            Err(Refusal {
+                response: GatewayResponse::status(302).with_header(
+                    http::header::LOCATION,
+                    HeaderValue::from_str(&format!("{LOGIN_PATH}?rd={rd}"))
+                        .unwrap_or(HeaderValue::from_static(LOGIN_PATH)),
+                ),
+                reason: "unauthenticated-redirected-to-login",
+            })
+        }
         Err(Denial::Unauthenticated { .. }) => Err(unauthenticated("unauthenticated")),
         Err(denial @ Denial::Forbidden { .. }) => Err(Refusal::new(403, denial.reason())),
+    }
+}
+
+/// A browser navigation (GET/HEAD asking for HTML) to a route that accepts
+/// OIDC sessions is sent to the login page instead of a bare 401.
+fn wants_login_page(req: &RequestHeader, route: &gatehouse_policy::Route) -> bool {
+    let navigates = matches!(req.method, http::Method::GET | http::Method::HEAD)
+        && req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    let accepts_oidc = matches!(&route.access, gatehouse_policy::Access::Restricted { accept, .. }
+        if accept.contains(&gatehouse_policy::IdentityKind::Oidc));
+    navigates && accepts_oidc
+}
+
+/// CSRF for cookie-authenticated requests: unsafe methods need an `Origin`
+/// equal to ours, or, without one, `Sec-Fetch-Site: same-origin`.
+fn cross_site_safe(req: &RequestHeader, snapshot: &Snapshot) -> bool {
+    if matches!(
+        req.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) {
+        return true;
+    }
+    match req.headers.get(http::header::ORIGIN) {
+        Some(origin) => {
+            origin.as_bytes() == snapshot.policy.listen.public_origin.as_str().as_bytes()
+        }
+        None => req
+            .headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin"),
     }
 }
 
@@ -342,6 +470,7 @@ impl ProxyHttp for Gateway {
             admission: None,
             principal: None,
             permit: None,
+            refreshed_session: None,
             denial: None,
             request_body_bytes: 0,
             _in_flight: self.in_flight.enter(),
@@ -411,6 +540,13 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
+        // The login endpoints, when the policy has OIDC sessions.
+        if session.req_header().raw_path().starts_with(b"/.gatehouse/") {
+            if let Some(handled) = self.login_endpoint(session, ctx, &snapshot).await? {
+                return Ok(handled);
+            }
+        }
+
         // 4 to 8
         // The raw head is only needed (and only copied) when the parsed one
         // may have lost a Content-Length; see `framing::RequestHead`.
@@ -436,6 +572,14 @@ impl ProxyHttp for Gateway {
         ctx.admission = Some(admission);
         match decided {
             Ok((principal, permit)) => {
+                if principal
+                    .as_ref()
+                    .is_some_and(|p| p.kind == gatehouse_policy::IdentityKind::Oidc)
+                {
+                    ctx.refreshed_session = snapshot
+                        .authenticator
+                        .refreshed_session_cookie(&session.req_header().headers);
+                }
                 ctx.principal = principal;
                 ctx.permit = Some(permit);
                 Ok(false)
@@ -534,6 +678,30 @@ impl ProxyHttp for Gateway {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
             upstream_request.remove_header("x-api-key");
         }
+        // The login-flow cookie never leaves; the session cookie only by opt-in.
+        let mut cookies = upstream_request.headers.clone();
+        let mut changed = false;
+        for name in [FLOW_COOKIE, SESSION_COOKIE] {
+            if name == SESSION_COOKIE && route.forward_session_cookie {
+                continue;
+            }
+            if identity::session::cookie_value(&cookies, name).is_some() {
+                let rest = identity::session::without_cookie(&cookies, name);
+                cookies.remove(http::header::COOKIE);
+                if let Some(rest) = rest {
+                    if let Ok(value) = HeaderValue::from_str(&rest) {
+                        cookies.insert(http::header::COOKIE, value);
+                    }
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            upstream_request.remove_header(&http::header::COOKIE);
+            if let Some(value) = cookies.get(http::header::COOKIE) {
+                upstream_request.insert_header(http::header::COOKIE, value.clone())?;
+            }
+        }
         if let Some(principal) = &ctx.principal {
             upstream_request.insert_header("x-gatehouse-user", principal.subject.as_str())?;
             if let Some(email) = &principal.email {
@@ -568,6 +736,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.headers().apply(upstream_response);
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(cookie) = ctx.refreshed_session.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         Ok(())
     }
 

@@ -101,35 +101,65 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Runs the reload triggers until shutdown.
-pub struct ReloadService(pub Arc<Reloader>);
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Hangup,
+    FileChanged,
+}
+
+/// Runs reloads until shutdown. Its triggers (a SIGHUP handler and the file
+/// watcher) are installed when it is built, before the server starts, so a
+/// SIGHUP or an edit right after startup is never lost, and an early SIGHUP
+/// cannot fall through to the default action, which ends the process.
+pub struct ReloadService {
+    reloader: Arc<Reloader>,
+    tx: mpsc::Sender<Trigger>,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<Trigger>>>,
+    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl ReloadService {
+    pub fn new(reloader: Arc<Reloader>) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel(8);
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let hangup_tx = tx.clone();
+        std::thread::Builder::new()
+            .name("sighup".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if hangup_tx.blocking_send(Trigger::Hangup).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let watcher = start_watcher(&reloader.watched_files(), tx.clone());
+        Ok(ReloadService {
+            reloader,
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            watcher: std::sync::Mutex::new(watcher),
+        })
+    }
+}
 
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let reloader = self.0.clone();
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload by file change only");
-                return;
-            }
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
         };
-
+        let reloader = self.reloader.clone();
         let mut watched = reloader.watched_files();
-        let mut _watcher = start_watcher(&watched, tx.clone());
-
         loop {
             tokio::select! {
-                _ = hangup.recv() => tracing::info!("SIGHUP: reloading policy"),
-                Some(()) = rx.recv() => {
-                    // Let a burst of writes (editor save, cert + key) settle.
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                Some(trigger) = rx.recv() => {
+                    if let Trigger::FileChanged = trigger {
+                        // Let a burst of writes (editor save, cert + key) settle.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                     while rx.try_recv().is_ok() {}
-                    tracing::info!("policy or certificate file changed: reloading");
+                    tracing::info!(?trigger, "reloading policy");
                 }
                 _ = shutdown.changed() => return,
             }
@@ -140,7 +170,8 @@ impl BackgroundService for ReloadService {
                     let now = reloader.watched_files();
                     if now != watched {
                         watched = now;
-                        _watcher = start_watcher(&watched, tx.clone());
+                        let watcher = start_watcher(&watched, self.tx.clone());
+                        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = watcher;
                     }
                 }
                 Ok(Err(e)) => {
@@ -156,7 +187,7 @@ impl BackgroundService for ReloadService {
 /// changes. Returns the watcher, which stops watching when dropped.
 fn start_watcher(
     files: &HashSet<PathBuf>,
-    tx: mpsc::Sender<()>,
+    tx: mpsc::Sender<Trigger>,
 ) -> Option<notify::RecommendedWatcher> {
     let wanted = files.clone();
     let dirs: HashSet<PathBuf> = files
@@ -178,7 +209,7 @@ fn start_watcher(
         });
         if relevant {
             // A full channel already holds a pending reload.
-            let _ = tx.try_send(());
+            let _ = tx.try_send(Trigger::FileChanged);
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {

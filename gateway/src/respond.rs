@@ -73,7 +73,8 @@ pub async fn send(
     head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     head.insert_header("x-request-id", request_id)?;
     for (name, value) in response.extra {
-        head.insert_header(name, value)?;
+        // Appended, not replaced: a response may set several cookies.
+        head.append_header(name, value)?;
     }
     headers.apply(&mut head);
     if response.close {

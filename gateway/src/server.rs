@@ -97,6 +97,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         request_ids: RequestIds::new(),
         in_flight: in_flight.clone(),
         assertion: assertion.clone(),
+        oidc: Arc::new(crate::login::OidcClients::new()),
     };
     let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
     let mut options = HttpServerOptions::default();
@@ -146,7 +147,10 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         metrics,
         jwks,
     });
-    server.add_service(background_service("reload", ReloadService(reloader)));
+    server.add_service(background_service(
+        "reload",
+        ReloadService::new(reloader).context("installing reload triggers")?,
+    ));
     spawn_drain_watcher(in_flight, grace)?;
 
     server.bootstrap();

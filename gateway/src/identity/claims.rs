@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// The default roles plus the roles mapped from each value of the roles
 /// claim (a string or an array of strings). Unknown values grant nothing.
-pub(super) fn roles_from(claims: &Value, mapping: &ClaimMapping) -> BTreeSet<String> {
+pub fn roles_from(claims: &Value, mapping: &ClaimMapping) -> BTreeSet<String> {
     let mut roles = mapping.default_roles.clone();
     let values: Vec<&str> = match claims.get(&mapping.roles_claim) {
         Some(Value::String(s)) => vec![s.as_str()],

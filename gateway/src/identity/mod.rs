@@ -4,8 +4,9 @@
 
 mod api_key;
 mod basic;
-mod claims;
+pub mod claims;
 pub mod jwt;
+pub mod session;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -105,7 +106,12 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 pub enum Credential<'a> {
     ApiKey(&'a str),
     Bearer(&'a str),
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// The sealed `__Host-gatehouse` cookie of an OIDC login.
+    Session(&'a str),
 }
 
 impl Credential<'_> {
@@ -114,13 +120,15 @@ impl Credential<'_> {
             Credential::ApiKey(_) => IdentityKind::ApiKey,
             Credential::Bearer(_) => IdentityKind::Jwt,
             Credential::Basic { .. } => IdentityKind::Basic,
+            Credential::Session(_) => IdentityKind::Oidc,
         }
     }
 }
 
 /// Finds the one credential in a request: `X-API-Key`, or `Authorization`
-/// as `Bearer gh_…` (API key), `Bearer …` (JWT) or `Basic …`. Several
-/// credentials at once are refused as malformed rather than guessed at.
+/// as `Bearer gh_…` (API key), `Bearer …` (JWT) or `Basic …`, or else the
+/// session cookie. Several headers at once are refused as malformed rather
+/// than guessed at; an explicit header wins over the cookie.
 pub fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, IdentityError> {
     let mut found = None;
     let mut authorizations = headers.get_all(http::header::AUTHORIZATION).iter();
@@ -159,6 +167,9 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, Identit
             return Err(IdentityError::Malformed);
         });
     }
+    if found.is_none() {
+        found = session::cookie_value(headers, session::SESSION_COOKIE).map(Credential::Session);
+    }
     Ok(found)
 }
 
@@ -175,6 +186,7 @@ pub struct Authenticator {
     api_keys: api_key::ApiKeys,
     basic: basic::BasicUsers,
     jwt: jwt::JwtVerifier,
+    sessions: Option<(session::Sealer, gatehouse_policy::SessionSettings)>,
 }
 
 impl Authenticator {
@@ -183,7 +195,59 @@ impl Authenticator {
             api_keys: api_key::ApiKeys::new(&policy.identities.api_keys),
             basic: basic::BasicUsers::new(&policy.identities.basic_users),
             jwt: jwt::JwtVerifier::new(&policy.identities.jwt, jwks)?,
+            sessions: policy
+                .identities
+                .session
+                .as_ref()
+                .map(|s| (session::Sealer::new(&s.keys), s.clone())),
         })
+    }
+
+    /// The sealer for session and login-flow cookies, when sessions exist.
+    pub fn sealer(&self) -> Option<&session::Sealer> {
+        self.sessions.as_ref().map(|(sealer, _)| sealer)
+    }
+
+    /// A fresh `Set-Cookie` when the caller's session should be re-sealed
+    /// with a new last-seen time (sliding idle timeout).
+    pub fn refreshed_session_cookie(&self, headers: &HeaderMap) -> Option<String> {
+        let (sealer, settings) = self.sessions.as_ref()?;
+        let sealed = session::cookie_value(headers, session::SESSION_COOKIE)?;
+        let mut data: session::SessionData =
+            serde_json::from_slice(&sealer.open(session::SESSION_COOKIE, sealed)?).ok()?;
+        let now = session::unix_now();
+        if !data.needs_refresh(now) || !data.is_current(settings, now) {
+            return None;
+        }
+        data.seen = now;
+        let resealed = sealer.seal(session::SESSION_COOKIE, &serde_json::to_vec(&data).ok()?)?;
+        let remaining = settings
+            .lifetime
+            .saturating_sub(std::time::Duration::from_secs(now - data.iat.min(now)));
+        Some(session::set_cookie(
+            session::SESSION_COOKIE,
+            &resealed,
+            remaining,
+        ))
+    }
+
+    fn verify_session(&self, sealed: &str) -> Result<Principal, IdentityError> {
+        let (sealer, settings) = self.sessions.as_ref().ok_or(IdentityError::Unknown)?;
+        let bytes = sealer
+            .open(session::SESSION_COOKIE, sealed)
+            .ok_or(IdentityError::Invalid)?;
+        let data: session::SessionData =
+            serde_json::from_slice(&bytes).map_err(|_| IdentityError::Malformed)?;
+        if !data.is_current(settings, session::unix_now()) {
+            return Err(IdentityError::Expired);
+        }
+        Ok(Principal::new(
+            data.sub,
+            data.email,
+            data.roles.into_iter().collect(),
+            IdentityKind::Oidc,
+            data.idp,
+        ))
     }
 
     /// Verifies `credential` if `accept` allows its kind.
@@ -200,6 +264,7 @@ impl Authenticator {
             Credential::ApiKey(key) => self.api_keys.verify(key, client_ip),
             Credential::Bearer(token) => self.jwt.verify(token).await,
             Credential::Basic { user, password } => self.basic.verify(&user, &password).await,
+            Credential::Session(sealed) => self.verify_session(sealed),
         }
     }
 }
