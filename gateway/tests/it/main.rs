@@ -9,6 +9,7 @@ mod edge;
 mod framing;
 mod identity;
 mod lifecycle;
+mod oidc;
 mod scanners;
 mod support;
 mod tls;

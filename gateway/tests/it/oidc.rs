@@ -1,0 +1,423 @@
+//! OpenID Connect login through the real gateway against a real provider
+//! (oidc-provider on node), driven over HTTP the way a browser would: follow
+//! redirects, submit the provider's login and consent forms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use gatehouse_tests::free_port;
+
+use crate::support::{echoed, upstream_header, Gateway, Idp, BASE_POLICY};
+
+const SESSION_KEY: &str = "a-session-key-for-tests-that-is-long-enough-0123456789";
+
+struct Login {
+    gateway: Gateway,
+    idp: Idp,
+    client: reqwest::Client,
+}
+
+fn policy_extra(issuer: &str) -> String {
+    format!(
+        r#"
+[roles]
+operator = ["jobs:run", "jobs:view"]
+viewer = ["jobs:view"]
+
+[session]
+keys = ["{SESSION_KEY}"]
+idle_timeout = "10m"
+lifetime = "1h"
+
+[[oidc]]
+name = "test-idp"
+issuer = "{issuer}"
+client_id = "gatehouse"
+client_secret = "client-secret"
+scopes = ["openid", "email", "profile", "groups"]
+allowed_domains = ["example.com"]
+
+[oidc.claims]
+role_map = {{ ops = ["operator"] }}
+default_roles = ["viewer"]
+"#
+    )
+}
+
+async fn setup() -> Login {
+    let idp_port = free_port();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let template = BASE_POLICY.replace("public = true", "roles = [\"viewer\", \"operator\"]");
+    let gateway = Gateway::start_with(&template, &policy_extra(&issuer)).await;
+    let origin = gateway.origin();
+    let idp = Idp::start(
+        idp_port,
+        json!([{
+            "client_id": "gatehouse",
+            "client_secret": "client-secret",
+            "redirect_uris": [format!("{origin}/.gatehouse/callback")],
+            "post_logout_redirect_uris": [format!("{origin}/")],
+        }]),
+        json!({
+            "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["ops"]},
+            "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},
+        }),
+    );
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(gateway.pki.ca_pem.as_bytes()).unwrap(),
+        )
+        .resolve("localhost", gateway.https)
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    Login {
+        gateway,
+        idp,
+        client,
+    }
+}
+
+fn location(headers: &HeaderMap) -> String {
+    headers[LOCATION].to_str().unwrap().to_owned()
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+fn form_action(html: &str) -> String {
+    let start = html.find("action=\"").expect("a form") + "action=\"".len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+/// Walks the provider's pages from an authorization URL to the redirect
+/// back to the gateway, logging in as `user`. Returns the callback URL.
+async fn through_provider(login: &Login, authorize_url: &str, user: &str) -> String {
+    let c = &login.client;
+    let issuer = &login.idp.issuer;
+    let mut url = authorize_url.to_owned();
+    for _ in 0..12 {
+        if url.starts_with(&login.gateway.origin()) {
+            return url;
+        }
+        let response = c.get(&url).send().await.unwrap();
+        if response.status().is_redirection() {
+            url = absolute(issuer, &location(response.headers()));
+            continue;
+        }
+        let html = response.text().await.unwrap();
+        let action = absolute(issuer, &form_action(&html));
+        let form: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", user), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let posted = c.post(&action).form(&form).send().await.unwrap();
+        assert!(
+            posted.status().is_redirection(),
+            "{}: {}",
+            posted.status(),
+            posted.text().await.unwrap()
+        );
+        url = absolute(issuer, &location(posted.headers()));
+    }
+    panic!("the provider never redirected back");
+}
+
+/// Starts a login at the gateway and returns (authorize URL, flow cookie).
+async fn start_login(login: &Login, rd: &str) -> (String, String) {
+    let response = login
+        .client
+        .get(format!(
+            "{}/.gatehouse/login?rd={rd}",
+            login.gateway.origin()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let flow = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(flow.starts_with("__Host-gatehouse-flow="), "{flow}");
+    (location(response.headers()), flow)
+}
+
+async fn full_login(login: &Login, user: &str) -> reqwest::Response {
+    let (authorize, _) = start_login(login, "/dashboard").await;
+    let callback = through_provider(login, &authorize, user).await;
+    login.client.get(callback).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn browser_login_sets_a_host_only_session_and_reaches_the_upstream() {
+    let login = setup().await;
+    let origin = login.gateway.origin();
+    let first = login
+        .client
+        .get(format!("{origin}/dashboard"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    assert_eq!(
+        location(first.headers()),
+        "/.gatehouse/login?rd=%2Fdashboard"
+    );
+
+    let (authorize, _) = start_login(&login, "%2Fdashboard").await;
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    assert!(authorize.contains("nonce=") && authorize.contains("state="));
+    let callback = through_provider(&login, &authorize, "alice").await;
+    let done = login.client.get(callback).send().await.unwrap();
+    assert_eq!(done.status(), 302);
+    assert_eq!(location(done.headers()), "/dashboard");
+    let session_cookie = done
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-gatehouse="))
+        .expect("session cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session_cookie.contains(flag), "{session_cookie}");
+    }
+    let value_len = session_cookie.split(';').next().unwrap().len();
+    eprintln!("session cookie size: {value_len} bytes");
+    assert!(value_len < 4096 / 2, "{value_len}");
+
+    let page = login
+        .client
+        .get(format!("{origin}/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let echo = echoed(page).await;
+    assert_eq!(upstream_header(&echo, "x-gatehouse-user"), vec!["alice"]);
+    assert_eq!(
+        upstream_header(&echo, "x-gatehouse-email"),
+        vec!["alice@example.com"]
+    );
+    assert_eq!(
+        upstream_header(&echo, "x-gatehouse-roles"),
+        vec!["operator,viewer"]
+    );
+    let cookies = upstream_header(&echo, "cookie").join(";");
+    assert!(
+        !cookies.contains("__Host-gatehouse"),
+        "session cookie leaked upstream: {cookies}"
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_continues_at_the_provider() {
+    let login = setup().await;
+    let origin = login.gateway.origin();
+    assert_eq!(full_login(&login, "alice").await.status(), 302);
+    assert_eq!(
+        login
+            .client
+            .get(format!("{origin}/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let out = login
+        .client
+        .get(format!("{origin}/.gatehouse/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 302);
+    let to = location(out.headers());
+    assert!(
+        to.starts_with(&format!("{}/session/end", login.idp.issuer)),
+        "{to}"
+    );
+    assert!(to.contains("id_token_hint="), "{to}");
+    let cleared = out.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("__Host-gatehouse=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert_eq!(
+        login
+            .client
+            .get(format!("{origin}/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn replayed_code_and_wrong_state_are_refused() {
+    let login = setup().await;
+    let (authorize, flow) = start_login(&login, "/").await;
+    let callback = through_provider(&login, &authorize, "alice").await;
+    assert_eq!(
+        login.client.get(&callback).send().await.unwrap().status(),
+        302
+    );
+
+    // The same code again, with the same flow cookie: the provider refuses.
+    let flow_value = flow.split(';').next().unwrap();
+    let plain = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(login.gateway.pki.ca_pem.as_bytes()).unwrap(),
+        )
+        .resolve("localhost", login.gateway.https)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let replay = plain
+        .get(&callback)
+        .header("cookie", flow_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401);
+    let no_session = replay
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("__Host-gatehouse="));
+    assert!(no_session);
+
+    // A state that is not the one sealed in the flow cookie.
+    let (authorize, flow) = start_login(&login, "/").await;
+    let callback = through_provider(&login, &authorize, "alice").await;
+    let tampered = callback.replace("state=", "state=x");
+    let flow_value = flow.split(';').next().unwrap();
+    let wrong_state = plain
+        .get(&tampered)
+        .header("cookie", flow_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_state.status(), 400);
+}
+
+#[tokio::test]
+async fn code_from_another_login_attempt_is_refused() {
+    // Login A's flow cookie (its state, nonce and PKCE verifier) with the
+    // code login B obtained: PKCE and nonce both belong to A, the code to B.
+    let login = setup().await;
+    let (authorize_a, flow_a) = start_login(&login, "/").await;
+    let (authorize_b, _) = start_login(&login, "/").await;
+    let callback_b = through_provider(&login, &authorize_b, "alice").await;
+    let state_a = url::Url::parse(&authorize_a)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let mut mixed = url::Url::parse(&callback_b).unwrap();
+    let code_b = mixed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    mixed
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &code_b)
+        .append_pair("state", &state_a);
+    let response = login
+        .client
+        .get(mixed.as_str())
+        .header("cookie", flow_a.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn email_outside_the_allowed_domains_cannot_log_in() {
+    let login = setup().await;
+    let refused = full_login(&login, "mallory").await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("__Host-gatehouse=")));
+}
+
+#[tokio::test]
+async fn provider_key_rotation_is_followed() {
+    let login = setup().await;
+    assert_eq!(full_login(&login, "alice").await.status(), 302);
+    login.idp.process.signal("USR2").unwrap();
+    for _ in 0..50 {
+        if login.idp.process.log_text().contains("rotated kid=") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new id_token is signed with a key the gateway has not seen yet.
+    assert_eq!(full_login(&login, "alice").await.status(), 302);
+}
+
+#[tokio::test]
+async fn cookie_session_needs_same_origin_for_unsafe_methods() {
+    let login = setup().await;
+    let origin = login.gateway.origin();
+    assert_eq!(full_login(&login, "alice").await.status(), 302);
+    let post = |origin_header: Option<&'static str>, fetch_site: Option<&'static str>| {
+        let mut request = login.client.post(format!("{origin}/jobs/run")).body("x");
+        if let Some(o) = origin_header {
+            request = request.header("origin", o);
+        }
+        if let Some(s) = fetch_site {
+            request = request.header("sec-fetch-site", s);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post(Some("https://evil.test"), None)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(post(None, None).await.unwrap().status(), 403);
+    assert_eq!(post(None, Some("cross-site")).await.unwrap().status(), 403);
+    assert_eq!(post(None, Some("same-origin")).await.unwrap().status(), 200);
+    let own = login
+        .client
+        .post(format!("{origin}/jobs/run"))
+        .header("origin", origin.as_str())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+}
