@@ -7,6 +7,7 @@ mod assertion;
 mod authz;
 mod certs_dev;
 mod client_addr;
+mod cors;
 mod explain;
 mod framing;
 mod headers;

@@ -44,6 +44,7 @@ use pingora::ErrorType;
 use crate::assertion::{AssertionSigner, JWKS_PATH};
 use crate::authz::{self, Denial, Permit};
 use crate::client_addr;
+use crate::cors;
 use crate::framing;
 use crate::identity::session::{FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::{self, Principal};
@@ -567,6 +568,29 @@ impl ProxyHttp for Gateway {
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
 
+        // CORS preflights carry no credentials: answered here, before identity.
+        if let Some(cors) = &admission.route.route.cors {
+            let req = session.req_header();
+            if cors::is_preflight(&req.method, &req.headers) {
+                let allowed = cors::preflight(cors, &req.headers);
+                ctx.admission = Some(admission);
+                return match allowed {
+                    Some(headers) => {
+                        let mut response = GatewayResponse::status(204);
+                        for (name, value) in headers {
+                            response = response.with_header(name, value);
+                        }
+                        respond::send(session, ctx.headers(), &ctx.request_id, response).await?;
+                        Ok(true)
+                    }
+                    None => {
+                        self.refuse(session, ctx, Refusal::new(403, "cors-preflight-denied"))
+                            .await
+                    }
+                };
+            }
+        }
+
         // 9, 10
         let decided = identify_and_authorize(&snapshot, session.req_header(), &admission).await;
         ctx.admission = Some(admission);
@@ -730,7 +754,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -738,6 +762,17 @@ impl ProxyHttp for Gateway {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(cookie) = ctx.refreshed_session.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        if let Some(admission) = &ctx.admission {
+            if let Some(cors) = &admission.route.route.cors {
+                for (name, value) in cors::actual(cors, &session.req_header().headers) {
+                    if name == http::header::VARY {
+                        upstream_response.append_header(name, value)?;
+                    } else {
+                        upstream_response.insert_header(name, value)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

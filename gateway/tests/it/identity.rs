@@ -183,13 +183,20 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_route("").await
+}
+
+async fn setup_with_route(route_extra: &str) -> Setup {
     let keys = Keys::new();
     let jwks_server = gatehouse_tests::DocumentServer::start(jwks(&[("a", &keys.ed_public)]))
         .await
         .unwrap();
     let template = BASE_POLICY.replace("public = true", "roles = [\"viewer\", \"admin\"]");
     let es_pem = keys.es_public_pem.clone();
-    let extra = policy_extra("{dir}", &jwks_server.url("/jwks.json"));
+    let extra = format!(
+        "{route_extra}{}",
+        policy_extra("{dir}", &jwks_server.url("/jwks.json"))
+    );
     let gateway = Gateway::start_custom(&template, &extra, move |pki| {
         std::fs::write(pki.dir.path().join("es.pem"), &es_pem).unwrap();
     })
@@ -479,4 +486,49 @@ async fn assertion_reaches_the_upstream_and_verifies_with_the_published_jwks() {
     assert_eq!(data.claims["auth"], "api_key");
     let lifetime = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
     assert_eq!(lifetime, 60);
+}
+
+#[tokio::test]
+async fn cors_preflight_and_responses_follow_the_route_rules() {
+    let s = setup_with_route(
+        "[route.cors]\nallow_origins = [\"https://app.test\"]\nallow_methods = [\"GET\", \"POST\"]\nallow_headers = [\"x-api-key\"]\nallow_credentials = true\n",
+    )
+    .await;
+    let g = &s.gateway;
+    let preflight = |origin: &'static str| {
+        g.client()
+            .request(reqwest::Method::OPTIONS, format!("{}/resource", g.origin()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-api-key")
+            .send()
+    };
+    let allowed = preflight("https://app.test").await.unwrap();
+    assert_eq!(allowed.status(), 204, "preflights need no credentials");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.test"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    assert!(allowed.headers().contains_key("strict-transport-security"));
+    assert_eq!(preflight("https://evil.test").await.unwrap().status(), 403);
+
+    let actual = get(g, &[("x-api-key", API_KEY), ("origin", "https://app.test")]).await;
+    assert_eq!(actual.status(), 200);
+    assert_eq!(
+        actual.headers()["access-control-allow-origin"],
+        "https://app.test"
+    );
+    let foreign = get(
+        g,
+        &[("x-api-key", API_KEY), ("origin", "https://evil.test")],
+    )
+    .await;
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
