@@ -20,6 +20,7 @@ mod outcome;
 mod path;
 mod proxy;
 mod reload;
+mod request_id;
 mod respond;
 mod server;
 mod snapshot;

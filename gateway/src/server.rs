@@ -20,8 +20,9 @@ use crate::assertion::AssertionSigner;
 use crate::identity::JwksCache;
 use crate::listeners::{Admin, ConnectionCap, RedirectToHttps};
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, RequestIds};
+use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
+use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, SniResolver};
 

@@ -10,25 +10,35 @@
 //! 2. **request id**: taken from a trusted proxy's `X-Request-Id`, or made.
 //! 3. **strip identity headers**: `X-Gatehouse-*` and `X-Auth-Request-*`
 //!    from the client never reach an upstream.
-//! 4. **framing**: ambiguous HTTP/1 framing, oversized heads, CONNECT and
+//! 4. **gateway endpoints**: the JWKS at `/.well-known/gatehouse/jwks.json`
+//!    and the OIDC login, callback and logout under `/.gatehouse/`.
+//! 5. **framing**: ambiguous HTTP/1 framing, oversized heads, CONNECT and
 //!    TRACE are refused (400/405/431, connection closed).
-//! 5. **path**: the path is normalised; ambiguous encodings get 400.
-//! 6. **network**: the global allow/deny lists (403).
-//! 7. **route**: host and longest prefix (404), then the route's own
+//! 6. **path**: the path is normalised; ambiguous encodings get 400.
+//! 7. **network**: the global allow/deny lists (403).
+//! 8. **route**: host and longest prefix (404), then the route's own
 //!    allow/deny lists (403) and its upgrade rule (400).
-//! 8. **body limit**: a declared length over the route's `max_body` gets
+//! 9. **body limit**: a declared length over the route's `max_body` gets
 //!    413; a chunked body is counted in `request_body_filter`.
+//! 10. **CORS preflight**: answered here for routes with CORS rules.
+//! 11. **identity**: one credential (API key, JWT, basic, session cookie);
+//!     a bad one is 401, never anonymous; CSRF for cookie sessions.
+//! 12. **authorization**: `authz::decide` gives a `Permit` or a 401 (login
+//!     redirect for browsers) / 403.
 //!
-//! Only a request that passed every stage holds an [`Admission`], and
-//! `upstream_peer` refuses to pick an upstream without one. After that:
-//! `upstream_request_filter` sends exactly the normalised path;
-//! `response_filter` applies the route's security headers and removes
-//! fingerprints; `fail_to_proxy` answers 502/504 (or the status a stage
-//! chose) through `respond::send`; `logging` writes the access log line and
-//! the metrics.
+//! Stages 5 to 9 are `stages::admit`, 11 and 12 `stages::identify_and_authorize`.
+//! `upstream_peer` refuses to pick an upstream without an `Admission` and a
+//! `Permit`. After that: `upstream_request_filter` sends exactly the
+//! normalised path, the identity headers and the signed assertion, and
+//! strips credentials the route does not forward; `response_filter` applies
+//! the route's security headers, CORS and session refresh; `fail_to_proxy`
+//! answers 502/504 (or the status a stage chose) through `respond::send`;
+//! `logging` writes the access log line and the metrics.
 
+mod stages;
+
+use stages::{admit, identify_and_authorize, is_reserved_identity_header, Admission, Refusal};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,19 +52,19 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorType;
 
 use crate::assertion::{AssertionSigner, JWKS_PATH};
-use crate::authz::{self, Denial, Permit};
+use crate::authz::Permit;
 use crate::client_addr;
 use crate::cors;
-use crate::framing;
 use crate::identity::session::{FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::{self, Principal};
-use crate::login::{LoginResponse, OidcClients, LOGIN_PATH};
+use crate::login::{LoginResponse, OidcClients};
 use crate::metrics::Metrics;
 use crate::outcome::{classify_failure, status_label};
-use crate::path::{self, NormalizedPath};
+use crate::path;
+use crate::request_id::{trusted_request_id, RequestIds};
 use crate::respond::{self, GatewayResponse};
 use crate::server::{InFlight, InFlightGuard};
-use crate::snapshot::{PreparedRoute, Snapshot};
+use crate::snapshot::Snapshot;
 
 pub struct Gateway {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -155,15 +165,6 @@ impl Gateway {
     }
 }
 
-/// Proof that a request passed every stage of `request_filter`. Only
-/// [`admit`] builds one.
-pub struct Admission {
-    pub route: Arc<PreparedRoute>,
-    pub path: NormalizedPath,
-    pub query: Option<String>,
-    pub client_ip: IpAddr,
-}
-
 /// Per-request state. The snapshot is loaded once, here, and used to the end.
 pub struct RequestCtx {
     snapshot: Arc<Snapshot>,
@@ -196,266 +197,6 @@ impl RequestCtx {
             .map(|a| &a.route.headers)
             .unwrap_or(&self.snapshot.default_headers)
     }
-}
-
-/// Cheap unique request ids: a random per-process prefix and a counter.
-/// They identify, they do not authenticate, so they need not be unguessable.
-pub struct RequestIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    pub fn new() -> Self {
-        let mut seed = [0u8; 6];
-        // Falling back to a fixed prefix only risks collisions across processes.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-        RequestIds {
-            prefix: hex::encode(seed),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn make(&self) -> String {
-        format!(
-            "{}-{:x}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// What a refusing stage answers, and the stable reason it records.
-struct Refusal {
-    response: GatewayResponse,
-    reason: &'static str,
-}
-
-impl Refusal {
-    fn new(status: u16, reason: &'static str) -> Self {
-        Refusal {
-            response: GatewayResponse::status(status),
-            reason,
-        }
-    }
-
-    fn closing(status: u16, reason: &'static str) -> Self {
-        Refusal {
-            response: GatewayResponse::closing(status),
-            reason,
-        }
-    }
-}
-
-/// Stages 9 and 10: who is calling, and may they? Public routes skip
-/// identity entirely. A credential that is present but bad is refused with
-/// 401 and never treated as anonymous.
-async fn identify_and_authorize(
-    snapshot: &Snapshot,
-    req: &RequestHeader,
-    admission: &Admission,
-) -> Result<(Option<Principal>, Permit), Refusal> {
-    let route = &admission.route.route;
-    let unauthenticated = |reason| Refusal {
-        response: GatewayResponse::status(401)
-            .with_header(http::header::WWW_AUTHENTICATE, challenge(route)),
-        reason,
-    };
-    let principal = match &route.access {
-        gatehouse_policy::Access::Public => None,
-        gatehouse_policy::Access::Restricted { accept, .. } => {
-            match identity::credential(&req.headers) {
-                Err(e) => return Err(unauthenticated(e.reason())),
-                Ok(None) => None,
-                Ok(Some(credential)) => match snapshot
-                    .authenticator
-                    .verify(credential, admission.client_ip, accept)
-                    .await
-                {
-                    Ok(principal) => Some(principal),
-                    Err(e) => return Err(unauthenticated(e.reason())),
-                },
-            }
-        }
-    };
-    if let Some(p) = &principal {
-        if p.kind == gatehouse_policy::IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
-            return Err(Refusal::new(403, "csrf-cross-site"));
-        }
-    }
-    match authz::decide(
-        route,
-        &snapshot.policy.roles,
-        principal.as_ref(),
-        req.method.as_str(),
-    ) {
-        Ok(permit) => Ok((principal, permit)),
-        Err(Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
-            let target = String::from_utf8_lossy(req.raw_path()).into_owned();
-            let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            Err(Refusal {
-                response: GatewayResponse::status(302).with_header(
-                    http::header::LOCATION,
-                    HeaderValue::from_str(&format!("{LOGIN_PATH}?rd={rd}"))
-                        .unwrap_or(HeaderValue::from_static(LOGIN_PATH)),
-                ),
-                reason: "unauthenticated-redirected-to-login",
-            })
-        }
-        Err(Denial::Unauthenticated { .. }) => Err(unauthenticated("unauthenticated")),
-        Err(denial @ Denial::Forbidden { .. }) => Err(Refusal::new(403, denial.reason())),
-    }
-}
-
-/// A browser navigation (GET/HEAD asking for HTML) to a route that accepts
-/// OIDC sessions is sent to the login page instead of a bare 401.
-fn wants_login_page(req: &RequestHeader, route: &gatehouse_policy::Route) -> bool {
-    let navigates = matches!(req.method, http::Method::GET | http::Method::HEAD)
-        && req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
-    let accepts_oidc = matches!(&route.access, gatehouse_policy::Access::Restricted { accept, .. }
-        if accept.contains(&gatehouse_policy::IdentityKind::Oidc));
-    navigates && accepts_oidc
-}
-
-/// CSRF for cookie-authenticated requests: unsafe methods need an `Origin`
-/// equal to ours, or, without one, `Sec-Fetch-Site: same-origin`.
-fn cross_site_safe(req: &RequestHeader, snapshot: &Snapshot) -> bool {
-    if matches!(
-        req.method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-    ) {
-        return true;
-    }
-    match req.headers.get(http::header::ORIGIN) {
-        Some(origin) => {
-            origin.as_bytes() == snapshot.policy.listen.public_origin.as_str().as_bytes()
-        }
-        None => req
-            .headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"same-origin"),
-    }
-}
-
-/// `WWW-Authenticate` for a route: Bearer, plus Basic when it accepts it.
-fn challenge(route: &gatehouse_policy::Route) -> HeaderValue {
-    let basic = matches!(&route.access, gatehouse_policy::Access::Restricted { accept, .. }
-        if accept.contains(&gatehouse_policy::IdentityKind::Basic));
-    HeaderValue::from_static(if basic {
-        "Bearer realm=\"gatehouse\", Basic realm=\"gatehouse\", charset=\"UTF-8\""
-    } else {
-        "Bearer realm=\"gatehouse\""
-    })
-}
-
-/// Stages 4 to 8. Pure over the request head and snapshot, so every refusal
-/// reason is visible in one place.
-fn admit(
-    snapshot: &Snapshot,
-    req: &RequestHeader,
-    raw_head: Option<&[u8]>,
-    client_ip: IpAddr,
-) -> Result<Admission, Refusal> {
-    let policy = &snapshot.policy;
-    let raw_target = req.raw_path();
-
-    // 4. framing
-    let head = framing::RequestHead {
-        method: &req.method,
-        version: req.version,
-        headers: &req.headers,
-        raw_target_len: raw_target.len(),
-        raw_head,
-    };
-    framing::check_request_head(&head, policy.limits.max_header_bytes)
-        .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
-
-    // 5. path
-    let (path, query) =
-        path::normalize_path_and_query(raw_target).map_err(|r| Refusal::new(400, r.reason()))?;
-    let query = query.map(str::to_owned);
-
-    // 6. network
-    if !client_addr::is_allowed(client_ip, &policy.network.allow, &policy.network.deny) {
-        return Err(Refusal::new(403, "network-denied"));
-    }
-
-    // 7. route
-    let host = request_host(req);
-    let route = snapshot
-        .routes
-        .find(host, &path)
-        .ok_or_else(|| Refusal::new(404, "no-route"))?;
-    let rules = &route.route.network;
-    if !client_addr::is_allowed(client_ip, &rules.allow, &rules.deny) {
-        return Err(Refusal::new(403, "route-network-denied"));
-    }
-    framing::check_upgrade(&req.headers, route.route.websocket)
-        .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
-
-    // 8. body limit (declared length; chunked bodies are counted as they arrive)
-    let declared = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > route.route.max_body) {
-        return Err(Refusal::closing(413, "body-too-large"));
-    }
-
-    Ok(Admission {
-        route: route.clone(),
-        path,
-        query,
-        client_ip,
-    })
-}
-
-/// The request's host without port, from `Host` (HTTP/1) or the URI
-/// authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
-    Some(strip_port(raw))
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
-/// Client-sent headers that only the gateway may set towards upstreams.
-fn is_reserved_identity_header(name: &str) -> bool {
-    name.starts_with("x-gatehouse-") || name.starts_with("x-auth-request-")
-}
-
-fn trusted_request_id(value: &HeaderValue) -> Option<String> {
-    let bytes = value.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= 128
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 #[async_trait]
@@ -849,35 +590,5 @@ impl ProxyHttp for Gateway {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // Every request already gets one access-log line with its error kind.
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_is_stripped() {
-        assert_eq!(strip_port("example.com:8443"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8443"), "::1");
-    }
-
-    #[test]
-    fn reserved_identity_headers_are_recognised() {
-        assert!(is_reserved_identity_header("x-gatehouse-user"));
-        assert!(is_reserved_identity_header("x-auth-request-email"));
-        assert!(!is_reserved_identity_header("x-gatehousex"));
-    }
-
-    #[test]
-    fn request_id_from_a_proxy_must_be_short_and_plain() {
-        assert_eq!(
-            trusted_request_id(&HeaderValue::from_static("abc-123")),
-            Some("abc-123".into())
-        );
-        assert_eq!(trusted_request_id(&HeaderValue::from_static("a b")), None);
-        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
-        assert_eq!(trusted_request_id(&long), None);
     }
 }
