@@ -3,28 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-mod assertion;
-mod authz;
-mod certs_dev;
-mod client_addr;
-mod cors;
-mod explain;
-mod framing;
-mod headers;
-mod identity;
-mod listeners;
-mod logging;
-mod login;
-mod metrics;
-mod outcome;
-mod path;
-mod proxy;
-mod reload;
-mod request_id;
-mod respond;
-mod server;
-mod snapshot;
-mod tls;
+use gatehouse_gateway::{certs_dev, explain, identity, logging, metrics, server, snapshot};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::Digest;
 
 use super::claims::roles_from;
 use super::{IdentityError, Principal};
@@ -78,7 +79,14 @@ struct Issuer {
 pub(super) struct JwtVerifier {
     issuers: HashMap<String, Issuer>,
     jwks: Arc<JwksCache>,
+    /// Tokens already verified, by SHA-256 of the token, until their `exp`.
+    /// A token is immutable and its checks only depend on time and on this
+    /// policy (a reload builds a new, empty cache), so this is safe.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (Principal, u64)>>,
 }
+
+/// Bound on cached verified tokens; past it the cache starts over.
+const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 
 impl JwtVerifier {
     pub(super) fn new(configs: &[JwtIssuer], jwks: Arc<JwksCache>) -> Result<Self, KeyLoadError> {
@@ -112,10 +120,39 @@ impl JwtVerifier {
                 },
             );
         }
-        Ok(JwtVerifier { issuers, jwks })
+        Ok(JwtVerifier {
+            issuers,
+            jwks,
+            verified: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     pub(super) async fn verify(&self, token: &str) -> Result<Principal, IdentityError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = super::session::unix_now();
+        if let Some((principal, exp)) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+        {
+            if *exp > now {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = self.verify_uncached(token).await?;
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE_ENTRIES {
+            cache.retain(|_, (_, e)| *e > now);
+            if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), IdentityError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
         let issuer_name = unverified_issuer(token)?;
         let issuer = self
@@ -153,7 +190,14 @@ impl JwtVerifier {
         let mut last = IdentityError::Invalid;
         for key in candidates {
             match jsonwebtoken::decode::<Value>(token, &key, &validation) {
-                Ok(data) => return principal(&data.claims, &issuer.config),
+                Ok(data) => {
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_u64)
+                        .ok_or(IdentityError::Invalid)?;
+                    return Ok((principal(&data.claims, &issuer.config)?, exp));
+                }
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::ExpiredSignature => return Err(IdentityError::Expired),
