@@ -10,6 +10,9 @@ use crate::identity::Principal;
 
 /// Proof that a request was authorized, and by which rule.
 #[derive(Debug, Clone)]
+// The private field keeps construction inside this module, which
+// #[non_exhaustive] would not (it only binds other crates).
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Permit {
     pub rule: String,
     _decided: (),

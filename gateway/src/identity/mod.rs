@@ -23,6 +23,9 @@ pub use jwt::JwksCache;
 /// An authenticated caller. Only this module can build one, so holding a
 /// `Principal` proves a credential was verified.
 #[derive(Debug, Clone)]
+// The private field keeps construction inside this module, which
+// #[non_exhaustive] would not (it only binds other crates).
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Principal {
     pub subject: String,
     pub email: Option<String>,
