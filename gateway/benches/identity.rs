@@ -5,6 +5,9 @@
 //! the measurement), so they show the full signature check; "cached" is the
 //! steady state for a client that reuses its token.
 
+// A benchmark panics like a test when its fixture cannot be built.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 
