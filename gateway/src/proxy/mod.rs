@@ -156,6 +156,8 @@ impl Gateway {
         refusal: Refusal,
     ) -> Result<bool> {
         ctx.denial = Some(refusal.reason);
+        ctx.denial_rule = refusal.rule;
+        ctx.principal = refusal.principal;
         self.metrics
             .denials
             .with_label_values(&[refusal.reason])
@@ -179,6 +181,8 @@ pub struct RequestCtx {
     refreshed_session: Option<String>,
     /// Why the gateway refused the request, for the access log and metrics.
     denial: Option<&'static str>,
+    /// The authorization rule that denied the request, if one did.
+    denial_rule: Option<String>,
     request_body_bytes: u64,
     _in_flight: InFlightGuard,
 }
@@ -214,6 +218,7 @@ impl ProxyHttp for Gateway {
             permit: None,
             refreshed_session: None,
             denial: None,
+            denial_rule: None,
             request_body_bytes: 0,
             _in_flight: self.in_flight.enter(),
         }
@@ -578,7 +583,12 @@ impl ProxyHttp for Gateway {
             user = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
             auth = ctx.principal.as_ref().map(|p| p.kind.as_str()).unwrap_or("-"),
             identity_source = ctx.principal.as_ref().map(|p| p.source.as_str()).unwrap_or("-"),
-            rule = ctx.permit.as_ref().map(|p| p.rule.as_str()).unwrap_or("-"),
+            rule = ctx
+                .permit
+                .as_ref()
+                .map(|p| p.rule.as_str())
+                .or(ctx.denial_rule.as_deref())
+                .unwrap_or("-"),
             error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = ctx.request_body_bytes,

@@ -31,6 +31,10 @@ pub struct Admission {
 pub struct Refusal {
     pub response: GatewayResponse,
     pub reason: &'static str,
+    /// The authorization rule that denied, when one did.
+    pub rule: Option<String>,
+    /// Who was refused, when they were identified (for the access log).
+    pub principal: Option<Principal>,
 }
 
 impl Refusal {
@@ -38,6 +42,8 @@ impl Refusal {
         Refusal {
             response: GatewayResponse::status(status),
             reason,
+            rule: None,
+            principal: None,
         }
     }
 
@@ -45,6 +51,8 @@ impl Refusal {
         Refusal {
             response: GatewayResponse::closing(status),
             reason,
+            rule: None,
+            principal: None,
         }
     }
 }
@@ -62,6 +70,8 @@ pub async fn identify_and_authorize(
         response: GatewayResponse::status(401)
             .with_header(http::header::WWW_AUTHENTICATE, challenge(route)),
         reason,
+        rule: None,
+        principal: None,
     };
     let principal = match &route.access {
         gatehouse_policy::Access::Public => None,
@@ -82,7 +92,10 @@ pub async fn identify_and_authorize(
     };
     if let Some(p) = &principal {
         if p.kind == gatehouse_policy::IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
-            return Err(Refusal::new(403, "csrf-cross-site"));
+            return Err(Refusal {
+                principal: principal.clone(),
+                ..Refusal::new(403, "csrf-cross-site")
+            });
         }
     }
     match authz::decide(
@@ -92,7 +105,7 @@ pub async fn identify_and_authorize(
         req.method.as_str(),
     ) {
         Ok(permit) => Ok((principal, permit)),
-        Err(Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
+        Err(denial @ Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
             let target = String::from_utf8_lossy(req.raw_path()).into_owned();
             let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
             Err(Refusal {
@@ -102,10 +115,19 @@ pub async fn identify_and_authorize(
                         .unwrap_or(HeaderValue::from_static(LOGIN_PATH)),
                 ),
                 reason: "unauthenticated-redirected-to-login",
+                rule: Some(denial.rule().to_owned()),
+                principal: None,
             })
         }
-        Err(Denial::Unauthenticated { .. }) => Err(unauthenticated("unauthenticated")),
-        Err(denial @ Denial::Forbidden { .. }) => Err(Refusal::new(403, denial.reason())),
+        Err(denial @ Denial::Unauthenticated { .. }) => Err(Refusal {
+            rule: Some(denial.rule().to_owned()),
+            ..unauthenticated("unauthenticated")
+        }),
+        Err(denial @ Denial::Forbidden { .. }) => Err(Refusal {
+            rule: Some(denial.rule().to_owned()),
+            principal,
+            ..Refusal::new(403, denial.reason())
+        }),
     }
 }
 

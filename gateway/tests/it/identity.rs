@@ -17,6 +17,7 @@ const HS_SECRET: &str = "an-hs256-secret-of-more-than-32-bytes!";
 const API_KEY: &str = "gh_test-key-for-the-ci-pipeline-0123456789abcdef";
 const OLD_KEY: &str = "gh_an-expired-key-0123456789abcdef0123456789ab";
 const OFFICE_KEY: &str = "gh_only-from-the-office-0123456789abcdef012345";
+const NO_ROLE_KEY: &str = "gh_a-key-with-no-roles-0123456789abcdef0123456";
 
 fn sha(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -112,6 +113,11 @@ sha256 = "{office}"
 roles = ["viewer"]
 allow = ["10.0.0.0/8"]
 
+[[api_key]]
+name = "norole"
+sha256 = "{norole}"
+roles = []
+
 [[basic_user]]
 name = "alice"
 password_hash = "{argon}"
@@ -157,6 +163,7 @@ default_roles = ["viewer"]
         api = sha(API_KEY),
         old = sha(OLD_KEY),
         office = sha(OFFICE_KEY),
+        norole = sha(NO_ROLE_KEY),
         rsa_pub = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/it/fixtures/rsa-test-pub.pem"
@@ -531,4 +538,21 @@ async fn cors_preflight_and_responses_follow_the_route_rules() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+}
+
+#[tokio::test]
+async fn denials_name_their_rule_and_reason_in_the_access_log() {
+    let s = setup().await;
+    let g = &s.gateway;
+    assert_eq!(get(g, &[("x-api-key", NO_ROLE_KEY)]).await.status(), 403);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let denied: Vec<_> = g
+        .log_records()
+        .into_iter()
+        .filter(|r| r["target"] == "gatehouse::access" && r["status"] == 403)
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["rule"], "route app");
+    assert_eq!(denied[0]["denial"], "missing-role");
+    assert_eq!(denied[0]["user"], "api-key:norole");
 }
