@@ -153,7 +153,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        refusal: Refusal,
+        refusal: Box<Refusal>,
     ) -> Result<bool> {
         ctx.denial = Some(refusal.reason);
         ctx.denial_rule = refusal.rule;
@@ -330,8 +330,12 @@ impl ProxyHttp for Gateway {
                         Ok(true)
                     }
                     None => {
-                        self.refuse(session, ctx, Refusal::new(403, "cors-preflight-denied"))
-                            .await
+                        self.refuse(
+                            session,
+                            ctx,
+                            Box::new(Refusal::new(403, "cors-preflight-denied")),
+                        )
+                        .await
                     }
                 };
             }

@@ -64,7 +64,7 @@ pub async fn identify_and_authorize(
     snapshot: &Snapshot,
     req: &RequestHeader,
     admission: &Admission,
-) -> Result<(Option<Principal>, Permit), Refusal> {
+) -> Result<(Option<Principal>, Permit), Box<Refusal>> {
     let route = &admission.route.route;
     let unauthenticated = |reason| Refusal {
         response: GatewayResponse::status(401)
@@ -77,7 +77,7 @@ pub async fn identify_and_authorize(
         gatehouse_policy::Access::Public => None,
         gatehouse_policy::Access::Restricted { accept, .. } => {
             match identity::credential(&req.headers) {
-                Err(e) => return Err(unauthenticated(e.reason())),
+                Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
                 Ok(None) => None,
                 Ok(Some(credential)) => match snapshot
                     .authenticator
@@ -85,17 +85,17 @@ pub async fn identify_and_authorize(
                     .await
                 {
                     Ok(principal) => Some(principal),
-                    Err(e) => return Err(unauthenticated(e.reason())),
+                    Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
                 },
             }
         }
     };
     if let Some(p) = &principal {
         if p.kind == gatehouse_policy::IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 principal: principal.clone(),
                 ..Refusal::new(403, "csrf-cross-site")
-            });
+            }));
         }
     }
     match authz::decide(
@@ -108,7 +108,7 @@ pub async fn identify_and_authorize(
         Err(denial @ Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
             let target = String::from_utf8_lossy(req.raw_path()).into_owned();
             let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            Err(Refusal {
+            Err(Box::new(Refusal {
                 response: GatewayResponse::status(302).with_header(
                     http::header::LOCATION,
                     HeaderValue::from_str(&format!("{LOGIN_PATH}?rd={rd}"))
@@ -117,17 +117,17 @@ pub async fn identify_and_authorize(
                 reason: "unauthenticated-redirected-to-login",
                 rule: Some(denial.rule().to_owned()),
                 principal: None,
-            })
+            }))
         }
-        Err(denial @ Denial::Unauthenticated { .. }) => Err(Refusal {
+        Err(denial @ Denial::Unauthenticated { .. }) => Err(Box::new(Refusal {
             rule: Some(denial.rule().to_owned()),
             ..unauthenticated("unauthenticated")
-        }),
-        Err(denial @ Denial::Forbidden { .. }) => Err(Refusal {
+        })),
+        Err(denial @ Denial::Forbidden { .. }) => Err(Box::new(Refusal {
             rule: Some(denial.rule().to_owned()),
             principal,
             ..Refusal::new(403, denial.reason())
-        }),
+        })),
     }
 }
 
@@ -183,7 +183,7 @@ pub fn admit(
     req: &RequestHeader,
     raw_head: Option<&[u8]>,
     client_ip: IpAddr,
-) -> Result<Admission, Refusal> {
+) -> Result<Admission, Box<Refusal>> {
     let policy = &snapshot.policy;
     let raw_target = req.raw_path();
 
@@ -205,7 +205,7 @@ pub fn admit(
 
     // 6. network
     if !client_addr::is_allowed(client_ip, &policy.network.allow, &policy.network.deny) {
-        return Err(Refusal::new(403, "network-denied"));
+        return Err(Box::new(Refusal::new(403, "network-denied")));
     }
 
     // 7. route
@@ -216,7 +216,7 @@ pub fn admit(
         .ok_or_else(|| Refusal::new(404, "no-route"))?;
     let rules = &route.route.network;
     if !client_addr::is_allowed(client_ip, &rules.allow, &rules.deny) {
-        return Err(Refusal::new(403, "route-network-denied"));
+        return Err(Box::new(Refusal::new(403, "route-network-denied")));
     }
     framing::check_upgrade(&req.headers, route.route.websocket)
         .map_err(|v| Refusal::closing(v.status(), v.reason()))?;
@@ -228,7 +228,7 @@ pub fn admit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > route.route.max_body) {
-        return Err(Refusal::closing(413, "body-too-large"));
+        return Err(Box::new(Refusal::closing(413, "body-too-large")));
     }
 
     Ok(Admission {
