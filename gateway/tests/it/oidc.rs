@@ -2,7 +2,6 @@
 //! (oidc-provider on node), driven over HTTP the way a browser would: follow
 //! redirects, submit the provider's login and consent forms.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -66,18 +65,7 @@ async fn setup() -> Login {
             "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},
         }),
     );
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(gateway.pki.ca_pem.as_bytes()).unwrap(),
-        )
-        .resolve("localhost", gateway.https)
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
+    let client = gateway.client_with_cookies();
     Login {
         gateway,
         idp,
@@ -286,16 +274,7 @@ async fn replayed_code_and_wrong_state_are_refused() {
 
     // The same code again, with the same flow cookie: the provider refuses.
     let flow_value = flow.split(';').next().unwrap();
-    let plain = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(login.gateway.pki.ca_pem.as_bytes()).unwrap(),
-        )
-        .resolve("localhost", login.gateway.https)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let plain = login.gateway.client();
     let replay = plain
         .get(&callback)
         .header("cookie", flow_value)

@@ -176,6 +176,18 @@ impl Gateway {
     /// An HTTPS client that trusts only the test CA and resolves
     /// `localhost` to the gateway.
     pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("client")
+    }
+
+    /// Like [`Self::client`], keeping cookies the way a browser does.
+    pub fn client_with_cookies(&self) -> reqwest::Client {
+        self.client_builder()
+            .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+            .build()
+            .expect("client")
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -184,9 +196,7 @@ impl Gateway {
             )
             .resolve("localhost", self.https)
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client")
+            .timeout(Duration::from_secs(15))
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
