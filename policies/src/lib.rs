@@ -10,6 +10,7 @@
 //! the programs, which report their own errors with the path.
 
 mod convert;
+mod convert_access;
 mod convert_identity;
 mod error;
 pub mod identity;

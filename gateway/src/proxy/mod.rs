@@ -35,6 +35,7 @@
 //! answers 502/504 (or the status a stage chose) through `respond::send`;
 //! `logging` writes the access log line and the metrics.
 
+mod endpoints;
 mod stages;
 
 use stages::{admit, identify_and_authorize, is_reserved_identity_header, Admission, Refusal};
@@ -57,10 +58,9 @@ use crate::client_addr;
 use crate::cors;
 use crate::identity::session::{FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::{self, Principal};
-use crate::login::{LoginResponse, OidcClients};
+use crate::login::OidcClients;
 use crate::metrics::Metrics;
 use crate::outcome::{classify_failure, status_label};
-use crate::path;
 use crate::request_id::{trusted_request_id, RequestIds};
 use crate::respond::{self, GatewayResponse};
 use crate::server::{InFlight, InFlightGuard};
@@ -76,78 +76,6 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Serves `/.gatehouse/login`, `/callback` and `/logout`. `None` when the
-    /// path is not one of them (or sessions are not configured), so routing
-    /// continues and answers 404.
-    async fn login_endpoint(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-    ) -> Result<Option<bool>> {
-        let Some(sealer) = snapshot.authenticator.sealer() else {
-            return Ok(None);
-        };
-        let Ok((path, query)) = path::normalize_path_and_query(session.req_header().raw_path())
-        else {
-            return Ok(None);
-        };
-        let req = session.req_header();
-        let Some(outcome) = self
-            .oidc
-            .handle(
-                &snapshot.policy,
-                sealer,
-                &req.method,
-                path.as_str(),
-                query,
-                &req.headers,
-            )
-            .await
-        else {
-            return Ok(None);
-        };
-        let set_cookie = http::header::SET_COOKIE;
-        let with_cookies = |mut response: GatewayResponse, cookies: Vec<String>| {
-            for cookie in cookies {
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response = response.with_header(set_cookie.clone(), value);
-                }
-            }
-            response
-        };
-        let response = match outcome {
-            LoginResponse::Redirect { location, cookies } => {
-                let location =
-                    HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
-                with_cookies(
-                    GatewayResponse::status(302).with_header(http::header::LOCATION, location),
-                    cookies,
-                )
-            }
-            LoginResponse::Page { html } => {
-                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html)
-            }
-            LoginResponse::Refused {
-                status,
-                reason,
-                cookies,
-            } => {
-                ctx.denial = Some(reason);
-                self.metrics.denials.with_label_values(&[reason]).inc();
-                with_cookies(GatewayResponse::status(status), cookies)
-            }
-        };
-        respond::send(
-            session,
-            &snapshot.default_headers,
-            &ctx.request_id,
-            response,
-        )
-        .await?;
-        Ok(Some(true))
-    }
-
     /// Writes a refusal and records why.
     async fn refuse(
         &self,
