@@ -125,7 +125,8 @@ fn finish(
 pub struct ConnectionCap<A> {
     pub inner: Arc<A>,
     pub max: usize,
-    pub open: AtomicUsize,
+    /// Shared with the drain watcher, which waits for it to reach zero.
+    pub open: Arc<AtomicUsize>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub cert_expiry: GaugeVec,
     pub connections: IntGauge,
     pub connections_refused: IntCounter,
+    pub requests_in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -92,6 +93,11 @@ impl Metrics {
             "Client connections closed at once because max_connections was reached",
         )
         .expect("static metric definition");
+        let requests_in_flight = IntGauge::new(
+            "gatehouse_requests_in_flight",
+            "Requests the gateway is handling now",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -102,6 +108,7 @@ impl Metrics {
             Box::new(cert_expiry.clone()),
             Box::new(connections.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(requests_in_flight.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -120,6 +127,7 @@ impl Metrics {
             cert_expiry,
             connections,
             connections_refused,
+            requests_in_flight,
         })
     }
 

@@ -19,6 +19,9 @@ use pingora::services::listening::Service;
 use crate::assertion::AssertionSigner;
 use crate::identity::JwksCache;
 use crate::listeners::{Admin, ConnectionCap, RedirectToHttps};
+
+/// How long SIGTERM waits before trusting the in-flight counters.
+const DRAIN_SETTLE: Duration = Duration::from_millis(500);
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
@@ -27,18 +30,22 @@ use crate::snapshot::Snapshot;
 use crate::tls::{self, SniResolver};
 
 /// Requests in flight, so SIGTERM can exit as soon as they are done instead
-/// of always waiting the whole grace period.
-#[derive(Default)]
-pub struct InFlight(AtomicUsize);
+/// of always waiting the whole grace period. Backed by the
+/// `gatehouse_requests_in_flight` gauge, so operators see the same number.
+pub struct InFlight(prometheus::IntGauge);
 
 impl InFlight {
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        InFlight(gauge)
+    }
+
     pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.inc();
         InFlightGuard(self.clone())
     }
 
-    fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+    fn count(&self) -> i64 {
+        self.0.get()
     }
 }
 
@@ -46,7 +53,7 @@ pub struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+        self.0 .0.dec();
     }
 }
 
@@ -76,7 +83,8 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     metrics.set_cert_expiries(&snapshot.certs.not_after);
     let certs = Arc::new(ArcSwap::new(snapshot.certs.clone()));
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-    let in_flight = Arc::new(InFlight::default());
+    let in_flight = Arc::new(InFlight::new(metrics.requests_in_flight.clone()));
+    let open_connections = Arc::new(AtomicUsize::new(0));
 
     let conf = ServerConf {
         threads: threads.unwrap_or_else(|| {
@@ -111,7 +119,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     let capped = ConnectionCap {
         inner: Arc::new(proxy),
         max: max_connections,
-        open: AtomicUsize::new(0),
+        open: open_connections.clone(),
         metrics: metrics.clone(),
     };
     let mut https = Service::new("https".into(), capped);
@@ -152,7 +160,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         "reload",
         ReloadService::new(reloader).context("installing reload triggers")?,
     ));
-    spawn_drain_watcher(in_flight, grace)?;
+    spawn_drain_watcher(in_flight, open_connections, grace)?;
 
     server.bootstrap();
     tracing::info!(https = %listen.https, "gatehouse gateway started");
@@ -191,10 +199,16 @@ fn warn_about_risky_settings(policy: &gatehouse_policy::Policy) {
     }
 }
 
-/// On SIGTERM Pingora stops accepting and then sleeps the whole grace
-/// period. This exits as soon as in-flight requests are done, or when the
-/// grace period ends, whichever comes first.
-fn spawn_drain_watcher(in_flight: Arc<InFlight>, grace: Duration) -> Result<()> {
+/// On SIGTERM Pingora stops accepting, closes idle keep-alive connections,
+/// and then sleeps the whole grace period. This exits as soon as no request
+/// is in flight and no client connection is open (or when the grace period
+/// ends), after a short settle so connections still in their TLS handshake
+/// reach the counters first.
+fn spawn_drain_watcher(
+    in_flight: Arc<InFlight>,
+    open_connections: Arc<AtomicUsize>,
+    grace: Duration,
+) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
         .context("listening for SIGTERM")?;
     std::thread::Builder::new()
@@ -204,12 +218,16 @@ fn spawn_drain_watcher(in_flight: Arc<InFlight>, grace: Duration) -> Result<()> 
                 return;
             }
             let deadline = Instant::now() + grace;
-            // Give Pingora a moment to close its listeners first.
-            std::thread::sleep(Duration::from_millis(100));
-            while in_flight.count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(DRAIN_SETTLE.min(grace));
+            let busy = || in_flight.count() > 0 || open_connections.load(Ordering::Acquire) > 0;
+            while busy() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            tracing::info!(unfinished = in_flight.count(), "graceful shutdown complete");
+            tracing::info!(
+                unfinished_requests = in_flight.count(),
+                open_connections = open_connections.load(Ordering::Acquire),
+                "graceful shutdown complete"
+            );
             #[allow(clippy::disallowed_methods)] // the one sanctioned exit: see clippy.toml
             std::process::exit(0);
         })

@@ -304,7 +304,9 @@ async fn connections_beyond_the_cap_are_closed() {
     );
 
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gateway
+        .metric_falls_to("gatehouse_downstream_connections", 1.0)
+        .await;
     let mut fourth = gateway.tls_connect(config, "localhost").await.unwrap();
     fourth.write_all(request).await.unwrap();
     assert_eq!(

@@ -4,21 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{metric_value, Gateway, BASE_POLICY, BIN};
-
-async fn wait_for_metric(gateway: &Gateway, series: &str, want: f64) {
-    for _ in 0..50 {
-        // A rewrite plus SIGHUP may reload twice; at least `want` is enough.
-        if metric_value(&gateway.metrics().await, series).is_some_and(|v| v >= want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{series} never reached {want}\n{}",
-        gateway.process.log_text()
-    );
-}
+use crate::support::{Gateway, BASE_POLICY, BIN};
 
 const ACCEPTED: &str = "gatehouse_policy_reloads_total{outcome=\"accepted\"}";
 const REJECTED: &str = "gatehouse_policy_reloads_total{outcome=\"rejected\"}";
@@ -32,7 +18,7 @@ async fn good_reload_on_sighup_applies_the_new_policy() {
         "[route.headers]\nx_frame_options = \"SAMEORIGIN\"\n",
     );
     gateway.process.signal("HUP").unwrap();
-    wait_for_metric(&gateway, ACCEPTED, 1.0).await;
+    gateway.metric_reaches(ACCEPTED, 1.0).await;
     assert_eq!(
         gateway.get("/").await.headers()["x-frame-options"],
         "SAMEORIGIN"
@@ -46,7 +32,7 @@ async fn policy_file_change_triggers_reload() {
         &BASE_POLICY.replace("path = \"/\"", "path = \"/moved\""),
         "",
     );
-    wait_for_metric(&gateway, ACCEPTED, 1.0).await;
+    gateway.metric_reaches(ACCEPTED, 1.0).await;
     assert_eq!(gateway.get("/").await.status(), 404);
     assert_eq!(gateway.get("/moved").await.status(), 200);
 }
@@ -56,7 +42,7 @@ async fn bad_reload_keeps_old_policy() {
     let gateway = Gateway::start("").await;
     gateway.rewrite_policy(BASE_POLICY, "bogus_key = true\n");
     gateway.process.signal("HUP").unwrap();
-    wait_for_metric(&gateway, REJECTED, 1.0).await;
+    gateway.metric_reaches(REJECTED, 1.0).await;
     assert_eq!(gateway.get("/").await.status(), 200);
     let log = gateway.process.log_text();
     assert!(
@@ -75,7 +61,7 @@ async fn reload_that_needs_a_restart_is_rejected() {
     );
     gateway.rewrite_policy(&template, "");
     gateway.process.signal("HUP").unwrap();
-    wait_for_metric(&gateway, REJECTED, 1.0).await;
+    gateway.metric_reaches(REJECTED, 1.0).await;
     assert!(gateway
         .process
         .log_text()
@@ -179,7 +165,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let client = gateway.client();
     let url = format!("{}/sleep/1500", gateway.origin());
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Signal only once the request's connection is open at the gateway.
+    gateway
+        .metric_reaches("gatehouse_downstream_connections", 1.0)
+        .await;
     let signalled = Instant::now();
     gateway.process.signal("TERM").unwrap();
     let status = in_flight
@@ -206,13 +195,16 @@ async fn reload_leaves_in_flight_requests_alone() {
     let client = gateway.client();
     let url = format!("{}/sleep/1000", gateway.origin());
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request has loaded its snapshot once it counts as in flight.
+    gateway
+        .metric_reaches("gatehouse_requests_in_flight", 1.0)
+        .await;
     gateway.rewrite_policy(
         &BASE_POLICY.replace("path = \"/\"", "path = \"/moved\""),
         "",
     );
     gateway.process.signal("HUP").unwrap();
-    wait_for_metric(&gateway, ACCEPTED, 1.0).await;
+    gateway.metric_reaches(ACCEPTED, 1.0).await;
     assert_eq!(in_flight.await.unwrap().expect("completes"), 200);
     assert_eq!(gateway.get("/sleep/0").await.status(), 404);
 }
@@ -229,12 +221,7 @@ async fn every_request_gets_one_json_access_log_line() {
         .raw_request(b"GET /a/../.. HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(denied.status(), 400);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let access: Vec<_> = gateway
-        .log_records()
-        .into_iter()
-        .filter(|r| r["target"] == "gatehouse::access")
-        .collect();
+    let access = gateway.access_log(2).await;
     assert_eq!(access.len(), 2, "{access:?}");
     assert_eq!(access[0]["request_id"], request_id.as_str());
     assert_eq!(access[0]["status"], 200);

@@ -160,6 +160,48 @@ impl Gateway {
         std::fs::rename(&tmp, &self.policy_path).expect("replace policy");
     }
 
+    /// Waits until a metric reaches at least `want` (a rewrite plus SIGHUP
+    /// may reload twice, so "at least" is what tests can rely on).
+    pub async fn metric_reaches(&self, series: &str, want: f64) {
+        for _ in 0..100 {
+            if metric_value(&self.metrics().await, series).is_some_and(|v| v >= want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{series} never reached {want}\n{}", self.process.log_text());
+    }
+
+    /// Waits until a gauge is at most `want`.
+    pub async fn metric_falls_to(&self, series: &str, want: f64) {
+        for _ in 0..100 {
+            if metric_value(&self.metrics().await, series).is_some_and(|v| v <= want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{series} never fell to {want}");
+    }
+
+    /// The access-log records, once at least `count` have been written.
+    pub async fn access_log(&self, count: usize) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let records: Vec<_> = self
+                .log_records()
+                .into_iter()
+                .filter(|r| r["target"] == "gatehouse::access")
+                .collect();
+            if records.len() >= count {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "fewer than {count} access-log records\n{}",
+            self.process.log_text()
+        );
+    }
+
     /// The JSON log records written so far.
     pub fn log_records(&self) -> Vec<serde_json::Value> {
         self.process

@@ -64,7 +64,9 @@ async fn tls13_only_policy_refuses_tls12_and_counts_the_failure() {
     .unwrap();
     let tls12 = client_with_versions(&gateway, &[&rustls::version::TLS12], &[]);
     assert!(gateway.tls_connect(tls12, "localhost").await.is_err());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gateway
+        .metric_reaches("gatehouse_tls_handshake_failures_total", before + 1.0)
+        .await;
     let after = metric_value(
         &gateway.metrics().await,
         "gatehouse_tls_handshake_failures_total",
