@@ -46,7 +46,6 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -381,27 +380,17 @@ impl ProxyHttp for Gateway {
             upstream_request.remove_header("x-api-key");
         }
         // The login-flow cookie never leaves; the session cookie only by opt-in.
-        let mut cookies = upstream_request.headers.clone();
-        let mut changed = false;
+        // Most requests carry neither, so the header is only rebuilt when needed.
         for name in [FLOW_COOKIE, SESSION_COOKIE] {
             if name == SESSION_COOKIE && route.forward_session_cookie {
                 continue;
             }
-            if identity::session::cookie_value(&cookies, name).is_some() {
-                let rest = identity::session::without_cookie(&cookies, name);
-                cookies.remove(http::header::COOKIE);
+            if identity::session::cookie_value(&upstream_request.headers, name).is_some() {
+                let rest = identity::session::without_cookie(&upstream_request.headers, name);
+                upstream_request.remove_header(&http::header::COOKIE);
                 if let Some(rest) = rest {
-                    if let Ok(value) = HeaderValue::from_str(&rest) {
-                        cookies.insert(http::header::COOKIE, value);
-                    }
+                    upstream_request.insert_header(http::header::COOKIE, rest)?;
                 }
-                changed = true;
-            }
-        }
-        if changed {
-            upstream_request.remove_header(&http::header::COOKIE);
-            if let Some(value) = cookies.get(http::header::COOKIE) {
-                upstream_request.insert_header(http::header::COOKIE, value.clone())?;
             }
         }
         if let Some(principal) = &ctx.principal {
