@@ -79,14 +79,20 @@ pub async fn identify_and_authorize(
             match identity::credential(&req.headers) {
                 Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
                 Ok(None) => None,
-                Ok(Some(credential)) => match snapshot
-                    .authenticator
-                    .verify(credential, admission.client_ip, accept)
-                    .await
-                {
-                    Ok(principal) => Some(principal),
-                    Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
-                },
+                Ok(Some(credential)) => {
+                    let from_cookie = matches!(credential, identity::Credential::Session(_));
+                    match snapshot
+                        .authenticator
+                        .verify(credential, admission.client_ip, accept)
+                        .await
+                    {
+                        Ok(principal) => Some(principal),
+                        // An expired or stale session on a browser navigation
+                        // is a reason to log in again, not a dead end.
+                        Err(_) if from_cookie && wants_login_page(req, route) => None,
+                        Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
+                    }
+                }
             }
         }
     };

@@ -400,3 +400,33 @@ async fn cookie_session_needs_same_origin_for_unsafe_methods() {
         .unwrap();
     assert_eq!(own.status(), 200);
 }
+
+#[tokio::test]
+async fn a_stale_session_cookie_sends_browsers_to_login_and_apis_get_401() {
+    let login = setup().await;
+    let origin = login.gateway.origin();
+    let stale = format!("__Host-gatehouse={}", "A".repeat(120));
+    let browser = login
+        .gateway
+        .client()
+        .get(format!("{origin}/dashboard"))
+        .header("accept", "text/html")
+        .header("cookie", &stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), 302);
+    assert_eq!(
+        location(browser.headers()),
+        "/.gatehouse/login?rd=%2Fdashboard"
+    );
+    let api = login
+        .gateway
+        .client()
+        .get(format!("{origin}/dashboard"))
+        .header("cookie", &stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+}
