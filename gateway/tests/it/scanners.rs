@@ -77,5 +77,8 @@ async fn mdn_observatory_grades_the_gateway_a_plus() {
     assert_eq!(result["scan"]["grade"], "A+");
     // A+ tolerates some failed tests; we want none, and a real redirect.
     assert_eq!(result["scan"]["testsFailed"], 0, "{report}");
-    assert_eq!(result["tests"]["redirection"]["result"], "redirection-to-https");
+    assert_eq!(
+        result["tests"]["redirection"]["result"],
+        "redirection-to-https"
+    );
 }
