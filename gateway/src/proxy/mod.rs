@@ -156,9 +156,16 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Slow clients: bound every read of the body (the head has Pingora's
-        // own timeout), so a trickling upload cannot hold a connection forever.
-        session.set_read_timeout(Some(ctx.snapshot.policy.limits.client_read_timeout));
+        // Slow clients: bound every read of the body, so a trickling upload
+        // cannot hold a connection forever.
+        let timeout = ctx.snapshot.policy.limits.client_read_timeout;
+        session.set_read_timeout(Some(timeout));
+        // Pingora waits without limit for the next request on a kept-alive
+        // HTTP/1.1 connection (`Some(0)` is its "infinite"); bound that wait
+        // the same way. A client that asked to close keeps `None`.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(timeout.as_secs().max(1)));
+        }
         Ok(())
     }
 

@@ -346,3 +346,24 @@ async fn request_id_is_taken_only_from_a_trusted_proxy() {
         vec!["proxy-chosen-1"]
     );
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let template = BASE_POLICY.replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nclient_read_timeout = \"1s\"",
+    );
+    let gateway = Gateway::start_with(&template, "").await;
+    let config = gateway.pki.client_config(&[b"http/1.1"]);
+    let mut stream = gateway.tls_connect(config, "localhost").await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // read_until_quiet gives up after 1.5 s of silence; the gateway must
+    // have closed the idle connection by then.
+    let response = crate::support::read_until_quiet(&mut stream).await;
+    assert_eq!(response.status(), 200, "{}", response.text);
+    assert!(response.closed, "idle keep-alive connection left open");
+}
