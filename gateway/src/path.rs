@@ -149,8 +149,21 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
             }
         }
     }
-    if std::str::from_utf8(&fully_decoded).is_err() {
+    let Ok(text) = std::str::from_utf8(&fully_decoded) else {
         return Err(PathRejection::InvalidUtf8);
+    };
+    // C1 controls (U+0080..U+009F, e.g. NEL) are as invisible as C0 ones.
+    if text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
+        return Err(PathRejection::ControlCharacter);
+    }
+    // A `%25` that the decoding above turned into the start of an escape
+    // (`%25%32%46` -> `%252F`) decodes again to something else upstream.
+    if decoded
+        .as_bytes()
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit())
+    {
+        return Err(PathRejection::DoubleEncoding);
     }
 
     // Pass 2: resolve dot segments (RFC 3986 5.2.4), merge empty segments.
@@ -281,6 +294,7 @@ mod tests {
         assert_eq!(err(b"/a\0b"), PathRejection::ControlCharacter);
         assert_eq!(err(b"/a%0Ab"), PathRejection::ControlCharacter);
         assert_eq!(err(b"/a\tb"), PathRejection::ControlCharacter);
+        assert_eq!(err(b"/a%C2%85b"), PathRejection::ControlCharacter);
     }
 
     #[test]
@@ -296,6 +310,7 @@ mod tests {
         assert_eq!(err(b"/%4"), PathRejection::BadEscape);
         assert_eq!(err(b"/%zz"), PathRejection::BadEscape);
         assert_eq!(err(b"/%252F"), PathRejection::DoubleEncoding);
+        assert_eq!(err(b"/%25%32%46"), PathRejection::DoubleEncoding);
     }
 
     #[test]
