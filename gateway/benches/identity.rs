@@ -66,14 +66,7 @@ fn fixture() -> Fixture {
         format!("[[jwt]]\nname = \"{name}\"\nissuer = \"{issuer}\"\naudience = [\"gatehouse\"]\nalgorithms = [\"{alg}\"]\n{keys}\n[jwt.claims]\ndefault_roles = [\"viewer\"]\n")
     };
     let text = format!(
-        r#"
-[listen]
-https = "127.0.0.1:8443"
-public_origin = "https://localhost:8443"
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "c.pem"
-key = "k.pem"
+        r#"{head}
 [roles]
 viewer = ["view"]
 [session]
@@ -93,6 +86,7 @@ path = "/"
 upstream = "http://127.0.0.1:1"
 roles = ["viewer"]
 "#,
+        head = gatehouse_policy::testing::LISTEN_AND_TLS,
         rs = jwt(
             "rs",
             "rs",

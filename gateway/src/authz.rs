@@ -103,14 +103,7 @@ mod tests {
 
     fn policy() -> gatehouse_policy::Policy {
         let text = format!(
-            r#"
-[listen]
-https = "127.0.0.1:8443"
-public_origin = "https://localhost:8443"
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "c.pem"
-key = "k.pem"
+            r#"{head}
 [roles]
 admin = ["*"]
 operator = ["jobs:run", "jobs:view"]
@@ -132,7 +125,8 @@ permissions = ["jobs:view"]
 [route.methods.POST]
 roles = ["operator", "admin"]
 "#,
-            "ab".repeat(32)
+            "ab".repeat(32),
+            head = gatehouse_policy::testing::LISTEN_AND_TLS
         );
         gatehouse_policy::parse(Path::new("p.toml"), &text).unwrap()
     }

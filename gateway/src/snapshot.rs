@@ -104,15 +104,9 @@ mod tests {
 
     fn table(routes: &str) -> RouteTable {
         let text = format!(
-            r#"
-[listen]
-https = "127.0.0.1:8443"
-public_origin = "https://localhost:8443"
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "c.pem"
-key = "k.pem"
-{routes}"#
+            r#"{head}
+{routes}"#,
+            head = gatehouse_policy::testing::LISTEN_AND_TLS
         );
         let policy = gatehouse_policy::parse(Path::new("p.toml"), &text).unwrap();
         RouteTable::new(&policy.routes)

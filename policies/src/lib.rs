@@ -76,6 +76,21 @@ pub fn parse_with_env(
     }
 }
 
+/// Policy fragments for the tests and benchmarks of crates built on this one.
+#[doc(hidden)]
+pub mod testing {
+    /// `[listen]` and one `[[tls.cert]]`: the head every policy needs.
+    pub const LISTEN_AND_TLS: &str = r#"
+[listen]
+https = "127.0.0.1:8443"
+public_origin = "https://localhost:8443"
+[[tls.cert]]
+hosts = ["localhost"]
+cert = "c.pem"
+key = "k.pem"
+"#;
+}
+
 fn syntax_hint(message: &str) -> &'static str {
     if message.contains("unknown field") {
         "check the spelling; policies/examples/ shows every key"
