@@ -85,6 +85,15 @@ fn absolute(base: &str, location: &str) -> String {
     }
 }
 
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
 fn form_action(html: &str) -> String {
     let start = html.find("action=\"").expect("a form") + "action=\"".len();
     html[start..]
@@ -311,18 +320,9 @@ async fn code_from_another_login_attempt_is_refused() {
     let (authorize_a, flow_a) = start_login(&login, "/").await;
     let (authorize_b, _) = start_login(&login, "/").await;
     let callback_b = through_provider(&login, &authorize_b, "alice").await;
-    let state_a = url::Url::parse(&authorize_a)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let state_a = query_param(&authorize_a, "state");
+    let code_b = query_param(&callback_b, "code");
     let mut mixed = url::Url::parse(&callback_b).unwrap();
-    let code_b = mixed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
     mixed
         .query_pairs_mut()
         .clear()
