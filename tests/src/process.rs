@@ -3,17 +3,42 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// A free loopback port. The port is released before returning, so another
-/// process could take it first; tests accept that small race.
+/// A free loopback port for a child process to listen on.
+///
+/// Ports come from just below the kernel's ephemeral range, because a port
+/// the kernel hands out for `bind(0)` can also become the source port of
+/// any outgoing connection before the child binds it (CI saw exactly that:
+/// "Address already in use"). Below the range only explicit binds compete,
+/// and a process-wide counter keeps this process's picks distinct.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the kernel hands out an ephemeral port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    // Start where a concurrently running test binary is unlikely to be.
+    let seed = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + u16::try_from(offset).expect("span fits in u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The 10,000 ports below the kernel's ephemeral range.
+fn below_ephemeral_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.max(11_024);
+    (high - 10_000, high)
 }
 
 /// Waits until something accepts TCP connections on `addr`.
