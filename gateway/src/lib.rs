@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assertion;
+pub mod audit;
 pub mod authz;
 pub mod certs_dev;
 pub mod client_addr;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod path;
 pub mod proxy;
+pub mod rate_limit;
 pub mod reload;
 pub mod request_id;
 pub mod respond;

@@ -14,6 +14,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::assertion::AssertionSigner;
+use crate::audit::Audit;
 use crate::headers::PreparedHeaders;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -59,6 +60,7 @@ pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub assertion: Arc<AssertionSigner>,
+    pub audit: Audit,
 }
 
 #[async_trait]
@@ -68,6 +70,7 @@ impl ServeHttp for Admin {
         let (status, content_type, body) = match session.req_header().uri.path() {
             "/metrics" => {
                 self.metrics.set_cert_expiries(&snapshot.certs.not_after);
+                self.metrics.refresh(&snapshot.rate_limits, &self.audit);
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -83,6 +86,11 @@ impl ServeHttp for Admin {
                 StatusCode::OK,
                 "application/jwk-set+json",
                 self.assertion.jwks().as_bytes().to_vec(),
+            ),
+            "/readyz" if self.audit.must_refuse() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                b"not ready: the audit log cannot be written\n".to_vec(),
             ),
             "/readyz" => (
                 StatusCode::OK,

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{OidcProvider, Policy, SessionSettings};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
@@ -80,6 +81,8 @@ pub enum LoginResponse {
     Redirect {
         location: String,
         cookies: Vec<String>,
+        /// A login or logout to record in the audit log.
+        event: Option<AuditEvent>,
     },
     Page {
         html: String,
@@ -226,6 +229,7 @@ impl OidcClients {
             Some(sealed) => LoginResponse::Redirect {
                 location: url.to_string(),
                 cookies: vec![set_cookie(FLOW_COOKIE, &sealed, FLOW_LIFETIME)],
+                event: None,
             },
             None => refused(500, "login-seal-failed"),
         }
@@ -346,6 +350,10 @@ impl OidcClients {
         let sealed = serde_json::to_vec(&session)
             .ok()
             .and_then(|s| sealer.seal(SESSION_COOKIE, &s));
+        let event = AuditEvent::new(EventKind::LoginSuccess, Outcome::Success)
+            .actor(session.sub.as_str(), "oidc")
+            .detail("provider", provider.name.as_str())
+            .detail("roles", session.roles.clone());
         match sealed {
             Some(sealed) => LoginResponse::Redirect {
                 location: flow.rd,
@@ -353,6 +361,7 @@ impl OidcClients {
                     set_cookie(SESSION_COOKIE, &sealed, settings.lifetime),
                     clear_cookie(FLOW_COOKIE),
                 ],
+                event: Some(event),
             },
             None => refuse(500, "login-seal-failed"),
         }
@@ -398,9 +407,15 @@ impl OidcClients {
             }
             None => None,
         };
+        let event = session.as_ref().map(|session| {
+            AuditEvent::new(EventKind::Logout, Outcome::Success)
+                .actor(session.sub.as_str(), "oidc")
+                .detail("provider", session.idp.as_str())
+        });
         LoginResponse::Redirect {
             location: end_session.unwrap_or(after),
             cookies,
+            event,
         }
     }
 }

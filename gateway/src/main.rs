@@ -52,6 +52,11 @@ enum Command {
     },
     /// Hash a password for a [[basic_user]] (argon2id). Reads it from stdin.
     HashPassword,
+    /// Audit log tooling.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Show which rule allows or denies a request, and which roles reach
     /// which routes.
     Explain {
@@ -62,6 +67,18 @@ enum Command {
         roles: Vec<String>,
         method: String,
         path: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (the active one and its rotated
+    /// files, in any order). Exits 0 when intact, 1 when a record was
+    /// altered, removed or reordered, 2 when intact but a file ends in an
+    /// incomplete record (a crash during a write).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -106,8 +123,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { policy } => {
-            match snapshot::Snapshot::load(&policy, std::sync::Arc::new(identity::JwksCache::new()))
-            {
+            let jwks = std::sync::Arc::new(identity::JwksCache::new());
+            match snapshot::Snapshot::load(&policy, jwks, None) {
                 Ok(snapshot) => {
                     println!(
                         "{}: ok ({} routes, {} certificates, sha256 {})",
@@ -151,6 +168,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
         Command::HashPassword => match read_password().and_then(|p| identity::hash_password(&p)) {
             Ok(hash) => {
                 println!("{hash}");
@@ -198,6 +218,43 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    let report = match gatehouse_policy::audit::verify(files) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("gatehouse-gateway audit verify: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(problem) = &report.problem {
+        println!("BROKEN {problem}");
+        println!(
+            "{} records verified before the break, in {} files",
+            report.records, report.files
+        );
+        return ExitCode::from(1);
+    }
+    for torn in &report.torn {
+        println!(
+            "INCOMPLETE {}:{}: the last record is cut short (a crash during a write, or truncation); the records before it verify",
+            torn.file.display(),
+            torn.line
+        );
+    }
+    println!(
+        "ok: {} records in {} files, seq {} to {}",
+        report.records,
+        report.files,
+        report.first_seq.unwrap_or(0),
+        report.last_seq.unwrap_or(0)
+    );
+    if report.torn.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,12 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub connections_refused: IntCounter,
     pub requests_in_flight: IntGauge,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_keys: IntGaugeVec,
+    pub audit_records: IntCounter,
+    pub audit_write_failures: IntCounter,
+    pub audit_records_dropped: IntCounter,
+    pub audit_healthy: IntGauge,
 }
 
 impl Metrics {
@@ -98,8 +104,48 @@ impl Metrics {
             "Requests the gateway is handling now",
         )
         .expect("static metric definition");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused with 429, by rate-limit tier and route",
+            ),
+            &["tier", "route"],
+        )
+        .expect("static metric definition");
+        let rate_limit_keys = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_rate_limit_tracked_keys",
+                "Keys (addresses, identities) each rate-limit tier tracks now",
+            ),
+            &["tier"],
+        )
+        .expect("static metric definition");
+        let audit_records =
+            IntCounter::new("gatehouse_audit_records_total", "Audit records written")
+                .expect("static metric definition");
+        let audit_write_failures = IntCounter::new(
+            "gatehouse_audit_write_failures_total",
+            "Failed writes, fsyncs or rotations of the audit log",
+        )
+        .expect("static metric definition");
+        let audit_records_dropped = IntCounter::new(
+            "gatehouse_audit_records_dropped_total",
+            "Audit records lost (on_audit_failure = continue, or the writer fell behind)",
+        )
+        .expect("static metric definition");
+        let audit_healthy = IntGauge::new(
+            "gatehouse_audit_log_healthy",
+            "1 while the audit log is written without errors, 0 while it fails",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_keys.clone()),
+            Box::new(audit_records.clone()),
+            Box::new(audit_write_failures.clone()),
+            Box::new(audit_records_dropped.clone()),
+            Box::new(audit_healthy.clone()),
             Box::new(request_duration.clone()),
             Box::new(denials.clone()),
             Box::new(upstream_errors.clone()),
@@ -128,7 +174,37 @@ impl Metrics {
             connections,
             connections_refused,
             requests_in_flight,
+            rate_limited,
+            rate_limit_keys,
+            audit_records,
+            audit_write_failures,
+            audit_records_dropped,
+            audit_healthy,
         })
+    }
+
+    /// Copies the rate-limit table sizes and the audit writer's counters
+    /// into the registry; called on every scrape.
+    pub fn refresh(
+        &self,
+        rate_limits: &crate::rate_limit::RateLimits,
+        audit: &crate::audit::Audit,
+    ) {
+        for (tier, keys) in rate_limits.tracked_keys() {
+            self.rate_limit_keys
+                .with_label_values(&[tier.as_str()])
+                .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        }
+        let stats = audit.stats().unwrap_or_default();
+        // Counters only move forward: add what the writer did since.
+        for (counter, now) in [
+            (&self.audit_records, stats.written),
+            (&self.audit_write_failures, stats.write_failures),
+            (&self.audit_records_dropped, stats.dropped),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
+        self.audit_healthy.set(i64::from(audit.is_healthy()));
     }
 
     /// Records the certificates now in force; called at start and on reload.

@@ -18,6 +18,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+
+use crate::audit::Audit;
 use crate::identity::JwksCache;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -37,11 +40,13 @@ pub struct Reloader {
     pub certs: Arc<ArcSwap<CertStore>>,
     pub metrics: Arc<Metrics>,
     pub jwks: Arc<JwksCache>,
+    pub audit: Audit,
 }
 
 impl Reloader {
     /// Loads the policy again and swaps it in, or keeps the old one.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        let before = self.snapshot.load().policy.origin.sha256.clone();
         let result = self.try_reload();
         let outcome = if result.is_ok() {
             "accepted"
@@ -52,12 +57,32 @@ impl Reloader {
             .policy_reloads
             .with_label_values(&[outcome])
             .inc();
+        // The digest of what is on disk now, even when it was refused.
+        let after = std::fs::read(&self.policy_path)
+            .map(|bytes| gatehouse_policy::audit::line_hash(&bytes))
+            .unwrap_or_else(|_| "unreadable".to_owned());
+        let mut event = AuditEvent::new(
+            EventKind::PolicyReload,
+            if result.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
+        .actor("gateway", "system")
+        .detail("policy", self.policy_path.display().to_string())
+        .detail("sha256_before", before)
+        .detail("sha256_after", after);
+        if let Err(e) = &result {
+            event = event.detail("error", reload_error_summary(e));
+        }
+        self.audit.record(event);
         result
     }
 
     fn try_reload(&self) -> Result<(), ReloadError> {
-        let next = Snapshot::load(&self.policy_path, self.jwks.clone())?;
         let current = self.snapshot.load();
+        let next = Snapshot::load(&self.policy_path, self.jwks.clone(), Some(&current))?;
         let (old, new) = (&current.policy, &next.policy);
         // Listeners are bound, the crypto provider is process-wide, and the
         // connection cap is fixed at start; accepting a change we cannot
@@ -77,6 +102,9 @@ impl Reloader {
         if old.limits.max_connections != new.limits.max_connections {
             return Err(ReloadError::NeedsRestart("limits.max_connections"));
         }
+        if old.audit != new.audit {
+            return Err(ReloadError::NeedsRestart("[audit]"));
+        }
         tracing::info!(
             before = %old.origin.sha256,
             after = %new.origin.sha256,
@@ -94,6 +122,20 @@ impl Reloader {
         let mut files: HashSet<PathBuf> = snapshot.certs.files.iter().cloned().collect();
         files.insert(self.policy_path.clone());
         files.into_iter().map(|f| absolute(&f)).collect()
+    }
+}
+
+/// One line for the audit record: what was wrong, without the policy's
+/// text (which may hold secrets inline).
+fn reload_error_summary(error: &ReloadError) -> String {
+    match error {
+        ReloadError::Invalid(SnapshotError::Policy(gatehouse_policy::PolicyError::Invalid {
+            problems,
+            ..
+        })) => format!("{} problem(s) in the policy", problems.len()),
+        ReloadError::Invalid(SnapshotError::Policy(_)) => "the policy could not be read".into(),
+        ReloadError::Invalid(_) => "a certificate or key could not be loaded".into(),
+        ReloadError::NeedsRestart(what) => format!("{what} cannot change while running"),
     }
 }
 

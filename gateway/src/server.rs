@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
@@ -17,6 +18,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::assertion::AssertionSigner;
+use crate::audit::Audit;
 use crate::identity::JwksCache;
 use crate::listeners::{Admin, ConnectionCap, RedirectToHttps};
 
@@ -59,7 +61,7 @@ impl Drop for InFlightGuard {
 
 pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) -> Result<()> {
     let jwks = Arc::new(JwksCache::new());
-    let snapshot = Snapshot::load(&policy_path, jwks.clone()).map_err(|e| match e {
+    let snapshot = Snapshot::load(&policy_path, jwks.clone(), None).map_err(|e| match e {
         crate::snapshot::SnapshotError::Policy(p) => anyhow::anyhow!("{p}"),
         other => anyhow::Error::new(other),
     })?;
@@ -76,6 +78,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         )
         .context("loading the assertion signing key")?,
     );
+    let audit = Audit::open(policy).context("opening the audit log")?;
     let grace = policy.limits.shutdown_grace;
     let max_connections = policy.limits.max_connections;
     let listen = policy.listen.clone();
@@ -107,6 +110,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         in_flight: in_flight.clone(),
         assertion: assertion.clone(),
         oidc: Arc::new(crate::login::OidcClients::new()),
+        audit: audit.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
     let mut options = HttpServerOptions::default();
@@ -143,6 +147,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
                 assertion,
+                audit: audit.clone(),
             }),
         );
         admin.add_tcp(&addr.to_string());
@@ -155,14 +160,25 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         certs,
         metrics,
         jwks,
+        audit: audit.clone(),
     });
     server.add_service(background_service(
         "reload",
         ReloadService::new(reloader).context("installing reload triggers")?,
     ));
-    spawn_drain_watcher(in_flight, open_connections, grace)?;
+    spawn_drain_watcher(in_flight, open_connections, grace, audit.clone())?;
+    spawn_rate_limit_sweeper(snapshot.clone(), audit.clone())?;
 
     server.bootstrap();
+    audit.record(
+        AuditEvent::new(EventKind::Startup, Outcome::Success)
+            .actor("gateway", "system")
+            .detail("version", env!("CARGO_PKG_VERSION"))
+            .detail(
+                "policy_sha256",
+                snapshot.load().policy.origin.sha256.as_str(),
+            ),
+    );
     tracing::info!(https = %listen.https, "gatehouse gateway started");
     server.run_forever()
 }
@@ -208,6 +224,7 @@ fn spawn_drain_watcher(
     in_flight: Arc<InFlight>,
     open_connections: Arc<AtomicUsize>,
     grace: Duration,
+    audit: Audit,
 ) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
         .context("listening for SIGTERM")?;
@@ -228,9 +245,30 @@ fn spawn_drain_watcher(
                 open_connections = open_connections.load(Ordering::Acquire),
                 "graceful shutdown complete"
             );
+            audit.record(
+                AuditEvent::new(EventKind::Shutdown, Outcome::Success)
+                    .actor("gateway", "system")
+                    .detail("unfinished_requests", in_flight.count()),
+            );
+            audit.close();
             #[allow(clippy::disallowed_methods)] // the one sanctioned exit: see clippy.toml
             std::process::exit(0);
         })
         .context("starting the drain watcher")?;
+    Ok(())
+}
+
+/// Every two seconds: drop idle rate-limit keys, and write the summary of
+/// each engagement whose window has passed.
+fn spawn_rate_limit_sweeper(snapshot: Arc<ArcSwap<Snapshot>>, audit: Audit) -> Result<()> {
+    std::thread::Builder::new()
+        .name("rate-limit-sweeper".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(2));
+            for ended in snapshot.load().rate_limits.sweep() {
+                audit.record(crate::audit::rate_limit_ended(&ended));
+            }
+        })
+        .context("starting the rate-limit sweeper")?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use gatehouse_policy::{Policy, PolicyError, Route};
 use crate::headers::PreparedHeaders;
 use crate::identity::{Authenticator, JwksCache};
 use crate::path::{matches_prefix, NormalizedPath};
+use crate::rate_limit::RateLimits;
 use crate::tls::{CertStore, TlsError};
 
 pub struct Snapshot {
@@ -23,6 +24,8 @@ pub struct Snapshot {
     /// Headers for responses that belong to no route (404, early 400s).
     pub default_headers: PreparedHeaders,
     pub certs: Arc<CertStore>,
+    /// Kept from the previous snapshot when the rates did not change.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +42,28 @@ impl Snapshot {
     /// Loads the policy and everything it refers to. `check`, startup and
     /// reload all come through here, so they accept and reject the same files.
     /// `jwks` is shared across reloads so cached keys survive them.
-    pub fn load(path: &Path, jwks: Arc<JwksCache>) -> Result<Self, SnapshotError> {
+    pub fn load(
+        path: &Path,
+        jwks: Arc<JwksCache>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, SnapshotError> {
         let policy = gatehouse_policy::load(path)?;
-        Self::build(policy, jwks)
+        Self::build(policy, jwks, previous)
     }
 
-    pub fn build(policy: Policy, jwks: Arc<JwksCache>) -> Result<Self, SnapshotError> {
+    /// `previous` lends its rate-limit state when the rates are unchanged,
+    /// so a reload does not hand everyone a fresh allowance.
+    pub fn build(
+        policy: Policy,
+        jwks: Arc<JwksCache>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, SnapshotError> {
+        let rate_limits = match previous {
+            Some(p) if p.rate_limits.same_settings(&policy) => p.rate_limits.clone(),
+            _ => Arc::new(RateLimits::new(&policy)),
+        };
         Ok(Snapshot {
+            rate_limits,
             authenticator: Authenticator::new(&policy, jwks)?,
             certs: Arc::new(CertStore::load(&policy.tls)?),
             routes: RouteTable::new(&policy.routes),

@@ -42,6 +42,8 @@ impl Converter<'_> {
         };
         let trusted_proxies = self.cidrs(&raw.network.trusted_proxies);
         let (limits, route_defaults) = self.limits(&raw.limits);
+        let rate_limits = self.rate_limits(&raw.rate_limit);
+        let audit = self.audit(&raw.audit);
         let routes = self.routes(
             &raw.routes,
             &global_headers,
@@ -62,6 +64,8 @@ impl Converter<'_> {
             routes,
             roles,
             identities,
+            rate_limits,
+            audit,
         })
     }
 
@@ -428,6 +432,10 @@ impl Converter<'_> {
             let max_body = self.size(&r.max_body, defaults.max_body);
             let access = self.access(r, roles, identities);
             let cors = self.cors(&r.cors);
+            let rate_limit = r
+                .rate_limit
+                .as_ref()
+                .map(|raw| self.rate(Some(raw), crate::convert_abuse::DEFAULT_CLIENT_RATE));
             if let (Some(path), Some(upstream)) = (path, upstream) {
                 routes.push(Route {
                     name,
@@ -442,6 +450,7 @@ impl Converter<'_> {
                     cors,
                     forward_authorization: r.forward_authorization,
                     forward_session_cookie: r.forward_session_cookie,
+                    rate_limit,
                 });
             }
         }

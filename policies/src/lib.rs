@@ -9,7 +9,9 @@
 //! file (and secret files, on request). Certificates and keys are loaded by
 //! the programs, which report their own errors with the path.
 
+pub mod audit;
 mod convert;
+mod convert_abuse;
 mod convert_access;
 mod convert_identity;
 mod error;

@@ -24,6 +24,10 @@ pub struct Policy {
     pub routes: Vec<Route>,
     pub roles: Roles,
     pub identities: Identities,
+    pub rate_limits: RateLimits,
+    /// Where security events are recorded; `None` when the policy has no
+    /// `[audit]` section (the gateway warns at startup).
+    pub audit: Option<AuditSettings>,
 }
 
 /// Which file a policy was read from, and a digest of its exact bytes so that
@@ -192,6 +196,8 @@ pub struct Route {
     pub forward_authorization: bool,
     /// Whether the session cookie reaches the upstream.
     pub forward_session_cookie: bool,
+    /// Replaces the client and identity tiers on this route.
+    pub rate_limit: Option<Rate>,
 }
 
 /// Cross-origin rules of a route; the gateway answers preflights itself.
@@ -256,4 +262,55 @@ impl Upstream {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// So many requests per period, as in `"30/min"`. The whole count may be
+/// spent at once (the burst), then it refills evenly over the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: std::num::NonZeroU32,
+    pub per: Duration,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.count, self.per.as_secs())
+    }
+}
+
+/// The rate-limit tiers. Limits are per gateway process (per replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per client address, for requests without an identity.
+    pub client: Rate,
+    /// Per identity (user, API key, token subject).
+    pub identity: Rate,
+    /// Failed logins per client address (bad basic-auth password, unknown
+    /// API key or token, failed OIDC callback); then 429 until it clears.
+    pub login: Rate,
+    /// At most this many keys are tracked per tier; see the gateway's
+    /// `rate_limit` module for what happens beyond.
+    pub max_tracked_keys: usize,
+}
+
+/// What the gateway does while it cannot write its audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAuditFailure {
+    /// Fail closed: answer 503 until records can be written again.
+    Deny,
+    /// Keep serving; count and log the records that are lost.
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The active file; rotated files sit next to it as `<path>.<first seq>`.
+    pub path: PathBuf,
+    /// Ordinary records reach the disk at most this long after they are
+    /// written; login, logout, policy and lifecycle records immediately.
+    pub fsync_interval: Duration,
+    pub max_file_size: u64,
+    pub on_failure: OnAuditFailure,
+    /// Also print every record on standard output, for log shippers.
+    pub stdout: bool,
 }

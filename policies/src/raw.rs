@@ -35,6 +35,29 @@ pub(crate) struct RawPolicy {
     pub api_keys: Vec<S<RawApiKey>>,
     #[serde(default, rename = "basic_user")]
     pub basic_users: Vec<S<RawBasicUser>>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    pub audit: Option<S<RawAudit>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub client: Option<S<String>>,
+    pub identity: Option<S<String>>,
+    pub login: Option<S<String>>,
+    pub max_tracked_keys: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub path: S<String>,
+    pub fsync_interval: Option<S<String>>,
+    pub max_file_size: Option<S<String>>,
+    pub on_audit_failure: Option<S<String>>,
+    #[serde(default)]
+    pub stdout: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +171,7 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub forward_session_cookie: bool,
     pub cors: Option<S<RawCors>>,
+    pub rate_limit: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

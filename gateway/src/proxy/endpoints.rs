@@ -5,7 +5,9 @@ use http::HeaderValue;
 use pingora::prelude::*;
 
 use super::{Gateway, RequestCtx};
-use crate::login::LoginResponse;
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+
+use crate::login::{LoginResponse, CALLBACK_PATH};
 use crate::path;
 use crate::respond::{self, GatewayResponse};
 use crate::snapshot::Snapshot;
@@ -27,6 +29,17 @@ impl Gateway {
         else {
             return Ok(None);
         };
+        let is_callback = path.as_str() == CALLBACK_PATH;
+        let client_ip = ctx
+            .client_ip
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        if is_callback {
+            if let Some(limited) = snapshot.rate_limits.login_locked(client_ip) {
+                let refusal = super::stages::rate_limited(limited);
+                self.refuse(session, ctx, refusal).await?;
+                return Ok(Some(true));
+            }
+        }
         let req = session.req_header();
         let Some(outcome) = self
             .oidc
@@ -52,7 +65,14 @@ impl Gateway {
             response
         };
         let response = match outcome {
-            LoginResponse::Redirect { location, cookies } => {
+            LoginResponse::Redirect {
+                location,
+                cookies,
+                event,
+            } => {
+                if let Some(event) = event {
+                    self.audit.record(self.request_event(ctx, event));
+                }
                 let location =
                     HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
                 with_cookies(
@@ -70,6 +90,17 @@ impl Gateway {
             } => {
                 ctx.denial = Some(reason);
                 self.metrics.denials.with_label_values(&[reason]).inc();
+                // A refused callback is a failed login; the provider being
+                // down is not the user's failure.
+                if is_callback && (400..500).contains(&status) {
+                    let failure = AuditEvent::new(EventKind::LoginFailure, Outcome::Failure)
+                        .method("oidc")
+                        .detail("reason", reason);
+                    self.audit.record(self.request_event(ctx, failure));
+                    if let Some(limited) = snapshot.rate_limits.login_failed(client_ip) {
+                        self.note_rate_limited(ctx, &limited);
+                    }
+                }
                 with_cookies(GatewayResponse::status(status), cookies)
             }
         };

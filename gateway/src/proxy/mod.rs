@@ -21,12 +21,20 @@
 //! 9. **body limit**: a declared length over the route's `max_body` gets
 //!    413; a chunked body is counted in `request_body_filter`.
 //! 10. **CORS preflight**: answered here for routes with CORS rules.
-//! 11. **identity**: one credential (API key, JWT, basic, session cookie);
-//!     a bad one is 401, never anonymous; CSRF for cookie sessions.
-//! 12. **authorization**: `authz::decide` gives a `Permit` or a 401 (login
+//! 11. **login lockout**: an address that failed too many logins gets 429
+//!     for any credential until its window clears.
+//! 12. **identity**: one credential (API key, JWT, basic, session cookie);
+//!     a bad one is 401, never anonymous, and counts towards the lockout;
+//!     CSRF for cookie sessions.
+//! 13. **rate limit**: the route's own limit, else per identity, else per
+//!     client address; 429 with `Retry-After` and `RateLimit` headers.
+//! 14. **authorization**: `authz::decide` gives a `Permit` or a 401 (login
 //!     redirect for browsers) / 403.
 //!
-//! Stages 5 to 9 are `stages::admit`, 11 and 12 `stages::identify_and_authorize`.
+//! Before stage 4, while the audit log cannot be written and the policy
+//! fails closed (`on_audit_failure = "deny"`), every request gets 503.
+//! Stages 5 to 9 are `stages::admit`, 11 to 14 `stages::identify_and_authorize`.
+//! Refusals carry their audit records; `refuse` writes them.
 //! `upstream_peer` refuses to pick an upstream without an `Admission` and a
 //! `Permit`. After that: `upstream_request_filter` sends exactly the
 //! normalised path, the identity headers and the signed assertion, and
@@ -36,6 +44,7 @@
 //! `logging` writes the access log line and the metrics.
 
 mod endpoints;
+mod record;
 mod stages;
 
 use stages::{admit, identify_and_authorize, is_reserved_identity_header, Admission, Refusal};
@@ -51,7 +60,10 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorType;
 
+use http::HeaderValue;
+
 use crate::assertion::{AssertionSigner, JWKS_PATH};
+use crate::audit::Audit;
 use crate::authz::Permit;
 use crate::client_addr;
 use crate::cors;
@@ -72,26 +84,7 @@ pub struct Gateway {
     pub in_flight: Arc<InFlight>,
     pub assertion: Arc<AssertionSigner>,
     pub oidc: Arc<OidcClients>,
-}
-
-impl Gateway {
-    /// Writes a refusal and records why.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        refusal: Box<Refusal>,
-    ) -> Result<bool> {
-        ctx.denial = Some(refusal.reason);
-        ctx.denial_rule = refusal.rule;
-        ctx.principal = refusal.principal;
-        self.metrics
-            .denials
-            .with_label_values(&[refusal.reason])
-            .inc();
-        respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
-        Ok(true)
-    }
+    pub audit: Audit,
 }
 
 /// Per-request state. The snapshot is loaded once, here, and used to the end.
@@ -110,6 +103,8 @@ pub struct RequestCtx {
     denial: Option<&'static str>,
     /// The authorization rule that denied the request, if one did.
     denial_rule: Option<String>,
+    /// `RateLimit-Policy` and `RateLimit` for the upstream's response.
+    rate_headers: Option<[(&'static str, HeaderValue); 2]>,
     request_body_bytes: u64,
     _in_flight: InFlightGuard,
 }
@@ -146,6 +141,7 @@ impl ProxyHttp for Gateway {
             refreshed_session: None,
             denial: None,
             denial_rule: None,
+            rate_headers: None,
             request_body_bytes: 0,
             _in_flight: self.in_flight.enter(),
         }
@@ -192,6 +188,17 @@ impl ProxyHttp for Gateway {
             .filter(|_| from_trusted_proxy)
             .and_then(trusted_request_id)
             .unwrap_or_else(|| self.request_ids.make());
+
+        // Fail closed while security events cannot be recorded.
+        if self.audit.must_refuse() {
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    Box::new(Refusal::new(503, "audit-log-unavailable")),
+                )
+                .await;
+        }
 
         // 3. strip identity headers
         let reserved: Vec<http::HeaderName> = session
@@ -275,12 +282,13 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        // 9, 10
+        // 11 to 14
         let decided = identify_and_authorize(&snapshot, session.req_header(), &admission).await;
         ctx.admission = Some(admission);
         match decided {
-            Ok((principal, permit)) => {
-                if principal
+            Ok(passed) => {
+                if passed
+                    .principal
                     .as_ref()
                     .is_some_and(|p| p.kind == gatehouse_policy::IdentityKind::Oidc)
                 {
@@ -288,8 +296,7 @@ impl ProxyHttp for Gateway {
                         .authenticator
                         .refreshed_session_cookie(&session.req_header().headers);
                 }
-                ctx.principal = principal;
-                ctx.permit = Some(permit);
+                self.passed(ctx, passed);
                 Ok(false)
             }
             Err(refusal) => self.refuse(session, ctx, refusal).await,
@@ -434,6 +441,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.headers().apply(upstream_response);
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(rate_headers) = ctx.rate_headers.take() {
+            for (name, value) in rate_headers {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         if let Some(cookie) = ctx.refreshed_session.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }

@@ -1,7 +1,8 @@
 //! The stages of `request_filter` that decide about a request: framing,
-//! path, network, route, body limit (`admit`), then identity and
-//! authorization (`identify_and_authorize`). Each refusal carries its
-//! response and a stable reason; `proxy::Gateway::refuse` writes it.
+//! path, network, route, body limit (`admit`), then login lockout,
+//! identity, rate limit and authorization (`identify_and_authorize`). Each
+//! refusal carries its response, a stable reason and its audit records;
+//! `proxy::Gateway::refuse` writes it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,12 +10,17 @@ use std::sync::Arc;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_policy::IdentityKind;
+
+use crate::audit;
 use crate::authz::{self, Denial, Permit};
 use crate::client_addr;
 use crate::framing;
 use crate::identity::{self, Principal};
 use crate::login::LOGIN_PATH;
 use crate::path::{self, NormalizedPath};
+use crate::rate_limit::{self, retry_after_secs, Allowance, Limited, Tier};
 use crate::respond::GatewayResponse;
 use crate::snapshot::{PreparedRoute, Snapshot};
 
@@ -35,105 +41,208 @@ pub struct Refusal {
     pub rule: Option<String>,
     /// Who was refused, when they were identified (for the access log).
     pub principal: Option<Principal>,
+    /// Audit records this refusal makes (the caller adds the request's
+    /// id, address and route).
+    pub events: Vec<AuditEvent>,
+    /// The rate-limit tier that refused, for the metrics.
+    pub rate_limited: Option<Tier>,
 }
 
 impl Refusal {
     pub fn new(status: u16, reason: &'static str) -> Self {
-        Refusal {
-            response: GatewayResponse::status(status),
-            reason,
-            rule: None,
-            principal: None,
-        }
+        Self::with_response(GatewayResponse::status(status), reason)
     }
 
     pub fn closing(status: u16, reason: &'static str) -> Self {
+        Self::with_response(GatewayResponse::closing(status), reason)
+    }
+
+    fn with_response(response: GatewayResponse, reason: &'static str) -> Self {
         Refusal {
-            response: GatewayResponse::closing(status),
+            response,
             reason,
             rule: None,
             principal: None,
+            events: Vec::new(),
+            rate_limited: None,
         }
     }
 }
 
-/// Stages 9 and 10: who is calling, and may they? Public routes skip
-/// identity entirely. A credential that is present but bad is refused with
-/// 401 and never treated as anonymous.
+/// 429 with `Retry-After` and the rate-limit headers; one audit record
+/// when this refusal starts an engagement.
+pub fn rate_limited(limited: Limited) -> Box<Refusal> {
+    let retry = retry_after_secs(limited.retry_after);
+    let mut response = GatewayResponse::status(429)
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry));
+    for (name, value) in rate_limit::headers(limited.tier, limited.rate, 0, limited.retry_after) {
+        response = response.with_header(http::HeaderName::from_static(name), value);
+    }
+    let mut refusal = Refusal::with_response(response, "rate-limited");
+    refusal.rate_limited = Some(limited.tier);
+    if limited.started {
+        refusal.events.push(audit::rate_limit_started(&limited));
+    }
+    Box::new(refusal)
+}
+
+/// A request that may go on: who is calling (if anyone), the permit, and
+/// the rate-limit state to report in the response headers.
+pub struct Passed {
+    pub principal: Option<Principal>,
+    pub permit: Permit,
+    pub allowance: Allowance,
+}
+
+/// Stages 11 to 14: the login lockout, who is calling, the rate limit,
+/// and whether they may. Public routes skip identity entirely. A
+/// credential that is present but bad is refused with 401 and never
+/// treated as anonymous, and counts against the address's login tier.
 pub async fn identify_and_authorize(
     snapshot: &Snapshot,
     req: &RequestHeader,
     admission: &Admission,
-) -> Result<(Option<Principal>, Permit), Box<Refusal>> {
+) -> Result<Passed, Box<Refusal>> {
     let route = &admission.route.route;
-    let unauthenticated = |reason| Refusal {
-        response: GatewayResponse::status(401)
-            .with_header(http::header::WWW_AUTHENTICATE, challenge(route)),
-        reason,
-        rule: None,
-        principal: None,
+    let limits = &snapshot.rate_limits;
+    let ip = admission.client_ip;
+    let unauthenticated = |reason| {
+        Refusal::with_response(
+            GatewayResponse::status(401)
+                .with_header(http::header::WWW_AUTHENTICATE, challenge(route)),
+            reason,
+        )
     };
+    // A failed login: 401, one audit record, and a step towards lockout.
+    let login_failure = |reason: &'static str, method: Option<IdentityKind>| {
+        let mut refusal = unauthenticated(reason);
+        let mut event =
+            AuditEvent::new(EventKind::LoginFailure, Outcome::Failure).detail("reason", reason);
+        if let Some(method) = method {
+            event = event.method(method.as_str());
+        }
+        refusal.events.push(event);
+        if let Some(limited) = limits.login_failed(ip) {
+            if limited.started {
+                refusal.events.push(audit::rate_limit_started(&limited));
+            }
+        }
+        Box::new(refusal)
+    };
+
+    // 11, 12: lockout and identity
     let principal = match &route.access {
         gatehouse_policy::Access::Public => None,
         gatehouse_policy::Access::Restricted { accept, .. } => {
             match identity::credential(&req.headers) {
-                Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
+                Err(e) => {
+                    if let Some(limited) = limits.login_locked(ip) {
+                        return Err(rate_limited(limited));
+                    }
+                    return Err(login_failure(e.reason(), None));
+                }
                 Ok(None) => None,
                 Ok(Some(credential)) => {
-                    let from_cookie = matches!(credential, identity::Credential::Session(_));
-                    match snapshot
-                        .authenticator
-                        .verify(credential, admission.client_ip, accept)
-                        .await
-                    {
+                    let kind = credential.kind();
+                    let from_cookie = kind == IdentityKind::Oidc;
+                    if !from_cookie {
+                        if let Some(limited) = limits.login_locked(ip) {
+                            return Err(rate_limited(limited));
+                        }
+                    }
+                    match snapshot.authenticator.verify(credential, ip, accept).await {
                         Ok(principal) => Some(principal),
                         // An expired or stale session on a browser navigation
                         // is a reason to log in again, not a dead end.
                         Err(_) if from_cookie && wants_login_page(req, route) => None,
-                        Err(e) => return Err(Box::new(unauthenticated(e.reason()))),
+                        // A sealed cookie cannot be guessed; a stale one is
+                        // not a brute-force attempt.
+                        Err(e) if from_cookie => return Err(Box::new(unauthenticated(e.reason()))),
+                        Err(e) => return Err(login_failure(e.reason(), Some(kind))),
                     }
                 }
             }
         }
     };
+    let denied = |principal: Option<Principal>, rule: Option<String>, reason: &'static str| {
+        let mut event =
+            AuditEvent::new(EventKind::AccessDenied, Outcome::Denied).detail("reason", reason);
+        if let Some(p) = &principal {
+            event = event.actor(p.subject.as_str(), p.kind.as_str());
+        }
+        if let Some(rule) = &rule {
+            event = event.detail("rule", rule.as_str());
+        }
+        (event, principal, rule)
+    };
     if let Some(p) = &principal {
-        if p.kind == gatehouse_policy::IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
-            return Err(Box::new(Refusal {
-                principal: principal.clone(),
-                ..Refusal::new(403, "csrf-cross-site")
-            }));
+        if p.kind == IdentityKind::Oidc && !cross_site_safe(req, snapshot) {
+            let (event, principal, _) = denied(principal.clone(), None, "csrf-cross-site");
+            let mut refusal = Refusal::new(403, "csrf-cross-site");
+            refusal.events.push(event);
+            refusal.principal = principal;
+            return Err(Box::new(refusal));
         }
     }
+
+    // 13: rate limit
+    let allowance = match limits.check_request(route, principal.as_ref(), ip) {
+        Ok(allowance) => allowance,
+        Err(limited) => {
+            let mut refusal = rate_limited(limited);
+            if let Some(p) = &principal {
+                refusal.events = std::mem::take(&mut refusal.events)
+                    .into_iter()
+                    .map(|event| event.actor(p.subject.as_str(), p.kind.as_str()))
+                    .collect();
+            }
+            refusal.principal = principal;
+            return Err(refusal);
+        }
+    };
+
+    // 14: authorization
     match authz::decide(
         route,
         &snapshot.policy.roles,
         principal.as_ref(),
         req.method.as_str(),
     ) {
-        Ok(permit) => Ok((principal, permit)),
+        Ok(permit) => Ok(Passed {
+            principal,
+            permit,
+            allowance,
+        }),
         Err(denial @ Denial::Unauthenticated { .. }) if wants_login_page(req, route) => {
             let target = String::from_utf8_lossy(req.raw_path()).into_owned();
             let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            Err(Box::new(Refusal {
-                response: GatewayResponse::status(302).with_header(
+            let mut refusal = Refusal::with_response(
+                GatewayResponse::status(302).with_header(
                     http::header::LOCATION,
                     HeaderValue::from_str(&format!("{LOGIN_PATH}?rd={rd}"))
                         .unwrap_or(HeaderValue::from_static(LOGIN_PATH)),
                 ),
-                reason: "unauthenticated-redirected-to-login",
-                rule: Some(denial.rule().to_owned()),
-                principal: None,
-            }))
+                "unauthenticated-redirected-to-login",
+            );
+            refusal.rule = Some(denial.rule().to_owned());
+            Err(Box::new(refusal))
         }
-        Err(denial @ Denial::Unauthenticated { .. }) => Err(Box::new(Refusal {
-            rule: Some(denial.rule().to_owned()),
-            ..unauthenticated("unauthenticated")
-        })),
-        Err(denial @ Denial::Forbidden { .. }) => Err(Box::new(Refusal {
-            rule: Some(denial.rule().to_owned()),
-            principal,
-            ..Refusal::new(403, denial.reason())
-        })),
+        Err(denial @ Denial::Unauthenticated { .. }) => {
+            let (event, _, rule) = denied(None, Some(denial.rule().to_owned()), "unauthenticated");
+            let mut refusal = unauthenticated("unauthenticated");
+            refusal.rule = rule;
+            refusal.events.push(event);
+            Err(Box::new(refusal))
+        }
+        Err(denial @ Denial::Forbidden { .. }) => {
+            let (event, principal, rule) =
+                denied(principal, Some(denial.rule().to_owned()), denial.reason());
+            let mut refusal = Refusal::new(403, denial.reason());
+            refusal.rule = rule;
+            refusal.principal = principal;
+            refusal.events.push(event);
+            Err(Box::new(refusal))
+        }
     }
 }
 

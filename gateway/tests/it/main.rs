@@ -4,7 +4,9 @@
 // Test helpers may unwrap like tests do: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod admin;
+mod audit;
 mod edge;
 mod framing;
 mod identity;

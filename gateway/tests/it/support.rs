@@ -16,7 +16,9 @@ use tokio_rustls::TlsConnector;
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-gateway");
 
 /// The policy most tests start from. Placeholders: `{https}`, `{http}`,
-/// `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{extra}` (appended).
+/// `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{dir}`, `{extra}`
+/// (appended). Rate limits are out of the way here; the abuse tests set
+/// their own. Every test writes an audit log.
 pub const BASE_POLICY: &str = r#"
 [listen]
 https = "127.0.0.1:{https}"
@@ -31,6 +33,14 @@ key = "{key}"
 
 [limits]
 shutdown_grace = "5s"
+
+[rate_limit]
+client = "100000/s"
+identity = "100000/s"
+login = "100000/s"
+
+[audit]
+path = "{dir}/audit.jsonl"
 
 [[route]]
 name = "app"
@@ -121,14 +131,7 @@ impl Gateway {
             text = text.replace(k, v);
         }
         std::fs::write(&policy_path, text).expect("write policy");
-        let mut command = Command::new(BIN);
-        command
-            .args(["run", "--policy"])
-            .arg(&policy_path)
-            .args(["--threads", "2", "--log-format", "json"])
-            .env("GATEHOUSE_LOG", "info");
-        let process = ChildProcess::spawn(command, &pki.dir.path().join("gateway.log"))
-            .expect("spawn gateway");
+        let process = spawn_gateway(&policy_path, &pki.dir.path().join("gateway.log"));
         Gateway {
             process,
             https: SocketAddr::from(([127, 0, 0, 1], https)),
@@ -139,6 +142,47 @@ impl Gateway {
             _upstream: upstream,
             vars,
         }
+    }
+
+    /// Starts the gateway again on the same policy, ports and directory,
+    /// after the previous process has exited.
+    pub fn respawn(&mut self) {
+        let log = self.pki.dir.path().join("gateway-respawned.log");
+        self.process = spawn_gateway(&self.policy_path, &log);
+        self.wait_ready();
+    }
+
+    /// The audit log the base policy writes.
+    pub fn audit_path(&self) -> PathBuf {
+        self.pki.dir.path().join("audit.jsonl")
+    }
+
+    /// The records of the audit log (active file) now.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `count` audit records have `event`; returns them all.
+    pub async fn audit_events(&self, event: &str, count: usize) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let found: Vec<_> = self
+                .audit_records()
+                .into_iter()
+                .filter(|r| r["event"] == event)
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "fewer than {count} `{event}` audit records:\n{}",
+            std::fs::read_to_string(self.audit_path()).unwrap_or_default()
+        );
     }
 
     pub fn wait_ready(&self) {
@@ -225,6 +269,15 @@ impl Gateway {
     pub fn client_with_cookies(&self) -> reqwest::Client {
         self.client_builder()
             .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+            .build()
+            .expect("client")
+    }
+
+    /// A client whose connections come from `source` (any 127.0.0.0/8
+    /// address is loopback on Linux), to act as many different clients.
+    pub fn client_from(&self, source: std::net::IpAddr) -> reqwest::Client {
+        self.client_builder()
+            .local_address(source)
             .build()
             .expect("client")
     }
@@ -391,4 +444,27 @@ impl Idp {
             _dir: dir,
         }
     }
+}
+
+fn spawn_gateway(policy_path: &std::path::Path, log: &std::path::Path) -> ChildProcess {
+    let mut command = Command::new(BIN);
+    command
+        .args(["run", "--policy"])
+        .arg(policy_path)
+        .args(["--threads", "2", "--log-format", "json"])
+        .env("GATEHOUSE_LOG", "info");
+    ChildProcess::spawn(command, log).expect("spawn gateway")
+}
+
+/// `gatehouse-gateway audit verify FILES`: exit code and output.
+pub fn audit_verify(files: &[PathBuf]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .args(files)
+        .output()
+        .expect("run audit verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }

@@ -1,0 +1,90 @@
+//! What the gateway does with a decision: writing a refusal with its
+//! metrics and audit records, and keeping what a passed request leaves
+//! behind (rate-limit headers, engagement ends, API key addresses).
+
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use pingora::prelude::*;
+
+use super::stages::{Passed, Refusal};
+use super::{Gateway, RequestCtx};
+use crate::audit;
+use crate::rate_limit::{self, Limited};
+use crate::respond;
+
+impl Gateway {
+    /// Writes a refusal and records why: metrics, and its audit records.
+    pub(super) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Box<Refusal>,
+    ) -> Result<bool> {
+        let refusal = *refusal;
+        ctx.denial = Some(refusal.reason);
+        ctx.denial_rule = refusal.rule;
+        ctx.principal = refusal.principal;
+        self.metrics
+            .denials
+            .with_label_values(&[refusal.reason])
+            .inc();
+        if let Some(tier) = refusal.rate_limited {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[tier.as_str(), ctx.route_name()])
+                .inc();
+        }
+        for event in refusal.events {
+            self.audit.record(self.request_event(ctx, event));
+        }
+        respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
+        Ok(true)
+    }
+
+    /// Adds the request's id, client address and route to an audit record.
+    pub(super) fn request_event(&self, ctx: &RequestCtx, event: AuditEvent) -> AuditEvent {
+        let mut event = event.request_id(ctx.request_id.as_str());
+        if let Some(ip) = ctx.client_ip {
+            event = event.client_ip(ip);
+        }
+        match &ctx.admission {
+            Some(a) => event.route(a.route.route.name.as_str()),
+            None => event,
+        }
+    }
+
+    /// A login failure outside `refuse` that locked its address out.
+    pub(super) fn note_rate_limited(&self, ctx: &RequestCtx, limited: &Limited) {
+        if limited.started {
+            let event = self.request_event(ctx, audit::rate_limit_started(limited));
+            self.audit.record(event);
+        }
+    }
+
+    /// What a passed request leaves behind: the rate-limit headers for the
+    /// response, an ended engagement, an API key's first use from here.
+    pub(super) fn passed(&self, ctx: &mut RequestCtx, passed: Passed) {
+        let allowance = passed.allowance;
+        ctx.rate_headers = Some(rate_limit::headers(
+            allowance.tier,
+            allowance.rate,
+            allowance.remaining,
+            allowance.reset,
+        ));
+        if let Some(ended) = &allowance.ended {
+            self.audit
+                .record(self.request_event(ctx, audit::rate_limit_ended(ended)));
+        }
+        if let (Some(p), Some(ip)) = (&passed.principal, ctx.client_ip) {
+            if p.kind == gatehouse_policy::IdentityKind::ApiKey
+                && self.audit.api_key_from_new_address(&p.source, ip)
+            {
+                let event = AuditEvent::new(EventKind::ApiKeyNewAddress, Outcome::Info)
+                    .actor(p.subject.as_str(), p.kind.as_str())
+                    .detail("key", p.source.as_str());
+                self.audit.record(self.request_event(ctx, event));
+            }
+        }
+        ctx.principal = passed.principal;
+        ctx.permit = Some(passed.permit);
+    }
+}

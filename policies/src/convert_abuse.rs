@@ -1,0 +1,158 @@
+//! Converting the abuse protections: rate-limit tiers and the audit log.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::convert::Converter;
+use crate::model::{AuditSettings, OnAuditFailure, Rate, RateLimits};
+use crate::raw::*;
+
+/// The peers' defaults: 30 requests a minute per address without an
+/// identity, 120 per identity, and 5 failed logins a minute per address.
+pub(crate) const DEFAULT_CLIENT_RATE: Rate = rate(30, 60);
+pub(crate) const DEFAULT_IDENTITY_RATE: Rate = rate(120, 60);
+pub(crate) const DEFAULT_LOGIN_RATE: Rate = rate(5, 60);
+const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
+const MAX_RATE_COUNT: u32 = 1_000_000;
+const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_AUDIT_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+const fn rate(count: u32, per_secs: u64) -> Rate {
+    Rate {
+        count: match NonZeroU32::new(count) {
+            Some(n) => n,
+            None => NonZeroU32::MIN,
+        },
+        per: Duration::from_secs(per_secs),
+    }
+}
+
+const RATE_HINT: &str = "write it like \"30/min\", \"5/s\", \"1000/h\" or \"10/30s\"";
+
+/// Parses `"N/unit"` or `"N/duration"`.
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+    let (count, period) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a whole number of requests", count.trim()))?;
+    let count = NonZeroU32::new(count)
+        .filter(|n| n.get() <= MAX_RATE_COUNT)
+        .ok_or_else(|| format!("the count must be between 1 and {MAX_RATE_COUNT}"))?;
+    let period = period.trim();
+    let per = match period {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => {
+            humantime::parse_duration(other).map_err(|_| format!("`{other}` is not a period"))?
+        }
+    };
+    if per.is_zero() || per > Duration::from_secs(86_400) {
+        return Err("the period must be between 1s and one day".to_owned());
+    }
+    Ok(Rate { count, per })
+}
+
+impl Converter<'_> {
+    pub(crate) fn rate(&mut self, raw: Option<&S<String>>, default: Rate) -> Rate {
+        let Some(raw) = raw else { return default };
+        match parse_rate(raw.get_ref()) {
+            Ok(rate) => rate,
+            Err(message) => {
+                self.problems.add_hint(Some(raw.span()), message, RATE_HINT);
+                default
+            }
+        }
+    }
+
+    pub(crate) fn rate_limits(&mut self, raw: &RawRateLimit) -> RateLimits {
+        let max_tracked_keys = match &raw.max_tracked_keys {
+            None => DEFAULT_MAX_TRACKED_KEYS,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if (100..=10_000_000).contains(&n) => n,
+                _ => {
+                    self.problems.add_hint(
+                        Some(n.span()),
+                        "max_tracked_keys is out of range",
+                        "between 100 and 10000000; each key costs about 100 bytes",
+                    );
+                    DEFAULT_MAX_TRACKED_KEYS
+                }
+            },
+        };
+        RateLimits {
+            client: self.rate(raw.client.as_ref(), DEFAULT_CLIENT_RATE),
+            identity: self.rate(raw.identity.as_ref(), DEFAULT_IDENTITY_RATE),
+            login: self.rate(raw.login.as_ref(), DEFAULT_LOGIN_RATE),
+            max_tracked_keys,
+        }
+    }
+
+    pub(crate) fn audit(&mut self, raw: &Option<S<RawAudit>>) -> Option<AuditSettings> {
+        let raw = raw.as_ref()?.get_ref();
+        if raw.path.get_ref().trim().is_empty() {
+            self.problems
+                .add(Some(raw.path.span()), "the audit path is empty");
+            return None;
+        }
+        let on_failure = match raw.on_audit_failure.as_ref() {
+            None => OnAuditFailure::Deny,
+            Some(v) => match v.get_ref().as_str() {
+                "deny" => OnAuditFailure::Deny,
+                "continue" => OnAuditFailure::Continue,
+                other => {
+                    self.problems.add_hint(
+                        Some(v.span()),
+                        format!("`{other}` is not an audit failure mode"),
+                        "\"deny\" (serve 503 while records cannot be written) or \"continue\"",
+                    );
+                    OnAuditFailure::Deny
+                }
+            },
+        };
+        Some(AuditSettings {
+            path: self.file_path(&raw.path),
+            fsync_interval: self.duration(&raw.fsync_interval, DEFAULT_FSYNC_INTERVAL),
+            max_file_size: self.size(&raw.max_file_size, DEFAULT_AUDIT_FILE_SIZE),
+            on_failure,
+            stdout: raw.stdout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_units_and_durations() {
+        let r = parse_rate("30/min").unwrap();
+        assert_eq!((r.count.get(), r.per), (30, Duration::from_secs(60)));
+        let r = parse_rate("5 / s").unwrap();
+        assert_eq!((r.count.get(), r.per), (5, Duration::from_secs(1)));
+        let r = parse_rate("10/30s").unwrap();
+        assert_eq!((r.count.get(), r.per), (10, Duration::from_secs(30)));
+        let r = parse_rate("1000/hour").unwrap();
+        assert_eq!(r.per, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn bad_rates_are_refused() {
+        for bad in [
+            "30",
+            "0/min",
+            "-1/min",
+            "x/min",
+            "5/fortnight",
+            "5/0s",
+            "5/2d",
+            "2000000/s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}
