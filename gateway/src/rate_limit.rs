@@ -21,7 +21,7 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 struct BoundedStore {
     map: DashMap<RateKey, InMemoryState>,
     max_keys: usize,
+    /// Set when a key had to go to the overflow bucket: time to sweep.
+    full: Arc<AtomicBool>,
 }
 
 impl StateStore for BoundedStore {
@@ -160,7 +162,10 @@ impl StateStore for BoundedStore {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        if self.map.len() >= self.max_keys && !self.map.contains_key(key) {
+        // Known keys take the fast path; only a new key pays for `len`,
+        // which visits every shard.
+        if !self.map.contains_key(key) && self.map.len() >= self.max_keys {
+            self.full.store(true, Ordering::Relaxed);
             return self.map.measure_and_replace(&RateKey::Overflow, f);
         }
         self.map.measure_and_replace(key, f)
@@ -190,7 +195,7 @@ struct TierLimiter {
     rate: Rate,
     limiter: Keyed,
     clock: DefaultClock,
-    max_keys: usize,
+    full: Arc<AtomicBool>,
     /// Milliseconds since `started` of the last sweep, so a full table is
     /// swept at most once a second.
     last_sweep_ms: AtomicU64,
@@ -207,23 +212,25 @@ fn quota(rate: Rate) -> Quota {
 impl TierLimiter {
     fn new(tier: Tier, rate: Rate, max_keys: usize) -> Self {
         let clock = DefaultClock::default();
+        let full = Arc::new(AtomicBool::new(false));
         let store = BoundedStore {
             map: DashMap::new(),
             max_keys,
+            full: full.clone(),
         };
         TierLimiter {
             tier,
             rate,
             limiter: Keyed::new(quota(rate), store, clock.clone()),
             clock,
-            max_keys,
+            full,
             last_sweep_ms: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
     fn check(&self, key: &RateKey) -> Result<(u32, Duration), Duration> {
-        if self.limiter.len() >= self.max_keys {
+        if self.full.load(Ordering::Relaxed) {
             self.sweep_if_due();
         }
         match self.limiter.check_key(key) {
@@ -245,6 +252,7 @@ impl TierLimiter {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
+            self.full.store(false, Ordering::Relaxed);
             self.limiter.retain_recent();
         }
     }

@@ -223,6 +223,16 @@ async fn browser_login_sets_a_host_only_session_and_reaches_the_upstream() {
         !cookies.contains("__Host-gatehouse"),
         "session cookie leaked upstream: {cookies}"
     );
+
+    // The login is audited by who and how; the cookie never is.
+    let logins = login.gateway.audit_events("login.success", 1).await;
+    assert_eq!(logins[0]["actor"]["subject"], "alice");
+    assert_eq!(logins[0]["actor"]["method"], "oidc");
+    assert_eq!(logins[0]["details"]["provider"], "test-idp");
+    let audit = std::fs::read_to_string(login.gateway.audit_path()).unwrap();
+    let sealed = session_cookie.split(';').next().unwrap();
+    let sealed = sealed.trim_start_matches("__Host-gatehouse=");
+    assert!(!audit.contains(sealed), "session cookie in the audit log");
 }
 
 #[tokio::test]
@@ -248,6 +258,8 @@ async fn logout_ends_the_session_and_continues_at_the_provider() {
         .await
         .unwrap();
     assert_eq!(out.status(), 302);
+    let logout = login.gateway.audit_events("logout", 1).await;
+    assert_eq!(logout[0]["actor"]["subject"], "alice");
     let to = location(out.headers());
     assert!(
         to.starts_with(&format!("{}/session/end", login.idp.issuer)),
@@ -291,6 +303,9 @@ async fn replayed_code_and_wrong_state_are_refused() {
         .await
         .unwrap();
     assert_eq!(replay.status(), 401);
+    let failure = login.gateway.audit_events("login.failure", 1).await;
+    assert_eq!(failure[0]["details"]["reason"], "login-code-rejected");
+    assert_eq!(failure[0]["actor"]["method"], "oidc");
     let no_session = replay
         .headers()
         .get_all(SET_COOKIE)
