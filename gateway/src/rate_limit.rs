@@ -21,7 +21,7 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -274,6 +274,9 @@ struct Engagement {
 struct Engagements {
     map: DashMap<(Tier, RateKey), Engagement>,
     max_keys: usize,
+    /// How many there are, so the common case (none) skips the map:
+    /// DashMap's own `len` visits every shard.
+    active: AtomicUsize,
 }
 
 impl Engagements {
@@ -289,6 +292,7 @@ impl Engagements {
         let mut started = false;
         let mut entry = self.map.entry((tier, key)).or_insert_with(|| {
             started = true;
+            self.active.fetch_add(1, Ordering::Relaxed);
             Engagement {
                 since: now,
                 last: now,
@@ -304,10 +308,11 @@ impl Engagements {
 
     /// Ends the key's engagement, if it has one.
     fn allowed(&self, tier: Tier, key: &RateKey) -> Option<EngagementEnd> {
-        if self.map.is_empty() {
+        if self.active.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let ((tier, key), e) = self.map.remove(&(tier, key.clone()))?;
+        self.active.fetch_sub(1, Ordering::Relaxed);
         Some(EngagementEnd {
             tier,
             key,
@@ -322,6 +327,7 @@ impl Engagements {
             if e.until > now {
                 return true;
             }
+            self.active.fetch_sub(1, Ordering::Relaxed);
             ended.push(EngagementEnd {
                 tier: *tier,
                 key: key.clone(),
@@ -344,6 +350,10 @@ pub struct RateLimits {
     login_failures: TierLimiter,
     /// Addresses refused logins until the instant.
     lockouts: DashMap<RateKey, Instant>,
+    /// When the last lockout ends (ms after `started`): until then the
+    /// table may hold one, after it the check skips the table.
+    lockouts_end_ms: AtomicU64,
+    started: Instant,
     engagements: Engagements,
 }
 
@@ -372,7 +382,10 @@ impl RateLimits {
             engagements: Engagements {
                 map: DashMap::new(),
                 max_keys: max,
+                active: AtomicUsize::new(0),
             },
+            lockouts_end_ms: AtomicU64::new(0),
+            started: Instant::now(),
             settings: (limits, routes),
         }
     }
@@ -424,7 +437,7 @@ impl RateLimits {
 
     /// Refuses a login attempt from an address that failed too often.
     pub fn login_locked(&self, client_ip: IpAddr) -> Option<Limited> {
-        if self.lockouts.is_empty() {
+        if self.millis_since_start(Instant::now()) >= self.lockouts_end_ms.load(Ordering::Relaxed) {
             return None;
         }
         let key = self.lockout_key(RateKey::Ip(client_ip));
@@ -458,6 +471,8 @@ impl RateLimits {
         let until = Instant::now() + window;
         let key = self.lockout_key(key);
         self.lockouts.insert(key.clone(), until);
+        self.lockouts_end_ms
+            .fetch_max(self.millis_since_start(until) + 1, Ordering::Relaxed);
         Some(Limited {
             tier: Tier::Login,
             rate: self.login_failures.rate,
@@ -465,6 +480,10 @@ impl RateLimits {
             started: self.engagements.refused(Tier::Login, &key, until),
             key,
         })
+    }
+
+    fn millis_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The key a lockout is stored under: the address, or the shared
