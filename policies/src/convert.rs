@@ -51,6 +51,8 @@ impl Converter<'_> {
             &roles,
             &identities,
         );
+        let scheduler = self.scheduler(&raw.scheduler, listen.as_ref(), &routes);
+        let jobs = self.jobs(&raw.jobs, scheduler.as_ref(), &roles);
         if !self.problems.is_empty() {
             return None;
         }
@@ -66,6 +68,8 @@ impl Converter<'_> {
             identities,
             rate_limits,
             audit,
+            scheduler,
+            jobs,
         })
     }
 
@@ -103,7 +107,7 @@ impl Converter<'_> {
         })
     }
 
-    fn socket_addr(&mut self, raw: &S<String>) -> Option<SocketAddr> {
+    pub(crate) fn socket_addr(&mut self, raw: &S<String>) -> Option<SocketAddr> {
         match SocketAddr::from_str(raw.get_ref()) {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -559,7 +563,7 @@ struct RouteDefaults {
     read_timeout: Duration,
 }
 
-fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+pub(crate) fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 

@@ -20,7 +20,7 @@ const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 pub(crate) const HTTP_METHODS: [&str; 7] =
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-fn is_plain_name(name: &str) -> bool {
+pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

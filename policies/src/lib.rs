@@ -14,16 +14,21 @@ mod convert;
 mod convert_abuse;
 mod convert_access;
 mod convert_identity;
+mod convert_scheduler;
 mod error;
 pub mod identity;
 pub mod model;
 mod raw;
+mod raw_scheduler;
+pub mod schedule;
+pub mod scheduler;
 pub mod secret;
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use convert_scheduler::{is_env_name, validate_image_reference};
 pub use error::{PolicyError, Problem};
 pub use identity::*;
 pub use model::*;
@@ -105,3 +110,5 @@ fn syntax_hint(message: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_scheduler;

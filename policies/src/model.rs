@@ -28,6 +28,10 @@ pub struct Policy {
     /// Where security events are recorded; `None` when the policy has no
     /// `[audit]` section (the gateway warns at startup).
     pub audit: Option<AuditSettings>,
+    /// `[scheduler]`: absent when this policy runs no scheduler.
+    pub scheduler: Option<crate::scheduler::SchedulerSettings>,
+    /// `[[job]]`s in file order; names are unique.
+    pub jobs: Vec<crate::scheduler::Job>,
 }
 
 /// Which file a policy was read from, and a digest of its exact bytes so that

@@ -38,6 +38,9 @@ pub(crate) struct RawPolicy {
     #[serde(default)]
     pub rate_limit: RawRateLimit,
     pub audit: Option<S<RawAudit>>,
+    pub scheduler: Option<S<crate::raw_scheduler::RawScheduler>>,
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<S<crate::raw_scheduler::RawJob>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@
 //! real X.509 signed by a throwaway CA. Children are killed when their
 //! handle drops, so a failing test leaves nothing running.
 
+pub mod docker;
 pub mod pki;
 pub mod process;
 pub mod upstream;

@@ -1,0 +1,794 @@
+//! Converting `[scheduler]` and `[[job]]`: every job is checked against
+//! the scheduler's allowlists here, so a job that would loosen a hardened
+//! default beyond what the operator allowed never reaches Docker.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::convert::{listeners_overlap, Converter};
+use crate::convert_identity::is_plain_name;
+use crate::identity::Roles;
+use crate::model::{Listen, Route};
+use crate::raw::S;
+use crate::raw_scheduler::*;
+use crate::schedule::{default_timezone, Schedule};
+use crate::scheduler::*;
+
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+const DEFAULT_MAX_QUEUED_RUNS: usize = 100;
+const DEFAULT_MAX_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
+const DEFAULT_MAX_CPUS: f64 = 2.0;
+const DEFAULT_MAX_PIDS: i64 = 1024;
+const DEFAULT_LOG_CAP: u64 = 1024 * 1024;
+const MAX_LOG_CAP: u64 = 64 * 1024 * 1024;
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_KEEP_RUNS: usize = 100;
+const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(30 * 86_400);
+
+const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
+const DEFAULT_CPUS: f64 = 1.0;
+const DEFAULT_PIDS: i64 = 128;
+const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_STARTING_DEADLINE: Duration = Duration::from_secs(3600);
+const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_RETRIES: i64 = 10;
+const MAX_ENV_VARS: usize = 256;
+const MAX_JOB_NAME: usize = 48;
+
+/// Mount targets that would expose or override the kernel's interfaces.
+const FORBIDDEN_MOUNT_TARGETS: [&str; 5] = ["/", "/proc", "/sys", "/dev", "/etc"];
+
+impl Converter<'_> {
+    pub(crate) fn scheduler(
+        &mut self,
+        raw: &Option<S<RawScheduler>>,
+        listen: Option<&Listen>,
+        routes: &[Route],
+    ) -> Option<SchedulerSettings> {
+        let spanned = raw.as_ref()?;
+        let raw = spanned.get_ref();
+        let addr = self.socket_addr(&raw.listen);
+        let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(a));
+        if let (Some(addr), Some(listen)) = (addr, listen) {
+            let gateway = [Some(listen.https), listen.http_redirect, listen.admin];
+            for ours in [Some(addr), admin].into_iter().flatten() {
+                if gateway
+                    .iter()
+                    .flatten()
+                    .any(|g| listeners_overlap(*g, ours))
+                {
+                    self.problems.add_hint(
+                        Some(raw.listen.span()),
+                        format!("the scheduler's {ours} overlaps a gateway listener"),
+                        "give the scheduler its own ports",
+                    );
+                }
+            }
+        }
+        let gateway_jwks = match (&raw.gateway_jwks, listen.and_then(|l| l.admin)) {
+            (Some(url), _) => match url::Url::parse(url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                _ => {
+                    self.problems.add_hint(
+                        Some(url.span()),
+                        "gateway_jwks is not an http(s) URL",
+                        "for example \"http://127.0.0.1:9090/jwks.json\" (the gateway's admin listener)",
+                    );
+                    None
+                }
+            },
+            (None, Some(admin)) => url::Url::parse(&format!("http://{admin}/jwks.json")).ok(),
+            (None, None) => {
+                self.problems.add_hint(
+                    Some(spanned.span()),
+                    "the scheduler cannot find the gateway's public key",
+                    "set [listen] admin (it serves /jwks.json) or [scheduler] gateway_jwks",
+                );
+                None
+            }
+        };
+        let gateway_routes = self.gateway_routes(spanned, addr, routes);
+        let allowed_images = raw
+            .allowed_images
+            .iter()
+            .filter_map(|p| {
+                let text = p.get_ref().trim();
+                if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.problems.add(
+                        Some(p.span()),
+                        "an image pattern must be non-empty, without spaces",
+                    );
+                    None
+                } else {
+                    Some(ImagePattern(text.to_owned()))
+                }
+            })
+            .collect();
+        let allowed_mounts = raw
+            .allowed_mounts
+            .iter()
+            .filter_map(|m| {
+                let source = self.host_path(&m.get_ref().source)?;
+                Some(AllowedMount {
+                    source,
+                    writable: m.get_ref().writable,
+                })
+            })
+            .collect();
+        let mut allowed_networks = Vec::new();
+        for n in &raw.allowed_networks {
+            let name = n.get_ref();
+            if name == "host" || name.starts_with("container:") || !is_docker_name(name) {
+                self.problems.add_hint(
+                    Some(n.span()),
+                    format!("network `{name}` cannot be allowed"),
+                    "name a user-defined Docker network; host and container: networks share a namespace with something else",
+                );
+            } else {
+                allowed_networks.push(name.clone());
+            }
+        }
+        let allowed_capabilities = raw
+            .allowed_capabilities
+            .iter()
+            .filter_map(|c| self.capability(c))
+            .collect();
+        let max_cpus = match &raw.max_cpus {
+            None => DEFAULT_MAX_CPUS,
+            Some(c) if *c.get_ref() > 0.0 && *c.get_ref() <= 1024.0 => *c.get_ref(),
+            Some(c) => {
+                self.problems
+                    .add(Some(c.span()), "max_cpus must be between 0 and 1024");
+                DEFAULT_MAX_CPUS
+            }
+        };
+        let log_cap = self.size(&raw.log_cap, DEFAULT_LOG_CAP);
+        if log_cap > MAX_LOG_CAP {
+            if let Some(r) = &raw.log_cap {
+                self.problems
+                    .add(Some(r.span()), "log_cap may be at most 64MiB");
+            }
+        }
+        Some(SchedulerSettings {
+            listen: addr?,
+            admin,
+            database: self.file_path(&raw.database),
+            max_concurrent_runs: self.count(
+                &raw.max_concurrent_runs,
+                DEFAULT_MAX_CONCURRENT_RUNS,
+                1,
+                256,
+            ),
+            max_queued_runs: self.count(&raw.max_queued_runs, DEFAULT_MAX_QUEUED_RUNS, 0, 100_000),
+            allowed_images,
+            allowed_mounts,
+            allowed_networks,
+            allowed_capabilities,
+            max_memory: self.size(&raw.max_memory, DEFAULT_MAX_MEMORY),
+            max_cpus,
+            max_pids: self.count(&raw.max_pids, DEFAULT_MAX_PIDS as usize, 1, 1 << 22) as i64,
+            log_cap,
+            stop_grace: self.duration(&raw.stop_grace, DEFAULT_STOP_GRACE),
+            keep_runs: self.count(&raw.keep_runs, DEFAULT_KEEP_RUNS, 1, 1_000_000),
+            keep_for: self.duration(&raw.keep_for, DEFAULT_KEEP_FOR),
+            gateway_jwks: gateway_jwks?,
+            gateway_issuer: listen?.public_origin.as_str().to_owned(),
+            gateway_routes,
+        })
+    }
+
+    /// The routes whose assertions the scheduler accepts: those named, or
+    /// else every route whose upstream is the scheduler's port.
+    fn gateway_routes(
+        &mut self,
+        raw: &S<RawScheduler>,
+        addr: Option<std::net::SocketAddr>,
+        routes: &[Route],
+    ) -> Vec<String> {
+        let named = &raw.get_ref().gateway_routes;
+        if !named.is_empty() {
+            let mut out = Vec::new();
+            for n in named {
+                if routes.iter().any(|r| &r.name == n.get_ref()) {
+                    out.push(n.get_ref().clone());
+                } else {
+                    self.problems.add_hint(
+                        Some(n.span()),
+                        format!("no [[route]] is named `{}`", n.get_ref()),
+                        "gateway_routes names the routes that proxy to the scheduler",
+                    );
+                }
+            }
+            return out;
+        }
+        let Some(addr) = addr else { return Vec::new() };
+        let found: Vec<String> = routes
+            .iter()
+            .filter(|r| r.upstream.port == addr.port())
+            .map(|r| r.name.clone())
+            .collect();
+        if found.is_empty() {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("no [[route]] proxies to the scheduler's port {}", addr.port()),
+                "add a route with upstream = \"http://<scheduler>:PORT\", or name it in gateway_routes",
+            );
+        }
+        found
+    }
+
+    pub(crate) fn jobs(
+        &mut self,
+        raw: &[S<RawJob>],
+        scheduler: Option<&SchedulerSettings>,
+        roles: &Roles,
+    ) -> Vec<Job> {
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let Some(scheduler) = scheduler else {
+            self.problems.add_hint(
+                Some(raw[0].span()),
+                "jobs need a [scheduler] section",
+                "add [scheduler] with listen, database and allowed_images",
+            );
+            return Vec::new();
+        };
+        let mut names = HashSet::new();
+        let mut jobs = Vec::new();
+        for spanned in raw {
+            let r = spanned.get_ref();
+            let name = r.name.get_ref();
+            if !is_plain_name(name) || name.len() > MAX_JOB_NAME {
+                self.problems.add_hint(
+                    Some(r.name.span()),
+                    format!("job name `{name}` is not allowed"),
+                    "use up to 48 lower-case letters, digits, '-' and '_'",
+                );
+            } else if !names.insert(name.clone()) {
+                self.problems.add(
+                    Some(r.name.span()),
+                    format!("job `{name}` is declared twice"),
+                );
+            }
+            if let Some(job) = self.job(r, scheduler, roles) {
+                jobs.push(job);
+            }
+        }
+        jobs
+    }
+
+    fn job(&mut self, r: &RawJob, scheduler: &SchedulerSettings, roles: &Roles) -> Option<Job> {
+        let timezone = r
+            .timezone
+            .as_ref()
+            .map(|t| t.get_ref().as_str())
+            .unwrap_or(default_timezone());
+        let schedule = match &r.schedule {
+            None => None,
+            Some(expr) => match Schedule::parse(expr.get_ref(), timezone) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let span = match (&e, &r.timezone) {
+                        (crate::schedule::ScheduleError::UnknownTimezone { .. }, Some(tz)) => {
+                            tz.span()
+                        }
+                        _ => expr.span(),
+                    };
+                    self.problems.add_hint(
+                        Some(span),
+                        e.to_string(),
+                        "check it with `gatehouse-scheduler next 'EXPR' --timezone TZ`",
+                    );
+                    None
+                }
+            },
+        };
+        let image = self.image(&r.image, scheduler);
+        let pull = match r.pull.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("if-missing") => PullPolicy::IfMissing,
+            Some("never") => PullPolicy::Never,
+            Some("always") => PullPolicy::Always,
+            Some(other) => {
+                self.problems.add_hint(
+                    r.pull.as_ref().map(S::span),
+                    format!("`{other}` is not a pull policy"),
+                    "\"never\", \"if-missing\" or \"always\"",
+                );
+                PullPolicy::IfMissing
+            }
+        };
+        let command = self.command(r);
+        let env = self.job_env(r);
+        let timeout = self.duration(&r.timeout, DEFAULT_TIMEOUT);
+        if timeout > MAX_TIMEOUT {
+            self.problems.add(
+                r.timeout.as_ref().map(S::span),
+                "timeout may be at most 7 days",
+            );
+        }
+        let overlap = match r.overlap.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("forbid") => Overlap::Forbid,
+            Some("allow") => Overlap::Allow,
+            Some("replace") => Overlap::Replace,
+            Some(other) => {
+                self.problems.add_hint(
+                    r.overlap.as_ref().map(S::span),
+                    format!("`{other}` is not an overlap mode"),
+                    "\"forbid\" (skip), \"allow\" or \"replace\" (cancel the running one)",
+                );
+                Overlap::Forbid
+            }
+        };
+        let catch_up = self.catch_up(r);
+        let retries = match &r.retries {
+            None => Retries {
+                max: 0,
+                backoff: DEFAULT_RETRY_BACKOFF,
+            },
+            Some(spanned) => {
+                let raw = spanned.get_ref();
+                if !(0..=MAX_RETRIES).contains(&raw.max) {
+                    self.problems
+                        .add(Some(spanned.span()), "retries.max must be between 0 and 10");
+                }
+                let backoff = raw
+                    .backoff
+                    .as_ref()
+                    .map(|b| S::new(spanned.span(), b.clone()));
+                Retries {
+                    max: raw.max.clamp(0, MAX_RETRIES) as u32,
+                    backoff: self.duration(&backoff, DEFAULT_RETRY_BACKOFF),
+                }
+            }
+        };
+        let container = self.container(&r.container, scheduler);
+        Some(Job {
+            name: r.name.get_ref().clone(),
+            schedule: match (&r.schedule, schedule) {
+                (Some(_), None) => return None,
+                (_, s) => s,
+            },
+            image_pinned: image.as_deref().is_some_and(is_pinned),
+            image: image?,
+            pull,
+            command: command?,
+            env: env?,
+            timeout,
+            overlap,
+            catch_up,
+            retries,
+            run_roles: self.role_refs(roles, &r.run_roles),
+            view_roles: self.role_refs(roles, &r.view_roles),
+            container: container?,
+        })
+    }
+
+    fn image(&mut self, raw: &S<String>, scheduler: &SchedulerSettings) -> Option<String> {
+        let text = raw.get_ref().trim();
+        if let Err(reason) = validate_image_reference(text) {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("`{text}` is not a valid image reference: {reason}"),
+                "for example \"registry.example.com/ops/report@sha256:<64 hex digits>\"",
+            );
+            return None;
+        }
+        if !scheduler.allowed_images.iter().any(|p| p.matches(text)) {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("image `{text}` is not in [scheduler] allowed_images"),
+                "add a matching pattern such as \"registry.example.com/ops/*\"",
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    fn command(&mut self, r: &RawJob) -> Option<Vec<String>> {
+        let mut argv = Vec::new();
+        for arg in &r.command {
+            if arg.get_ref().contains('\0') {
+                self.problems
+                    .add(Some(arg.span()), "command arguments cannot contain NUL");
+                return None;
+            }
+            argv.push(arg.get_ref().clone());
+        }
+        if !r.shell {
+            return Some(argv);
+        }
+        match argv.as_slice() {
+            [script] => Some(vec!["/bin/sh".into(), "-c".into(), script.clone()]),
+            _ => {
+                self.problems.add_hint(
+                    r.command.first().map(S::span).or(Some(r.name.span())),
+                    "with shell = true, command is one script string",
+                    "command = [\"report --since 24h | gzip > /tmp/out\"]",
+                );
+                None
+            }
+        }
+    }
+
+    fn job_env(&mut self, r: &RawJob) -> Option<Vec<JobEnv>> {
+        if r.env.len() > MAX_ENV_VARS {
+            self.problems
+                .add(Some(r.name.span()), "a job may set at most 256 variables");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (name, value) in &r.env {
+            if !is_env_name(name.get_ref()) {
+                self.problems.add_hint(
+                    Some(name.span()),
+                    format!(
+                        "`{}` is not a valid environment variable name",
+                        name.get_ref()
+                    ),
+                    "names match ^[A-Za-z_][A-Za-z0-9_]*$",
+                );
+                ok = false;
+                continue;
+            }
+            let (source, sensitive) = match value.get_ref() {
+                RawEnvValue::Plain(v) => (self.env_literal(v), false),
+                RawEnvValue::Table(t) => match (&t.value, &t.file) {
+                    (Some(v), None) => (self.env_literal(v), t.sensitive),
+                    (None, Some(f)) => (
+                        Some(EnvSource::File(
+                            self.file_path(&S::new(value.span(), f.clone())),
+                        )),
+                        t.sensitive,
+                    ),
+                    _ => {
+                        self.problems.add_hint(
+                            Some(value.span()),
+                            "set exactly one of `value` and `file`",
+                            "API_TOKEN = { file = \"/run/secrets/api_token\", sensitive = true }",
+                        );
+                        (None, false)
+                    }
+                },
+            };
+            match source {
+                Some(EnvSource::Literal(v)) if v.contains('\0') => {
+                    self.problems
+                        .add(Some(value.span()), "environment values cannot contain NUL");
+                    ok = false;
+                }
+                Some(value) => out.push(JobEnv {
+                    name: name.get_ref().clone(),
+                    value,
+                    sensitive,
+                }),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn env_literal(&self, value: &str) -> Option<EnvSource> {
+        Some(
+            match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(var) => EnvSource::Env(var.to_owned()),
+                None => EnvSource::Literal(value.to_owned()),
+            },
+        )
+    }
+
+    fn catch_up(&mut self, r: &RawJob) -> CatchUp {
+        let mode = r.catch_up.as_ref().map(|c| c.get_ref().as_str());
+        match mode {
+            None | Some("none") => {
+                if let Some(d) = &r.starting_deadline {
+                    self.problems.add_hint(
+                        Some(d.span()),
+                        "starting_deadline only applies to catch_up = \"latest\"",
+                        "remove it, or set catch_up = \"latest\"",
+                    );
+                }
+                CatchUp::None
+            }
+            Some("latest") => {
+                if r.schedule.is_none() {
+                    self.problems.add(
+                        r.catch_up.as_ref().map(S::span),
+                        "catch_up needs a schedule",
+                    );
+                }
+                CatchUp::Latest {
+                    starting_deadline: self
+                        .duration(&r.starting_deadline, DEFAULT_STARTING_DEADLINE),
+                }
+            }
+            Some(other) => {
+                self.problems.add_hint(
+                    r.catch_up.as_ref().map(S::span),
+                    format!("`{other}` is not a catch-up mode"),
+                    "\"none\", or \"latest\" with a starting_deadline",
+                );
+                CatchUp::None
+            }
+        }
+    }
+
+    fn container(&mut self, r: &RawContainer, s: &SchedulerSettings) -> Option<ContainerSettings> {
+        let mut ok = true;
+        let user = match &r.user {
+            None => DEFAULT_CONTAINER_USER.to_owned(),
+            Some(u) => match parse_user(u.get_ref()) {
+                Some((0, _)) | Some((_, 0)) => {
+                    self.problems.add_hint(
+                        Some(u.span()),
+                        "jobs never run as root",
+                        "use an unprivileged uid:gid such as \"1000:1000\"",
+                    );
+                    ok = false;
+                    String::new()
+                }
+                Some((uid, gid)) => format!("{uid}:{gid}"),
+                None => {
+                    self.problems.add_hint(
+                        Some(u.span()),
+                        format!("`{}` is not a numeric uid:gid", u.get_ref()),
+                        "for example \"65534:65534\"",
+                    );
+                    ok = false;
+                    String::new()
+                }
+            },
+        };
+        let mut cap_add = Vec::new();
+        for c in &r.cap_add {
+            let Some(cap) = self.capability(c) else {
+                ok = false;
+                continue;
+            };
+            if s.allowed_capabilities.contains(&cap) {
+                cap_add.push(cap);
+            } else {
+                self.problems.add_hint(
+                    Some(c.span()),
+                    format!("capability {cap} is not in [scheduler] allowed_capabilities"),
+                    "jobs start with no capabilities; the operator allows each one",
+                );
+                ok = false;
+            }
+        }
+        let network = match &r.network {
+            None => "none".to_owned(),
+            Some(n) if n.get_ref() == "none" || s.allowed_networks.contains(n.get_ref()) => {
+                n.get_ref().clone()
+            }
+            Some(n) => {
+                self.problems.add_hint(
+                    Some(n.span()),
+                    format!(
+                        "network `{}` is not in [scheduler] allowed_networks",
+                        n.get_ref()
+                    ),
+                    "jobs have no network unless the operator allows one",
+                );
+                ok = false;
+                String::new()
+            }
+        };
+        let memory = self.size(&r.memory, DEFAULT_MEMORY);
+        if memory > s.max_memory || memory < 6 * 1024 * 1024 {
+            self.problems.add_hint(
+                r.memory.as_ref().map(S::span),
+                "memory is outside what [scheduler] allows",
+                format!("between 6MiB and max_memory ({} bytes)", s.max_memory),
+            );
+            ok = false;
+        }
+        let cpus = r
+            .cpus
+            .as_ref()
+            .map(|c| *c.get_ref())
+            .unwrap_or(DEFAULT_CPUS);
+        if !(cpus >= 0.01 && cpus <= s.max_cpus) {
+            self.problems.add_hint(
+                r.cpus.as_ref().map(S::span),
+                "cpus is outside what [scheduler] allows",
+                format!("between 0.01 and max_cpus ({})", s.max_cpus),
+            );
+            ok = false;
+        }
+        let pids = r
+            .pids
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or(DEFAULT_PIDS);
+        if !(1..=s.max_pids).contains(&pids) {
+            self.problems.add_hint(
+                r.pids.as_ref().map(S::span),
+                "pids is outside what [scheduler] allows",
+                format!("between 1 and max_pids ({})", s.max_pids),
+            );
+            ok = false;
+        }
+        let tmp_size = self.size(&r.tmp_size, DEFAULT_TMP_SIZE);
+        let mut mounts = Vec::new();
+        let mut targets = HashSet::new();
+        for m in &r.mounts {
+            match self.mount(m, s) {
+                Some(mount) if targets.insert(mount.target.clone()) => mounts.push(mount),
+                Some(mount) => {
+                    self.problems.add(
+                        Some(m.span()),
+                        format!("two mounts target {}", mount.target),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(ContainerSettings {
+            user,
+            read_only_rootfs: r.read_only.as_ref().map(|b| *b.get_ref()).unwrap_or(true),
+            cap_add,
+            network,
+            memory,
+            cpus,
+            pids,
+            tmp_size,
+            mounts,
+        })
+    }
+
+    fn mount(&mut self, m: &S<RawMount>, s: &SchedulerSettings) -> Option<Mount> {
+        let raw = m.get_ref();
+        let source = self.host_path(&raw.source)?;
+        let target = raw.target.get_ref();
+        let target_ok = Path::new(target).is_absolute()
+            && Path::new(target)
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            && !FORBIDDEN_MOUNT_TARGETS
+                .iter()
+                .any(|f| target == f || (*f != "/" && Path::new(target).starts_with(f)))
+            && !target.contains(':');
+        if !target_ok {
+            self.problems.add_hint(
+                Some(raw.target.span()),
+                format!("`{target}` cannot be a mount target"),
+                "an absolute path outside /, /proc, /sys, /dev and /etc, without `..`",
+            );
+            return None;
+        }
+        let Some(allowed) = s
+            .allowed_mounts
+            .iter()
+            .find(|a| source.starts_with(&a.source))
+        else {
+            self.problems.add_hint(
+                Some(raw.source.span()),
+                format!(
+                    "{} is not under any [scheduler] allowed_mounts",
+                    source.display()
+                ),
+                "host paths are mounted only where the operator allows",
+            );
+            return None;
+        };
+        if raw.writable && !allowed.writable {
+            self.problems.add_hint(
+                Some(m.span()),
+                format!("{} may only be mounted read-only", source.display()),
+                "set writable = true on the allowed_mounts entry to permit writes",
+            );
+            return None;
+        }
+        Some(Mount {
+            source,
+            target: target.clone(),
+            writable: raw.writable,
+        })
+    }
+
+    /// An absolute host path with no `..`, no `:` (Docker's bind syntax
+    /// separator) and no symlink games resolved here: Docker resolves it.
+    fn host_path(&mut self, raw: &S<String>) -> Option<PathBuf> {
+        let path = Path::new(raw.get_ref());
+        let ok = path.is_absolute()
+            && !raw.get_ref().contains(':')
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if ok && path != Path::new("/") {
+            Some(path.to_path_buf())
+        } else {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("`{}` is not an allowed host path", raw.get_ref()),
+                "an absolute path other than /, without `..` or `:`",
+            );
+            None
+        }
+    }
+
+    fn capability(&mut self, raw: &S<String>) -> Option<String> {
+        let upper = raw.get_ref().trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if name == "ALL"
+            || name == "SYS_ADMIN"
+            || name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        {
+            self.problems.add_hint(
+                Some(raw.span()),
+                format!("capability `{}` cannot be granted", raw.get_ref()),
+                "name one capability such as \"NET_BIND_SERVICE\"; ALL and SYS_ADMIN are never granted",
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    }
+
+    fn count(&mut self, raw: &Option<S<i64>>, default: usize, min: usize, max: usize) -> usize {
+        let Some(n) = raw else { return default };
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (min..=max).contains(&v) => v,
+            _ => {
+                self.problems
+                    .add(Some(n.span()), format!("must be between {min} and {max}"));
+                default
+            }
+        }
+    }
+}
+
+/// `^[A-Za-z_][A-Za-z0-9_]*$`
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_docker_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn is_pinned(image: &str) -> bool {
+    image.contains("@sha256:")
+}
+
+fn parse_user(text: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = text.split_once(':')?;
+    Some((u32::from_str(uid).ok()?, u32::from_str(gid).ok()?))
+}
+
+/// Checks an image reference against the distribution grammar before it
+/// can reach Docker.
+pub fn validate_image_reference(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > 512 {
+        return Err("it must be 1 to 512 characters".into());
+    }
+    let reference = oci_spec::distribution::Reference::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(digest) = reference.digest() {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or("only sha256 digests are supported")?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("a sha256 digest has 64 lower-case hex digits".into());
+        }
+    }
+    Ok(())
+}

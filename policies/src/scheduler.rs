@@ -1,0 +1,211 @@
+//! The validated `[scheduler]` section and `[[job]]`s: what the scheduler
+//! may run, and how every container is locked down. Each loosening of a
+//! hardened default is explicit in a job and bounded by `[scheduler]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::identity::RoleName;
+use crate::schedule::Schedule;
+use std::collections::BTreeSet;
+
+/// The uid:gid containers run as unless a job says otherwise: `nobody`.
+pub const DEFAULT_CONTAINER_USER: &str = "65534:65534";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerSettings {
+    /// The API and dashboard; reached only through the gateway.
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: Option<SocketAddr>,
+    pub database: PathBuf,
+    pub max_concurrent_runs: usize,
+    /// Runs waiting for a slot beyond this are refused (manual) or skipped.
+    pub max_queued_runs: usize,
+    pub allowed_images: Vec<ImagePattern>,
+    pub allowed_mounts: Vec<AllowedMount>,
+    /// Docker networks a job may join instead of `none`.
+    pub allowed_networks: Vec<String>,
+    /// Capabilities a job may add back after `cap_drop = ALL`.
+    pub allowed_capabilities: Vec<String>,
+    pub max_memory: u64,
+    pub max_cpus: f64,
+    pub max_pids: i64,
+    /// Bytes of stdout/stderr kept per run (the last ones).
+    pub log_cap: u64,
+    /// Between SIGTERM and SIGKILL when a run is stopped.
+    pub stop_grace: Duration,
+    pub keep_runs: usize,
+    pub keep_for: Duration,
+    /// Where the gateway publishes the key its assertions are signed with.
+    pub gateway_jwks: url::Url,
+    /// The gateway's issuer (its public origin) and the route names whose
+    /// assertions this scheduler accepts.
+    pub gateway_issuer: String,
+    pub gateway_routes: Vec<String>,
+}
+
+/// An `allowed_images` entry: `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePattern(pub String);
+
+impl ImagePattern {
+    pub fn matches(&self, image: &str) -> bool {
+        glob_match(self.0.as_bytes(), image.as_bytes())
+    }
+}
+
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative wildcard matching with one backtrack point: linear enough
+    // for image names and never recursive.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedMount {
+    /// A host directory; a job may mount it or anything below it.
+    pub source: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// `None`: the job runs only when triggered by hand.
+    pub schedule: Option<Schedule>,
+    pub image: String,
+    /// Whether `image` names a digest (`@sha256:…`); unpinned images warn.
+    pub image_pinned: bool,
+    pub pull: PullPolicy,
+    /// The argv; with `shell`, `["/bin/sh", "-c", script]`.
+    pub command: Vec<String>,
+    pub env: Vec<JobEnv>,
+    pub timeout: Duration,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub retries: Retries,
+    pub run_roles: BTreeSet<RoleName>,
+    pub view_roles: BTreeSet<RoleName>,
+    pub container: ContainerSettings,
+}
+
+impl Job {
+    /// Whether any of `roles` may trigger or cancel this job.
+    pub fn may_run(&self, roles: &BTreeSet<RoleName>) -> bool {
+        roles.iter().any(|r| self.run_roles.contains(r))
+    }
+
+    /// Whether any of `roles` may see this job and its runs. Those who may
+    /// run it may see it.
+    pub fn may_view(&self, roles: &BTreeSet<RoleName>) -> bool {
+        self.may_run(roles) || roles.iter().any(|r| self.view_roles.contains(r))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Never,
+    IfMissing,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnv {
+    pub name: String,
+    pub value: EnvSource,
+    /// Never logged, never shown by the API or dashboard.
+    pub sensitive: bool,
+}
+
+/// Read when a run starts, so that rotating a secret file needs no reload
+/// and the gateway (which reads the same policy) never needs the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvSource {
+    Literal(String),
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// A run due while another runs is recorded as skipped.
+    Forbid,
+    Allow,
+    /// The running one is cancelled and the new one starts.
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    None,
+    /// After downtime, the most recent missed time runs once if it is no
+    /// older than `starting_deadline`.
+    Latest {
+        starting_deadline: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    pub max: u32,
+    /// Doubles after each failed attempt.
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSettings {
+    pub user: String,
+    pub read_only_rootfs: bool,
+    pub cap_add: Vec<String>,
+    pub network: String,
+    pub memory: u64,
+    pub cpus: f64,
+    pub pids: i64,
+    pub tmp_size: u64,
+    pub mounts: Vec<Mount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: String,
+    pub writable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_patterns_match_with_star_only() {
+        let p = ImagePattern("registry.example.com/ops/*".into());
+        assert!(p.matches("registry.example.com/ops/report@sha256:ab"));
+        assert!(!p.matches("registry.example.com/opsx/report"));
+        assert!(!p.matches("evil.com/registry.example.com/ops/x"));
+        let p = ImagePattern("busybox@sha256:*".into());
+        assert!(p.matches("busybox@sha256:0123"));
+        assert!(!p.matches("busybox:latest"));
+        assert!(ImagePattern("a*b*c".into()).matches("aXXbYYc"));
+        assert!(!ImagePattern("a*b*c".into()).matches("aXXbYY"));
+        assert!(ImagePattern("exact:1".into()).matches("exact:1"));
+        assert!(!ImagePattern("exact:1".into()).matches("exact:10"));
+    }
+}

@@ -1,0 +1,64 @@
+//! The admin listener: `/metrics`, `/healthz` and `/readyz`. It never
+//! serves the API, and the API listener never serves these.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth::Verifier;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub engine: Arc<Engine>,
+    pub verifier: Arc<Verifier>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(admin)
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    let audit = &admin.engine.audit;
+    admin
+        .metrics
+        .audit_healthy
+        .set(i64::from(audit.is_healthy()));
+    let written = audit.records_written();
+    let counted = admin.metrics.audit_records.get();
+    if written > counted {
+        admin.metrics.audit_records.inc_by(written - counted);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        admin.metrics.render(),
+    )
+}
+
+/// Ready when callers can be verified and Docker answers.
+async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
+    if !admin.verifier.has_keys() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the gateway's keys\n",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(2), admin.engine.docker.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "Docker is not answering\n"),
+    }
+}

@@ -1,0 +1,346 @@
+//! The run engine: turns triggers into runs and runs into containers.
+//!
+//! A run's life, in order:
+//! 1. `trigger` applies the job's overlap rule and the queue cap, and
+//!    writes the run's row (queued, or skipped with the reason);
+//! 2. the run waits for one of `max_concurrent_runs` slots;
+//! 3. `run::execute` resolves its env, checks the image, creates the
+//!    hardened container (row first, then container, so a crash leaves a
+//!    row to reconcile), starts it and supervises it until it exits, times
+//!    out, is cancelled or replaced;
+//! 4. the outcome, exit code, OOM flag and capped logs are recorded and the
+//!    container is removed; a failure may queue a retry after a backoff.
+//!
+//! On SIGTERM supervision stops without touching containers; the next start
+//! adopts them (`reconcile`).
+
+mod reconcile;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use gatehouse_policy::audit::Outcome;
+use gatehouse_policy::scheduler::{Job, Overlap, SchedulerSettings};
+use tokio::sync::{watch, Semaphore};
+
+use crate::audit::{self, Audit};
+use crate::auth::Caller;
+use crate::docker;
+use crate::metrics::Metrics;
+use crate::store::{Run, RunStatus, Store, StoreError, Trigger};
+
+/// The jobs of the policy in force, by name. Replaced whole on reload;
+/// runs in flight keep the `Arc<Job>` they started with.
+pub type JobTable = BTreeMap<String, Arc<Job>>;
+
+/// Why a supervised run is being stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled { by: String },
+    Replaced { by_run: i64 },
+}
+
+impl StopReason {
+    fn describe(&self) -> String {
+        match self {
+            StopReason::Cancelled { by } => format!("cancelled by {by}"),
+            StopReason::Replaced { by_run } => format!("replaced by run {by_run}"),
+        }
+    }
+}
+
+struct ActiveRun {
+    job: String,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("no such job")]
+    UnknownJob,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Triggered {
+    Queued(i64),
+    /// Recorded as skipped, with the reason.
+    Skipped(i64, String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CancelError {
+    #[error("the run is not queued or running")]
+    NotActive,
+}
+
+pub struct Engine {
+    pub(crate) settings: SchedulerSettings,
+    pub(crate) store: Arc<Store>,
+    pub(crate) docker: Arc<docker::Engine>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Audit,
+    /// Labels our containers; derived from the run history's path, since
+    /// containers belong to the database that records them.
+    pub(crate) instance: String,
+    jobs: RwLock<Arc<JobTable>>,
+    slots: Arc<Semaphore>,
+    active: Mutex<HashMap<i64, ActiveRun>>,
+    /// Flips to true on SIGTERM: supervision ends, containers stay.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Engine {
+    pub fn new(
+        settings: SchedulerSettings,
+        jobs: &[Job],
+        store: Arc<Store>,
+        docker: Arc<docker::Engine>,
+        metrics: Arc<Metrics>,
+        audit: Audit,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Engine> {
+        let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs));
+        let instance = instance_id(&settings.database);
+        let engine = Arc::new(Engine {
+            instance,
+            settings,
+            store,
+            docker,
+            metrics,
+            audit,
+            jobs: RwLock::new(Arc::default()),
+            slots,
+            active: Mutex::default(),
+            shutdown,
+        });
+        engine.replace_jobs(jobs);
+        engine
+    }
+
+    pub fn jobs(&self) -> Arc<JobTable> {
+        self.jobs
+            .read()
+            .map(|j| j.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    pub fn job(&self, name: &str) -> Option<Arc<Job>> {
+        self.jobs().get(name).cloned()
+    }
+
+    /// Installs the jobs of a new policy. Runs in flight are untouched.
+    pub fn replace_jobs(&self, jobs: &[Job]) {
+        let table: JobTable = jobs
+            .iter()
+            .map(|j| (j.name.clone(), Arc::new(j.clone())))
+            .collect();
+        for name in table.keys() {
+            self.metrics.declare_job(name);
+        }
+        match self.jobs.write() {
+            Ok(mut slot) => *slot = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &SchedulerSettings {
+        &self.settings
+    }
+
+    fn active_ids_of(&self, job: &str) -> Vec<i64> {
+        self.lock_active()
+            .iter()
+            .filter(|(_, a)| a.job == job)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ActiveRun>> {
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn is_active(&self, run: i64) -> bool {
+        self.lock_active().contains_key(&run)
+    }
+
+    /// Starts a run of `job_name` now (or as soon as a slot frees).
+    pub fn trigger(
+        self: &Arc<Self>,
+        job_name: &str,
+        trigger: Trigger,
+    ) -> Result<Triggered, TriggerError> {
+        let job = self.job(job_name).ok_or(TriggerError::UnknownJob)?;
+        let running = self.active_ids_of(job_name);
+        if !running.is_empty() && job.overlap == Overlap::Forbid {
+            let reason = format!("overlap: run {} is still active", running[0]);
+            return self.skip(&job, trigger, reason);
+        }
+        let queued_now = self.metrics.queued.get().max(0) as usize;
+        if queued_now >= self.settings.max_queued_runs && self.slots.available_permits() == 0 {
+            return self.skip(&job, trigger, "queue full (max_queued_runs)".to_owned());
+        }
+        let id = self
+            .store
+            .insert(&job.name, &trigger, 1, RunStatus::Queued, None)?;
+        if job.overlap == Overlap::Replace {
+            for other in running {
+                self.stop(other, StopReason::Replaced { by_run: id });
+            }
+        }
+        self.spawn_run(job, id, trigger, 1);
+        Ok(Triggered::Queued(id))
+    }
+
+    fn skip(&self, job: &Job, trigger: Trigger, reason: String) -> Result<Triggered, TriggerError> {
+        let id = self
+            .store
+            .insert(&job.name, &trigger, 1, RunStatus::Skipped, Some(&reason))?;
+        tracing::info!(job = %job.name, run = id, %reason, "run skipped");
+        self.metrics
+            .runs
+            .with_label_values(&[job.name.as_str(), "skipped"])
+            .inc();
+        self.audit.record(audit::run_finished(
+            &job.name,
+            id,
+            &trigger,
+            RunStatus::Skipped,
+            None,
+            Some(&reason),
+        ));
+        Ok(Triggered::Skipped(id, reason))
+    }
+
+    /// A caller's trigger, audited with who asked.
+    pub fn trigger_by(
+        self: &Arc<Self>,
+        job: &str,
+        caller: &Caller,
+    ) -> Result<Triggered, TriggerError> {
+        let result = self.trigger(
+            job,
+            Trigger::Manual {
+                by: caller.subject.clone(),
+            },
+        );
+        match &result {
+            Ok(Triggered::Queued(id)) => {
+                self.audit
+                    .record(audit::trigger(job, *id, caller, Outcome::Success))
+            }
+            Ok(Triggered::Skipped(id, _)) => {
+                self.audit
+                    .record(audit::trigger(job, *id, caller, Outcome::Failure))
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Stops an active run; its task records the outcome.
+    pub fn cancel(&self, run: &Run, caller: &Caller) -> Result<(), CancelError> {
+        let stopped = self.stop(
+            run.id,
+            StopReason::Cancelled {
+                by: caller.subject.clone(),
+            },
+        );
+        let outcome = if stopped {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        self.audit.record(audit::cancel(run, caller, outcome));
+        if stopped {
+            Ok(())
+        } else {
+            Err(CancelError::NotActive)
+        }
+    }
+
+    fn stop(&self, run: i64, reason: StopReason) -> bool {
+        match self.lock_active().get(&run) {
+            Some(active) => {
+                active.stop.send_replace(Some(reason));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers the run as active and starts its task.
+    fn spawn_run(self: &Arc<Self>, job: Arc<Job>, id: i64, trigger: Trigger, attempt: u32) {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.lock_active().insert(
+            id,
+            ActiveRun {
+                job: job.name.clone(),
+                stop: stop_tx,
+            },
+        );
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine
+                .clone()
+                .drive(job, id, trigger, attempt, stop_rx)
+                .await;
+            engine.lock_active().remove(&id);
+        });
+    }
+
+    /// Lets a run adopted from a previous process be cancelled like ours.
+    fn register_adopted(&self, id: i64, job: &str) -> watch::Receiver<Option<StopReason>> {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.lock_active().insert(
+            id,
+            ActiveRun {
+                job: job.to_owned(),
+                stop: stop_tx,
+            },
+        );
+        stop_rx
+    }
+
+    fn unregister(&self, id: i64) {
+        self.lock_active().remove(&id);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Runs queued, running or waiting to retry in this process.
+    pub fn active_count(&self) -> usize {
+        self.lock_active().len()
+    }
+}
+
+pub use reconcile::{reconcile, Reconciled};
+
+/// Whether every env value of `job` can be read now (for `check` and
+/// startup); the error names the variable, never a value.
+pub fn resolve_env_check(job: &Job) -> anyhow::Result<()> {
+    run::resolve_env(job).map(drop).map_err(anyhow::Error::msg)
+}
+
+/// Resolves once `flag` is true (or its sender is gone). The guard that
+/// `wait_for` returns is dropped here, so callers stay `Send`.
+pub(crate) async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+/// A short, stable id for the scheduler that owns `database`.
+fn instance_id(database: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_path_buf());
+    hex::encode(&Sha256::digest(path.as_os_str().as_encoded_bytes())[..6])
+}

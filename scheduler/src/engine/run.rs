@@ -1,0 +1,467 @@
+//! One run, from waiting for a slot to its recorded outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_policy::scheduler::{EnvSource, Job, PullPolicy};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Engine, StopReason};
+use crate::audit;
+use crate::docker::{self, ContainerSpec, DockerError, Exit};
+use crate::store::{now_ms, Finish, RunStatus, Trigger};
+
+/// How supervision of a container ended.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    Exited(Exit),
+    TimedOut(Option<Exit>),
+    Stopped(StopReason, Option<Exit>),
+    /// The container disappeared (removed behind our back).
+    Vanished,
+    /// The scheduler is stopping; the container keeps running and the next
+    /// start adopts it.
+    Abandoned,
+}
+
+/// Longest wait between attempts to reach a daemon that went away.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Runs attempt after attempt while the job's retries allow.
+    pub(super) async fn drive(
+        self: Arc<Self>,
+        job: Arc<Job>,
+        mut id: i64,
+        mut trigger: Trigger,
+        mut attempt: u32,
+        mut stop: watch::Receiver<Option<StopReason>>,
+    ) {
+        loop {
+            let status = self.execute(&job, id, &trigger, &mut stop).await;
+            let retryable = matches!(status, Some(RunStatus::Failed | RunStatus::TimedOut));
+            if !retryable || attempt > job.retries.max || self.shutting_down() {
+                return;
+            }
+            // Backoff doubles per attempt: 30s, 60s, 120s...
+            let backoff = job.retries.backoff * 2u32.saturating_pow(attempt - 1);
+            let next_trigger = Trigger::Retry {
+                of: id,
+                by: trigger.by().map(str::to_owned),
+            };
+            let next = match self.store.insert(
+                &job.name,
+                &next_trigger,
+                attempt + 1,
+                RunStatus::Queued,
+                None,
+            ) {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(job = %job.name, run = id, error = %e, "cannot record a retry");
+                    return;
+                }
+            };
+            // The retry takes over this task's place among the active runs,
+            // so cancelling it during the backoff works.
+            {
+                let mut active = self.lock_active();
+                if let Some(entry) = active.remove(&id) {
+                    active.insert(next, entry);
+                }
+            }
+            tracing::info!(job = %job.name, failed = id, retry = next, ?backoff, "retrying");
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.lock_active().remove(&id);
+            id = next;
+            trigger = next_trigger;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt. Returns the terminal status it recorded, or `None`
+    /// when the scheduler is shutting down and the run stays to be adopted.
+    async fn execute(
+        self: &Arc<Self>,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Option<RunStatus> {
+        // 1. Wait for a slot; a cancel or replace while queued ends the run.
+        self.metrics.queued.inc();
+        let mut shutdown = self.shutdown.clone();
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = wait_for_stop(stop) => None,
+            _ = crate::engine::until_true(&mut shutdown) => {
+                self.metrics.queued.dec();
+                return None;
+            }
+        };
+        self.metrics.queued.dec();
+        let Some(_permit) = permit else {
+            let reason = stop_reason(stop).map(|r| r.describe());
+            return Some(self.record(
+                job,
+                id,
+                trigger,
+                RunStatus::Cancelled,
+                Finish {
+                    reason,
+                    ..Finish::default()
+                },
+                None,
+            ));
+        };
+        if let Some(reason) = stop_reason(stop) {
+            let finish = Finish {
+                reason: Some(reason.describe()),
+                ..Finish::default()
+            };
+            return Some(self.record(job, id, trigger, RunStatus::Cancelled, finish, None));
+        }
+        if let Err(e) = self.store.set_status(id, RunStatus::Starting) {
+            tracing::error!(run = id, error = %e, "cannot record the run's start");
+        }
+
+        // 2. Everything that can fail before Docker runs anything.
+        let env = match resolve_env(job) {
+            Ok(env) => env,
+            Err(reason) => return Some(self.fail_before_start(job, id, trigger, reason)),
+        };
+        let pull = match job.pull {
+            PullPolicy::Never => docker::PullPolicy::Never,
+            PullPolicy::IfMissing => docker::PullPolicy::IfMissing,
+            PullPolicy::Always => docker::PullPolicy::Always,
+        };
+        if let Err(e) = self.docker.ensure_image(&job.image, pull).await {
+            self.docker_error("ensure_image", &e);
+            return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+        }
+        let spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        let container = match self.docker.create(&spec).await {
+            Ok(container) => container,
+            Err(e) => {
+                self.docker_error("create", &e);
+                return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+            }
+        };
+        if let Err(e) = self.store.set_container(id, &container) {
+            tracing::error!(run = id, error = %e, "cannot record the container id");
+        }
+
+        // 3. Start it. Jitter is measured to the start request.
+        if let Some(planned) = trigger.planned() {
+            let late = (now_ms() - planned).max(0) as f64 / 1000.0;
+            self.metrics
+                .schedule_jitter
+                .with_label_values(&[job.name.as_str()])
+                .observe(late);
+        }
+        if let Err(e) = self.docker.start(&container).await {
+            self.docker_error("start", &e);
+            let _ = self.docker.remove(&container).await;
+            return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+        }
+        let started_at = now_ms();
+        if let Err(e) = self.store.mark_running(id, started_at) {
+            tracing::error!(run = id, error = %e, "cannot record that the run is running");
+        }
+        self.audit.record(audit::run_started(
+            &job.name, id, trigger, &container, &job.image,
+        ));
+        tracing::info!(job = %job.name, run = id, %container, "run started");
+
+        // 4. Supervise until it ends, then record.
+        let deadline = Instant::now() + job.timeout;
+        self.supervise_and_record(job, id, trigger, &container, started_at, deadline, stop)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn supervise_and_record(
+        &self,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+        container: &str,
+        started_at: i64,
+        deadline: Instant,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Option<RunStatus> {
+        self.metrics.running.inc();
+        let ending = self.supervise(container, deadline, stop).await;
+        self.metrics.running.dec();
+        let (status, exit, reason) = match ending {
+            Ending::Abandoned => return None,
+            Ending::Exited(exit) => {
+                let status = if exit.exit_code == 0 && !exit.oom_killed {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                };
+                let reason = exit
+                    .oom_killed
+                    .then(|| "OOMKilled: the memory limit was reached".to_owned());
+                (status, Some(exit), reason)
+            }
+            Ending::TimedOut(exit) => (
+                RunStatus::TimedOut,
+                exit,
+                Some(format!(
+                    "timed out after {}",
+                    humantime::format_duration(job.timeout)
+                )),
+            ),
+            Ending::Stopped(reason, exit) => (RunStatus::Cancelled, exit, Some(reason.describe())),
+            Ending::Vanished => (
+                RunStatus::Lost,
+                None,
+                Some("the container vanished".to_owned()),
+            ),
+        };
+        let logs = match self
+            .docker
+            .logs(container, self.settings.log_cap as usize)
+            .await
+        {
+            Ok(logs) => Some(logs),
+            Err(e) => {
+                if !matches!(e, DockerError::NotFound { .. }) {
+                    self.docker_error("logs", &e);
+                }
+                None
+            }
+        };
+        if let Err(e) = self.docker.remove(container).await {
+            self.docker_error("remove", &e);
+        }
+        let finish = Finish {
+            exit_code: exit.map(|e| e.exit_code),
+            oom_killed: exit.is_some_and(|e| e.oom_killed),
+            logs_truncated: logs.as_ref().is_some_and(|l| l.truncated),
+            logs: logs.map(|l| l.bytes),
+            reason,
+        };
+        let duration = (now_ms() - started_at).max(0) as f64 / 1000.0;
+        Some(self.record(job, id, trigger, status, finish, Some(duration)))
+    }
+
+    /// Waits for the container to end, for the deadline, for a stop, or for
+    /// shutdown, riding out a daemon that goes away and comes back.
+    async fn supervise(
+        &self,
+        container: &str,
+        deadline: Instant,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Ending {
+        let mut shutdown = self.shutdown.clone();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                waited = self.docker.wait(container) => match waited {
+                    Ok(exit) => return Ending::Exited(exit),
+                    Err(DockerError::NotFound { .. }) => return Ending::Vanished,
+                    Err(e) => {
+                        self.docker_error("wait", &e);
+                        // The daemon may be restarting: ask again until it
+                        // answers, then trust what it says.
+                        tokio::time::sleep(delay).await;
+                        if self.shutting_down() {
+                            return Ending::Abandoned;
+                        }
+                        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                        match self.docker.inspect_exit(container).await {
+                            Ok(Some(exit)) => return Ending::Exited(exit),
+                            Err(DockerError::NotFound { .. }) => return Ending::Vanished,
+                            Ok(None) | Err(_) => continue,
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ending::TimedOut(self.stop_container(container).await);
+                }
+                _ = wait_for_stop(stop) => {
+                    let reason = stop_reason(stop).unwrap_or(StopReason::Cancelled { by: "unknown".into() });
+                    return Ending::Stopped(reason, self.stop_container(container).await);
+                }
+                _ = crate::engine::until_true(&mut shutdown) => return Ending::Abandoned,
+            }
+        }
+    }
+
+    /// SIGTERM, the grace period, then SIGKILL; returns how it exited.
+    async fn stop_container(&self, container: &str) -> Option<Exit> {
+        if let Err(e) = self.docker.stop(container, self.settings.stop_grace).await {
+            self.docker_error("stop", &e);
+        }
+        match self.docker.inspect_exit(container).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                self.docker_error("inspect", &e);
+                None
+            }
+        }
+    }
+
+    fn fail_before_start(
+        &self,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+        reason: String,
+    ) -> RunStatus {
+        tracing::warn!(job = %job.name, run = id, %reason, "run could not start");
+        let finish = Finish {
+            reason: Some(reason),
+            ..Finish::default()
+        };
+        self.record(job, id, trigger, RunStatus::Failed, finish, None)
+    }
+
+    /// Writes the terminal state, metrics and the audit record.
+    pub(super) fn record(
+        &self,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+        status: RunStatus,
+        finish: Finish,
+        duration: Option<f64>,
+    ) -> RunStatus {
+        match self.store.finish(id, status, &finish) {
+            Ok(true) => {}
+            Ok(false) => return status, // already recorded by another path
+            Err(e) => tracing::error!(run = id, error = %e, "cannot record the run's outcome"),
+        }
+        let name = job.name.as_str();
+        self.metrics
+            .runs
+            .with_label_values(&[name, status.as_str()])
+            .inc();
+        if let Some(seconds) = duration {
+            self.metrics
+                .run_duration
+                .with_label_values(&[name])
+                .observe(seconds);
+        }
+        if status == RunStatus::Succeeded {
+            self.metrics
+                .last_success
+                .with_label_values(&[name])
+                .set(now_ms() as f64 / 1000.0);
+        }
+        tracing::info!(job = name, run = id, status = status.as_str(), exit_code = ?finish.exit_code, reason = ?finish.reason, "run finished");
+        self.audit.record(audit::run_finished(
+            name,
+            id,
+            trigger,
+            status,
+            finish.exit_code,
+            finish.reason.as_deref(),
+        ));
+        status
+    }
+
+    pub(super) fn docker_error(&self, operation: &str, error: &DockerError) {
+        tracing::warn!(operation, %error, "Docker API call failed");
+        self.metrics
+            .docker_errors
+            .with_label_values(&[operation])
+            .inc();
+    }
+}
+
+async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) {
+    // A closed channel means nobody can stop us any more: wait forever.
+    if stop.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
+    stop.borrow().clone()
+}
+
+/// Reads the job's env now, so secret files can rotate without a reload.
+/// Errors name the variable, never its value.
+pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
+    job.env
+        .iter()
+        .map(|e| {
+            let value = match &e.value {
+                EnvSource::Literal(v) => v.clone(),
+                EnvSource::Env(var) => std::env::var(var)
+                    .map_err(|_| format!("env {}: variable {var} is not set", e.name))?,
+                EnvSource::File(path) => {
+                    let mut text = std::fs::read_to_string(path).map_err(|err| {
+                        format!(
+                            "env {}: cannot read {}: {}",
+                            e.name,
+                            path.display(),
+                            err.kind()
+                        )
+                    })?;
+                    while text.ends_with('\n') || text.ends_with('\r') {
+                        text.pop();
+                    }
+                    text
+                }
+            };
+            if value.contains('\0') {
+                return Err(format!("env {}: the value contains NUL", e.name));
+            }
+            Ok((e.name.clone(), value))
+        })
+        .collect()
+}
+
+pub(crate) fn container_name(job: &str, run: i64) -> String {
+    format!("gatehouse-{job}-{run}")
+}
+
+/// The hardened container for a run: every field comes from the validated
+/// job, whose loosenings the policy crate already bounded.
+pub(crate) fn container_spec(
+    job: &Job,
+    run: i64,
+    env: Vec<(String, String)>,
+    log_cap: usize,
+    instance: &str,
+) -> ContainerSpec {
+    let c = &job.container;
+    ContainerSpec {
+        name: container_name(&job.name, run),
+        image: job.image.clone(),
+        command: job.command.clone(),
+        env,
+        user: c.user.clone(),
+        read_only_rootfs: c.read_only_rootfs,
+        cap_add: c.cap_add.clone(),
+        network: c.network.clone(),
+        memory_bytes: c.memory as i64,
+        nano_cpus: (c.cpus * 1e9) as i64,
+        pids_limit: c.pids,
+        tmpfs_size_bytes: c.tmp_size,
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| docker::BindMount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: !m.writable,
+            })
+            .collect(),
+        job: job.name.clone(),
+        run,
+        instance: instance.to_owned(),
+        log_cap_bytes: log_cap,
+    }
+}

@@ -1,0 +1,114 @@
+//! `gatehouse-scheduler`: the command line. Errors are reported here, with
+//! context; the modules below return typed errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse_scheduler::schedule::{default_timezone, Schedule};
+use gatehouse_scheduler::server;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse-scheduler",
+    version,
+    about = "Gatehouse job scheduler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler.
+    Run {
+        #[arg(long, env = "GATEHOUSE_POLICY")]
+        policy: PathBuf,
+    },
+    /// Validate a policy's [scheduler] and [[job]]s; exit non-zero with
+    /// file:line:col diagnostics when it is invalid.
+    Check {
+        #[arg(long, env = "GATEHOUSE_POLICY")]
+        policy: PathBuf,
+    },
+    /// Print the next fire times of a cron expression, one per line in
+    /// RFC 3339 with the zone's offset.
+    Next {
+        expression: String,
+        #[arg(long, default_value = default_timezone())]
+        timezone: String,
+        /// Start after this instant (RFC 3339); default: now.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run { policy } => run(policy),
+        Command::Check { policy } => server::load_policy(&policy).and_then(|p| {
+            server::check(&p)?;
+            println!(
+                "{}: ok ({} job{})",
+                policy.display(),
+                p.jobs.len(),
+                if p.jobs.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }),
+        Command::Next {
+            expression,
+            timezone,
+            after,
+            count,
+        } => next(&expression, &timezone, after.as_deref(), count),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(policy: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::run(policy))
+}
+
+fn next(expression: &str, timezone: &str, after: Option<&str>, count: usize) -> anyhow::Result<()> {
+    let schedule = Schedule::parse(expression, timezone)?;
+    let after = match after {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|e| anyhow::anyhow!("--after {text}: {e}"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let times = schedule.upcoming(after, count.min(10_000));
+    anyhow::ensure!(
+        !times.is_empty() || count == 0,
+        "the expression never fires"
+    );
+    for t in times {
+        println!("{}", t.to_rfc3339());
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}

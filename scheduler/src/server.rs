@@ -1,0 +1,307 @@
+//! Startup, reload and shutdown of `gatehouse-scheduler run`, in order:
+//! load the policy, bind both listeners (fail fast), open the run history,
+//! connect to Docker, reconcile, catch up, then schedule and serve until
+//! SIGTERM. On SIGTERM scheduling stops and running containers are left to
+//! be adopted by the next start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_policy::Policy;
+use notify::{RecursiveMode, Watcher};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, Admin};
+use crate::api::{self, Api};
+use crate::audit::{self as audit_records, Audit};
+use crate::auth::{self, Verifier};
+use crate::docker;
+use crate::engine::{self, Engine};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::ticker;
+
+/// How often the gateway's JWKS is fetched again.
+const KEY_REFRESH: Duration = Duration::from_secs(300);
+/// How often old runs are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Loads and validates a policy, reporting problems as miette diagnostics
+/// with file, line and column.
+pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    gatehouse_policy::load(path).map_err(|e| anyhow::anyhow!("{:?}", e.report()))
+}
+
+/// Checks what `run` would need from a policy, without running anything.
+pub fn check(policy: &Policy) -> anyhow::Result<()> {
+    let settings = policy
+        .scheduler
+        .as_ref()
+        .context("the policy has no [scheduler] section")?;
+    for job in &policy.jobs {
+        crate::engine::resolve_env_check(job).with_context(|| format!("job {}", job.name))?;
+        if !job.image_pinned {
+            tracing::warn!(job = %job.name, image = %job.image, "image is not pinned by digest (@sha256:…)");
+        }
+    }
+    let _ = settings;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
+    let policy = load_policy(&policy_path)?;
+    check(&policy)?;
+    let settings = policy
+        .scheduler
+        .clone()
+        .context("the policy has no [scheduler] section")?;
+    let api_listener = bind(settings.listen, "scheduler API").await?;
+    let admin_listener = match settings.admin {
+        Some(addr) => Some(bind(addr, "scheduler admin").await?),
+        None => None,
+    };
+    let store = Arc::new(Store::open(&settings.database)?);
+    let docker = Arc::new(
+        docker::Engine::connect()
+            .await
+            .context("connecting to the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
+    );
+    let audit = Audit::open(&policy).context("opening the audit log")?;
+    let metrics = Metrics::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let engine = Engine::new(
+        settings.clone(),
+        &policy.jobs,
+        store.clone(),
+        docker,
+        metrics.clone(),
+        audit.clone(),
+        shutdown_rx.clone(),
+    );
+    audit.record(audit_records::lifecycle(
+        EventKind::Startup,
+        &[
+            ("policy", policy_path.display().to_string().into()),
+            ("sha256", policy.origin.sha256.clone().into()),
+            ("jobs", policy.jobs.len().into()),
+        ],
+    ));
+
+    let reconciled = engine::reconcile(&engine)
+        .await
+        .context("reconciling runs with Docker")?;
+    tracing::info!(?reconciled, "startup reconciliation done");
+    ticker::catch_up(&engine, chrono::Utc::now());
+
+    let (reloaded_tx, reloaded_rx) = watch::channel(0u64);
+    tokio::spawn(ticker::run(
+        engine.clone(),
+        reloaded_rx,
+        shutdown_rx.clone(),
+    ));
+
+    let verifier = Arc::new(Verifier::new(
+        &settings.gateway_issuer,
+        &settings.gateway_routes,
+    ));
+    tokio::spawn(auth::keep_keys_fresh(
+        verifier.clone(),
+        settings.gateway_jwks.clone(),
+        KEY_REFRESH,
+    ));
+    tokio::spawn(prune_loop(store, settings.keep_runs, settings.keep_for));
+    spawn_reloader(
+        policy_path.clone(),
+        policy,
+        engine.clone(),
+        metrics.clone(),
+        audit.clone(),
+        reloaded_tx,
+    )?;
+
+    let api_router = api::router(Api {
+        engine: engine.clone(),
+        verifier: verifier.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut api_shutdown = shutdown_rx.clone();
+    let api_server = tokio::spawn(async move {
+        axum::serve(api_listener, api_router)
+            .with_graceful_shutdown(async move {
+                let _ = api_shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    if let Some(listener) = admin_listener {
+        let router = admin::router(Admin {
+            engine: engine.clone(),
+            verifier,
+            metrics,
+        });
+        let mut admin_shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_shutdown.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    tracing::info!(api = %settings.listen, admin = ?settings.admin, "gatehouse-scheduler is running");
+
+    wait_for_termination().await?;
+    tracing::info!(
+        "stopping: no new runs; running containers are left for the next start to adopt"
+    );
+    let _ = shutdown_tx.send(true);
+    audit.record(audit_records::lifecycle(
+        EventKind::Shutdown,
+        &[("running_runs", engine.active_count().into())],
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
+    audit.close();
+    Ok(())
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn prune_loop(store: Arc<Store>, keep: usize, max_age: Duration) {
+    loop {
+        match store.prune(keep, max_age) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "pruned old runs"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune old runs"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+/// SIGHUP or a change to the policy file reloads the jobs. A policy that
+/// does not load, or that changes `[scheduler]` (which needs a restart),
+/// is refused and the old one stays; runs in flight are never touched.
+fn spawn_reloader(
+    path: PathBuf,
+    current: Policy,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    audit: Audit,
+    reloaded: watch::Sender<u64>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<&'static str>(8);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let hup_tx = tx.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = hup_tx.send("SIGHUP").await;
+        }
+    });
+    let watcher = watch_file(&path, tx);
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut current = current;
+        let mut generation = 0u64;
+        while let Some(why) = rx.recv().await {
+            // Let a burst of writes (an editor's save) settle.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            while rx.try_recv().is_ok() {}
+            let before = current.origin.sha256.clone();
+            let result = load_policy(&path).and_then(|p| {
+                if p.scheduler != current.scheduler {
+                    anyhow::bail!("[scheduler] changed; restart the scheduler to apply it");
+                }
+                check(&p)?;
+                Ok(p)
+            });
+            let mut event = AuditEvent::new(
+                EventKind::PolicyReload,
+                if result.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+            )
+            .actor("scheduler", "system")
+            .detail("trigger", why)
+            .detail("sha256_before", before);
+            match result {
+                Ok(policy) => {
+                    if policy.origin.sha256 == current.origin.sha256 {
+                        continue;
+                    }
+                    engine.replace_jobs(&policy.jobs);
+                    generation += 1;
+                    let _ = reloaded.send(generation);
+                    metrics
+                        .policy_reloads
+                        .with_label_values(&["accepted"])
+                        .inc();
+                    tracing::info!(jobs = policy.jobs.len(), "policy reloaded");
+                    event = event.detail("sha256_after", policy.origin.sha256.clone());
+                    current = policy;
+                }
+                Err(e) => {
+                    metrics
+                        .policy_reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    tracing::error!(
+                        "policy reload rejected; the previous policy stays in force:\n{e:#}"
+                    );
+                    event =
+                        event.detail("error", "the policy was rejected; see the scheduler's log");
+                }
+            }
+            audit.record(event);
+        }
+    });
+    Ok(())
+}
+
+fn watch_file(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
+    let file_name = path.file_name()?.to_owned();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(&file_name))
+            {
+                let _ = tx.blocking_send("file changed");
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the policy file; SIGHUP still reloads"))
+    .ok()?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(
+            |e| tracing::warn!(error = %e, "cannot watch the policy file; SIGHUP still reloads"),
+        )
+        .ok()?;
+    Some(watcher)
+}

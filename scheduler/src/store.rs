@@ -1,0 +1,570 @@
+//! Run history in SQLite (WAL). A run's row is written before its
+//! container is created, so a crash at any point leaves a row that the
+//! next start can reconcile: a run is never silently forgotten.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run history database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("run history: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("run history: the database lock was poisoned by a panic")]
+    Poisoned,
+}
+
+/// Where a run is in its life. Terminal states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Skipped,
+    Lost,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 9] = [
+        RunStatus::Queued,
+        RunStatus::Starting,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Cancelled,
+        RunStatus::Skipped,
+        RunStatus::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Starting => "starting",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            RunStatus::Queued | RunStatus::Starting | RunStatus::Running
+        )
+    }
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// Due by the job's schedule at `planned` (unix ms).
+    Schedule { planned: i64 },
+    /// The most recent occurrence missed while the scheduler was down.
+    CatchUp { planned: i64 },
+    /// Started by hand through the API.
+    Manual { by: String },
+    /// Another attempt after a failed run.
+    Retry { of: i64, by: Option<String> },
+}
+
+impl Trigger {
+    fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Schedule { .. } => "schedule",
+            Trigger::CatchUp { .. } => "catch_up",
+            Trigger::Manual { .. } => "manual",
+            Trigger::Retry { .. } => "retry",
+        }
+    }
+
+    pub fn planned(&self) -> Option<i64> {
+        match self {
+            Trigger::Schedule { planned } | Trigger::CatchUp { planned } => Some(*planned),
+            _ => None,
+        }
+    }
+
+    /// The person behind the run, if a person started it.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            Trigger::Manual { by } => Some(by),
+            Trigger::Retry { by, .. } => by.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub job: String,
+    pub trigger: Trigger,
+    pub attempt: u32,
+    pub status: RunStatus,
+    /// Unix milliseconds.
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub container_id: Option<String>,
+    pub logs_truncated: bool,
+    /// Why it was skipped, failed, lost or cancelled.
+    pub reason: Option<String>,
+}
+
+/// What a finished run leaves behind.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub logs: Option<Vec<u8>>,
+    pub logs_truncated: bool,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: usize,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    trigger_kind TEXT NOT NULL,
+    triggered_by TEXT,
+    planned_at INTEGER,
+    retry_of INTEGER,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    queued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    oom_killed INTEGER NOT NULL DEFAULT 0,
+    container_id TEXT,
+    logs BLOB,
+    logs_truncated INTEGER NOT NULL DEFAULT 0,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
+CREATE TABLE IF NOT EXISTS job_state (
+    job TEXT PRIMARY KEY,
+    last_planned INTEGER NOT NULL
+);
+";
+
+const RUN_COLUMNS: &str = "id, job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, \
+     queued_at, started_at, finished_at, exit_code, oom_killed, container_id, logs_truncated, reason";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing directory is the common first-start case; let SQLite
+            // report anything else (permissions) with the path.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        // NORMAL in WAL mode loses at most the last transactions on power
+        // loss, never consistency; reconciliation covers the gap.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(f(&conn)?)
+    }
+
+    /// Adds a run in `status` (queued, or skipped) and returns its id.
+    pub fn insert(
+        &self,
+        job: &str,
+        trigger: &Trigger,
+        attempt: u32,
+        status: RunStatus,
+        reason: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let retry_of = match trigger {
+            Trigger::Retry { of, .. } => Some(*of),
+            _ => None,
+        };
+        let finished = status.is_terminal().then_some(now);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![job, trigger.kind(), trigger.by(), trigger.planned(), retry_of, attempt, status.as_str(), now, finished, reason],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2 WHERE id = ?1",
+                params![id, status.as_str()],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn set_container(&self, id: i64, container_id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET container_id = ?2 WHERE id = ?1",
+                params![id, container_id],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn mark_running(&self, id: i64, started_at: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
+                params![id, started_at],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records the terminal state once; a second finish of the same run
+    /// (two paths racing to record it) changes nothing.
+    pub fn finish(&self, id: i64, status: RunStatus, finish: &Finish) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, oom_killed = ?5,
+                        logs = ?6, logs_truncated = ?7, reason = ?8
+                 WHERE id = ?1 AND status IN ('queued', 'starting', 'running')",
+                params![
+                    id,
+                    status.as_str(),
+                    now_ms(),
+                    finish.exit_code,
+                    finish.oom_killed,
+                    finish.logs,
+                    finish.logs_truncated,
+                    finish.reason
+                ],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn logs(&self, id: i64) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT logs, logs_truncated FROM runs WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                        r.get(1)?,
+                    ))
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Newest first.
+    pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    filter.job,
+                    filter.status.map(RunStatus::as_str),
+                    filter.limit as i64
+                ],
+                run_from_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// Runs that were queued, starting or running when the last process
+    /// stopped: each must be adopted, recorded or marked lost.
+    pub fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'starting', 'running') ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], run_from_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn last_success(&self, job: &str) -> Result<Option<Run>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1"),
+                [job],
+                run_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The last scheduled time the scheduler acted on for `job`, so that a
+    /// restart knows what it missed.
+    pub fn last_planned(&self, job: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_planned FROM job_state WHERE job = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn set_last_planned(&self, job: &str, planned: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO job_state (job, last_planned) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET last_planned = excluded.last_planned",
+                params![job, planned],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Drops finished runs beyond the newest `keep` per job and those older
+    /// than `max_age`. Unfinished runs are never pruned.
+    pub fn prune(&self, keep: usize, max_age: Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        self.with(|c| {
+            let by_age = c.execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+                [cutoff],
+            )?;
+            let by_count = c.execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND id IN (
+                    SELECT id FROM (
+                        SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY id DESC) AS n FROM runs
+                    ) WHERE n > ?1)",
+                [keep as i64],
+            )?;
+            Ok(by_age + by_count)
+        })
+    }
+}
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
+    let kind: String = r.get(2)?;
+    let by: Option<String> = r.get(3)?;
+    let planned: Option<i64> = r.get(4)?;
+    let trigger = match kind.as_str() {
+        "schedule" => Trigger::Schedule {
+            planned: planned.unwrap_or_default(),
+        },
+        "catch_up" => Trigger::CatchUp {
+            planned: planned.unwrap_or_default(),
+        },
+        "retry" => Trigger::Retry {
+            of: r.get::<_, Option<i64>>(5)?.unwrap_or_default(),
+            by,
+        },
+        _ => Trigger::Manual {
+            by: by.unwrap_or_default(),
+        },
+    };
+    let status: String = r.get(7)?;
+    Ok(Run {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        trigger,
+        attempt: r.get(6)?,
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Lost),
+        queued_at: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        exit_code: r.get(11)?,
+        oom_killed: r.get(12)?,
+        container_id: r.get(13)?,
+        logs_truncated: r.get(14)?,
+        reason: r.get(15)?,
+    })
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("sub/runs.db")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_run_moves_through_its_states_and_finishes_once() {
+        let (_dir, s) = store();
+        let id = s
+            .insert(
+                "j",
+                &Trigger::Manual { by: "alice".into() },
+                1,
+                RunStatus::Queued,
+                None,
+            )
+            .expect("insert");
+        s.set_container(id, "c1").expect("container");
+        s.mark_running(id, 5).expect("running");
+        assert_eq!(s.unfinished().expect("unfinished").len(), 1);
+        let finish = Finish {
+            exit_code: Some(3),
+            logs: Some(b"out".to_vec()),
+            ..Finish::default()
+        };
+        assert!(s.finish(id, RunStatus::Failed, &finish).expect("finish"));
+        assert!(!s
+            .finish(id, RunStatus::Lost, &Finish::default())
+            .expect("again"));
+        let run = s.get(id).expect("get").expect("exists");
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.exit_code, Some(3));
+        assert_eq!(run.trigger, Trigger::Manual { by: "alice".into() });
+        assert_eq!(run.container_id.as_deref(), Some("c1"));
+        assert_eq!(s.logs(id).expect("logs"), Some((b"out".to_vec(), false)));
+        assert!(s.unfinished().expect("unfinished").is_empty());
+    }
+
+    #[test]
+    fn lists_filter_by_job_and_status_newest_first() {
+        let (_dir, s) = store();
+        for job in ["a", "b", "a"] {
+            s.insert(
+                job,
+                &Trigger::Schedule { planned: 1 },
+                1,
+                RunStatus::Skipped,
+                Some("overlap"),
+            )
+            .expect("insert");
+        }
+        let runs = s
+            .list(&RunFilter {
+                job: Some("a".into()),
+                status: Some(RunStatus::Skipped),
+                limit: 10,
+            })
+            .expect("list");
+        assert_eq!(runs.len(), 2);
+        assert!(runs[0].id > runs[1].id);
+        assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
+        let (_dir, s) = store();
+        for _ in 0..5 {
+            s.insert(
+                "a",
+                &Trigger::Schedule { planned: 1 },
+                1,
+                RunStatus::Skipped,
+                None,
+            )
+            .expect("insert");
+        }
+        let open = s
+            .insert(
+                "a",
+                &Trigger::Schedule { planned: 1 },
+                1,
+                RunStatus::Queued,
+                None,
+            )
+            .expect("insert");
+        let removed = s.prune(2, Duration::from_secs(3600)).expect("prune");
+        assert_eq!(
+            removed, 4,
+            "5 finished + 1 open, keep 2 newest (one is open)"
+        );
+        assert!(s.get(open).expect("get").is_some());
+    }
+
+    #[test]
+    fn last_planned_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.db");
+        Store::open(&path)
+            .expect("open")
+            .set_last_planned("j", 42)
+            .expect("set");
+        assert_eq!(
+            Store::open(&path)
+                .expect("reopen")
+                .last_planned("j")
+                .expect("get"),
+            Some(42)
+        );
+    }
+}

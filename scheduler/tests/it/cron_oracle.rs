@@ -1,0 +1,485 @@
+//! Differential test: `Schedule` against Python's cronsim (tests/tools/cronsim-oracle).
+//!
+//! Thousands of seeded random expressions, in zones with and without DST,
+//! from start times clustered around DST transitions, go to cronsim in one
+//! batch; its next fire times must equal `Schedule::upcoming`. The only
+//! differences tolerated are the documented ones below, each recognised by
+//! its exact shape and counted:
+//!
+//! * `FoldSecondPass`: for jobs cronsim does not treat as "fixed time" (a
+//!   6-field expression, or minute or hour starting with `*`), cronsim fires
+//!   again in the second pass of a repeated (fall-back) hour. We fire each
+//!   wall-clock time once, at its first occurrence.
+//! * `GapShift`: for the same jobs cronsim drops wall-clock times that fall
+//!   into a spring-forward gap; we fire them once, at the first instant
+//!   after the gap.
+//! * `CronsimBeforeStart`: for fixed-time jobs started in the second pass of
+//!   a repeated hour, cronsim answers with the first-pass instant, which is
+//!   before the start (its search runs on naive local time). We skip it: it
+//!   already fired.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use chrono::{DateTime, Duration, LocalResult, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use gatehouse_scheduler::schedule::Schedule;
+use serde::{Deserialize, Serialize};
+
+const SEED: u64 = 0x6a7e_4f0c_5eed;
+const CASES: usize = 4000;
+const COUNT: usize = 5;
+const ZONES: [&str; 7] = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+    "America/Sao_Paulo",
+    "Australia/Lord_Howe",
+];
+
+#[derive(Serialize)]
+struct Request<'a> {
+    id: usize,
+    expr: &'a str,
+    tz: &'a str,
+    start: String,
+    count: usize,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    id: usize,
+    #[serde(default)]
+    epochs: Vec<i64>,
+    #[serde(default)]
+    exhausted: bool,
+    error: Option<String>,
+}
+
+struct Case {
+    expr: String,
+    zone: &'static str,
+    start: DateTime<Utc>,
+}
+
+fn oracle_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/tools/cronsim-oracle")
+}
+
+// ---------------------------------------------------------------- generator
+
+/// One term of a numeric field: a value, a range, or a stepped range.
+fn term(rng: &mut fastrand::Rng, lo: u32, hi: u32) -> String {
+    match rng.u8(..10) {
+        0..=4 => rng.u32(lo..=hi).to_string(),
+        5..=7 => {
+            let a = rng.u32(lo..=hi);
+            let b = rng.u32(a..=hi);
+            format!("{a}-{b}")
+        }
+        _ => {
+            // a < b: cronsim reads a one-value range "a-a/n" as "a/n", which
+            // is a-max/n (see the module docs); croner and Vixie cron read a.
+            let a = rng.u32(lo..hi);
+            let b = rng.u32(a + 1..=hi);
+            format!("{a}-{b}/{}", rng.u32(1..=(hi - lo) / 2 + 1))
+        }
+    }
+}
+
+fn numeric_field(rng: &mut fastrand::Rng, lo: u32, hi: u32, star_weight: u8) -> String {
+    let roll = rng.u8(..100);
+    if roll < star_weight {
+        return "*".into();
+    }
+    match rng.u8(..10) {
+        0..=1 => format!("*/{}", rng.u32(2..=(hi - lo + 1).div_ceil(2))),
+        2..=3 => {
+            let n = rng.usize(2..=3);
+            (0..n)
+                .map(|_| term(rng, lo, hi))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        _ => term(rng, lo, hi),
+    }
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+fn month_field(rng: &mut fastrand::Rng) -> String {
+    match rng.u8(..10) {
+        0..=5 => "*".into(),
+        6 => MONTH_NAMES[rng.usize(..12)].to_string(),
+        7 => {
+            let a = rng.usize(..12);
+            let b = rng.usize(a..12);
+            format!("{}-{}", MONTH_NAMES[a], MONTH_NAMES[b])
+        }
+        _ => numeric_field(rng, 1, 12, 0),
+    }
+}
+
+fn dom_field(rng: &mut fastrand::Rng) -> String {
+    match rng.u8(..20) {
+        0..=9 => "*".into(),
+        10 => "L".into(),
+        11 => "LW".into(),
+        12 => format!("{},L", rng.u32(1..=28)),
+        // Mostly days every month has, so cronsim accepts the expression.
+        _ => numeric_field(rng, 1, 28, 0),
+    }
+}
+
+fn dow_field(rng: &mut fastrand::Rng) -> String {
+    match rng.u8(..20) {
+        0..=8 => "*".into(),
+        9 => DAY_NAMES[rng.usize(..7)].to_string(),
+        10 => {
+            let a = rng.usize(..7);
+            let b = rng.usize(a..7);
+            format!("{}-{}", DAY_NAMES[a], DAY_NAMES[b])
+        }
+        11 => format!("{}#{}", rng.u32(0..=7), rng.u32(1..=5)),
+        12 => format!("{}#{}", DAY_NAMES[rng.usize(..7)], rng.u32(1..=5)),
+        13 => format!("{}L", rng.u32(0..=7)),
+        14 => format!("{},{}", rng.u32(0..=7), rng.u32(0..=7)),
+        _ => numeric_field(rng, 0, 7, 0),
+    }
+}
+
+fn expression(rng: &mut fastrand::Rng) -> String {
+    // Fixed times of day are the common case, and the one DST rules target.
+    let minute = if rng.bool() {
+        rng.u32(0..60).to_string()
+    } else {
+        numeric_field(rng, 0, 59, 20)
+    };
+    let hour = if rng.bool() {
+        rng.u32(0..24).to_string()
+    } else {
+        numeric_field(rng, 0, 23, 20)
+    };
+    let five = format!(
+        "{minute} {hour} {} {} {}",
+        dom_field(rng),
+        month_field(rng),
+        dow_field(rng)
+    );
+    match rng.u8(..10) {
+        0 => format!("{} {five}", numeric_field(rng, 0, 59, 10)),
+        1 => format!("0 {five}"),
+        _ => five,
+    }
+}
+
+/// The instants in [from, to) where `tz`'s UTC offset changes.
+fn transitions(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let offset = |t: DateTime<Utc>| tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+    let mut out = Vec::new();
+    let step = Duration::hours(6);
+    let mut t = from;
+    while t < to {
+        let u = t + step;
+        if offset(t) != offset(u) {
+            // Binary search for the first second with the new offset.
+            let (mut lo, mut hi) = (t, u);
+            while hi - lo > Duration::seconds(1) {
+                let mid = lo + Duration::seconds((hi - lo).num_seconds() / 2);
+                if offset(mid) == offset(t) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            out.push(hi);
+        }
+        t = u;
+    }
+    out
+}
+
+fn cases() -> Vec<Case> {
+    let mut rng = fastrand::Rng::with_seed(SEED);
+    let from = Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap();
+    let to = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let zone_transitions: BTreeMap<&str, Vec<DateTime<Utc>>> = ZONES
+        .iter()
+        .map(|z| (*z, transitions(z.parse().unwrap(), from, to)))
+        .collect();
+    let span = (to - from).num_seconds();
+    (0..CASES)
+        .map(|_| {
+            let zone = ZONES[rng.usize(..ZONES.len())];
+            let near = &zone_transitions[zone];
+            let start = if !near.is_empty() && rng.u8(..10) < 7 {
+                // Up to two days either side of a transition, to the second.
+                let t = near[rng.usize(..near.len())];
+                t + Duration::seconds(rng.i64(-2 * 86_400..=2 * 86_400))
+            } else {
+                from + Duration::seconds(rng.i64(0..span))
+            };
+            Case {
+                expr: expression(&mut rng),
+                zone,
+                start,
+            }
+        })
+        .collect()
+}
+
+// ----------------------------------------------------------- classification
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    FoldSecondPass,
+    GapShift,
+    CronsimBeforeStart,
+    CronsimSubHourDst,
+}
+
+/// cronsim (like Debian cron) gives its DST treatment only to 5-field
+/// expressions whose minute and hour fields do not start with `*`.
+fn cronsim_fixed_time(expr: &str) -> bool {
+    let f: Vec<&str> = expr.split_whitespace().collect();
+    f.len() == 5 && !f[0].starts_with('*') && !f[1].starts_with('*')
+}
+
+fn is_second_pass(tz: Tz, t: DateTime<Utc>) -> bool {
+    let local = t.with_timezone(&tz).naive_local();
+    matches!(tz.from_local_datetime(&local), LocalResult::Ambiguous(first, _) if first.with_timezone(&Utc) < t)
+}
+
+fn is_first_pass(tz: Tz, t: DateTime<Utc>) -> bool {
+    let local = t.with_timezone(&tz).naive_local();
+    matches!(tz.from_local_datetime(&local), LocalResult::Ambiguous(first, _) if first.with_timezone(&Utc) == t)
+}
+
+fn is_spring_forward(tz: Tz, t: DateTime<Utc>) -> bool {
+    let before = tz
+        .offset_from_utc_datetime(&(t - Duration::seconds(1)).naive_utc())
+        .fix();
+    let at = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+    at.local_minus_utc() > before.local_minus_utc()
+}
+
+/// Explains a difference by one documented class, or returns None (a bug).
+/// Each class removes exactly the times its rule predicts from one side;
+/// what remains must then agree.
+fn classify(case: &Case, ours: &[i64], theirs: &[i64]) -> Option<Class> {
+    let tz: Tz = case.zone.parse().ok()?;
+    let at = |e: i64| DateTime::<Utc>::from_timestamp(e, 0).expect("epoch in range");
+    let agree = |a: &[i64], b: &[i64]| {
+        let n = a.len().min(b.len());
+        n > 0 && a[..n] == b[..n]
+    };
+    let fixed = cronsim_fixed_time(&case.expr);
+
+    // cronsim moves by whole hours of absolute time (`tick(3600)`), so in a
+    // zone whose clocks shift by 30 minutes (Lord Howe) it lands off the
+    // half hour and skips fire times in the day after a transition. Only
+    // for jobs it does not treat as fixed-time; only within that day.
+    if !fixed {
+        let first_diff = ours
+            .iter()
+            .zip(theirs)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| *a.min(b));
+        if let Some(e) = first_diff {
+            let t = at(e);
+            let shift = |u: DateTime<Utc>| {
+                tz.offset_from_utc_datetime(&u.naive_utc())
+                    .fix()
+                    .local_minus_utc()
+            };
+            let near_sub_hour_transition = (0..=24).any(|h| {
+                let (a, b) = (t - Duration::hours(h + 1), t - Duration::hours(h));
+                shift(a) != shift(b) && (shift(a) - shift(b)) % 3600 != 0
+            });
+            if near_sub_hour_transition {
+                return Some(Class::CronsimSubHourDst);
+            }
+        }
+    }
+
+    if !fixed {
+        let theirs_f: Vec<i64> = theirs
+            .iter()
+            .copied()
+            .filter(|&e| !is_second_pass(tz, at(e)))
+            .collect();
+        if theirs_f.len() < theirs.len() && agree(ours, &theirs_f) {
+            return Some(Class::FoldSecondPass);
+        }
+        let ours_f: Vec<i64> = ours
+            .iter()
+            .copied()
+            .filter(|&e| !is_spring_forward(tz, at(e)) || theirs.contains(&e))
+            .collect();
+        if ours_f.len() < ours.len() && agree(&ours_f, theirs) {
+            return Some(Class::GapShift);
+        }
+    } else {
+        let start = case.start;
+        let theirs_f: Vec<i64> = theirs
+            .iter()
+            .copied()
+            .filter(|&e| !(at(e) <= start && is_first_pass(tz, at(e)) && is_second_pass(tz, start)))
+            .collect();
+        if theirs_f.len() < theirs.len() && agree(ours, &theirs_f) {
+            return Some(Class::CronsimBeforeStart);
+        }
+    }
+    None
+}
+
+// -------------------------------------------------------------------- test
+
+fn run_oracle(cases: &[Case]) -> Vec<Answer> {
+    let path = oracle_path();
+    let mut child = Command::new(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    let mut input = Vec::new();
+    for (id, c) in cases.iter().enumerate() {
+        let req = Request {
+            id,
+            expr: &c.expr,
+            tz: c.zone,
+            start: c.start.to_rfc3339(),
+            count: COUNT,
+        };
+        serde_json::to_writer(&mut input, &req).unwrap();
+        input.push(b'\n');
+    }
+    // Write from a thread so a full stdout pipe cannot deadlock us.
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        path.display(),
+        out.status
+    );
+    let answers: Vec<Answer> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        answers.len(),
+        cases.len(),
+        "cronsim answered {} of {} cases",
+        answers.len(),
+        cases.len()
+    );
+    answers
+}
+
+#[test]
+fn schedule_agrees_with_cronsim() {
+    let cases = cases();
+    let answers = run_oracle(&cases);
+
+    let mut classes: BTreeMap<Class, usize> = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    let mut compared = 0;
+    for (case, answer) in cases.iter().zip(&answers) {
+        assert_eq!(cases[answer.id].expr, case.expr, "answers out of order");
+        let ours = Schedule::parse(&case.expr, case.zone);
+        let (schedule, theirs) = match (&ours, &answer.error) {
+            (Ok(s), None) => (s, &answer.epochs),
+            (Err(_), Some(_)) => continue,
+            (Ok(_), Some(e)) => {
+                mismatches.push(format!("{:?} accepted by us, cronsim: {e}", case.expr));
+                continue;
+            }
+            (Err(e), None) => {
+                mismatches.push(format!("{:?} accepted by cronsim, we say: {e}", case.expr));
+                continue;
+            }
+        };
+        let want = if answer.exhausted {
+            theirs.len()
+        } else {
+            COUNT
+        };
+        let ours: Vec<i64> = schedule
+            .upcoming(case.start, want)
+            .iter()
+            .map(|t| t.timestamp())
+            .collect();
+        compared += 1;
+        if &ours == theirs {
+            continue;
+        }
+        match classify(case, &ours, theirs) {
+            Some(class) => *classes.entry(class).or_default() += 1,
+            None => {
+                let tz: Tz = case.zone.parse().unwrap();
+                let show = |v: &[i64]| {
+                    v.iter()
+                        .map(|&e| {
+                            DateTime::<Utc>::from_timestamp(e, 0)
+                                .unwrap()
+                                .with_timezone(&tz)
+                                .to_rfc3339()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                mismatches.push(format!(
+                    "{:?} in {} after {} ({}):\n    ours:    {}\n    cronsim: {}",
+                    case.expr,
+                    case.zone,
+                    case.start.to_rfc3339(),
+                    case.start.with_timezone(&tz).to_rfc3339(),
+                    show(&ours),
+                    show(theirs)
+                ));
+            }
+        }
+    }
+
+    eprintln!(
+        "cronsim oracle: {compared} of {} cases compared, explained differences: {classes:?}",
+        cases.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} disagreement(s) with cronsim; first ones:\n  {}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    // Nearly every generated expression must be compared, and the explained
+    // classes must stay a small share (they only occur near DST transitions).
+    assert!(
+        compared >= CASES * 95 / 100,
+        "only {compared} cases compared"
+    );
+    let explained: usize = classes.values().sum();
+    assert!(
+        explained * 10 <= compared,
+        "{explained} explained differences is too many"
+    );
+}

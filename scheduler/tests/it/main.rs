@@ -1,0 +1,10 @@
+//! The scheduler's integration tests, in one binary (linking dominates on
+//! small machines). Everything runs for real: a private dockerd, the
+//! gateway binary in front, the scheduler binary behind it.
+
+mod api;
+mod cli;
+mod cron_oracle;
+mod recovery;
+mod runs;
+mod support;

@@ -1,0 +1,254 @@
+//! Runs against a real Docker engine: on schedule, hardened, stopped on
+//! timeout or cancel, overlapping by each mode, retried, caught up.
+
+use std::time::Duration;
+
+use crate::support::{job, metric_value, Stack};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_job_runs_on_time() {
+    // Every two seconds (6-field form with seconds).
+    let stack = Stack::start(&job(
+        "tick",
+        "schedule = \"*/2 * * * * *\"\ncommand = [\"echo\", \"tick\"]",
+    ))
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..150 {
+        runs = stack.runs_of("tick").await;
+        if runs.iter().any(|r| r["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = runs
+        .iter()
+        .find(|r| r["status"] == "succeeded")
+        .unwrap_or_else(|| {
+            panic!(
+                "no scheduled run succeeded: {runs:?}\n{}",
+                stack.scheduler_log()
+            )
+        });
+    assert_eq!(run["trigger"]["kind"], "schedule");
+    let planned = run["trigger"]["planned"].as_i64().expect("planned");
+    assert_eq!(planned % 2000, 0, "fires on even seconds: {planned}");
+    let started = run["started_at"].as_i64().expect("started");
+    assert!(
+        started >= planned,
+        "never early: planned {planned}, started {started}"
+    );
+    assert_eq!(stack.logs(run["id"].as_i64().expect("id")).await, "tick\n");
+    let metrics = stack.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_schedule_jitter_seconds_count{job=\"tick\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_runs_total{job=\"tick\",outcome=\"succeeded\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_last_success_timestamp_seconds{job=\"tick\"}"
+        )
+        .unwrap_or(0.0)
+            > 1.7e9
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_hardening_default_is_in_force_inside_the_container() {
+    // The limits are read from the kernel's cgroup files (v2 or v1 paths).
+    let script = "id; echo x > /probe 2>/dev/null && echo ROOT-WRITABLE || echo ROOT-READONLY; \
+        echo NET $(ls /sys/class/net); grep CapEff /proc/self/status; \
+        echo PIDS $(cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null); \
+        echo MEM $(cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null); \
+        echo ok > /tmp/t && echo TMP-WRITABLE; cp /bin/busybox /tmp/bb && /tmp/bb true 2>/dev/null && echo TMP-EXEC || echo TMP-NOEXEC; \
+        grep NoNewPrivs /proc/self/status";
+    let jobs = format!(
+        "{}{}",
+        job("probe", &format!("shell = true\ncommand = [{script:?}]")),
+        job("hog", "container = { memory = \"16MiB\" }\ncommand = [\"sh\", \"-c\", \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survived\"]")
+    );
+    let stack = Stack::start(&jobs).await;
+    let probe = stack.run_now("probe").await;
+    let hog = stack.run_now("hog").await;
+    let run = stack.wait_run(probe, None, LONG).await;
+    let logs = stack.logs(probe).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{logs}");
+    assert!(
+        logs.contains("uid=65534") && logs.contains("gid=65534"),
+        "{logs}"
+    );
+    assert!(logs.contains("ROOT-READONLY"), "{logs}");
+    assert!(logs.contains("NET lo\n"), "only loopback: {logs}");
+    assert!(logs.contains("CapEff:\t0000000000000000"), "{logs}");
+    assert!(logs.contains("PIDS 128"), "{logs}");
+    assert!(logs.contains("MEM 268435456"), "{logs}");
+    assert!(
+        logs.contains("TMP-WRITABLE") && logs.contains("TMP-NOEXEC"),
+        "{logs}"
+    );
+    assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
+
+    let run = stack.wait_run(hog, None, LONG).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["oom_killed"], true, "{run}");
+    assert!(run["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("OOMKilled"));
+    // Finished containers are removed.
+    assert!(stack.containers_of("probe").is_empty());
+    assert!(stack.containers_of("hog").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_past_its_timeout_is_stopped() {
+    let stack = Stack::start(&job(
+        "slow",
+        "timeout = \"1s\"\ncommand = [\"sleep\", \"60\"]",
+    ))
+    .await;
+    let id = stack.run_now("slow").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    let took = run["finished_at"].as_i64().unwrap_or(0) - run["started_at"].as_i64().unwrap_or(0);
+    assert!(
+        took < 15_000,
+        "stopped with SIGTERM, grace, SIGKILL: took {took} ms"
+    );
+    assert!(stack.containers_of("slow").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlap_forbid_skips_allow_runs_both_replace_cancels_the_first() {
+    let sleeper = "command = [\"sleep\", \"30\"]";
+    let jobs = format!(
+        "{}{}{}",
+        job("forbid", &format!("overlap = \"forbid\"\n{sleeper}")),
+        job("allow", &format!("overlap = \"allow\"\n{sleeper}")),
+        job("replace", &format!("overlap = \"replace\"\n{sleeper}")),
+    );
+    let stack = Stack::start(&jobs).await;
+
+    let first = stack.run_now("forbid").await;
+    let (status, body) = stack
+        .post(crate::support::OPERATOR_KEY, "/api/jobs/forbid/run")
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["status"], "skipped");
+    let skipped = stack.run(body["run"].as_i64().expect("id")).await;
+    assert_eq!(skipped["status"], "skipped");
+    assert!(skipped["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains(&format!("run {first}")));
+
+    let a = stack.run_now("allow").await;
+    let b = stack.run_now("allow").await;
+    stack.wait_run(a, Some("running"), LONG).await;
+    stack.wait_run(b, Some("running"), LONG).await;
+
+    let old = stack.run_now("replace").await;
+    stack.wait_run(old, Some("running"), LONG).await;
+    let new = stack.run_now("replace").await;
+    let replaced = stack.wait_run(old, None, LONG).await;
+    assert_eq!(replaced["status"], "cancelled");
+    assert_eq!(replaced["reason"], format!("replaced by run {new}"));
+    stack.wait_run(new, Some("running"), LONG).await;
+    let audit = stack.audit_events("run.skip", 1).await;
+    assert_eq!(audit[0]["details"]["job"], "forbid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_run_is_retried_with_backoff_then_given_up() {
+    let stack = Stack::start(&job(
+        "flaky",
+        "command = [\"sh\", \"-c\", \"exit 3\"]\nretries = { max = 2, backoff = \"1s\" }",
+    ))
+    .await;
+    let first = stack.run_now("flaky").await;
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs = stack.runs_of("flaky").await;
+        if runs.len() == 3 && runs.iter().all(|r| r["status"] == "failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runs.reverse();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run["status"], "failed");
+        assert_eq!(run["exit_code"], 3);
+        assert_eq!(run["attempt"], i as u64 + 1);
+    }
+    assert_eq!(runs[1]["trigger"]["kind"], "retry");
+    assert_eq!(runs[1]["trigger"]["of"], first);
+    // Backoff doubles: at least 1 s, then at least 2 s between attempts.
+    let gap = |a: &serde_json::Value, b: &serde_json::Value| {
+        b["queued_at"].as_i64().unwrap_or(0) - a["finished_at"].as_i64().unwrap_or(0)
+    };
+    assert!(gap(&runs[0], &runs[1]) >= 0);
+    assert!(
+        runs[2]["started_at"].as_i64().unwrap_or(0) - runs[1]["finished_at"].as_i64().unwrap_or(0)
+            >= 2000,
+        "{runs:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(stack.runs_of("flaky").await.len(), 3, "no fourth attempt");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_downtime_the_latest_missed_run_is_caught_up_once() {
+    let jobs = format!(
+        "{}{}",
+        job("catcher", "schedule = \"*/3 * * * * *\"\ncatch_up = \"latest\"\nstarting_deadline = \"1h\"\noverlap = \"allow\"\ncommand = [\"true\"]"),
+        job("ignorer", "schedule = \"*/3 * * * * *\"\noverlap = \"allow\"\ncommand = [\"true\"]"),
+    );
+    let mut stack = Stack::start(&jobs).await;
+    stack.kill_scheduler("KILL");
+    // Down for more than one period of both schedules.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stack.spawn_scheduler().await;
+    let mut caught = Vec::new();
+    for _ in 0..100 {
+        caught = stack
+            .runs_of("catcher")
+            .await
+            .into_iter()
+            .filter(|r| r["trigger"]["kind"] == "catch_up")
+            .collect();
+        if !caught.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        caught.len(),
+        1,
+        "exactly one catch-up run: {caught:?}\n{}",
+        stack.scheduler_log()
+    );
+    let planned = caught[0]["trigger"]["planned"].as_i64().expect("planned");
+    assert_eq!(planned % 3000, 0);
+    let ignored = stack.runs_of("ignorer").await;
+    assert!(
+        ignored.iter().all(|r| r["trigger"]["kind"] != "catch_up"),
+        "{ignored:?}"
+    );
+}
