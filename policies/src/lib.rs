@@ -13,6 +13,7 @@ pub mod audit;
 mod convert;
 mod convert_abuse;
 mod convert_access;
+mod convert_container;
 mod convert_identity;
 mod convert_scheduler;
 mod error;

@@ -252,3 +252,150 @@ async fn after_downtime_the_latest_missed_run_is_caught_up_once() {
         "{ignored:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container() {
+    let secret = "s3cr3t-value-that-must-not-leak";
+    let stack = Stack::start_on(
+        &crate::support::shared_docker().host(),
+        "log_cap = \"1KiB\"",
+        "",
+    )
+    .await;
+    let secret_file = stack.dir().join("token");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    let jobs = format!(
+        "{}{}",
+        job("chatty", "shell = true\ncommand = [\"i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done\"]"),
+        job(
+            "secretive",
+            &format!(
+                "env = {{ TOKEN = {{ file = {:?}, sensitive = true }}, PLAIN = \"visible\" }}\nshell = true\ncommand = [\"[ \\\"$TOKEN\\\" = {secret} ] && echo token-ok; echo $PLAIN\"]",
+                secret_file.display().to_string()
+            ),
+        ),
+    );
+    stack.write_policy("log_cap = \"1KiB\"", &jobs);
+    // Both programs pick the new jobs up from the file change.
+    stack.wait_job("chatty").await;
+
+    let id = stack.run_now("chatty").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["logs_truncated"], true, "{run}");
+    let logs = stack.logs(id).await;
+    assert!(logs.len() <= 1024, "capped at 1KiB: {}", logs.len());
+    assert!(
+        logs.ends_with("line-399\n"),
+        "the last bytes are kept: {logs}"
+    );
+    assert!(!logs.contains("line-0\n"));
+
+    let id = stack.run_now("secretive").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        stack.logs(id).await,
+        "token-ok\nvisible\n",
+        "the value reached the job"
+    );
+    let (_, job) = stack
+        .get(crate::support::OPERATOR_KEY, "/api/jobs/secretive")
+        .await;
+    let everything = format!(
+        "{}\n{}\n{}\n{}",
+        stack.scheduler_log(),
+        job,
+        std::fs::read_to_string(stack.dir().join("audit.scheduler.jsonl")).unwrap_or_default(),
+        stack.metrics().await
+    );
+    assert!(!everything.contains(secret), "a sensitive value leaked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changes_jobs_without_touching_runs_in_flight() {
+    let stack = Stack::start(&job(
+        "keeper",
+        "command = [\"sh\", \"-c\", \"sleep 3; echo kept\"]",
+    ))
+    .await;
+    let id = stack.run_now("keeper").await;
+    stack.wait_run(id, Some("running"), LONG).await;
+    // Remove the running job and add another; the run goes on.
+    stack.write_policy("", &job("newcomer", "command = [\"echo\", \"new\"]"));
+    stack.wait_job("newcomer").await;
+    let (status, _) = stack
+        .post(crate::support::OPERATOR_KEY, "/api/jobs/keeper/run")
+        .await;
+    assert_eq!(status, 404, "the removed job cannot be triggered");
+    let (code, _) = stack
+        .get(crate::support::OPERATOR_KEY, &format!("/api/runs/{id}"))
+        .await;
+    assert_eq!(
+        code, 404,
+        "runs of removed jobs have no owner to show them to"
+    );
+    // Put it back and see the run finished normally, its logs intact.
+    stack.write_policy(
+        "",
+        &format!(
+            "{}{}",
+            job("keeper", "command = [\"true\"]"),
+            job("newcomer", "command = [\"echo\", \"new\"]")
+        ),
+    );
+    stack.wait_job("keeper").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(stack.logs(id).await, "kept\n");
+    let reloads = stack.audit_events("policy.reload", 2).await;
+    assert!(
+        reloads.iter().all(|r| r["outcome"] == "success"),
+        "{reloads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_and_cover_runs_jitter_and_docker() {
+    let stack = Stack::start(&job("measured", "command = [\"true\"]")).await;
+    let id = stack.run_now("measured").await;
+    stack.wait_run(id, Some("succeeded"), LONG).await;
+    let metrics = stack.metrics().await;
+    for series in [
+        "gatehouse_scheduler_runs_total{job=\"measured\",outcome=\"succeeded\"} 1",
+        "gatehouse_scheduler_run_duration_seconds_count{job=\"measured\"} 1",
+        "gatehouse_scheduler_last_success_timestamp_seconds{job=\"measured\"}",
+        "gatehouse_scheduler_runs_running 0",
+        "gatehouse_scheduler_runs_queued 0",
+        "gatehouse_scheduler_schedule_jitter_seconds_bucket",
+        "gatehouse_scheduler_audit_log_healthy 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series}:\n{metrics}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(metrics.as_bytes());
+    let out = promtool.as_mut().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("stdin").write_all(input)?;
+        child.wait_with_output()
+    }
+}

@@ -330,6 +330,20 @@ impl Stack {
         );
     }
 
+    /// Waits until a reload has made `job` visible to the operator.
+    pub async fn wait_job(&self, job: &str) {
+        for _ in 0..100 {
+            if self.get(OPERATOR_KEY, &format!("/api/jobs/{job}")).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "job {job} did not appear after the reload:\n{}",
+            self.scheduler_log()
+        );
+    }
+
     pub async fn logs(&self, id: i64) -> String {
         let r = self
             .client()
