@@ -289,11 +289,11 @@ impl Engine {
         );
         let engine = self.clone();
         tokio::spawn(async move {
-            engine
+            let last = engine
                 .clone()
                 .drive(job, id, trigger, attempt, stop_rx)
                 .await;
-            engine.lock_active().remove(&id);
+            engine.lock_active().remove(&last);
         });
     }
 

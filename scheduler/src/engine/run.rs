@@ -29,7 +29,8 @@ pub(crate) enum Ending {
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 impl Engine {
-    /// Runs attempt after attempt while the job's retries allow.
+    /// Runs attempt after attempt while the job's retries allow. Returns the
+    /// id of the last attempt, under which the run is registered as active.
     pub(super) async fn drive(
         self: Arc<Self>,
         job: Arc<Job>,
@@ -37,12 +38,12 @@ impl Engine {
         mut trigger: Trigger,
         mut attempt: u32,
         mut stop: watch::Receiver<Option<StopReason>>,
-    ) {
+    ) -> i64 {
         loop {
             let status = self.execute(&job, id, &trigger, &mut stop).await;
             let retryable = matches!(status, Some(RunStatus::Failed | RunStatus::TimedOut));
             if !retryable || attempt > job.retries.max || self.shutting_down() {
-                return;
+                return id;
             }
             // Backoff doubles per attempt: 30s, 60s, 120s...
             let backoff = job.retries.backoff * 2u32.saturating_pow(attempt - 1);
@@ -60,7 +61,7 @@ impl Engine {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(job = %job.name, run = id, error = %e, "cannot record a retry");
-                    return;
+                    return id;
                 }
             };
             // The retry takes over this task's place among the active runs,
@@ -76,9 +77,8 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => {}
-                _ = shutdown.changed() => return,
+                _ = crate::engine::until_true(&mut shutdown) => return next,
             }
-            self.lock_active().remove(&id);
             id = next;
             trigger = next_trigger;
             attempt += 1;

@@ -211,6 +211,9 @@ async fn a_failing_run_is_retried_with_backoff_then_given_up() {
     );
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(stack.runs_of("flaky").await.len(), 3, "no fourth attempt");
+    // The given-up run no longer counts as active (overlap is forbid).
+    let again = stack.run_now("flaky").await;
+    assert!(again > runs[2]["id"].as_i64().unwrap_or(i64::MAX));
 }
 
 #[tokio::test(flavor = "multi_thread")]
