@@ -1,216 +1,419 @@
-//! A private Docker daemon for tests: its own socket, data root and exec
-//! root under a temp dir, so tests never touch (or depend on) a system
-//! daemon, and one test may restart its daemon without disturbing others.
-//! The test image is built without any registry: busybox-static from apt,
-//! packed into a rootfs and loaded with `docker import`.
+//! A private Docker daemon for tests.
+//!
+//! Each [`PrivateDocker`] is a real `dockerd` with its own socket, data root,
+//! exec root and pidfile under a fresh temp dir, started without touching the
+//! host's networking (`--bridge none --iptables=false`), and seeded with
+//! [`TEST_IMAGE`]: a busybox-static rootfs imported with `docker import`,
+//! since no image can be pulled in CI.
+//!
+//! A daemon outlives a panicking or exiting test process unless someone stops
+//! it, and a `static` is never dropped; so every daemon gets a watchdog shell
+//! that cleans up after the test process once it is gone.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::process::ChildProcess;
 
-/// The image every scheduler test runs: busybox with all its applets.
+/// The image every private daemon starts with: busybox with all applets in
+/// /bin, `nobody` (65534) in /etc/passwd, a 1777 /tmp, and PATH=/bin.
 pub const TEST_IMAGE: &str = "gatehouse-test/busybox:latest";
 
+/// How long dockerd may take to answer on its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long dockerd may take to stop (it stops running containers first,
+/// each with up to its 10 s stop timeout).
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Cleans up after the test process: waits until `$owner` has exited, then
+/// force-removes all containers, stops dockerd (pid from its pidfile), unmounts
+/// whatever is left under the temp dir and deletes it. A normal `Drop` does
+/// all this first and then kills the watchdog.
+const WATCHDOG: &str = r#"
+owner=$1 dir=$2 docker=$3
+while kill -0 "$owner" 2>/dev/null; do sleep 0.5; done
+pid=$(cat "$dir/pid" 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  ids=$(DOCKER_HOST="unix://$dir/docker.sock" "$docker" ps -aq 2>/dev/null)
+  [ -n "$ids" ] && DOCKER_HOST="unix://$dir/docker.sock" "$docker" rm -f $ids >/dev/null 2>&1
+  kill -TERM "$pid"
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 90 ]; do sleep 0.5; i=$((i+1)); done
+  kill -KILL "$pid" 2>/dev/null
+fi
+awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
+rm -rf "$dir"
+"#;
+
+/// A running private `dockerd`; stopped and cleaned up on drop.
 pub struct PrivateDocker {
-    daemon: Option<ChildProcess>,
-    root: tempfile::TempDir,
-    restarts: u32,
+    dockerd: Option<ChildProcess>,
+    watchdog: Option<ChildProcess>,
+    dockerd_bin: PathBuf,
+    docker_bin: PathBuf,
+    /// Kept as a path, not a `TempDir`: removal has to wait until the daemon
+    /// is down and its mounts are gone.
+    dir: PathBuf,
 }
 
 impl PrivateDocker {
-    /// Starts dockerd and seeds [`TEST_IMAGE`]. Needs root, `dockerd`
-    /// (docker.io) and a static `/bin/busybox` (busybox-static).
+    /// Starts a daemon and seeds [`TEST_IMAGE`].
     pub fn start() -> Result<PrivateDocker> {
-        let uid = Command::new("id")
-            .arg("-u")
-            .output()
-            .context("running id -u")?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            bail!("a private dockerd needs root");
+        if !is_root() {
+            bail!("PrivateDocker needs root: dockerd cannot run unprivileged here");
         }
-        for tool in ["dockerd", "docker"] {
-            if !Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()?
-                .success()
-            {
-                bail!("{tool} is missing: apt-get install docker.io");
-            }
-        }
-        // Short paths: a unix socket path may not exceed 107 bytes.
-        let root = tempfile::Builder::new().prefix("ghd").tempdir_in("/tmp")?;
+        let dockerd_bin = find_program("dockerd")?;
+        let docker_bin = find_program("docker")?;
+        let busybox = find_busybox()?;
+
+        // Short path under /tmp: the socket path must fit in 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("ghdd-")
+            .tempdir_in("/tmp")
+            .context("creating the daemon's temp dir")?
+            .keep();
         let mut docker = PrivateDocker {
-            daemon: None,
-            root,
-            restarts: 0,
+            dockerd: None,
+            watchdog: None,
+            dockerd_bin,
+            docker_bin,
+            dir,
         };
-        docker.spawn_daemon()?;
-        docker.seed_image()?;
+        // From here on, Drop cleans up whatever got started.
+        docker.spawn_watchdog()?;
+        std::fs::write(docker.dir.join("daemon.json"), "{}\n")?;
+        docker.spawn_dockerd()?;
+        docker.seed_image(&busybox)?;
         Ok(docker)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
+    /// One daemon for the whole test binary, started on first use. It is
+    /// never dropped; its watchdog removes it after the process exits.
+    pub fn shared() -> Result<&'static PrivateDocker> {
+        static SHARED: OnceLock<std::result::Result<PrivateDocker, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| PrivateDocker::start().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("starting the shared private dockerd failed: {e}"))
     }
 
     /// `unix:///…/docker.sock`, for `DOCKER_HOST`.
     pub fn host(&self) -> String {
-        format!("unix://{}", self.path("docker.sock").display())
+        format!("unix://{}", self.socket().display())
     }
 
-    /// `docker` talking to this daemon.
+    /// The daemon's temp dir (socket, data root, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The daemon's log so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.dockerd
+            .as_ref()
+            .map(ChildProcess::log_text)
+            .unwrap_or_default()
+    }
+
+    /// The `docker` CLI talking to this daemon.
     pub fn docker_cli(&self) -> Command {
-        let mut command = Command::new("docker");
+        let mut command = Command::new(&self.docker_bin);
         command.env("DOCKER_HOST", self.host());
         command
     }
 
-    fn spawn_daemon(&mut self) -> Result<()> {
-        self.restarts += 1;
-        // dockerd runs under a small shell that stops it when this test
-        // process is gone: a daemon held in a `static` is never dropped.
-        // SIGTERM to the shell stops dockerd and waits for it.
-        let watcher = r#"
-            dockerd "$@" & d=$!
-            trap 'kill -TERM $d 2>/dev/null; wait $d; exit 0' TERM
-            while kill -0 "$OWNER" 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 1; done
-            kill -TERM $d 2>/dev/null; wait $d
-        "#;
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", watcher, "sh"])
-            .env("OWNER", std::process::id().to_string())
-            .arg("--host")
-            .arg(self.host())
-            .arg("--data-root")
-            .arg(self.path("data"))
-            .arg("--exec-root")
-            .arg(self.path("exec"))
-            .arg("--pidfile")
-            .arg(self.path("dockerd.pid"))
-            // No bridge and no iptables: the daemon changes nothing on the
-            // host's network, and jobs run with network "none" anyway.
-            .args(["--bridge", "none", "--iptables=false"])
-            // Containers die with the daemon (no live-restore), quickly.
-            .args(["--shutdown-timeout", "2"]);
-        let log = self.path(&format!("dockerd-{}.log", self.restarts));
-        self.daemon = Some(ChildProcess::spawn(command, &log)?);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let ok = self
-                .docker_cli()
-                .args(["version", "--format", "{{.Server.Version}}"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return Ok(());
-            }
-            if let Some(status) = self.daemon.as_mut().and_then(|d| d.try_exit()) {
-                bail!(
-                    "dockerd exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!(
-            "dockerd did not answer within 30 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
+    /// Stops the daemon (SIGTERM, wait for exit) and starts it again on the
+    /// same socket and data root. Without live-restore, the stop kills every
+    /// running container.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_dockerd()?;
+        self.spawn_dockerd()
     }
 
-    fn seed_image(&self) -> Result<()> {
-        let busybox = Path::new("/bin/busybox");
-        if !busybox.exists() {
-            bail!("/bin/busybox is missing: apt-get install busybox-static");
+    fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    fn spawn_watchdog(&mut self) -> Result<()> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("watchdog")
+            .arg(std::process::id().to_string())
+            .arg(&self.dir)
+            .arg(&self.docker_bin);
+        self.watchdog = Some(ChildProcess::spawn(
+            command,
+            &self.dir.join("watchdog.log"),
+        )?);
+        Ok(())
+    }
+
+    fn spawn_dockerd(&mut self) -> Result<()> {
+        let socket = self.socket();
+        if socket.as_os_str().len() > 107 {
+            bail!("socket path {} is too long", socket.display());
         }
-        let rootfs = self.path("rootfs");
-        for dir in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(dir))?;
+        let dir = &self.dir;
+        let mut command = Command::new(&self.dockerd_bin);
+        command
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            // An empty config, so the host's /etc/docker/daemon.json (hosts,
+            // registries, ...) cannot interfere.
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            // No bridge, no iptables rules, no sysctl changes on the host.
+            .arg("--bridge")
+            .arg("none")
+            .arg("--iptables=false")
+            .arg("--ip-forward=false")
+            .arg("--ip-masq=false")
+            // Containers die with the daemon (no live-restore) without each
+            // waiting out the default 10 s stop timeout.
+            .arg("--shutdown-timeout")
+            .arg("2")
+            .env_remove("DOCKER_HOST");
+        // A restart appends to the same log so the history stays readable.
+        let log = dir.join(format!(
+            "dockerd-{}.log",
+            std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("dockerd-"))
+                .count()
+        ));
+        let mut child = ChildProcess::spawn(command, &log)?;
+        let ready = wait_for_ping(&socket, &mut child, START_TIMEOUT);
+        // Store it before failing, so Drop stops whatever did start.
+        let log_text = child.log_text();
+        self.dockerd = Some(child);
+        ready.with_context(|| format!("dockerd did not come up; its log:\n{log_text}"))
+    }
+
+    fn stop_dockerd(&mut self) -> Result<()> {
+        let Some(mut child) = self.dockerd.take() else {
+            return Ok(());
+        };
+        if child.try_exit().is_some() {
+            return Ok(());
         }
-        std::fs::copy(busybox, rootfs.join("bin/busybox"))?;
-        let list = Command::new(busybox)
-            .arg("--list")
-            .output()
-            .context("busybox --list")?;
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if !applet.is_empty() && applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
-            }
-        }
-        std::fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-        )?;
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("tar")?;
-        let imported = self
-            .docker_cli()
-            .args(["import", "-c", "ENV PATH=/bin", "-", TEST_IMAGE])
-            .stdin(tar.stdout.context("tar stdout")?)
-            .output()
-            .context("docker import")?;
-        if !imported.status.success() {
-            bail!(
-                "docker import failed: {}",
-                String::from_utf8_lossy(&imported.stderr)
-            );
+        child.signal("TERM")?;
+        if child.wait_exit(STOP_TIMEOUT).is_none() {
+            // Dropping kills it; containerd then dies with it (pdeathsig).
+            drop(child);
+            bail!("dockerd did not stop within {STOP_TIMEOUT:?} of SIGTERM");
         }
         Ok(())
     }
 
-    /// Stops dockerd (SIGTERM; running containers are killed, as a real
-    /// daemon restart without live-restore does) and starts it again on
-    /// the same socket and data root.
-    pub fn restart(&mut self) -> Result<()> {
-        self.stop_daemon();
-        self.spawn_daemon()
+    fn seed_image(&self, busybox: &Path) -> Result<()> {
+        let rootfs = self.dir.join("rootfs");
+        let bin = rootfs.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        for dir in ["etc", "tmp", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(dir))?;
+        }
+        set_mode(&rootfs.join("tmp"), 0o1777)?;
+        std::fs::copy(busybox, bin.join("busybox"))
+            .with_context(|| format!("copying {}", busybox.display()))?;
+        set_mode(&bin.join("busybox"), 0o755)?;
+
+        // Every applet as a symlink, so tests can use any of them.
+        let list = Command::new(busybox)
+            .arg("--list")
+            .output()
+            .context("busybox --list")?;
+        if !list.status.success() {
+            bail!("busybox --list failed");
+        }
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            let applet = applet.trim();
+            if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+                continue;
+            }
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )?;
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+
+        let tarball = self.dir.join("rootfs.tar");
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("--numeric-owner")
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."))
+        .context("packing the test rootfs")?;
+        run(self
+            .docker_cli()
+            .arg("import")
+            .arg("-c")
+            .arg("ENV PATH=/bin")
+            .arg(&tarball)
+            .arg(TEST_IMAGE))
+        .context("docker import of the test image")?;
+        std::fs::remove_dir_all(&rootfs)?;
+        std::fs::remove_file(&tarball)?;
+        Ok(())
     }
 
-    fn stop_daemon(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.signal("TERM");
-            if daemon.wait_exit(Duration::from_secs(30)).is_none() {
-                let _ = daemon.signal("KILL");
-                let _ = daemon.wait_exit(Duration::from_secs(5));
-            }
+    /// Force-removes every container; best effort.
+    fn remove_all_containers(&self) {
+        let Ok(out) = self.docker_cli().args(["ps", "-aq"]).output() else {
+            return;
+        };
+        let ids = String::from_utf8_lossy(&out.stdout);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = self
+                .docker_cli()
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 impl Drop for PrivateDocker {
     fn drop(&mut self) {
-        // Remove what tests left, stop the daemon, then unmount whatever
-        // overlay mounts it left so the temp dir can be deleted.
-        if let Ok(out) = self.docker_cli().args(["ps", "-aq"]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ = self.docker_cli().args(["rm", "-f"]).args(&ids).output();
-            }
+        if self
+            .dockerd
+            .as_mut()
+            .is_some_and(|d| d.try_exit().is_none())
+        {
+            self.remove_all_containers();
         }
-        self.stop_daemon();
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
-                self.root.path().display()
-            ))
-            .status();
+        if let Err(err) = self.stop_dockerd() {
+            eprintln!("PrivateDocker: {err:#}");
+        }
+        unmount_below(&self.dir);
+        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("PrivateDocker: removing {}: {err}", self.dir.display());
+        }
+        // Only now: the watchdog is the fallback for everything above.
+        self.watchdog.take();
     }
+}
+
+/// Polls `GET /_ping` on the socket until the daemon answers OK.
+fn wait_for_ping(socket: &Path, child: &mut ChildProcess, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_exit() {
+            bail!("dockerd exited early with {status}");
+        }
+        if ping(socket).unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no answer on {} within {timeout:?}", socket.display())
+}
+
+fn ping(socket: &Path) -> Result<bool> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+}
+
+/// Lazily unmounts whatever is still mounted below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    points.sort_unstable_by(|a, b| b.cmp(a));
+    for point in points {
+        let _ = Command::new("umount").arg("-l").arg(point).status();
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The owner of /proc/self is the process's effective uid.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// `name` on PATH or in the usual sbin/bin dirs (root's PATH may lack sbin).
+fn find_program(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!(
+                "{name} not found: install Debian's docker.io package (apt-get install docker.io)"
+            )
+        })
+}
+
+fn find_busybox() -> Result<PathBuf> {
+    let path = ["/bin/busybox", "/usr/bin/busybox"]
+        .map(PathBuf::from)
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("busybox not found: install busybox-static (apt-get install busybox-static)")?;
+    // A dynamically linked busybox would not run in the bare image.
+    let binary = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    // The interpreter path (PT_INTERP) sits near the start of an ELF file.
+    let head = &binary[..binary.len().min(4096)];
+    if contains(head, b"/lib64/ld-linux") || contains(head, b"/lib/ld-linux") {
+        bail!(
+            "{} is dynamically linked; install busybox-static",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -27,6 +27,8 @@ def answer(req: dict) -> dict:
         it = CronSim(req["expr"], start)
     except CronSimError as e:
         return {"id": req["id"], "error": str(e)}
+    except Exception as e:  # a cronsim bug: report it for this case only
+        return {"id": req["id"], "error": f"cronsim raised {e!r}"}
     times = []
     exhausted = False
     for _ in range(req["count"]):
@@ -35,6 +37,8 @@ def answer(req: dict) -> dict:
         except StopIteration:
             exhausted = True
             break
+        except Exception as e:
+            return {"id": req["id"], "error": f"cronsim raised {e!r} after {len(times)} times"}
     return {
         "id": req["id"],
         "times": [t.isoformat() for t in times],

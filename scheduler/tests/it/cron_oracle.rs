@@ -17,6 +17,24 @@
 //!   a repeated hour, cronsim answers with the first-pass instant, which is
 //!   before the start (its search runs on naive local time). We skip it: it
 //!   already fired.
+//! * `CronsimSubHourDst`: in a zone whose clocks shift by 30 minutes
+//!   (Australia/Lord_Howe), cronsim, for the non-fixed-time jobs above,
+//!   advances hours by adding 3600 s of absolute time; after a transition
+//!   that lands it on the half hour, so it skips fire times for the rest of
+//!   that local day (until its next day starts at midnight again). A cronsim
+//!   bug; we fire every matching wall-clock time.
+//! * `MidnightGapHour`: where midnight itself falls in a spring-forward gap
+//!   (America/Sao_Paulo until 2019: 00:00 -03 -> 01:00 -02), cronsim, for the
+//!   same jobs, starts the day at the imaginary 00:00, which is the instant
+//!   01:00, still reads its hour as 0, and its next hour step lands on
+//!   02:00: times in the first real hour of that day (01:xx) are dropped. A
+//!   cronsim bug; we fire them.
+//! * `OneValueRangeStep`: cronsim reads a stepped one-value range `a-a/n`
+//!   like `a/n`, that is `a-MAX/n` (every n-th value from a to the field's
+//!   maximum); we, croner and Vixie cron read it as just `a`. Recognised by
+//!   evaluating our `Schedule` on cronsim's reading (each `a-a/n` rewritten
+//!   to `a-MAX/n`), which must then agree exactly (or up to the DST classes
+//!   above).
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -85,10 +103,14 @@ fn term(rng: &mut fastrand::Rng, lo: u32, hi: u32) -> String {
             format!("{a}-{b}")
         }
         _ => {
-            // a < b: cronsim reads a one-value range "a-a/n" as "a/n", which
-            // is a-max/n (see the module docs); croner and Vixie cron read a.
+            // Now and then a one-value range "a-a/n", which cronsim reads
+            // differently (`OneValueRangeStep` in the module docs).
             let a = rng.u32(lo..hi);
-            let b = rng.u32(a + 1..=hi);
+            let b = if rng.u8(..32) == 0 {
+                a
+            } else {
+                rng.u32(a + 1..=hi)
+            };
             format!("{a}-{b}/{}", rng.u32(1..=(hi - lo) / 2 + 1))
         }
     }
@@ -246,6 +268,59 @@ enum Class {
     GapShift,
     CronsimBeforeStart,
     CronsimSubHourDst,
+    OneValueRangeStep,
+    MidnightGapHour,
+}
+
+/// Whether `t` is in the first hour of a local day whose midnight falls in a
+/// spring-forward gap (America/Sao_Paulo until 2019: 00:00 -03 -> 01:00 -02).
+fn in_hour_after_midnight_gap(tz: Tz, t: DateTime<Utc>) -> bool {
+    let local = t.with_timezone(&tz).naive_local();
+    let midnight = local.date().and_hms_opt(0, 0, 0).unwrap();
+    if !matches!(tz.from_local_datetime(&midnight), LocalResult::None) {
+        return false;
+    }
+    let Some(day_start) = (1..=180)
+        .map(|m| midnight + Duration::minutes(m))
+        .find(|l| !matches!(tz.from_local_datetime(l), LocalResult::None))
+    else {
+        return false;
+    };
+    local < day_start + Duration::hours(1)
+}
+
+/// cronsim's reading of `expr`: a one-value range with a step, `a-a/n`,
+/// becomes `a-MAX/n` (cronsim treats any one-value term before '/' as a
+/// start, like `a/n`). None when `expr` has no such term.
+fn cronsim_one_value_ranges(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    // The largest value cronsim allows in each field, seconds first.
+    const MAX: [u32; 6] = [59, 59, 23, 31, 12, 7];
+    let skip = 6 - fields.len();
+    let mut changed = false;
+    let rewritten: Vec<String> = fields
+        .iter()
+        .zip(&MAX[skip..])
+        .map(|(field, max)| {
+            field
+                .split(',')
+                .map(|t| {
+                    let Some((range, step)) = t.split_once('/') else {
+                        return t.to_string();
+                    };
+                    match range.split_once('-') {
+                        Some((a, b)) if a == b && a.parse::<u32>().is_ok() => {
+                            changed = true;
+                            format!("{a}-{max}/{step}")
+                        }
+                        _ => t.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    changed.then(|| rewritten.join(" "))
 }
 
 /// cronsim (like Debian cron) gives its DST treatment only to 5-field
@@ -329,6 +404,14 @@ fn classify(case: &Case, ours: &[i64], theirs: &[i64]) -> Option<Class> {
         if ours_f.len() < ours.len() && agree(&ours_f, theirs) {
             return Some(Class::GapShift);
         }
+        let ours_m: Vec<i64> = ours
+            .iter()
+            .copied()
+            .filter(|&e| theirs.contains(&e) || !in_hour_after_midnight_gap(tz, at(e)))
+            .collect();
+        if ours_m.len() < ours.len() && agree(&ours_m, theirs) {
+            return Some(Class::MidnightGapHour);
+        }
     } else {
         let start = case.start;
         let theirs_f: Vec<i64> = theirs
@@ -369,13 +452,16 @@ fn run_oracle(cases: &[Case]) -> Vec<Answer> {
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    // If the oracle died, say so (its stderr is above) rather than report
+    // the broken pipe it left us.
+    let written = writer.join().unwrap();
     assert!(
         out.status.success(),
         "{} failed: {}",
         path.display(),
         out.status
     );
+    written.unwrap();
     let answers: Vec<Answer> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -428,6 +514,24 @@ fn schedule_agrees_with_cronsim() {
         if &ours == theirs {
             continue;
         }
+        // cronsim's one-value ranges: compare with its reading of the
+        // expression, which must then agree (up to the DST classes).
+        let ours = match cronsim_one_value_ranges(&case.expr) {
+            Some(alt) => {
+                let alt: Vec<i64> = Schedule::parse(&alt, case.zone)
+                    .unwrap()
+                    .upcoming(case.start, want)
+                    .iter()
+                    .map(|t| t.timestamp())
+                    .collect();
+                if &alt == theirs {
+                    *classes.entry(Class::OneValueRangeStep).or_default() += 1;
+                    continue;
+                }
+                alt
+            }
+            None => ours,
+        };
         match classify(case, &ours, theirs) {
             Some(class) => *classes.entry(class).or_default() += 1,
             None => {

@@ -402,3 +402,27 @@ impl OutputWithStdin for std::process::Command {
         child.wait_with_output()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_never_means_never_and_a_missing_image_fails_the_run_with_the_reason() {
+    let stack = Stack::start(
+        &job("absent", "command = [\"true\"]")
+            .replace("gatehouse-test/busybox:latest", "gatehouse-test/not-here:1"),
+    )
+    .await;
+    let id = stack.run_now("absent").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not present locally"), "{reason}");
+    assert!(
+        run["container_id"].is_null(),
+        "no container was created: {run}"
+    );
+    let images = stack
+        .docker()
+        .args(["images", "-q", "gatehouse-test/not-here"])
+        .output()
+        .expect("docker images");
+    assert!(images.stdout.is_empty(), "nothing was pulled");
+}
