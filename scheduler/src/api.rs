@@ -57,7 +57,19 @@ impl ApiError {
         )
     }
 
-    fn internal(error: impl std::fmt::Display) -> Self {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn forbidden(message: &'static str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "API request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,6 +90,7 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
 }
 
+/// The JSON API and the dashboard, behind one authentication stage.
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/jobs", get(list_jobs))
@@ -87,7 +100,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/runs/{id}", get(show_run))
         .route("/api/runs/{id}/logs", get(run_logs))
         .route("/api/runs/{id}/cancel", post(cancel_run))
-        .fallback(|| async { ApiError::not_found("endpoint") })
+        .merge(crate::dashboard::routes())
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +111,16 @@ pub fn router(api: Api) -> Router {
         })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
+}
+
+/// Unknown paths: JSON under /api, a page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = ApiError::not_found("page");
+    if uri.path().starts_with("/api/") {
+        error.into_response()
+    } else {
+        crate::dashboard::error_page(&error)
+    }
 }
 
 /// Stage one of every request: no valid assertion, no answer but 401.
@@ -135,20 +159,20 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
 
 #[derive(Serialize)]
 pub struct JobView {
-    name: String,
-    schedule: Option<String>,
-    timezone: Option<String>,
-    description: Option<String>,
-    next_runs: Vec<String>,
-    image: String,
-    image_pinned: bool,
-    timeout_seconds: u64,
-    overlap: &'static str,
-    may_run: bool,
-    last_run: Option<Run>,
+    pub name: String,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub description: Option<String>,
+    pub next_runs: Vec<String>,
+    pub image: String,
+    pub image_pinned: bool,
+    pub timeout_seconds: u64,
+    pub overlap: &'static str,
+    pub may_run: bool,
+    pub last_run: Option<Run>,
 }
 
-fn job_view(engine: &Engine, job: &Job, caller: &Caller) -> JobView {
+pub(crate) fn job_view(engine: &Engine, job: &Job, caller: &Caller) -> JobView {
     let now = Utc::now();
     let last_run = engine
         .store()
@@ -188,7 +212,7 @@ fn job_view(engine: &Engine, job: &Job, caller: &Caller) -> JobView {
 }
 
 /// The job, if it exists and the caller may see it.
-fn visible_job(api: &Api, name: &str, caller: &Caller) -> Result<Arc<Job>, ApiError> {
+pub(crate) fn visible_job(api: &Api, name: &str, caller: &Caller) -> Result<Arc<Job>, ApiError> {
     match api.engine.job(name) {
         Some(job) if job.may_view(&caller.roles) => Ok(job),
         Some(_) => {
@@ -241,7 +265,26 @@ async fn run_job(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = visible_job(&api, &name, &caller)?;
+    Ok(match trigger(&api, &name, &caller)? {
+        Triggered::Queued(id) => (
+            StatusCode::ACCEPTED,
+            no_store(),
+            Json(json!({"run": id, "status": "queued"})),
+        )
+            .into_response(),
+        Triggered::Skipped(id, reason) => (
+            StatusCode::CONFLICT,
+            no_store(),
+            Json(json!({"run": id, "status": "skipped", "error": {"code": "skipped", "message": reason}})),
+        )
+            .into_response(),
+    })
+}
+
+/// A manual run of `name`, if `caller` may see and run it. Shared by the
+/// API and the dashboard so both authorize and audit the same way.
+pub(crate) fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggered, ApiError> {
+    let job = visible_job(api, name, caller)?;
     if !job.may_run(&caller.roles) {
         api.metrics
             .api_denials
@@ -249,26 +292,13 @@ async fn run_job(
             .inc();
         api.engine
             .audit
-            .record(crate::audit::trigger_denied(&name, &caller));
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            .record(crate::audit::trigger_denied(name, caller));
+        return Err(ApiError::forbidden(
             "your roles may view this job but not run it",
         ));
     }
-    match api.engine.trigger_by(&name, &caller) {
-        Ok(Triggered::Queued(id)) => Ok((
-            StatusCode::ACCEPTED,
-            no_store(),
-            Json(json!({"run": id, "status": "queued"})),
-        )
-            .into_response()),
-        Ok(Triggered::Skipped(id, reason)) => Ok((
-            StatusCode::CONFLICT,
-            no_store(),
-            Json(json!({"run": id, "status": "skipped", "error": {"code": "skipped", "message": reason}})),
-        )
-            .into_response()),
+    match api.engine.trigger_by(name, caller) {
+        Ok(triggered) => Ok(triggered),
         Err(TriggerError::UnknownJob) => Err(ApiError::not_found("job")),
         Err(e) => Err(ApiError::internal(e)),
     }
@@ -320,14 +350,18 @@ async fn list_runs(
 }
 
 /// Run ids are positive integers; anything else names no run.
-fn run_id(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn run_id(text: &str) -> Result<i64, ApiError> {
     text.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::not_found("run"))
 }
 
-fn visible_run(api: &Api, id: i64, caller: &Caller) -> Result<(Run, Arc<Job>), ApiError> {
+pub(crate) fn visible_run(
+    api: &Api,
+    id: i64,
+    caller: &Caller,
+) -> Result<(Run, Arc<Job>), ApiError> {
     let run = api
         .engine
         .store()
@@ -380,7 +414,19 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
-    let (run, job) = visible_run(&api, id, &caller)?;
+    cancel(&api, id, &caller)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        no_store(),
+        Json(json!({"run": id, "status": "cancelling"})),
+    )
+        .into_response())
+}
+
+/// Cancels run `id`, if `caller` may see and run its job. Shared by the API
+/// and the dashboard.
+pub(crate) fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError> {
+    let (run, job) = visible_run(api, id, caller)?;
     if !job.may_run(&caller.roles) {
         api.metrics
             .api_denials
@@ -388,22 +434,15 @@ async fn cancel_run(
             .inc();
         api.engine.audit.record(crate::audit::cancel(
             &run,
-            &caller,
+            caller,
             gatehouse_policy::audit::Outcome::Denied,
         ));
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(ApiError::forbidden(
             "your roles may view this job but not cancel its runs",
         ));
     }
-    match api.engine.cancel(&run, &caller) {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            no_store(),
-            Json(json!({"run": id, "status": "cancelling"})),
-        )
-            .into_response()),
+    match api.engine.cancel(&run, caller) {
+        Ok(()) => Ok(()),
         Err(CancelError::NotActive) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_active",

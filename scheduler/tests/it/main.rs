@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod cron_oracle;
+mod dashboard;
 mod engine;
 mod recovery;
 mod runs;
