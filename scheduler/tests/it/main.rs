@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod cron_oracle;
 mod engine;
+mod prometheus;
 mod recovery;
 mod runs;
 mod support;
