@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::runs::OutputWithStdin;
 use crate::support::{job, Stack, OPERATOR_KEY, VIEWER_KEY};
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Debian's `prometheus` package (also provides promtool); tests/run installs it.
+const PROMETHEUS: &str = "prometheus";
 const WAIT: Duration = Duration::from_secs(40);
 
 fn compose_dir() -> PathBuf {
@@ -95,12 +96,8 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-lifecycle");
-        assert!(
-            Path::new(PROMETHEUS).exists(),
-            "{PROMETHEUS} is missing (Debian package `prometheus`; tests/run installs it)"
-        );
         let process = ChildProcess::spawn(command, &dir.path().join("prometheus.log"))
-            .expect("spawn prometheus");
+            .expect("the prometheus server (Debian package `prometheus`; tests/run installs it)");
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         if let Err(e) = wait_for_port(addr, Duration::from_secs(20)) {
             panic!("{e}\n--- prometheus log ---\n{}", process.log_text());
@@ -310,10 +307,16 @@ async fn check_dashboard(prometheus: &Prometheus, exports: &[&str]) {
         assert!(!targets.is_empty(), "{panel}");
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{target}");
-            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+            exprs.push((
+                target["expr"].as_str().expect("expr").to_owned(),
+                target["legendFormat"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
         }
     }
-    for expr in &exprs {
+    for (expr, legend) in &exprs {
         let names = metric_names(expr);
         assert!(
             !names.is_empty() || expr.starts_with("up{"),
@@ -329,8 +332,28 @@ async fn check_dashboard(prometheus: &Prometheus, exports: &[&str]) {
             assert!(exported, "`{name}` (in `{expr}`) is not exported");
         }
         // Grafana's rate interval is at least four scrape intervals.
-        prometheus
+        let series = prometheus
             .wait_for(&expr.replace("$__rate_interval", "10s"))
             .await;
+        // A legend names labels the query keeps (a `by` with a wrong label
+        // would still return data, but not that label).
+        for label in legend_labels(legend) {
+            for one in &series {
+                assert!(
+                    one["metric"].get(label).is_some(),
+                    "legend `{legend}` of `{expr}` needs label `{label}`: {one}"
+                );
+            }
+        }
     }
+}
+
+/// Labels a Grafana legend format refers to (`{{label}}`).
+fn legend_labels(legend: &str) -> Vec<&str> {
+    legend
+        .split("{{")
+        .skip(1)
+        .filter_map(|part| part.split_once("}}"))
+        .map(|(label, _)| label.trim())
+        .collect()
 }
