@@ -7,6 +7,7 @@ mod cli;
 mod cron_oracle;
 mod dashboard;
 mod engine;
+mod prometheus;
 mod recovery;
 mod runs;
 mod support;

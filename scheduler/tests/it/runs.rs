@@ -387,7 +387,7 @@ async fn metrics_pass_promtool_and_cover_runs_jitter_and_docker() {
     );
 }
 
-trait OutputWithStdin {
+pub(crate) trait OutputWithStdin {
     fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
 }
 
