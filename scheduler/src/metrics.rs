@@ -38,7 +38,7 @@ impl Metrics {
                 "gatehouse_scheduler_runs_total",
                 "Finished runs, by job and outcome (succeeded, failed, timed_out, cancelled, skipped, lost)",
             ),
-            &["job", "outcome"],
+            &["job_name", "outcome"],
         ));
         let run_duration = must(HistogramVec::new(
             HistogramOpts::new(
@@ -48,14 +48,14 @@ impl Metrics {
             .buckets(vec![
                 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
             ]),
-            &["job"],
+            &["job_name"],
         ));
         let last_success = must(GaugeVec::new(
             Opts::new(
                 "gatehouse_scheduler_last_success_timestamp_seconds",
                 "Unix time of the job's last successful run",
             ),
-            &["job"],
+            &["job_name"],
         ));
         let running = must(IntGauge::new(
             "gatehouse_scheduler_runs_running",
@@ -73,7 +73,7 @@ impl Metrics {
             .buckets(vec![
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
             ]),
-            &["job"],
+            &["job_name"],
         ));
         let docker_errors = must(IntCounterVec::new(
             Opts::new(

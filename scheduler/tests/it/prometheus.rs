@@ -215,8 +215,8 @@ async fn prometheus_scrapes_the_stack_with_the_compose_config_alerts_and_dashboa
     promtool_check_metrics("scheduler", &scheduler_metrics);
 
     // Both targets are up under the compose job names, and the series
-    // carry the labels the alerts and the dashboard select on. The
-    // scheduler's own `job` label is stored as `exported_job`.
+    // carry the labels the alerts and the dashboard select on (the
+    // scheduler's `job_name` is not renamed: it does not clash with `job`).
     for promql in [
         r#"up{job="gatehouse-gateway"} == 1"#,
         r#"up{job="gatehouse-scheduler"} == 1"#,
@@ -228,11 +228,11 @@ async fn prometheus_scrapes_the_stack_with_the_compose_config_alerts_and_dashboa
         // Seconds left on the 30-day test certificate, not a timestamp.
         r#"gatehouse_tls_cert_expiry_seconds > 29 * 86400 < 31 * 86400"#,
         r#"gatehouse_scheduler_api_denials_total{reason="forbidden"} >= 1"#,
-        r#"gatehouse_scheduler_runs_total{job="gatehouse-scheduler",exported_job="measured",outcome="succeeded"} == 1"#,
-        r#"gatehouse_scheduler_runs_total{exported_job="broken",outcome="failed"} >= 1"#,
-        r#"gatehouse_scheduler_run_duration_seconds_bucket{exported_job="measured",le="+Inf"} >= 1"#,
-        r#"gatehouse_scheduler_run_duration_seconds_count{exported_job="measured"} >= 1"#,
-        r#"gatehouse_scheduler_schedule_jitter_seconds_count{exported_job="tick"} > 0"#,
+        r#"gatehouse_scheduler_runs_total{job="gatehouse-scheduler",job_name="measured",outcome="succeeded"} == 1"#,
+        r#"gatehouse_scheduler_runs_total{job_name="broken",outcome="failed"} >= 1"#,
+        r#"gatehouse_scheduler_run_duration_seconds_bucket{job_name="measured",le="+Inf"} >= 1"#,
+        r#"gatehouse_scheduler_run_duration_seconds_count{job_name="measured"} >= 1"#,
+        r#"gatehouse_scheduler_schedule_jitter_seconds_count{job_name="tick"} > 0"#,
         r#"gatehouse_scheduler_docker_errors_total{operation="ensure_image"} >= 1"#,
     ] {
         prometheus.wait_for(promql).await;

@@ -45,7 +45,7 @@ async fn a_scheduled_job_runs_on_time() {
     assert!(
         metric_value(
             &metrics,
-            "gatehouse_scheduler_schedule_jitter_seconds_count{job=\"tick\"}"
+            "gatehouse_scheduler_schedule_jitter_seconds_count{job_name=\"tick\"}"
         )
         .unwrap_or(0.0)
             >= 1.0,
@@ -54,7 +54,7 @@ async fn a_scheduled_job_runs_on_time() {
     assert!(
         metric_value(
             &metrics,
-            "gatehouse_scheduler_runs_total{job=\"tick\",outcome=\"succeeded\"}"
+            "gatehouse_scheduler_runs_total{job_name=\"tick\",outcome=\"succeeded\"}"
         )
         .unwrap_or(0.0)
             >= 1.0
@@ -62,7 +62,7 @@ async fn a_scheduled_job_runs_on_time() {
     assert!(
         metric_value(
             &metrics,
-            "gatehouse_scheduler_last_success_timestamp_seconds{job=\"tick\"}"
+            "gatehouse_scheduler_last_success_timestamp_seconds{job_name=\"tick\"}"
         )
         .unwrap_or(0.0)
             > 1.7e9
@@ -364,9 +364,9 @@ async fn metrics_pass_promtool_and_cover_runs_jitter_and_docker() {
     stack.wait_run(id, Some("succeeded"), LONG).await;
     let metrics = stack.metrics().await;
     for series in [
-        "gatehouse_scheduler_runs_total{job=\"measured\",outcome=\"succeeded\"} 1",
-        "gatehouse_scheduler_run_duration_seconds_count{job=\"measured\"} 1",
-        "gatehouse_scheduler_last_success_timestamp_seconds{job=\"measured\"}",
+        "gatehouse_scheduler_runs_total{job_name=\"measured\",outcome=\"succeeded\"} 1",
+        "gatehouse_scheduler_run_duration_seconds_count{job_name=\"measured\"} 1",
+        "gatehouse_scheduler_last_success_timestamp_seconds{job_name=\"measured\"}",
         "gatehouse_scheduler_runs_running 0",
         "gatehouse_scheduler_runs_queued 0",
         "gatehouse_scheduler_schedule_jitter_seconds_bucket",
