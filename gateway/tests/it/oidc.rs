@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use gatehouse_tests::free_port;
+use gatehouse_tests::{free_port, Idp};
 
-use crate::support::{echoed, upstream_header, Gateway, Idp, BASE_POLICY};
+use crate::support::{echoed, upstream_header, Gateway, BASE_POLICY};
 
 const SESSION_KEY: &str = "a-session-key-for-tests-that-is-long-enough-0123456789";
 
@@ -64,7 +64,8 @@ async fn setup() -> Login {
             "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["ops"]},
             "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},
         }),
-    );
+    )
+    .expect("the test IdP");
     let client = gateway.client_with_cookies();
     Login {
         gateway,
