@@ -406,6 +406,23 @@ async fn cookie_session_needs_same_origin_for_unsafe_methods() {
     assert_eq!(post(None, None).await.unwrap().status(), 403);
     assert_eq!(post(None, Some("cross-site")).await.unwrap().status(), 403);
     assert_eq!(post(None, Some("same-origin")).await.unwrap().status(), 200);
+    // `Origin: null`: a same-origin form under `Referrer-Policy:
+    // no-referrer` (browsers send exactly this), or an opaque origin.
+    assert_eq!(
+        post(Some("null"), Some("same-origin"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(Some("null"), Some("cross-site"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(post(Some("null"), None).await.unwrap().status(), 403);
     let own = login
         .client
         .post(format!("{origin}/jobs/run"))
