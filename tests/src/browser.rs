@@ -146,12 +146,27 @@ impl Browser {
 
     /// Waits up to 20 s for an element matching the CSS selector.
     pub async fn wait_css(&self, css: &str) -> Result<fantoccini::elements::Element> {
-        self.client
+        let found = self
+            .client
             .wait()
             .at_most(Duration::from_secs(20))
             .for_element(Locator::Css(css))
             .await
-            .with_context(|| format!("waiting for `{css}`"))
+            .with_context(|| format!("waiting for `{css}`"));
+        match found {
+            Ok(element) => Ok(element),
+            Err(e) => Err(e.context(self.describe().await)),
+        }
+    }
+
+    /// Where the browser is and what the page says, for failure messages.
+    pub async fn describe(&self) -> String {
+        let url = self.url().await.unwrap_or_default();
+        let body = match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        format!("at {url}, the page says:\n{body}")
     }
 
     /// Whether an element matching the CSS selector is on the page now.
@@ -200,7 +215,10 @@ impl Browser {
                 return Ok(url);
             }
             if Instant::now() > deadline {
-                bail!("the browser never reached {what}; it is at {url}");
+                bail!(
+                    "the browser never reached {what}; {}",
+                    self.describe().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
