@@ -5,11 +5,15 @@
 //! real X.509 signed by a throwaway CA. Children are killed when their
 //! handle drops, so a failing test leaves nothing running.
 
+pub mod browser;
 pub mod docker;
+pub mod idp;
 pub mod pki;
 pub mod process;
 pub mod upstream;
 
+pub use browser::Browser;
+pub use idp::Idp;
 pub use pki::TestPki;
 pub use process::{free_port, wait_for_port, ChildProcess};
 pub use upstream::{DocumentServer, EchoUpstream};

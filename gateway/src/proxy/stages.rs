@@ -261,7 +261,14 @@ fn wants_login_page(req: &RequestHeader, route: &gatehouse_policy::Route) -> boo
 }
 
 /// CSRF for cookie-authenticated requests: unsafe methods need an `Origin`
-/// equal to ours, or, without one, `Sec-Fetch-Site: same-origin`.
+/// equal to ours, or, without one or with `Origin: null`,
+/// `Sec-Fetch-Site: same-origin`.
+///
+/// Browsers send `Origin: null` on a same-origin form POST when the page's
+/// `Referrer-Policy` is `no-referrer` (our default; Fetch, "serializing a
+/// request origin"), and also from opaque origins (sandboxed frames, `data:`
+/// URLs). `Sec-Fetch-Site`, which pages cannot set, tells the two apart: an
+/// opaque origin is never `same-origin`.
 fn cross_site_safe(req: &RequestHeader, snapshot: &Snapshot) -> bool {
     if matches!(
         req.method,
@@ -269,7 +276,11 @@ fn cross_site_safe(req: &RequestHeader, snapshot: &Snapshot) -> bool {
     ) {
         return true;
     }
-    match req.headers.get(http::header::ORIGIN) {
+    match req
+        .headers
+        .get(http::header::ORIGIN)
+        .filter(|origin| origin.as_bytes() != b"null")
+    {
         Some(origin) => {
             origin.as_bytes() == snapshot.policy.listen.public_origin.as_str().as_bytes()
         }

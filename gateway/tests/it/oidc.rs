@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use gatehouse_tests::free_port;
+use gatehouse_tests::{free_port, Idp};
 
-use crate::support::{echoed, upstream_header, Gateway, Idp, BASE_POLICY};
+use crate::support::{echoed, upstream_header, Gateway, BASE_POLICY};
 
 const SESSION_KEY: &str = "a-session-key-for-tests-that-is-long-enough-0123456789";
 
@@ -64,7 +64,8 @@ async fn setup() -> Login {
             "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["ops"]},
             "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},
         }),
-    );
+    )
+    .expect("the test IdP");
     let client = gateway.client_with_cookies();
     Login {
         gateway,
@@ -405,6 +406,23 @@ async fn cookie_session_needs_same_origin_for_unsafe_methods() {
     assert_eq!(post(None, None).await.unwrap().status(), 403);
     assert_eq!(post(None, Some("cross-site")).await.unwrap().status(), 403);
     assert_eq!(post(None, Some("same-origin")).await.unwrap().status(), 200);
+    // `Origin: null`: a same-origin form under `Referrer-Policy:
+    // no-referrer` (browsers send exactly this), or an opaque origin.
+    assert_eq!(
+        post(Some("null"), Some("same-origin"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(Some("null"), Some("cross-site"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(post(Some("null"), None).await.unwrap().status(), 403);
     let own = login
         .client
         .post(format!("{origin}/jobs/run"))

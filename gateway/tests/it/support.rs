@@ -412,40 +412,6 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// The test OpenID provider (`tests/idp/server.mjs`, panva's oidc-provider)
-/// as a child process on a free port.
-pub struct Idp {
-    pub process: ChildProcess,
-    pub issuer: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Idp {
-    /// Starts on `port` (chosen first, so the gateway's policy can name the
-    /// issuer before the IdP, which needs the gateway's callback URL, runs).
-    pub fn start(port: u16, clients: serde_json::Value, users: serde_json::Value) -> Idp {
-        let dir = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/idp/server.mjs");
-        let mut command = Command::new("node");
-        command
-            .arg(script)
-            .env("IDP_PORT", port.to_string())
-            .env("IDP_CLIENTS", clients.to_string())
-            .env("IDP_USERS", users.to_string());
-        let process =
-            ChildProcess::spawn(command, &dir.path().join("idp.log")).expect("node runs the IdP");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if let Err(e) = wait_for_port(addr, Duration::from_secs(20)) {
-            panic!("{e}\n--- idp log ---\n{}", process.log_text());
-        }
-        Idp {
-            process,
-            issuer: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-}
-
 fn spawn_gateway(policy_path: &std::path::Path, log: &std::path::Path) -> ChildProcess {
     let mut command = Command::new(BIN);
     command

@@ -3,6 +3,7 @@
 //! gateway binary in front, the scheduler binary behind it.
 
 mod api;
+mod browser;
 mod cli;
 mod cron_oracle;
 mod dashboard;

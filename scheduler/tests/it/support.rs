@@ -97,6 +97,7 @@ path = "/"
 upstream = "http://127.0.0.1:{sched}"
 roles = ["operator", "viewer"]
 
+{gateway_extra}
 [scheduler]
 listen = "127.0.0.1:{sched}"
 admin = "127.0.0.1:{sched_admin}"
@@ -135,13 +136,24 @@ impl Stack {
     }
 
     pub async fn start_on(docker_host: &str, scheduler_extra: &str, jobs: &str) -> Stack {
+        Self::start_with_gateway(docker_host, "", scheduler_extra, jobs).await
+    }
+
+    /// Like [`Stack::start_on`], with `gateway_extra` (e.g. `[session]` and
+    /// `[[oidc]]` tables) in the policy before the `[scheduler]` table.
+    pub async fn start_with_gateway(
+        docker_host: &str,
+        gateway_extra: &str,
+        scheduler_extra: &str,
+        jobs: &str,
+    ) -> Stack {
         let pki = TestPki::new().expect("test CA");
         let leaf = pki
             .issue("server", &["localhost", "127.0.0.1"], 30)
             .expect("server certificate");
         let dir = pki.dir.path().to_path_buf();
         let ports = [free_port(), free_port(), free_port(), free_port()];
-        let vars = vec![
+        let mut vars = vec![
             ("{https}".to_owned(), ports[0].to_string()),
             ("{gw_admin}".to_owned(), ports[1].to_string()),
             ("{sched}".to_owned(), ports[2].to_string()),
@@ -152,6 +164,8 @@ impl Stack {
             ("{operator_hash}".to_owned(), sha256_hex(OPERATOR_KEY)),
             ("{viewer_hash}".to_owned(), sha256_hex(VIEWER_KEY)),
         ];
+        // First, so the other placeholders inside it are filled in too.
+        vars.insert(0, ("{gateway_extra}".to_owned(), gateway_extra.to_owned()));
         let policy_path = dir.join("policy.toml");
         std::fs::write(&policy_path, render(&vars, scheduler_extra, jobs)).expect("write policy");
         let mut stack = Stack {
