@@ -28,6 +28,7 @@ const RUNS_SHOWN: usize = 50;
 
 const SCRIPT: &str = include_str!("../../static/dashboard.js");
 const STYLE: &str = include_str!("../../static/dashboard.css");
+const ICON: &str = include_str!("../../static/favicon.svg");
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -38,6 +39,7 @@ pub fn routes() -> Router<Api> {
         .route("/runs/{id}/cancel", post(cancel_now))
         .route("/static/dashboard.js", get(script))
         .route("/static/dashboard.css", get(style))
+        .route("/static/favicon.svg", get(icon))
 }
 
 /// An error as a page: the API's status and message, nothing more.
@@ -150,6 +152,10 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

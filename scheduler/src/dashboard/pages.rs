@@ -22,6 +22,7 @@ fn layout(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Gatehouse" }
+                link rel="icon" href="/static/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/static/dashboard.css";
                 script src="/static/dashboard.js" defer {}
             }
@@ -33,9 +34,10 @@ fn layout(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
                             "Signed in as " span #whoami { (display_name(caller)) }
                             " · roles: " span #roles { (roles(caller)) }
                         }
-                        form #logout method="post" action="/.gatehouse/logout" {
-                            button type="submit" { "Log out" }
-                        }
+                        // A link, not a POST form: logout ends at the identity
+                        // provider, another origin, and `form-action 'self'`
+                        // would stop a form's redirect there.
+                        a #logout href="/.gatehouse/logout" { "Log out" }
                     }
                 }
                 main { (body) }
@@ -106,7 +108,7 @@ fn next_runs(times: &[String]) -> Markup {
         @if times.is_empty() {
             "—"
         } @else {
-            ul { @for t in times { li { time datetime=(t) { (t) } } } }
+            ul { @for t in times { li { time datetime=(t) { (local_time(t)) } } } }
         }
     }
 }
@@ -233,6 +235,13 @@ fn trigger(trigger: &Trigger) -> String {
         Trigger::Manual { by } => format!("manual, by {by}"),
         Trigger::Retry { of, .. } => format!("retry of run #{of}"),
     }
+}
+
+/// An RFC 3339 fire time as the job's wall-clock time with its offset.
+fn local_time(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+        .unwrap_or_else(|_| rfc3339.to_owned())
 }
 
 /// Unix milliseconds as a UTC time to the second.

@@ -92,7 +92,7 @@ fn the_header_names_the_user_their_roles_and_a_logout_form() {
     let page = pages::jobs(&caller(&["operator", "viewer"]), &[]).into_string();
     assert!(page.contains(r#"<span id="whoami">ann@example.com</span>"#));
     assert!(page.contains(r#"<span id="roles">operator, viewer</span>"#));
-    assert!(page.contains(r#"<form id="logout" method="post" action="/.gatehouse/logout">"#));
+    assert!(page.contains(r#"<a id="logout" href="/.gatehouse/logout">Log out</a>"#));
     assert!(page.contains("no jobs your roles may see"));
 }
 
@@ -106,6 +106,9 @@ fn the_jobs_table_shows_the_schedule_in_words_three_next_runs_and_the_last_outco
     assert!(page.contains("at 03:00 every day (Europe/Berlin)"));
     assert!(page.contains("<code>0 3 * * *</code>"));
     assert_eq!(page.matches("<time datetime=").count(), 3, "{page}");
+    assert!(page.contains(
+        r#"<time datetime="2026-12-03T03:00:00+01:00">2026-12-03 03:00:00 +01:00</time>"#
+    ));
     assert!(page.contains(r#"<td class="last-outcome" data-status="failed"><a href="/runs/7">"#));
 }
 
