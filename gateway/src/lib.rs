@@ -6,6 +6,7 @@
 pub mod assertion;
 pub mod audit;
 pub mod authz;
+pub mod bootstrap;
 pub mod certs_dev;
 pub mod client_addr;
 pub mod cors;

@@ -3,7 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use gatehouse_gateway::{certs_dev, explain, identity, logging, metrics, server, snapshot};
+use gatehouse_gateway::{
+    bootstrap, certs_dev, explain, identity, logging, metrics, server, snapshot,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,16 @@ enum Command {
     },
     /// Hash a password for a [[basic_user]] (argon2id). Reads it from stdin.
     HashPassword,
+    /// First start: create an admin password (printed once; only its
+    /// argon2id hash is stored) and a session key in DIR, where absent.
+    /// A second run changes nothing.
+    Bootstrap {
+        #[arg(long, default_value = "/var/lib/gatehouse/bootstrap")]
+        dir: PathBuf,
+        /// The [[basic_user]] name the hash is for (shown in the message).
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
     /// Audit log tooling.
     Audit {
         #[command(subcommand)]
@@ -181,6 +193,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Bootstrap { dir, user } => bootstrap_command(&dir, &user),
         Command::Explain {
             policy,
             roles,
@@ -219,6 +232,32 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn bootstrap_command(dir: &std::path::Path, user: &str) -> ExitCode {
+    let created = match bootstrap::bootstrap(dir) {
+        Ok(created) => created,
+        Err(e) => {
+            eprintln!("gatehouse-gateway bootstrap: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    for file in &created.files {
+        eprintln!("created {}", file.display());
+    }
+    match created.password {
+        Some(password) => {
+            println!("admin user: {user}");
+            println!("admin password: {password}");
+            println!("(shown once: only its argon2id hash is stored, in {}/{})", dir.display(), bootstrap::PASSWORD_HASH_FILE);
+        }
+        None => println!(
+            "the admin credential already exists ({}/{}); its password was shown when it was created. To replace it, delete that file and run bootstrap again.",
+            dir.display(),
+            bootstrap::PASSWORD_HASH_FILE
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 fn audit_verify(files: &[PathBuf]) -> ExitCode {

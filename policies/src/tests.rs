@@ -342,3 +342,78 @@ fn route_accepting_an_unconfigured_kind_is_refused() {
         .iter()
         .any(|p| p.message.contains("no such identity source")));
 }
+
+const ARGON2ID: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy";
+
+fn basic_user(keys: &str) -> String {
+    with_roles(&format!(
+        "\n[[basic_user]]\nname = \"admin\"\n{keys}roles = [\"admin\"]\n"
+    ))
+}
+
+#[test]
+fn password_hash_is_read_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.hash");
+    std::fs::write(&file, format!("{ARGON2ID}\n")).unwrap();
+    let text = basic_user(&format!(
+        "password_hash_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let policy = parse_with_env(Path::new("p.toml"), &text, &env_key).unwrap();
+    assert_eq!(policy.identities.basic_users[0].password_hash, ARGON2ID);
+
+    let inline = basic_user(&format!("password_hash = \"{ARGON2ID}\"\n"));
+    let policy = parse_with_env(Path::new("p.toml"), &inline, &env_key).unwrap();
+    assert_eq!(policy.identities.basic_users[0].password_hash, ARGON2ID);
+}
+
+#[test]
+fn password_hash_needs_exactly_one_source() {
+    let both = basic_user(&format!(
+        "password_hash = \"{ARGON2ID}\"\npassword_hash_file = \"/run/secrets/h\"\n"
+    ));
+    let found = problems_env(&both);
+    assert!(
+        found.iter().any(|p| p.message.contains("not both")),
+        "{found:?}"
+    );
+    let neither = problems_env(&basic_user(""));
+    assert!(
+        neither
+            .iter()
+            .any(|p| p.message.contains("`password_hash` is required")),
+        "{neither:?}"
+    );
+}
+
+#[test]
+fn missing_or_weak_password_hash_file_is_reported() {
+    let missing = basic_user("password_hash_file = \"/nonexistent/admin.hash\"\n");
+    let found = problems_env(&missing);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.message.contains("/nonexistent/admin.hash")),
+        "{found:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.hash");
+    std::fs::write(&file, "plaintext-password\n").unwrap();
+    let weak = basic_user(&format!(
+        "password_hash_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let found = problems_env(&weak);
+    assert!(
+        found.iter().any(|p| p.message.contains("argon2id")),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.message.contains("plaintext-password")),
+        "{found:?}"
+    );
+}
