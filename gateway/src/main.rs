@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use gatehouse_gateway::{
-    bootstrap, certs_dev, explain, identity, logging, metrics, server, snapshot,
+    bootstrap, certs_dev, explain, healthcheck, identity, logging, metrics, server, snapshot,
 };
 
 use std::path::PathBuf;
@@ -69,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Exit 0 when the admin listener answers 200 on PATH (a container
+    /// health probe that needs no curl or shell in the image).
+    Healthcheck {
+        #[arg(default_value = "127.0.0.1:9090")]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Show which rule allows or denies a request, and which roles reach
     /// which routes.
     Explain {
@@ -116,6 +124,10 @@ enum CertsCommand {
         /// Names and addresses the server certificate is valid for.
         #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
         hosts: Vec<String>,
+        /// Keep an existing server certificate and key instead of
+        /// re-issuing them (for start scripts that run on every start).
+        #[arg(long)]
+        if_absent: bool,
     },
 }
 
@@ -193,6 +205,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Healthcheck { addr, path } => match healthcheck::probe(addr, &path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse-gateway healthcheck: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Bootstrap { dir, user } => bootstrap_command(&dir, &user),
         Command::Explain {
             policy,
@@ -210,7 +229,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs {
-            command: CertsCommand::Dev { out, hosts },
+            command: CertsCommand::Dev { out, if_absent, .. },
+        } if if_absent && certs_dev::server_cert_exists(&out) => {
+            println!(
+                "kept the existing certificate in {} (--if-absent)",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Certs {
+            command: CertsCommand::Dev { out, hosts, .. },
         } => match certs_dev::write_dev_certs(&out, &hosts) {
             Ok(paths) => {
                 println!("wrote {} and {}", paths.cert.display(), paths.key.display());

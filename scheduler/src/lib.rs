@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod docker;
 pub mod engine;
+pub mod healthcheck;
 pub mod metrics;
 pub mod server;
 pub mod store;
