@@ -417,3 +417,36 @@ fn missing_or_weak_password_hash_file_is_reported() {
         "{found:?}"
     );
 }
+
+/// compose/policy.toml names files that exist only inside the containers;
+/// with its bootstrap files pointed at temp files it must be valid as is.
+#[test]
+fn compose_policy_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("admin-password.hash"),
+        format!("{ARGON2ID}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("session.key"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let bootstrap = "/var/lib/gatehouse/bootstrap/";
+    assert!(text.contains(bootstrap));
+    let text = text.replace(bootstrap, &format!("{}/", dir.path().display()));
+    let policy = match parse_with_env(&path, &text, &|_| None) {
+        Ok(policy) => policy,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(policy.identities.basic_users[0].name, "admin");
+    assert_eq!(policy.jobs.len(), 1);
+    let scheduler = policy.scheduler.as_ref().unwrap();
+    assert_eq!(
+        scheduler.gateway_jwks.as_str(),
+        "http://gateway:9090/jwks.json"
+    );
+}

@@ -16,9 +16,21 @@ pub fn probe(addr: SocketAddr, path: &str) -> Result<()> {
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    // Only the status line matters; stop reading once it is complete
+    // rather than waiting for the server to close the connection.
     let mut head = Vec::new();
-    stream.take(1024).read_to_end(&mut head)?;
+    let mut chunk = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
     let head = String::from_utf8_lossy(&head);
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {

@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod compose;
 mod cron_oracle;
 mod engine;
 mod recovery;
