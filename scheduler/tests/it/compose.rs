@@ -63,6 +63,13 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
             .env("PATH", path_with_compose_only(&compose_bin, work.path()));
     };
 
+    // Declared after `docker`, so dropped before it: even a failing test
+    // takes the stack down, since dockerd leaves the bridges of networks
+    // that still exist on the host when it stops.
+    let mut cleanup = Command::new(compose_dir.join("down"));
+    env(&mut cleanup);
+    let _down_on_drop = DownOnDrop(cleanup);
+
     let mut up = Command::new(compose_dir.join("up"));
     env(&mut up);
     let first = check(&mut up);
@@ -188,6 +195,14 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         "containers left after compose/down: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+struct DownOnDrop(Command);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.arg("--volumes").output();
+    }
 }
 
 async fn admin_get(client: &reqwest::Client, base: &str, password: &str, path: &str) -> Value {
