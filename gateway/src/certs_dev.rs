@@ -28,6 +28,11 @@ pub struct DevCertPaths {
     pub key: PathBuf,
 }
 
+/// Whether `dir` already holds a server certificate and its key.
+pub fn server_cert_exists(dir: &Path) -> bool {
+    dir.join("server.pem").is_file() && dir.join("server-key.pem").is_file()
+}
+
 /// Writes `ca.pem`/`ca-key.pem` (only if absent) and a fresh
 /// `server.pem`/`server-key.pem` for `hosts` into `dir`.
 pub fn write_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths> {

@@ -6,12 +6,14 @@
 pub mod assertion;
 pub mod audit;
 pub mod authz;
+pub mod bootstrap;
 pub mod certs_dev;
 pub mod client_addr;
 pub mod cors;
 pub mod explain;
 pub mod framing;
 pub mod headers;
+pub mod healthcheck;
 pub mod identity;
 pub mod listeners;
 pub mod logging;

@@ -3,7 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use gatehouse_gateway::{certs_dev, explain, identity, logging, metrics, server, snapshot};
+use gatehouse_gateway::{
+    bootstrap, certs_dev, explain, healthcheck, identity, logging, metrics, server, snapshot,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,10 +54,28 @@ enum Command {
     },
     /// Hash a password for a [[basic_user]] (argon2id). Reads it from stdin.
     HashPassword,
+    /// First start: create an admin password (printed once; only its
+    /// argon2id hash is stored) and a session key in DIR, where absent.
+    /// A second run changes nothing.
+    Bootstrap {
+        #[arg(long, default_value = "/var/lib/gatehouse/bootstrap")]
+        dir: PathBuf,
+        /// The [[basic_user]] name the hash is for (shown in the message).
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
     /// Audit log tooling.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Exit 0 when the admin listener answers 200 on PATH (a container
+    /// health probe that needs no curl or shell in the image).
+    Healthcheck {
+        #[arg(default_value = "127.0.0.1:9090")]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
     },
     /// Show which rule allows or denies a request, and which roles reach
     /// which routes.
@@ -104,6 +124,10 @@ enum CertsCommand {
         /// Names and addresses the server certificate is valid for.
         #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
         hosts: Vec<String>,
+        /// Keep an existing server certificate and key instead of
+        /// re-issuing them (for start scripts that run on every start).
+        #[arg(long)]
+        if_absent: bool,
     },
 }
 
@@ -181,6 +205,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Healthcheck { addr, path } => match healthcheck::probe(addr, &path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse-gateway healthcheck: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Bootstrap { dir, user } => bootstrap_command(&dir, &user),
         Command::Explain {
             policy,
             roles,
@@ -197,7 +229,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs {
-            command: CertsCommand::Dev { out, hosts },
+            command: CertsCommand::Dev { out, if_absent, .. },
+        } if if_absent && certs_dev::server_cert_exists(&out) => {
+            println!(
+                "kept the existing certificate in {} (--if-absent)",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Certs {
+            command: CertsCommand::Dev { out, hosts, .. },
         } => match certs_dev::write_dev_certs(&out, &hosts) {
             Ok(paths) => {
                 println!("wrote {} and {}", paths.cert.display(), paths.key.display());
@@ -219,6 +260,32 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn bootstrap_command(dir: &std::path::Path, user: &str) -> ExitCode {
+    let created = match bootstrap::bootstrap(dir) {
+        Ok(created) => created,
+        Err(e) => {
+            eprintln!("gatehouse-gateway bootstrap: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    for file in &created.files {
+        eprintln!("created {}", file.display());
+    }
+    match created.password {
+        Some(password) => {
+            println!("admin user: {user}");
+            println!("admin password: {password}");
+            println!("(shown once: only its argon2id hash is stored, in {}/{})", dir.display(), bootstrap::PASSWORD_HASH_FILE);
+        }
+        None => println!(
+            "the admin credential already exists ({}/{}); its password was shown when it was created. To replace it, delete that file and run bootstrap again.",
+            dir.display(),
+            bootstrap::PASSWORD_HASH_FILE
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 fn audit_verify(files: &[PathBuf]) -> ExitCode {

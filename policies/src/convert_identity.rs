@@ -360,6 +360,7 @@ impl Converter<'_> {
         let mut basic_users = Vec::new();
         let mut user_names = BTreeSet::new();
         for u in &raw.basic_users {
+            let user_span = u.span();
             let u = u.get_ref();
             self.unique_name(&mut user_names, &u.name, "basic_user");
             if u.name.get_ref().contains(':') {
@@ -368,16 +369,34 @@ impl Converter<'_> {
                     "a basic-auth user name cannot contain ':'",
                 );
             }
-            if !password_hash_is_strong(u.password_hash.get_ref()) {
+            let hash_span = u
+                .password_hash
+                .as_ref()
+                .or(u.password_hash_file.as_ref())
+                .map(|h| h.span())
+                .unwrap_or(user_span.clone());
+            let Some(hash) = self.secret(
+                "password_hash",
+                &u.password_hash,
+                &u.password_hash_file,
+                1,
+                user_span,
+            ) else {
+                continue;
+            };
+            // A hash is ASCII; anything else cannot be one, and must not be
+            // echoed back in a diagnostic either.
+            let hash = String::from_utf8(hash.expose().to_vec()).unwrap_or_default();
+            if !password_hash_is_strong(&hash) {
                 self.problems.add_hint(
-                    Some(u.password_hash.span()),
+                    Some(hash_span),
                     "password_hash must be argon2id or bcrypt with cost 12 or more",
                     "`gatehouse-gateway hash-password` makes one",
                 );
             }
             basic_users.push(BasicUser {
                 name: u.name.get_ref().clone(),
-                password_hash: u.password_hash.get_ref().clone(),
+                password_hash: hash,
                 roles: self.role_refs(roles, &u.roles),
             });
         }

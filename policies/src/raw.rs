@@ -279,6 +279,9 @@ pub(crate) struct RawApiKey {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBasicUser {
     pub name: S<String>,
-    pub password_hash: S<String>,
+    /// Exactly one of these two: the hash inline, or a file holding it
+    /// (written by `gatehouse-gateway bootstrap`).
+    pub password_hash: Option<S<String>>,
+    pub password_hash_file: Option<S<String>>,
     pub roles: Vec<S<String>>,
 }

@@ -342,3 +342,111 @@ fn route_accepting_an_unconfigured_kind_is_refused() {
         .iter()
         .any(|p| p.message.contains("no such identity source")));
 }
+
+const ARGON2ID: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy";
+
+fn basic_user(keys: &str) -> String {
+    with_roles(&format!(
+        "\n[[basic_user]]\nname = \"admin\"\n{keys}roles = [\"admin\"]\n"
+    ))
+}
+
+#[test]
+fn password_hash_is_read_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.hash");
+    std::fs::write(&file, format!("{ARGON2ID}\n")).unwrap();
+    let text = basic_user(&format!(
+        "password_hash_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let policy = parse_with_env(Path::new("p.toml"), &text, &env_key).unwrap();
+    assert_eq!(policy.identities.basic_users[0].password_hash, ARGON2ID);
+
+    let inline = basic_user(&format!("password_hash = \"{ARGON2ID}\"\n"));
+    let policy = parse_with_env(Path::new("p.toml"), &inline, &env_key).unwrap();
+    assert_eq!(policy.identities.basic_users[0].password_hash, ARGON2ID);
+}
+
+#[test]
+fn password_hash_needs_exactly_one_source() {
+    let both = basic_user(&format!(
+        "password_hash = \"{ARGON2ID}\"\npassword_hash_file = \"/run/secrets/h\"\n"
+    ));
+    let found = problems_env(&both);
+    assert!(
+        found.iter().any(|p| p.message.contains("not both")),
+        "{found:?}"
+    );
+    let neither = problems_env(&basic_user(""));
+    assert!(
+        neither
+            .iter()
+            .any(|p| p.message.contains("`password_hash` is required")),
+        "{neither:?}"
+    );
+}
+
+#[test]
+fn missing_or_weak_password_hash_file_is_reported() {
+    let missing = basic_user("password_hash_file = \"/nonexistent/admin.hash\"\n");
+    let found = problems_env(&missing);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.message.contains("/nonexistent/admin.hash")),
+        "{found:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.hash");
+    std::fs::write(&file, "plaintext-password\n").unwrap();
+    let weak = basic_user(&format!(
+        "password_hash_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let found = problems_env(&weak);
+    assert!(
+        found.iter().any(|p| p.message.contains("argon2id")),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.message.contains("plaintext-password")),
+        "{found:?}"
+    );
+}
+
+/// compose/policy.toml names files that exist only inside the containers;
+/// with its bootstrap files pointed at temp files it must be valid as is.
+#[test]
+fn compose_policy_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("admin-password.hash"),
+        format!("{ARGON2ID}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("session.key"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let bootstrap = "/var/lib/gatehouse/bootstrap/";
+    assert!(text.contains(bootstrap));
+    let text = text.replace(bootstrap, &format!("{}/", dir.path().display()));
+    let policy = match parse_with_env(&path, &text, &|_| None) {
+        Ok(policy) => policy,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(policy.identities.basic_users[0].name, "admin");
+    assert_eq!(policy.jobs.len(), 1);
+    let scheduler = policy.scheduler.as_ref().unwrap();
+    assert_eq!(
+        scheduler.gateway_jwks.as_str(),
+        "http://gateway:9090/jwks.json"
+    );
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_scheduler::schedule::{default_timezone, Schedule};
-use gatehouse_scheduler::server;
+use gatehouse_scheduler::{healthcheck, server};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,14 @@ enum Command {
     Check {
         #[arg(long, env = "GATEHOUSE_POLICY")]
         policy: PathBuf,
+    },
+    /// Exit 0 when the admin listener answers 200 on PATH (a container
+    /// health probe that needs no curl or shell in the image).
+    Healthcheck {
+        #[arg(default_value = "127.0.0.1:9101")]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
     },
     /// Print the next fire times of a cron expression, one per line in
     /// RFC 3339 with the zone's offset.
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::Healthcheck { addr, path } => healthcheck::probe(addr, &path),
         Command::Next {
             expression,
             timezone,

@@ -5,6 +5,7 @@
 mod api;
 mod browser;
 mod cli;
+mod compose;
 mod cron_oracle;
 mod dashboard;
 mod engine;

@@ -466,3 +466,22 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The gateway binary, rebuilt first when its sources changed (a no-op
+/// when it is current): for tests that use subcommands newer than a
+/// gateway binary left over from an earlier build.
+pub fn fresh_gateway_bin() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "gatehouse-gateway",
+            "--bin",
+            "gatehouse-gateway",
+        ])
+        .status()
+        .expect("cargo build gatehouse-gateway");
+    assert!(status.success(), "building gatehouse-gateway failed");
+    Path::new(SCHEDULER).with_file_name("gatehouse-gateway")
+}
