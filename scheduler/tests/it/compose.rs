@@ -15,7 +15,7 @@ use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 use gatehouse_tests::free_port;
 use serde_json::Value;
 
-use crate::support::{fresh_gateway_bin, SCHEDULER};
+use crate::support::{gateway_bin, SCHEDULER};
 
 const COMPOSE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose");
 /// The uid:gid compose/Dockerfile gives its user.
@@ -31,7 +31,7 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     let docker = PrivateDocker::start().expect("a private dockerd");
     let work = tempfile::tempdir().expect("temp dir");
 
-    seed_image(&docker, work.path(), &fresh_gateway_bin(), "gateway");
+    seed_image(&docker, work.path(), &gateway_bin(), "gateway");
     seed_image(&docker, work.path(), Path::new(SCHEDULER), "scheduler");
     check(
         docker

@@ -19,15 +19,21 @@ pub const OPERATOR_KEY: &str = "gh_test_operator_key_0123456789abcdef";
 pub const VIEWER_KEY: &str = "gh_test_viewer_key_0123456789abcdef";
 
 /// The gateway binary, built beside ours by `cargo test --workspace`;
-/// built here when a narrower `cargo test -p` did not build it.
+/// built here when a narrower `cargo test -p` did not build it, or left an
+/// older one than the gateway's or the policy crate's sources (a stale
+/// gateway would make gateway changes look ineffective here).
 pub fn gateway_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = Path::new(SCHEDULER).with_file_name("gatehouse-gateway");
-        if !bin.exists() {
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources = [root.join("gateway/src"), root.join("policies/src")];
+        if built.is_none_or(|built| sources.iter().any(|dir| newer_than(dir, built))) {
             let status = Command::new(env!("CARGO"))
                 .args([
                     "build",
+                    "--locked",
                     "-p",
                     "gatehouse-gateway",
                     "--bin",
@@ -40,6 +46,25 @@ pub fn gateway_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Whether any file under `dir` was modified after `time`.
+fn newer_than(dir: &Path, time: std::time::SystemTime) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                newer_than(&path, time)
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m > time)
+            }
+        })
 }
 
 /// One dockerd for every test of this binary, started on first use.
@@ -465,23 +490,4 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// The gateway binary, rebuilt first when its sources changed (a no-op
-/// when it is current): for tests that use subcommands newer than a
-/// gateway binary left over from an earlier build.
-pub fn fresh_gateway_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "gatehouse-gateway",
-            "--bin",
-            "gatehouse-gateway",
-        ])
-        .status()
-        .expect("cargo build gatehouse-gateway");
-    assert!(status.success(), "building gatehouse-gateway failed");
-    Path::new(SCHEDULER).with_file_name("gatehouse-gateway")
 }
