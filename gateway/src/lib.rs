@@ -13,7 +13,6 @@ pub mod cors;
 pub mod explain;
 pub mod framing;
 pub mod headers;
-pub mod healthcheck;
 pub mod identity;
 pub mod listeners;
 pub mod logging;

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use gatehouse_gateway::{
-    bootstrap, certs_dev, explain, healthcheck, identity, logging, metrics, server, snapshot,
+    bootstrap, certs_dev, explain, identity, logging, metrics, server, snapshot,
 };
 
 use std::path::PathBuf;
@@ -205,13 +205,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Healthcheck { addr, path } => match healthcheck::probe(addr, &path) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("gatehouse-gateway healthcheck: {e:#}");
-                ExitCode::from(1)
+        Command::Healthcheck { addr, path } => {
+            match gatehouse_policy::healthcheck::probe(addr, &path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse-gateway healthcheck: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
         Command::Bootstrap { dir, user } => bootstrap_command(&dir, &user),
         Command::Explain {
             policy,

@@ -17,6 +17,7 @@ mod convert_container;
 mod convert_identity;
 mod convert_scheduler;
 mod error;
+pub mod healthcheck;
 pub mod identity;
 pub mod model;
 mod raw;

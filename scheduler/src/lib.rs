@@ -13,7 +13,6 @@ pub mod auth;
 pub mod dashboard;
 pub mod docker;
 pub mod engine;
-pub mod healthcheck;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gatehouse_scheduler::schedule::{default_timezone, Schedule};
-use gatehouse_scheduler::{healthcheck, server};
+use gatehouse_scheduler::server;
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +69,9 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Healthcheck { addr, path } => healthcheck::probe(addr, &path),
+        Command::Healthcheck { addr, path } => {
+            gatehouse_policy::healthcheck::probe(addr, &path).map_err(anyhow::Error::from)
+        }
         Command::Next {
             expression,
             timezone,
