@@ -191,3 +191,52 @@ async fn the_dashboard_runs_and_cancels_jobs_for_runners_and_only_shows_them_to_
         );
     }
 }
+
+/// The MDN HTTP Observatory grades, through the gateway, the dashboard as a
+/// runner and a viewer see it and what an anonymous visitor meets (the 401
+/// that asks for credentials): A+ each, with no failed test and a real
+/// HTTP-to-HTTPS redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_observatory_grades_the_dashboard_pages_a_plus() {
+    let stack = Stack::start(&job("hello", "command = [\"true\"]")).await;
+    stack.wait_job("hello").await;
+    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/observatory");
+    for (path, key, status) in [
+        ("/", Some(OPERATOR_KEY), 200),
+        ("/jobs/hello", Some(VIEWER_KEY), 200),
+        ("/", None, 401),
+    ] {
+        let mut headers = vec![
+            "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".to_owned(),
+        ];
+        headers.extend(key.map(|key| format!("X-Api-Key: {key}")));
+        let options = serde_json::json!({
+            "httpsPort": stack.https.port().to_string(),
+            "httpPort": stack.http.port().to_string(),
+            "path": path,
+            "headers": headers,
+        });
+        let out = tokio::process::Command::new(tool)
+            .arg("localhost")
+            .arg(stack.pki.ca_path())
+            .arg("A+")
+            .env("OBSERVATORY_OPTIONS", options.to_string())
+            .output()
+            .await
+            .expect("tests/tools/observatory runs");
+        let report = format!(
+            "{path} as {key:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{report}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&report);
+        assert_eq!(result["scan"]["grade"], "A+", "{report}");
+        assert_eq!(result["scan"]["statusCode"], status, "{report}");
+        assert_eq!(result["scan"]["testsFailed"], 0, "{report}");
+        assert_eq!(
+            result["tests"]["redirection"]["result"], "redirection-to-https",
+            "{report}"
+        );
+    }
+}

@@ -83,6 +83,7 @@ fn sha256_hex(text: &str) -> String {
 pub const POLICY: &str = r#"
 [listen]
 https = "127.0.0.1:{https}"
+http_redirect = "127.0.0.1:{http}"
 admin = "127.0.0.1:{gw_admin}"
 public_origin = "https://localhost:{https}"
 
@@ -146,6 +147,8 @@ pub struct Stack {
     pub gateway: ChildProcess,
     pub scheduler: Option<ChildProcess>,
     pub https: SocketAddr,
+    /// The HTTP listener, which only redirects to `https`.
+    pub http: SocketAddr,
     pub sched: SocketAddr,
     pub sched_admin: SocketAddr,
     pub gw_admin: SocketAddr,
@@ -177,12 +180,19 @@ impl Stack {
             .issue("server", &["localhost", "127.0.0.1"], 30)
             .expect("server certificate");
         let dir = pki.dir.path().to_path_buf();
-        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let ports = [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ];
         let mut vars = vec![
             ("{https}".to_owned(), ports[0].to_string()),
             ("{gw_admin}".to_owned(), ports[1].to_string()),
             ("{sched}".to_owned(), ports[2].to_string()),
             ("{sched_admin}".to_owned(), ports[3].to_string()),
+            ("{http}".to_owned(), ports[4].to_string()),
             ("{cert}".to_owned(), leaf.cert.display().to_string()),
             ("{key}".to_owned(), leaf.key.display().to_string()),
             ("{dir}".to_owned(), dir.display().to_string()),
@@ -206,6 +216,7 @@ impl Stack {
             gw_admin: SocketAddr::from(([127, 0, 0, 1], ports[1])),
             sched: SocketAddr::from(([127, 0, 0, 1], ports[2])),
             sched_admin: SocketAddr::from(([127, 0, 0, 1], ports[3])),
+            http: SocketAddr::from(([127, 0, 0, 1], ports[4])),
             policy_path,
             docker_host: docker_host.to_owned(),
             vars,
