@@ -14,6 +14,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub denials: IntCounterVec,
+    pub login_failures: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub policy_reloads: IntCounterVec,
@@ -58,6 +59,15 @@ impl Metrics {
                 "Requests the gateway refused, by stable reason name",
             ),
             &["reason"],
+        )
+        .expect("static metric definition");
+        let login_failures = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_login_failures_total",
+                "Failed logins (each one audited as login.failure), by method; \
+                 `unknown` when the credential's kind could not be told",
+            ),
+            &["method"],
         )
         .expect("static metric definition");
         let upstream_errors = IntCounterVec::new(
@@ -148,6 +158,7 @@ impl Metrics {
             Box::new(audit_healthy.clone()),
             Box::new(request_duration.clone()),
             Box::new(denials.clone()),
+            Box::new(login_failures.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(tls_handshake_failures.clone()),
             Box::new(policy_reloads.clone()),
@@ -158,15 +169,21 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        // Make the reload outcomes visible before the first reload.
+        // Make the reload outcomes and the login failure methods visible
+        // before the first event, so rates over them are 0, not absent.
         for outcome in ["accepted", "rejected"] {
             policy_reloads.with_label_values(&[outcome]);
         }
+        for method in gatehouse_policy::IdentityKind::ALL {
+            login_failures.with_label_values(&[method.as_str()]);
+        }
+        login_failures.with_label_values(&["unknown"]);
         Arc::new(Metrics {
             registry,
             requests,
             request_duration,
             denials,
+            login_failures,
             upstream_errors,
             tls_handshake_failures,
             policy_reloads,

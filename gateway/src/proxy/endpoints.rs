@@ -96,6 +96,7 @@ impl Gateway {
                     let failure = AuditEvent::new(EventKind::LoginFailure, Outcome::Failure)
                         .method("oidc")
                         .detail("reason", reason);
+                    self.count_login_failure(&failure);
                     self.audit.record(self.request_event(ctx, failure));
                     if let Some(limited) = snapshot.rate_limits.login_failed(client_ip) {
                         self.note_rate_limited(ctx, &limited);

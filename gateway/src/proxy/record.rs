@@ -34,10 +34,22 @@ impl Gateway {
                 .inc();
         }
         for event in refusal.events {
+            self.count_login_failure(&event);
             self.audit.record(self.request_event(ctx, event));
         }
         respond::send(session, ctx.headers(), &ctx.request_id, refusal.response).await?;
         Ok(true)
+    }
+
+    /// Every `login.failure` audit record is also counted, so alerts need
+    /// not guess failed logins from denial reasons.
+    pub(super) fn count_login_failure(&self, event: &AuditEvent) {
+        if event.kind() == EventKind::LoginFailure {
+            self.metrics
+                .login_failures
+                .with_label_values(&[event.actor_method().unwrap_or("unknown")])
+                .inc();
+        }
     }
 
     /// Adds the request's id, client address and route to an audit record.

@@ -131,6 +131,16 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
         3.0,
     )
     .await;
+    // Exactly the five checked attempts count as failed logins.
+    g.metric_reaches("gatehouse_login_failures_total{method=\"basic\"}", 5.0)
+        .await;
+    assert_eq!(
+        metric_value(
+            &g.metrics().await,
+            "gatehouse_login_failures_total{method=\"basic\"}"
+        ),
+        Some(5.0)
+    );
 
     // Nothing secret reaches the audit log.
     let text = std::fs::read_to_string(g.audit_path()).unwrap();

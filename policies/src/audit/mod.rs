@@ -150,6 +150,11 @@ impl AuditEvent {
         self.kind
     }
 
+    /// How the actor identified, if known (`basic`, `oidc`, ...).
+    pub fn actor_method(&self) -> Option<&str> {
+        self.actor.method.as_deref()
+    }
+
     pub fn actor(mut self, subject: impl Into<String>, method: impl Into<String>) -> Self {
         self.actor = Actor {
             subject: Some(subject.into()),

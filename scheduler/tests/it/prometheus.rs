@@ -224,6 +224,7 @@ async fn prometheus_scrapes_the_stack_with_the_compose_config_alerts_and_dashboa
         r#"gatehouse_request_duration_seconds_count{route="jobs"} >= 1"#,
         r#"gatehouse_denials_total{reason="unauthenticated"} >= 1"#,
         r#"gatehouse_denials_total{reason="credential-unknown"} >= 1"#,
+        r#"gatehouse_login_failures_total{method="api_key"} >= 1"#,
         r#"gatehouse_rate_limited_total{tier="route",route="tight"} >= 1"#,
         // Seconds left on the 30-day test certificate, not a timestamp.
         r#"gatehouse_tls_cert_expiry_seconds > 29 * 86400 < 31 * 86400"#,
@@ -257,7 +258,13 @@ async fn check_alert_rules(prometheus: &Prometheus) {
             .flatten()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect::<Vec<_>>();
-        if rules.len() == expected.len() && rules.iter().all(|r| r["health"] == "ok") {
+        // Inactive too: an evaluation from before the first scrape may have
+        // left an `absent(up)` rule pending until the next one clears it.
+        if rules.len() == expected.len()
+            && rules
+                .iter()
+                .all(|r| r["health"] == "ok" && r["state"] == "inactive")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
