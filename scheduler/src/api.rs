@@ -115,11 +115,10 @@ pub fn router(api: Api) -> Router {
 
 /// Unknown paths: JSON under /api, a page elsewhere.
 async fn not_found(uri: axum::http::Uri) -> Response {
-    let error = ApiError::not_found("page");
     if uri.path().starts_with("/api/") {
-        error.into_response()
+        ApiError::not_found("endpoint").into_response()
     } else {
-        crate::dashboard::error_page(&error)
+        crate::dashboard::error_page(&ApiError::not_found("page"))
     }
 }
 
