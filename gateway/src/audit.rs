@@ -8,11 +8,17 @@
 //! policy's SHA-256 before and after), startup and shutdown. Not recorded:
 //! network-level refusals (framing, path, allowlist), which a flood could
 //! otherwise turn into disk writes; the access log and metrics have them.
+//!
+//! Anonymous denials (a protected route, no credential at all) are the
+//! same risk: anyone can send them, as fast as they like. The first from an
+//! address to a route opens a window of [`SUMMARY_WINDOW`] with one
+//! `access.denied` record; the rest of the window is counted into one
+//! `access.denied.summary` record when it ends.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
@@ -25,11 +31,23 @@ const ADDRESSES_PER_KEY: usize = 256;
 /// API keys whose addresses are remembered.
 const KEYS_TRACKED: usize = 10_000;
 
+/// How long one `access.denied` record stands for an address and route.
+pub const SUMMARY_WINDOW: Duration = Duration::from_secs(60);
+/// Windows tracked at once; past it, new addresses share one window.
+const SUMMARY_WINDOWS: usize = 100_000;
+
 /// A cheap handle; without `[audit]` in the policy it records nothing.
 #[derive(Clone, Default)]
 pub struct Audit {
     log: Option<Arc<AuditLog>>,
     key_addresses: Arc<DashMap<String, HashSet<IpAddr>>>,
+    anonymous_denials: Arc<DashMap<(String, String), DenialWindow>>,
+}
+
+struct DenialWindow {
+    opened: Instant,
+    /// Denials after the first.
+    more: u64,
 }
 
 impl Audit {
@@ -46,7 +64,59 @@ impl Audit {
         Ok(Audit {
             log,
             key_addresses: Arc::default(),
+            anonymous_denials: Arc::default(),
         })
+    }
+
+    /// Whether an anonymous denial from `client` (an address or network)
+    /// to `route` gets its own record: only the first in its window does.
+    pub fn first_anonymous_denial(&self, client: String, route: &str) -> bool {
+        if self.log.is_none() {
+            return false;
+        }
+        let mut key = (client, route.to_owned());
+        if self.anonymous_denials.len() >= SUMMARY_WINDOWS
+            && !self.anonymous_denials.contains_key(&key)
+        {
+            key.0 = "(untracked addresses)".to_owned();
+        }
+        let mut first = false;
+        let mut window = self.anonymous_denials.entry(key).or_insert_with(|| {
+            first = true;
+            DenialWindow {
+                opened: Instant::now(),
+                more: 0,
+            }
+        });
+        if !first {
+            window.more += 1;
+        }
+        first
+    }
+
+    /// Closes the windows that have run their time (or all of them, at
+    /// shutdown), recording a summary for each that counted more denials.
+    pub fn summarise_anonymous_denials(&self, all: bool) {
+        let mut ended = Vec::new();
+        self.anonymous_denials.retain(|(client, route), window| {
+            if !all && window.opened.elapsed() < SUMMARY_WINDOW {
+                return true;
+            }
+            if window.more > 0 {
+                ended.push((client.clone(), route.clone(), window.more));
+            }
+            false
+        });
+        for (client, route, more) in ended {
+            self.record(
+                AuditEvent::new(EventKind::AccessDeniedSummary, Outcome::Denied)
+                    .route(route.as_str())
+                    .detail("client", client)
+                    .detail("reason", "unauthenticated")
+                    .detail("denied", more)
+                    .detail("seconds", SUMMARY_WINDOW.as_secs()),
+            );
+        }
     }
 
     pub fn record(&self, event: AuditEvent) {
@@ -71,6 +141,7 @@ impl Audit {
 
     /// Writes what is queued and fsyncs; for shutdown.
     pub fn close(&self) {
+        self.summarise_anonymous_denials(true);
         if let Some(log) = &self.log {
             log.flush(Duration::from_secs(5));
             log.close();

@@ -23,14 +23,42 @@ pub enum Denial {
     /// No credential: 401, or a login redirect for browsers.
     Unauthenticated { rule: String },
     /// A verified caller without what the rule requires: 403.
-    Forbidden { rule: String, reason: &'static str },
+    Forbidden { rule: String, reason: Forbidden },
+}
+
+/// Why a verified caller may not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    MissingRole,
+    MissingPermission,
+    IdentityKindNotAccepted,
+    /// A rule with nothing in it; the policy crate refuses such rules.
+    EmptyRequirement,
+}
+
+impl Forbidden {
+    pub const ALL: [Forbidden; 4] = [
+        Forbidden::MissingRole,
+        Forbidden::MissingPermission,
+        Forbidden::IdentityKindNotAccepted,
+        Forbidden::EmptyRequirement,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Forbidden::MissingRole => "missing-role",
+            Forbidden::MissingPermission => "missing-permission",
+            Forbidden::IdentityKindNotAccepted => "identity-kind-not-accepted",
+            Forbidden::EmptyRequirement => "empty-requirement",
+        }
+    }
 }
 
 impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::Unauthenticated { .. } => "unauthenticated",
-            Denial::Forbidden { reason, .. } => reason,
+            Denial::Forbidden { reason, .. } => reason.reason(),
         }
     }
 
@@ -41,7 +69,9 @@ impl Denial {
     }
 }
 
-/// The decision for `principal` (or nobody) calling `route` with `method`.
+/// The decision for `principal` (or nobody) calling `route` with `method`
+/// (the method whose rule applies: HEAD answers to GET's, see
+/// `method::rule_method`).
 pub fn decide(
     route: &Route,
     roles: &Roles,
@@ -67,7 +97,7 @@ pub fn decide(
     if !accept.contains(&principal.kind) {
         return Err(Denial::Forbidden {
             rule,
-            reason: "identity-kind-not-accepted",
+            reason: Forbidden::IdentityKindNotAccepted,
         });
     }
     match unmet(requirement, roles, principal) {
@@ -76,21 +106,21 @@ pub fn decide(
     }
 }
 
-fn unmet(requirement: &Requirement, roles: &Roles, principal: &Principal) -> Option<&'static str> {
+fn unmet(requirement: &Requirement, roles: &Roles, principal: &Principal) -> Option<Forbidden> {
     if requirement.any_role.is_empty() && requirement.all_permissions.is_empty() {
         // A method rule with nothing in it would allow anyone signed in;
         // the policy crate refuses such rules, and so does this.
-        return Some("empty-requirement");
+        return Some(Forbidden::EmptyRequirement);
     }
     if !requirement.any_role.is_empty() && requirement.any_role.is_disjoint(&principal.roles) {
-        return Some("missing-role");
+        return Some(Forbidden::MissingRole);
     }
     if !requirement
         .all_permissions
         .iter()
         .all(|p| roles.grants(&principal.roles, p))
     {
-        return Some("missing-permission");
+        return Some(Forbidden::MissingPermission);
     }
     None
 }

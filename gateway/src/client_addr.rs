@@ -1,11 +1,15 @@
 //! Who is the client? The socket peer, unless the peer is a trusted proxy;
-//! then the right-most address in `Forwarded` (or else `X-Forwarded-For`)
-//! that is not itself a trusted proxy.
+//! then the right-most address in the one header the policy names
+//! (`X-Forwarded-For` by default, or `Forwarded`) that is not itself a
+//! trusted proxy. The other header is never read: proxies such as nginx
+//! and HAProxy append to one and pass the other through as the client sent
+//! it, so reading both would let a client pick its own address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
+use gatehouse_policy::ClientIpHeader;
 use http::HeaderMap;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The client address for policy decisions.
 ///
@@ -14,12 +18,20 @@ use ipnet::IpNet;
 /// entry that does not parse (`unknown`, an obfuscated `_name`, garbage)
 /// stops the walk at the last trusted hop reached: garbage must never let
 /// the sender choose the address we decide on.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpNet],
+    header: ClientIpHeader,
+) -> IpAddr {
     let peer = canonical(peer);
     if !is_trusted(peer, trusted_proxies) {
         return peer;
     }
-    let chain = forwarded_chain(headers);
+    let chain = match header {
+        ClientIpHeader::XForwardedFor => x_forwarded_for_chain(headers),
+        ClientIpHeader::Forwarded => forwarded_chain(headers),
+    };
     let mut last_trusted = peer;
     for entry in chain.iter().rev() {
         match entry {
@@ -41,39 +53,58 @@ pub fn is_allowed(ip: IpAddr, allow: &[IpNet], deny: &[IpNet]) -> bool {
     allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
 }
 
-fn is_trusted(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+/// The network a client address is counted under in per-address limits:
+/// IPv4 per address, IPv6 per `/v6_prefix`, since one host or subscriber
+/// usually holds a whole /64 and could otherwise be many clients at once.
+pub fn network_key(ip: IpAddr, v6_prefix: u8) -> IpNet {
+    match canonical(ip) {
+        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
+        IpAddr::V6(v6) => {
+            let prefix = v6_prefix.min(128);
+            let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            Ipv6Net::new(network, prefix)
+                .map(IpNet::V6)
+                .unwrap_or(IpNet::V6(Ipv6Net::from(v6)))
+        }
+    }
+}
+
+pub fn is_trusted(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
     trusted_proxies.iter().any(|net| net.contains(&ip))
 }
 
 /// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     }
 }
 
-/// The hops, left to right; `None` for an entry that does not parse.
-/// `Forwarded` wins when present.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-    if !forwarded.is_empty() {
-        let mut chain = Vec::new();
-        for value in forwarded {
-            let Ok(text) = value.to_str() else {
-                chain.push(None);
-                continue;
-            };
-            for element in text.split(',') {
-                let node = element.split(';').find_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    key.trim().eq_ignore_ascii_case("for").then(|| value.trim())
-                });
-                chain.push(node.and_then(parse_forwarded_node));
-            }
+/// The `Forwarded` hops, left to right; `None` for an entry that does not
+/// parse or names no `for`.
+pub fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let mut chain = Vec::new();
+    for value in headers.get_all("forwarded") {
+        let Ok(text) = value.to_str() else {
+            chain.push(None);
+            continue;
+        };
+        for element in text.split(',') {
+            let node = element.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+            });
+            chain.push(node.and_then(parse_forwarded_node));
         }
-        return chain;
     }
+    chain
+}
+
+/// The `X-Forwarded-For` hops, left to right; `None` for an entry that
+/// does not parse.
+pub fn x_forwarded_for_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut chain = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
         let Ok(text) = value.to_str() else {
@@ -113,6 +144,8 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    const XFF: ClientIpHeader = ClientIpHeader::XForwardedFor;
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -132,9 +165,9 @@ mod tests {
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(client_ip(ip("127.0.0.2"), &h, &[]), ip("127.0.0.2"));
+        assert_eq!(client_ip(ip("127.0.0.2"), &h, &[], XFF), ip("127.0.0.2"));
         assert_eq!(
-            client_ip(ip("127.0.0.2"), &h, &nets(&["10.0.0.0/8"])),
+            client_ip(ip("127.0.0.2"), &h, &nets(&["10.0.0.0/8"]), XFF),
             ip("127.0.0.2")
         );
     }
@@ -143,7 +176,7 @@ mod tests {
     fn right_most_untrusted_entry_is_the_client() {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("1.2.3.4"));
     }
 
     #[test]
@@ -153,11 +186,11 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "10.0.0.9"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("1.2.3.4"));
     }
 
     #[test]
-    fn forwarded_takes_precedence_and_handles_ipv6() {
+    fn only_the_configured_header_is_read() {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[
             ("x-forwarded-for", "9.9.9.9"),
@@ -166,23 +199,57 @@ mod tests {
                 "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.3",
             ),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("9.9.9.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted, ClientIpHeader::Forwarded),
+            ip("2001:db8::1")
+        );
+        // A client's own Forwarded behind an X-Forwarded-For proxy is ignored.
+        let spoofed = headers(&[
+            ("forwarded", "for=10.0.0.5"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &spoofed, &trusted, XFF),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_network() {
+        assert_eq!(
+            network_key(ip("2001:db8:1:2:3:4:5:6"), 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            network_key(ip("2001:db8::1"), 128).to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(network_key(ip("192.0.2.7"), 64).to_string(), "192.0.2.7/32");
+        assert_eq!(
+            network_key(ip("::ffff:192.0.2.7"), 64).to_string(),
+            "192.0.2.7/32"
+        );
     }
 
     #[test]
     fn garbage_entry_stops_at_the_last_trusted_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "1.2.3.4, unknown, 10.0.0.7")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.7"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("10.0.0.7"));
         let h = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
+        let forwarded = ClientIpHeader::Forwarded;
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &h, &trusted, forwarded),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn all_trusted_chain_yields_the_left_most() {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "10.0.0.4, 10.0.0.5")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.4"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted, XFF), ip("10.0.0.4"));
     }
 
     #[test]
@@ -190,7 +257,7 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(
-            client_ip(ip("::ffff:10.0.0.1"), &h, &trusted),
+            client_ip(ip("::ffff:10.0.0.1"), &h, &trusted, XFF),
             ip("1.2.3.4")
         );
         assert!(is_allowed(

@@ -26,11 +26,17 @@ pub fn run(
 
     let table = RouteTable::new(&policy.routes);
     match table.find(None, &path) {
-        None => writeln!(out, "DENY 404: no route matches {}", path.as_str()).ok(),
-        Some(prepared) => {
+        Err(miss) => writeln!(out, "DENY 404 ({}): {}", miss.reason(), path.as_str()).ok(),
+        Ok(prepared) => {
             let route = &prepared.route;
             let principal = principal_for(route, &roles);
-            let verdict = match authz::decide(route, &policy.roles, principal.as_ref(), &method) {
+            let rule_method = if method == "HEAD" {
+                "GET"
+            } else {
+                method.as_str()
+            };
+            let verdict = match authz::decide(route, &policy.roles, principal.as_ref(), rule_method)
+            {
                 Ok(permit) => format!("ALLOW by {}", permit.rule),
                 Err(denial @ Denial::Unauthenticated { .. }) => {
                     format!("DENY 401 ({}) by {}", denial.reason(), denial.rule())

@@ -1,9 +1,12 @@
-//! Strict HTTP/1 framing and method checks, run before routing.
+//! Strict HTTP/1 framing and header-block checks, run before routing.
 //!
 //! Pingora reads some ambiguous requests by its own interpretation of
 //! RFC 9112. Any request whose framing a server behind us could read
 //! differently is a request-smuggling risk, so the gateway refuses it with
-//! 400 and closes the connection instead of guessing.
+//! 400 and closes the connection instead of guessing. The same goes for
+//! header names a server behind us could read as another name: CGI, WSGI
+//! and PHP turn `-` and `_` alike into `_`, so `X_Gatehouse_User` would be
+//! read as the identity header the gateway sets.
 
 use http::{HeaderMap, Method, Version};
 
@@ -21,10 +24,12 @@ pub enum FramingViolation {
     FoldedHeader,
     #[error("request head larger than the limit")]
     HeadTooLarge,
-    #[error("method not allowed through the gateway")]
-    MethodNotAllowed,
     #[error("protocol upgrade not allowed on this route")]
     UpgradeNotAllowed,
+    #[error("header name contains '_'")]
+    HeaderNameUnderscore,
+    #[error("Connection names a header other than close, keep-alive, upgrade or te")]
+    ConnectionNominatesHeader,
 }
 
 impl FramingViolation {
@@ -37,15 +42,27 @@ impl FramingViolation {
             FramingViolation::BadHost => "bad-host",
             FramingViolation::FoldedHeader => "folded-header",
             FramingViolation::HeadTooLarge => "head-too-large",
-            FramingViolation::MethodNotAllowed => "method-not-allowed",
             FramingViolation::UpgradeNotAllowed => "upgrade-not-allowed",
+            FramingViolation::HeaderNameUnderscore => "header-name-underscore",
+            FramingViolation::ConnectionNominatesHeader => "connection-nominates-header",
         }
     }
+
+    pub const ALL: [FramingViolation; 9] = [
+        FramingViolation::LengthAndChunked,
+        FramingViolation::BadContentLength,
+        FramingViolation::BadTransferEncoding,
+        FramingViolation::BadHost,
+        FramingViolation::FoldedHeader,
+        FramingViolation::HeadTooLarge,
+        FramingViolation::UpgradeNotAllowed,
+        FramingViolation::HeaderNameUnderscore,
+        FramingViolation::ConnectionNominatesHeader,
+    ];
 
     pub fn status(self) -> u16 {
         match self {
             FramingViolation::HeadTooLarge => 431,
-            FramingViolation::MethodNotAllowed => 405,
             _ => 400,
         }
     }
@@ -64,6 +81,18 @@ pub struct RequestHead<'a> {
     pub raw_head: Option<&'a [u8]>,
 }
 
+impl<'a> RequestHead<'a> {
+    pub fn of(req: &'a pingora::http::RequestHeader, raw_head: Option<&'a [u8]>) -> Self {
+        RequestHead {
+            method: &req.method,
+            version: req.version,
+            headers: &req.headers,
+            raw_target_len: req.raw_path().len(),
+            raw_head,
+        }
+    }
+}
+
 /// Checks a request head against the framing rules and `max_head_bytes`.
 pub fn check_request_head(
     head: &RequestHead<'_>,
@@ -76,10 +105,6 @@ pub fn check_request_head(
         raw_target_len,
         raw_head,
     } = *head;
-    // CONNECT would turn us into a tunnel; TRACE reflects credentials (XST).
-    if *method == Method::CONNECT || *method == Method::TRACE {
-        return Err(FramingViolation::MethodNotAllowed);
-    }
     let head_bytes = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -95,6 +120,13 @@ pub fn check_request_head(
     {
         return Err(FramingViolation::FoldedHeader);
     }
+    // Refused rather than dropped (nginx drops them by default): a client
+    // that sends one is either confused or probing, and a clear 400 says
+    // so, where a silently missing header would not.
+    if headers.keys().any(|name| name.as_str().contains('_')) {
+        return Err(FramingViolation::HeaderNameUnderscore);
+    }
+    check_connection_nominations(headers)?;
 
     let lengths: Vec<_> = headers
         .get_all(http::header::CONTENT_LENGTH)
@@ -155,6 +187,29 @@ pub fn check_upgrade(
         Ok(())
     } else {
         Err(FramingViolation::UpgradeNotAllowed)
+    }
+}
+
+/// `Connection` may only carry the options clients really use. A client
+/// that nominates any other header asks every hop to delete it: aimed at
+/// the headers the gateway sets, that removes the caller's identity or
+/// address on the way to the upstream.
+fn check_connection_nominations(headers: &HeaderMap) -> Result<(), FramingViolation> {
+    let ok = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+        .all(|token| {
+            [&b"close"[..], b"keep-alive", b"upgrade", b"te"]
+                .iter()
+                .any(|allowed| token.eq_ignore_ascii_case(allowed))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(FramingViolation::ConnectionNominatesHeader)
     }
 }
 
@@ -296,11 +351,27 @@ mod tests {
     }
 
     #[test]
-    fn tunnel_and_trace_methods_are_refused() {
-        let map = headers(&[("host", "a")]);
-        for method in [Method::CONNECT, Method::TRACE] {
-            let result = check_request_head(&head(&method, Version::HTTP_11, &map), 1 << 15);
-            assert_eq!(result, Err(FramingViolation::MethodNotAllowed));
+    fn underscored_header_names_are_refused() {
+        assert_eq!(
+            check(&[("host", "a"), ("x_gatehouse_user", "admin")]),
+            Err(FramingViolation::HeaderNameUnderscore)
+        );
+    }
+
+    #[test]
+    fn connection_may_only_name_connection_options() {
+        assert_eq!(
+            check(&[("host", "a"), ("connection", "keep-alive, Upgrade")]),
+            Ok(())
+        );
+        for value in ["x-gatehouse-user", "close, x-real-ip", "authorization"] {
+            let mut map = headers(&[("host", "a")]);
+            map.append("connection", HeaderValue::from_str(value).unwrap());
+            assert_eq!(
+                check_request_head(&head(&Method::GET, Version::HTTP_11, &map), 1 << 15),
+                Err(FramingViolation::ConnectionNominatesHeader),
+                "{value}"
+            );
         }
     }
 

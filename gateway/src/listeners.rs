@@ -1,17 +1,12 @@
-//! The plain-HTTP redirect listener, the admin listener, and the cap on
-//! client connections.
+//! The plain-HTTP redirect listener and the admin listener.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
-use pingora::apps::ServerApp;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
 
 use crate::assertion::AssertionSigner;
 use crate::audit::Audit;
@@ -125,48 +120,6 @@ fn finish(
         *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         fallback
     })
-}
-
-/// Closes new client connections beyond `max` at once, so a flood of idle
-/// connections cannot exhaust file descriptors or memory. Counted around
-/// the app's connection handling, which spans keep-alive waits.
-pub struct ConnectionCap<A> {
-    pub inner: Arc<A>,
-    pub max: usize,
-    /// Shared with the drain watcher, which waits for it to reach zero.
-    pub open: Arc<AtomicUsize>,
-    pub metrics: Arc<Metrics>,
-}
-
-struct OpenGuard<'a>(&'a AtomicUsize, &'a Metrics);
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.connections.dec();
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionCap<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.connections_refused.inc();
-            return None;
-        }
-        self.metrics.connections.inc();
-        let _guard = OpenGuard(&self.open, &self.metrics);
-        self.inner.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await
-    }
 }
 
 #[cfg(test)]

@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::claims::roles_from;
 use crate::identity::session::{
-    clear_cookie, cookie_value, set_cookie, unix_now, Sealer, SessionData, FLOW_COOKIE,
-    SESSION_COOKIE,
+    clear_cookie, cookie_value, new_session_id, set_cookie, unix_now, Sealer, SessionData,
+    FLOW_COOKIE, MAX_SEALED_BYTES, SESSION_COOKIE,
 };
+use crate::identity::Authenticator;
 
 pub const LOGIN_PATH: &str = "/.gatehouse/login";
 pub const CALLBACK_PATH: &str = "/.gatehouse/callback";
@@ -89,10 +90,75 @@ pub enum LoginResponse {
     },
     /// A refusal with a stable reason (for logs and metrics), never a cause.
     Refused {
-        status: u16,
-        reason: &'static str,
+        reason: LoginRefusal,
         cookies: Vec<String>,
     },
+}
+
+/// Why a login endpoint refused, each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    UnknownProvider,
+    ProviderUnavailable,
+    SealFailed,
+    NoFlow,
+    StateMismatch,
+    DeniedByProvider,
+    CodeRejected,
+    NoIdToken,
+    IdTokenInvalid,
+    EmailNotAllowed,
+}
+
+impl LoginRefusal {
+    pub const ALL: [LoginRefusal; 10] = [
+        LoginRefusal::UnknownProvider,
+        LoginRefusal::ProviderUnavailable,
+        LoginRefusal::SealFailed,
+        LoginRefusal::NoFlow,
+        LoginRefusal::StateMismatch,
+        LoginRefusal::DeniedByProvider,
+        LoginRefusal::CodeRejected,
+        LoginRefusal::NoIdToken,
+        LoginRefusal::IdTokenInvalid,
+        LoginRefusal::EmailNotAllowed,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            LoginRefusal::UnknownProvider => "login-unknown-provider",
+            LoginRefusal::ProviderUnavailable => "login-provider-unavailable",
+            LoginRefusal::SealFailed => "login-seal-failed",
+            LoginRefusal::NoFlow => "login-no-flow",
+            LoginRefusal::StateMismatch => "login-state-mismatch",
+            LoginRefusal::DeniedByProvider => "login-denied-by-provider",
+            LoginRefusal::CodeRejected => "login-code-rejected",
+            LoginRefusal::NoIdToken => "login-no-id-token",
+            LoginRefusal::IdTokenInvalid => "login-id-token-invalid",
+            LoginRefusal::EmailNotAllowed => "login-email-not-allowed",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            LoginRefusal::UnknownProvider | LoginRefusal::NoFlow | LoginRefusal::StateMismatch => {
+                400
+            }
+            LoginRefusal::DeniedByProvider
+            | LoginRefusal::CodeRejected
+            | LoginRefusal::NoIdToken
+            | LoginRefusal::IdTokenInvalid => 401,
+            LoginRefusal::EmailNotAllowed => 403,
+            LoginRefusal::SealFailed => 500,
+            LoginRefusal::ProviderUnavailable => 503,
+        }
+    }
+
+    /// A refusal that is the caller's failed login (and counts towards the
+    /// lockout), not the provider or the gateway failing.
+    pub fn is_login_failure(self) -> bool {
+        (400..500).contains(&self.status())
+    }
 }
 
 /// Discovery documents by issuer, shared across policy reloads.
@@ -151,11 +217,12 @@ impl OidcClients {
         }
     }
 
-    /// Handles a request to one of the login paths; `None` for other paths.
+    /// Handles a request to one of the login paths; `None` for other paths
+    /// or when the policy has no sessions.
     pub async fn handle(
         &self,
         policy: &Policy,
-        sealer: &Sealer,
+        authenticator: &Authenticator,
         method: &http::Method,
         path: &str,
         query: Option<&str>,
@@ -169,13 +236,14 @@ impl OidcClients {
             })
             .unwrap_or_default();
         let settings = policy.identities.session.as_ref()?;
+        let sealer = authenticator.sealer()?;
         Some(match (method.as_str(), path) {
             ("GET", LOGIN_PATH) => self.login(policy, sealer, &params).await,
             ("GET", CALLBACK_PATH) => {
                 self.callback(policy, sealer, settings, &params, headers)
                     .await
             }
-            ("GET" | "POST", LOGOUT_PATH) => self.logout(policy, sealer, headers).await,
+            ("GET" | "POST", LOGOUT_PATH) => self.logout(policy, authenticator, headers).await,
             _ => return None,
         })
     }
@@ -198,10 +266,10 @@ impl OidcClients {
             }
         };
         let Some(provider) = provider else {
-            return refused(400, "login-unknown-provider");
+            return refused(LoginRefusal::UnknownProvider);
         };
         let Some(client) = self.client(policy, provider, false).await else {
-            return refused(503, "login-provider-unavailable");
+            return refused(LoginRefusal::ProviderUnavailable);
         };
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -231,7 +299,7 @@ impl OidcClients {
                 cookies: vec![set_cookie(FLOW_COOKIE, &sealed, FLOW_LIFETIME)],
                 event: None,
             },
-            None => refused(500, "login-seal-failed"),
+            None => refused(LoginRefusal::SealFailed),
         }
     }
 
@@ -267,8 +335,7 @@ impl OidcClients {
         headers: &http::HeaderMap,
     ) -> LoginResponse {
         let clear_flow = vec![clear_cookie(FLOW_COOKIE)];
-        let refuse = |status, reason| LoginResponse::Refused {
-            status,
+        let refuse = |reason| LoginResponse::Refused {
             reason,
             cookies: clear_flow.clone(),
         };
@@ -276,19 +343,19 @@ impl OidcClients {
             .and_then(|v| sealer.open(FLOW_COOKIE, v))
             .and_then(|bytes| serde_json::from_slice::<Flow>(&bytes).ok())
         else {
-            return refuse(400, "login-no-flow");
+            return refuse(LoginRefusal::NoFlow);
         };
         if params.get("state").map(String::as_bytes) != Some(flow.state.as_bytes()) {
-            return refuse(400, "login-state-mismatch");
+            return refuse(LoginRefusal::StateMismatch);
         }
         let Some(code) = params.get("code") else {
-            return refuse(401, "login-denied-by-provider");
+            return refuse(LoginRefusal::DeniedByProvider);
         };
         let Some(provider) = policy.identities.oidc.iter().find(|p| p.name == flow.idp) else {
-            return refuse(400, "login-unknown-provider");
+            return refuse(LoginRefusal::UnknownProvider);
         };
         let Some(client) = self.client(policy, provider, false).await else {
-            return refuse(503, "login-provider-unavailable");
+            return refuse(LoginRefusal::ProviderUnavailable);
         };
         let exchange = match client.exchange_code(AuthorizationCode::new(code.clone())) {
             Ok(request) => {
@@ -297,13 +364,13 @@ impl OidcClients {
                     .request_async(&self.http)
                     .await
             }
-            Err(_) => return refuse(503, "login-provider-unavailable"),
+            Err(_) => return refuse(LoginRefusal::ProviderUnavailable),
         };
         let Ok(tokens) = exchange else {
-            return refuse(401, "login-code-rejected");
+            return refuse(LoginRefusal::CodeRejected);
         };
         let Some(id_token) = tokens.extra_fields().id_token() else {
-            return refuse(401, "login-no-id-token");
+            return refuse(LoginRefusal::NoIdToken);
         };
         let nonce = Nonce::new(flow.nonce.clone());
         let verified = match id_token.claims(&client.id_token_verifier(), &nonce) {
@@ -320,11 +387,11 @@ impl OidcClients {
             }
         };
         let Some(claims) = verified else {
-            return refuse(401, "login-id-token-invalid");
+            return refuse(LoginRefusal::IdTokenInvalid);
         };
         let email = claims.email().map(|e| e.as_str().to_ascii_lowercase());
         if !email_allowed(provider, email.as_deref(), claims.email_verified()) {
-            return refuse(403, "login-email-not-allowed");
+            return refuse(LoginRefusal::EmailNotAllowed);
         }
         let raw = id_token.to_string();
         let payload = raw
@@ -338,23 +405,28 @@ impl OidcClients {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .unwrap_or_default();
         let now = unix_now();
+        let Some(sid) = new_session_id() else {
+            return refuse(LoginRefusal::SealFailed);
+        };
         let session = SessionData {
+            sid,
             sub: claims.subject().as_str().to_owned(),
-            email,
+            // Upstreams get an address only when the provider vouches for it.
+            email: email.filter(|_| claims.email_verified() == Some(true)),
             roles: roles_from(&payload, &provider.claims).into_iter().collect(),
             idp: provider.name.clone(),
             iat: now,
             seen: now,
             idt: Some(raw),
         };
-        let sealed = serde_json::to_vec(&session)
-            .ok()
-            .and_then(|s| sealer.seal(SESSION_COOKIE, &s));
         let event = AuditEvent::new(EventKind::LoginSuccess, Outcome::Success)
-            .actor(session.sub.as_str(), "oidc")
+            .actor(
+                format!("oidc:{}:{}", session.idp, session.sub).as_str(),
+                "oidc",
+            )
             .detail("provider", provider.name.as_str())
             .detail("roles", session.roles.clone());
-        match sealed {
+        match seal_session(sealer, session) {
             Some(sealed) => LoginResponse::Redirect {
                 location: flow.rd,
                 cookies: vec![
@@ -363,53 +435,48 @@ impl OidcClients {
                 ],
                 event: Some(event),
             },
-            None => refuse(500, "login-seal-failed"),
+            None => refuse(LoginRefusal::SealFailed),
         }
     }
 
     async fn logout(
         &self,
         policy: &Policy,
-        sealer: &Sealer,
+        authenticator: &Authenticator,
         headers: &http::HeaderMap,
     ) -> LoginResponse {
         let cookies = vec![clear_cookie(SESSION_COOKIE)];
-        let session = cookie_value(headers, SESSION_COOKIE)
-            .and_then(|v| sealer.open(SESSION_COOKIE, v))
-            .and_then(|b| serde_json::from_slice::<SessionData>(&b).ok());
+        // Revoked here, so a copy of the cookie stops working too.
+        let session = authenticator.end_session(headers);
         let after = format!("{}/", policy.listen.public_origin.as_str());
-        let end_session = match &session {
-            Some(session) => {
-                let provider = policy
-                    .identities
-                    .oidc
-                    .iter()
-                    .find(|p| p.name == session.idp);
-                match provider {
-                    Some(p) => self
-                        .metadata(&p.issuer, false)
-                        .await
-                        .and_then(|m| m.additional_metadata().end_session_endpoint.clone())
-                        .and_then(|e| url::Url::parse(&e).ok())
-                        .map(|mut url| {
-                            {
-                                let mut q = url.query_pairs_mut();
-                                if let Some(idt) = &session.idt {
-                                    q.append_pair("id_token_hint", idt);
-                                }
-                                q.append_pair("client_id", &p.client_id);
-                                q.append_pair("post_logout_redirect_uri", &after);
-                            }
-                            url.to_string()
-                        }),
-                    None => None,
-                }
-            }
-            None => None,
+        let provider = session
+            .as_ref()
+            .and_then(|s| policy.identities.oidc.iter().find(|p| p.name == s.idp));
+        let end_session = match (&session, provider) {
+            (Some(session), Some(p)) => self
+                .metadata(&p.issuer, false)
+                .await
+                .and_then(|m| m.additional_metadata().end_session_endpoint.clone())
+                .and_then(|e| url::Url::parse(&e).ok())
+                .map(|mut url| {
+                    {
+                        let mut q = url.query_pairs_mut();
+                        if let Some(idt) = &session.idt {
+                            q.append_pair("id_token_hint", idt);
+                        }
+                        q.append_pair("client_id", &p.client_id);
+                        q.append_pair("post_logout_redirect_uri", &after);
+                    }
+                    url.to_string()
+                }),
+            _ => None,
         };
         let event = session.as_ref().map(|session| {
             AuditEvent::new(EventKind::Logout, Outcome::Success)
-                .actor(session.sub.as_str(), "oidc")
+                .actor(
+                    format!("oidc:{}:{}", session.idp, session.sub).as_str(),
+                    "oidc",
+                )
                 .detail("provider", session.idp.as_str())
         });
         LoginResponse::Redirect {
@@ -420,15 +487,27 @@ impl OidcClients {
     }
 }
 
+/// Seals a session cookie that browsers will keep: when the id_token makes
+/// it too long, it is sealed without the token (logout then names the
+/// client instead of passing `id_token_hint`).
+fn seal_session(sealer: &Sealer, mut session: SessionData) -> Option<String> {
+    let sealed = sealer.seal(SESSION_COOKIE, &serde_json::to_vec(&session).ok()?)?;
+    if sealed.len() <= MAX_SEALED_BYTES {
+        return Some(sealed);
+    }
+    session.idt = None;
+    let sealed = sealer.seal(SESSION_COOKIE, &serde_json::to_vec(&session).ok()?)?;
+    (sealed.len() <= MAX_SEALED_BYTES).then_some(sealed)
+}
+
 impl Default for OidcClients {
     fn default() -> Self {
         Self::new()
     }
 }
 
-fn refused(status: u16, reason: &'static str) -> LoginResponse {
+fn refused(reason: LoginRefusal) -> LoginResponse {
     LoginResponse::Refused {
-        status,
         reason,
         cookies: Vec::new(),
     }

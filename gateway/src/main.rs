@@ -147,8 +147,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { policy } => {
-            let jwks = std::sync::Arc::new(identity::JwksCache::new());
-            match snapshot::Snapshot::load(&policy, jwks, None) {
+            let state = match identity::IdentityState::new() {
+                Ok(state) => state,
+                Err(e) => {
+                    eprintln!("gatehouse-gateway: cannot start password workers: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match snapshot::Snapshot::load(&policy, &state, None) {
                 Ok(snapshot) => {
                     println!(
                         "{}: ok ({} routes, {} certificates, sha256 {})",

@@ -246,3 +246,31 @@ impl Metrics {
         out
     }
 }
+
+/// Requests in flight, so SIGTERM can exit as soon as they are done instead
+/// of always waiting the whole grace period. Backed by the
+/// `gatehouse_requests_in_flight` gauge, so operators see the same number.
+pub struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        InFlight(gauge)
+    }
+
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.inc();
+        InFlightGuard(self.clone())
+    }
+
+    pub fn count(&self) -> i64 {
+        self.0.get()
+    }
+}
+
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.dec();
+    }
+}

@@ -43,6 +43,8 @@ pub enum PathRejection {
     Fragment,
     #[error("query is not printable ASCII")]
     BadQuery,
+    #[error("percent-encoded character that compatibility normalisation turns into ASCII")]
+    ConfusableUnicode,
 }
 
 impl PathRejection {
@@ -61,8 +63,25 @@ impl PathRejection {
             PathRejection::EscapesRoot => "path-escapes-root",
             PathRejection::Fragment => "path-fragment",
             PathRejection::BadQuery => "path-bad-query",
+            PathRejection::ConfusableUnicode => "path-confusable-unicode",
         }
     }
+
+    pub const ALL: [PathRejection; 13] = [
+        PathRejection::NotOriginForm,
+        PathRejection::BadEscape,
+        PathRejection::EncodedSeparator,
+        PathRejection::Backslash,
+        PathRejection::ControlCharacter,
+        PathRejection::NonAscii,
+        PathRejection::InvalidUtf8,
+        PathRejection::DoubleEncoding,
+        PathRejection::Semicolon,
+        PathRejection::EscapesRoot,
+        PathRejection::Fragment,
+        PathRejection::BadQuery,
+        PathRejection::ConfusableUnicode,
+    ];
 }
 
 /// Splits a raw request target at the first `?` and normalises the path.
@@ -156,6 +175,9 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
     if text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
         return Err(PathRejection::ControlCharacter);
     }
+    if !text.is_ascii() && has_ascii_compatibility_form(text) {
+        return Err(PathRejection::ConfusableUnicode);
+    }
     // A `%25` that the decoding above turned into the start of an escape
     // (`%25%32%46` -> `%252F`) decodes again to something else upstream.
     if decoded
@@ -195,20 +217,37 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
     Ok(NormalizedPath(out))
 }
 
-/// Prefix match on segment boundaries: `/api` matches `/api` and `/api/x`,
-/// never `/apix`.
-pub fn matches_prefix(path: &NormalizedPath, prefix: &str) -> bool {
-    let path = path.as_str();
-    if prefix == "/" {
+/// Prefix match on segment boundaries: `/api` matches `/api`, `/api/` and
+/// `/api/x`, never `/apix`. With `fold_case`, ASCII letters match either
+/// case (the route prefix is stored without a trailing `/`, except `/`).
+pub fn matches_prefix(path: &NormalizedPath, prefix: &str, fold_case: bool) -> bool {
+    let (path, prefix) = (path.as_str().as_bytes(), prefix.as_bytes());
+    if prefix == b"/" {
         return true;
     }
-    if prefix.ends_with('/') {
-        return path.starts_with(prefix);
+    let prefix = prefix.strip_suffix(b"/").unwrap_or(prefix);
+    if path.len() < prefix.len() {
+        return false;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
+    let (head, rest) = path.split_at(prefix.len());
+    let same = if fold_case {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    same && (rest.is_empty() || rest[0] == b'/')
+}
+
+/// Whether any non-ASCII character turns into ASCII under NFKC, as the
+/// fullwidth `．` (U+FF0E) turns into `.` and the Kelvin sign into `K`.
+/// Servers that apply compatibility normalisation (IIS and .NET's
+/// best-fit mapping, some Python and Java frameworks) would read
+/// `/admin/%EF%BC%8E%EF%BC%8E/` as `/admin/../`, a path we never checked.
+fn has_ascii_compatibility_form(text: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    text.chars()
+        .filter(|c| !c.is_ascii())
+        .any(|c| std::iter::once(c).nfkc().any(|n| n.is_ascii()))
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -305,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn characters_that_normalise_to_ascii_are_rejected() {
+        // Fullwidth full stop and solidus, one-dot leader, Kelvin sign.
+        for raw in [
+            &b"/a/%EF%BC%8E%EF%BC%8E/b"[..],
+            b"/a%EF%BC%8Fb",
+            b"/%E2%80%A4",
+            b"/%E2%84%AA",
+        ] {
+            assert_eq!(err(raw), PathRejection::ConfusableUnicode, "{raw:?}");
+        }
+        // Letters that stay non-ASCII are fine.
+        assert_eq!(ok("/caf%C3%A9"), "/caf%C3%A9");
+    }
+
+    #[test]
     fn malformed_and_double_escapes_are_rejected() {
         assert_eq!(err(b"/%"), PathRejection::BadEscape);
         assert_eq!(err(b"/%4"), PathRejection::BadEscape);
@@ -362,13 +416,27 @@ mod tests {
     #[test]
     fn prefixes_match_on_segment_boundaries() {
         let p = |s: &str| normalize(s.as_bytes()).unwrap();
-        assert!(matches_prefix(&p("/api"), "/api"));
-        assert!(matches_prefix(&p("/api/"), "/api"));
-        assert!(matches_prefix(&p("/api/x"), "/api"));
-        assert!(!matches_prefix(&p("/apix"), "/api"));
-        assert!(matches_prefix(&p("/anything"), "/"));
-        assert!(matches_prefix(&p("/api/x"), "/api/"));
-        assert!(matches_prefix(&p("/api/"), "/api/"));
-        assert!(!matches_prefix(&p("/api"), "/api/"));
+        let exact = |path: &str, prefix: &str| matches_prefix(&p(path), prefix, false);
+        assert!(exact("/api", "/api"));
+        assert!(exact("/api/", "/api"));
+        assert!(exact("/api/x", "/api"));
+        assert!(!exact("/apix", "/api"));
+        assert!(exact("/anything", "/"));
+        assert!(exact("/api/x", "/api/"));
+        assert!(exact("/api/", "/api/"));
+        assert!(
+            exact("/api", "/api/"),
+            "a trailing slash does not make another route"
+        );
+        assert!(!exact("/API/x", "/api"));
+    }
+
+    #[test]
+    fn folded_prefixes_ignore_ascii_case_only() {
+        let p = |s: &str| normalize(s.as_bytes()).unwrap();
+        assert!(matches_prefix(&p("/ADMIN"), "/admin", true));
+        assert!(matches_prefix(&p("/Admin/x"), "/admin", true));
+        assert!(matches_prefix(&p("/%41dmin/x"), "/admin", true));
+        assert!(!matches_prefix(&p("/ADMINX"), "/admin", true));
     }
 }

@@ -2,13 +2,19 @@
 //! per identity with one, per route where the route says so, and a strict
 //! tier for failed logins per address.
 //!
+//! Addresses are counted per network: IPv4 per address, IPv6 per
+//! `ipv6_prefix` (a /64 by default), since one host usually holds a whole
+//! /64 and could otherwise be a million clients.
+//!
 //! Memory stays bounded under a flood from many addresses: each tier tracks
 //! at most `max_tracked_keys` keys. When its table is full, idle keys (whose
 //! state is the same as a fresh key's) are swept; when it is still full,
 //! every key it cannot track shares one overflow bucket with the tier's
 //! quota. That fails closed: a flood from a million addresses is limited
-//! like one client, at the price of new clients sharing that bucket until
-//! the flood's keys go idle.
+//! like one client, at the price of new anonymous clients sharing that
+//! bucket until the flood's keys go idle. The overflow bucket is never
+//! locked out, though: a lockout on it would refuse every caller the table
+//! cannot track, valid credentials included.
 //!
 //! Limits are per gateway process. With N replicas behind a balancer, a
 //! client may get up to N times the quota; divide the policy's numbers by
@@ -33,9 +39,11 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, StateStore};
 use governor::{Quota, RateLimiter};
 use http::HeaderValue;
+use ipnet::IpNet;
 
 use gatehouse_policy::{Policy, Rate, Route};
 
+use crate::client_addr::network_key;
 use crate::identity::Principal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,27 +65,22 @@ impl Tier {
     }
 }
 
-/// Whom a limit counts: an address, an identity (`kind:subject`), or the
-/// shared bucket of keys a full table cannot track.
+/// Whom a limit counts: a client network (one IPv4 address, or an IPv6
+/// prefix), an identity (its namespaced subject), or the shared bucket of
+/// keys a full table cannot track.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
-    Ip(IpAddr),
+    Network(IpNet),
     Identity(Arc<str>),
     Overflow,
 }
 
 impl RateKey {
-    pub fn for_request(principal: Option<&Principal>, client_ip: IpAddr) -> Self {
-        match principal {
-            Some(p) => RateKey::Identity(format!("{}:{}", p.kind.as_str(), p.subject).into()),
-            None => RateKey::Ip(client_ip),
-        }
-    }
-
-    /// For audit records: an address, or the identity.
+    /// For audit records: an address or network, or the identity.
     pub fn describe(&self) -> String {
         match self {
-            RateKey::Ip(ip) => ip.to_string(),
+            RateKey::Network(IpNet::V4(net)) if net.prefix_len() == 32 => net.addr().to_string(),
+            RateKey::Network(net) => net.to_string(),
             RateKey::Identity(id) => id.to_string(),
             RateKey::Overflow => "(untracked keys)".to_owned(),
         }
@@ -149,7 +152,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// Governor's DashMap store with a cap: keys it cannot track share
 /// [`RateKey::Overflow`].
 struct BoundedStore {
-    map: DashMap<RateKey, InMemoryState>,
+    map: Arc<DashMap<RateKey, InMemoryState>>,
     max_keys: usize,
     /// Set when a key had to go to the overflow bucket: time to sweep.
     full: Arc<AtomicBool>,
@@ -166,18 +169,18 @@ impl StateStore for BoundedStore {
         // which visits every shard.
         if !self.map.contains_key(key) && self.map.len() >= self.max_keys {
             self.full.store(true, Ordering::Relaxed);
-            return self.map.measure_and_replace(&RateKey::Overflow, f);
+            return self.map.as_ref().measure_and_replace(&RateKey::Overflow, f);
         }
-        self.map.measure_and_replace(key, f)
+        self.map.as_ref().measure_and_replace(key, f)
     }
 }
 
 impl ShrinkableKeyedStateStore<RateKey> for BoundedStore {
     fn retain_recent(&self, drop_below: Nanos) {
-        self.map.retain_recent(drop_below)
+        self.map.as_ref().retain_recent(drop_below)
     }
     fn shrink_to_fit(&self) {
-        self.map.shrink_to_fit()
+        self.map.as_ref().shrink_to_fit()
     }
     fn len(&self) -> usize {
         self.map.len()
@@ -194,6 +197,9 @@ struct TierLimiter {
     tier: Tier,
     rate: Rate,
     limiter: Keyed,
+    /// The limiter's own table (governor keeps the store to itself).
+    keys: Arc<DashMap<RateKey, InMemoryState>>,
+    max_keys: usize,
     clock: DefaultClock,
     full: Arc<AtomicBool>,
     /// Milliseconds since `started` of the last sweep, so a full table is
@@ -213,14 +219,17 @@ impl TierLimiter {
     fn new(tier: Tier, rate: Rate, max_keys: usize) -> Self {
         let clock = DefaultClock::default();
         let full = Arc::new(AtomicBool::new(false));
+        let keys = Arc::new(DashMap::new());
         let store = BoundedStore {
-            map: DashMap::new(),
+            map: keys.clone(),
             max_keys,
             full: full.clone(),
         };
         TierLimiter {
             tier,
             rate,
+            keys,
+            max_keys,
             limiter: Keyed::new(quota(rate), store, clock.clone()),
             clock,
             full,
@@ -241,6 +250,12 @@ impl TierLimiter {
             }
             Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
         }
+    }
+
+    /// Whether `key` has (or would get) its own entry rather than the
+    /// overflow bucket.
+    fn tracks(&self, key: &RateKey) -> bool {
+        self.keys.contains_key(key) || self.keys.len() < self.max_keys
     }
 
     fn sweep_if_due(&self) {
@@ -395,6 +410,18 @@ impl RateLimits {
         self.settings == settings_of(policy)
     }
 
+    /// The key for a client address: its network.
+    pub fn client_key(&self, client_ip: IpAddr) -> RateKey {
+        RateKey::Network(network_key(client_ip, self.settings.0.ipv6_prefix))
+    }
+
+    fn request_key(&self, principal: Option<&Principal>, client_ip: IpAddr) -> RateKey {
+        match principal {
+            Some(p) => RateKey::Identity(p.subject.as_str().into()),
+            None => self.client_key(client_ip),
+        }
+    }
+
     /// The request tier: the route's own limit if it has one, else the
     /// identity tier for identified callers and the client tier for the rest.
     pub fn check_request(
@@ -403,7 +430,7 @@ impl RateLimits {
         principal: Option<&Principal>,
         client_ip: IpAddr,
     ) -> Result<Allowance, Limited> {
-        let key = RateKey::for_request(principal, client_ip);
+        let key = self.request_key(principal, client_ip);
         let limiter = self
             .routes
             .iter()
@@ -435,12 +462,12 @@ impl RateLimits {
         }
     }
 
-    /// Refuses a login attempt from an address that failed too often.
+    /// Refuses a login attempt from an address that is locked out.
     pub fn login_locked(&self, client_ip: IpAddr) -> Option<Limited> {
         if self.millis_since_start(Instant::now()) >= self.lockouts_end_ms.load(Ordering::Relaxed) {
             return None;
         }
-        let key = self.lockout_key(RateKey::Ip(client_ip));
+        let key = self.client_key(client_ip);
         let until = *self.lockouts.get(&key)?;
         let now = Instant::now();
         if until <= now {
@@ -456,20 +483,49 @@ impl RateLimits {
         })
     }
 
+    /// Counts a password check as it starts. The check that uses up the
+    /// address's allowance still runs, and locks the address out for the
+    /// tier's window; past that the attempt is refused.
+    pub fn login_attempt(&self, client_ip: IpAddr) -> Result<Option<Limited>, Limited> {
+        let key = self.client_key(client_ip);
+        match self.login_failures.check(&key) {
+            Ok((remaining, _)) if remaining > 0 => Ok(None),
+            Ok(_) => Ok(self.lock_out(key)),
+            Err(wait) => Err(self.lock_out(key.clone()).unwrap_or(Limited {
+                tier: Tier::Login,
+                rate: self.login_failures.rate,
+                retry_after: wait,
+                started: false,
+                key,
+            })),
+        }
+    }
+
     /// Counts a failed login; when it uses up the address's allowance, the
     /// address is locked out for the tier's whole window.
     pub fn login_failed(&self, client_ip: IpAddr) -> Option<Limited> {
-        let key = RateKey::Ip(client_ip);
+        let key = self.client_key(client_ip);
         let exhausted = match self.login_failures.check(&key) {
             Ok((remaining, _)) => remaining == 0,
             Err(_) => true,
         };
-        if !exhausted {
+        if exhausted {
+            self.lock_out(key)
+        } else {
+            None
+        }
+    }
+
+    /// Locks `key` out for the login tier's window. Never a key the tables
+    /// cannot track: those share one bucket, and locking it would refuse
+    /// every such caller, whoever failed.
+    fn lock_out(&self, key: RateKey) -> Option<Limited> {
+        if !self.login_failures.tracks(&key) {
             return None;
         }
+        let key = self.lockout_key(key)?;
         let window = self.login_failures.rate.per;
         let until = Instant::now() + window;
-        let key = self.lockout_key(key);
         self.lockouts.insert(key.clone(), until);
         self.lockouts_end_ms
             .fetch_max(self.millis_since_start(until) + 1, Ordering::Relaxed);
@@ -486,21 +542,17 @@ impl RateLimits {
         u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The key a lockout is stored under: the address, or the shared
-    /// overflow key when the table is full of live lockouts.
-    fn lockout_key(&self, key: RateKey) -> RateKey {
+    /// The key a lockout is stored under, or `None` when the table is full
+    /// of live lockouts (then the limiter alone slows the address down).
+    fn lockout_key(&self, key: RateKey) -> Option<RateKey> {
         if self.lockouts.len() < self.settings.0.max_tracked_keys
             || self.lockouts.contains_key(&key)
         {
-            return key;
+            return Some(key);
         }
         let now = Instant::now();
         self.lockouts.retain(|_, until| *until > now);
-        if self.lockouts.len() < self.settings.0.max_tracked_keys {
-            key
-        } else {
-            RateKey::Overflow
-        }
+        (self.lockouts.len() < self.settings.0.max_tracked_keys).then_some(key)
     }
 
     /// Drops idle keys and ends engagements whose window has passed.

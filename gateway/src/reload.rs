@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 
 use crate::audit::Audit;
-use crate::identity::JwksCache;
+use crate::identity::IdentityState;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::tls::CertStore;
@@ -39,7 +39,7 @@ pub struct Reloader {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub certs: Arc<ArcSwap<CertStore>>,
     pub metrics: Arc<Metrics>,
-    pub jwks: Arc<JwksCache>,
+    pub identity: IdentityState,
     pub audit: Audit,
 }
 
@@ -82,7 +82,7 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<(), ReloadError> {
         let current = self.snapshot.load();
-        let next = Snapshot::load(&self.policy_path, self.jwks.clone(), Some(&current))?;
+        let next = Snapshot::load(&self.policy_path, &self.identity, Some(&current))?;
         let (old, new) = (&current.policy, &next.policy);
         // Listeners are bound, the crypto provider is process-wide, and the
         // connection cap is fixed at start; accepting a change we cannot

@@ -19,49 +19,22 @@ use pingora::services::listening::Service;
 
 use crate::assertion::AssertionSigner;
 use crate::audit::Audit;
-use crate::identity::JwksCache;
-use crate::listeners::{Admin, ConnectionCap, RedirectToHttps};
+use crate::connection::ConnectionCap;
+use crate::identity::IdentityState;
+use crate::listeners::{Admin, RedirectToHttps};
 
 /// How long SIGTERM waits before trusting the in-flight counters.
 const DRAIN_SETTLE: Duration = Duration::from_millis(500);
-use crate::metrics::Metrics;
+use crate::metrics::{InFlight, Metrics};
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, SniResolver};
 
-/// Requests in flight, so SIGTERM can exit as soon as they are done instead
-/// of always waiting the whole grace period. Backed by the
-/// `gatehouse_requests_in_flight` gauge, so operators see the same number.
-pub struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    pub fn new(gauge: prometheus::IntGauge) -> Self {
-        InFlight(gauge)
-    }
-
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.0.inc();
-        InFlightGuard(self.clone())
-    }
-
-    fn count(&self) -> i64 {
-        self.0.get()
-    }
-}
-
-pub struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0 .0.dec();
-    }
-}
-
 pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) -> Result<()> {
-    let jwks = Arc::new(JwksCache::new());
-    let snapshot = Snapshot::load(&policy_path, jwks.clone(), None).map_err(|e| match e {
+    let identity = IdentityState::new().context("starting the password workers")?;
+    let snapshot = Snapshot::load(&policy_path, &identity, None).map_err(|e| match e {
         crate::snapshot::SnapshotError::Policy(p) => anyhow::anyhow!("{p}"),
         other => anyhow::Error::new(other),
     })?;
@@ -81,6 +54,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     let audit = Audit::open(policy).context("opening the audit log")?;
     let grace = policy.limits.shutdown_grace;
     let max_connections = policy.limits.max_connections;
+    let h2_idle_timeout = policy.limits.client_read_timeout;
     let listen = policy.listen.clone();
 
     metrics.set_cert_expiries(&snapshot.certs.not_after);
@@ -115,15 +89,21 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
     let mut options = HttpServerOptions::default();
     options.h2c = false;
+    // An HTTP/2 connection without a complete request is closed after this
+    // long: HTTP/2's bound on slow or idle clients (HTTP/1 heads have
+    // `request_head_timeout`, see `connection.rs`).
+    options.h2_idle_timeout = Some(h2_idle_timeout);
     proxy.server_options = Some(options);
-    let mut tls_settings = TlsSettings::with_callbacks(Box::new(tls::NoHandshakeCallbacks))
+    let mut tls_settings = TlsSettings::with_callbacks(Box::new(tls::SniCallbacks))
         .context("building TLS settings")?;
     tls_settings.set_cert_resolver(Arc::new(SniResolver::new(certs.clone())));
     tls_settings.enable_h2();
     let capped = ConnectionCap {
         inner: Arc::new(proxy),
+        snapshot: snapshot.clone(),
         max: max_connections,
         open: open_connections.clone(),
+        per_address: Arc::default(),
         metrics: metrics.clone(),
     };
     let mut https = Service::new("https".into(), capped);
@@ -159,7 +139,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         snapshot: snapshot.clone(),
         certs,
         metrics,
-        jwks,
+        identity: identity.clone(),
         audit: audit.clone(),
     });
     server.add_service(background_service(
@@ -167,7 +147,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         ReloadService::new(reloader).context("installing reload triggers")?,
     ));
     spawn_drain_watcher(in_flight, open_connections, grace, audit.clone())?;
-    spawn_rate_limit_sweeper(snapshot.clone(), audit.clone())?;
+    spawn_sweeper(snapshot.clone(), identity.clone(), audit.clone())?;
 
     server.bootstrap();
     audit.record(
@@ -258,17 +238,26 @@ fn spawn_drain_watcher(
     Ok(())
 }
 
-/// Every two seconds: drop idle rate-limit keys, and write the summary of
-/// each engagement whose window has passed.
-fn spawn_rate_limit_sweeper(snapshot: Arc<ArcSwap<Snapshot>>, audit: Audit) -> Result<()> {
+/// Every two seconds: drop idle rate-limit keys and write the summary of
+/// each engagement whose window has passed, summarise anonymous denials,
+/// and forget logged-out sessions that have expired by now.
+fn spawn_sweeper(
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    identity: IdentityState,
+    audit: Audit,
+) -> Result<()> {
     std::thread::Builder::new()
-        .name("rate-limit-sweeper".into())
+        .name("sweeper".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(2));
             for ended in snapshot.load().rate_limits.sweep() {
                 audit.record(crate::audit::rate_limit_ended(&ended));
             }
+            audit.summarise_anonymous_denials(false);
+            identity
+                .revocations
+                .sweep(crate::identity::session::unix_now());
         })
-        .context("starting the rate-limit sweeper")?;
+        .context("starting the sweeper")?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use gatehouse_policy::{Policy, PolicyError, Route};
 
 use crate::headers::PreparedHeaders;
-use crate::identity::{Authenticator, JwksCache};
+use crate::identity::{Authenticator, IdentityState};
 use crate::path::{matches_prefix, NormalizedPath};
 use crate::rate_limit::RateLimits;
 use crate::tls::{CertStore, TlsError};
@@ -41,21 +41,22 @@ pub enum SnapshotError {
 impl Snapshot {
     /// Loads the policy and everything it refers to. `check`, startup and
     /// reload all come through here, so they accept and reject the same files.
-    /// `jwks` is shared across reloads so cached keys survive them.
+    /// `identity` is shared across reloads so cached keys, the password
+    /// workers and revoked sessions survive them.
     pub fn load(
         path: &Path,
-        jwks: Arc<JwksCache>,
+        identity: &IdentityState,
         previous: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
         let policy = gatehouse_policy::load(path)?;
-        Self::build(policy, jwks, previous)
+        Self::build(policy, identity, previous)
     }
 
     /// `previous` lends its rate-limit state when the rates are unchanged,
     /// so a reload does not hand everyone a fresh allowance.
     pub fn build(
         policy: Policy,
-        jwks: Arc<JwksCache>,
+        identity: &IdentityState,
         previous: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
         let rate_limits = match previous {
@@ -64,7 +65,7 @@ impl Snapshot {
         };
         Ok(Snapshot {
             rate_limits,
-            authenticator: Authenticator::new(&policy, jwks)?,
+            authenticator: Authenticator::new(&policy, identity)?,
             certs: Arc::new(CertStore::load(&policy.tls)?),
             routes: RouteTable::new(&policy.routes),
             default_headers: PreparedHeaders::new(&gatehouse_policy::SecurityHeaders::default()),
@@ -103,16 +104,52 @@ impl RouteTable {
     }
 
     /// The route for a request: a route naming this host wins over a
-    /// host-less one, then the longest matching prefix.
-    pub fn find(&self, host: Option<&str>, path: &NormalizedPath) -> Option<&Arc<PreparedRoute>> {
-        self.0.iter().find(|r| {
+    /// host-less one, then the longest matching prefix. Prefixes match
+    /// ASCII case-insensitively unless the route says otherwise; a path
+    /// that matches a case-sensitive route only under case folding is
+    /// refused rather than handed to a less specific route, since
+    /// case-insensitive servers (IIS, ASP.NET, Express by default) would
+    /// serve it as that route.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &NormalizedPath,
+    ) -> Result<&Arc<PreparedRoute>, RouteMiss> {
+        for r in &self.0 {
             let host_ok = match (&r.route.host, host) {
                 (None, _) => true,
                 (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
                 (Some(_), None) => false,
             };
-            host_ok && matches_prefix(path, r.route.path.as_str())
-        })
+            if !host_ok || !matches_prefix(path, r.route.path.as_str(), true) {
+                continue;
+            }
+            if r.route.case_sensitive && !matches_prefix(path, r.route.path.as_str(), false) {
+                return Err(RouteMiss::CaseMismatch);
+            }
+            return Ok(r);
+        }
+        Err(RouteMiss::NoRoute)
+    }
+}
+
+/// Why no route takes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteMiss {
+    #[error("no route matches")]
+    NoRoute,
+    #[error("the path matches a case-sensitive route only with other letter case")]
+    CaseMismatch,
+}
+
+impl RouteMiss {
+    pub const ALL: [RouteMiss; 2] = [RouteMiss::NoRoute, RouteMiss::CaseMismatch];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            RouteMiss::NoRoute => "no-route",
+            RouteMiss::CaseMismatch => "route-case-mismatch",
+        }
     }
 }
 
@@ -132,7 +169,7 @@ mod tests {
 
     fn matched<'a>(table: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
         let path = crate::path::normalize(path.as_bytes()).unwrap();
-        table.find(host, &path).map(|r| r.route.name.as_str())
+        table.find(host, &path).ok().map(|r| r.route.name.as_str())
     }
 
     #[test]
@@ -179,5 +216,38 @@ public = true
         );
         assert_eq!(matched(&routes, None, "/"), None);
         assert_eq!(matched(&routes, None, "/ap"), None);
+    }
+
+    #[test]
+    fn case_folds_unless_the_route_is_case_sensitive() {
+        let routes = table(
+            r#"
+[[route]]
+name = "root"
+path = "/"
+upstream = "http://127.0.0.1:1"
+public = true
+[[route]]
+name = "admin"
+path = "/admin/"
+upstream = "http://127.0.0.1:2"
+public = true
+[[route]]
+name = "exact"
+path = "/Exact"
+case_sensitive = true
+upstream = "http://127.0.0.1:3"
+public = true
+"#,
+        );
+        assert_eq!(matched(&routes, None, "/ADMIN/x"), Some("admin"));
+        assert_eq!(matched(&routes, None, "/admin"), Some("admin"));
+        assert_eq!(matched(&routes, None, "/Exact/x"), Some("exact"));
+        let path = crate::path::normalize(b"/EXACT/x").unwrap();
+        assert_eq!(
+            routes.find(None, &path).err(),
+            Some(RouteMiss::CaseMismatch),
+            "never falls through to the root route"
+        );
     }
 }

@@ -166,12 +166,37 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Pingora's rustls listener only takes a resolver through settings built
-/// with callbacks; the gateway needs none of them.
-pub struct NoHandshakeCallbacks;
+/// Keeps the name the client asked for in the TLS handshake (SNI) with
+/// the connection, where the request path compares it with `Host`.
+/// (Pingora's rustls listener also only takes a resolver through settings
+/// built with callbacks.)
+pub struct SniCallbacks;
+
+/// The SNI name of a connection, when the client sent one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerNameIndication(pub String);
 
 #[async_trait::async_trait]
-impl pingora::listeners::TlsAccept for NoHandshakeCallbacks {}
+impl pingora::listeners::TlsAccept for SniCallbacks {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(ServerNameIndication(name.to_ascii_lowercase())))
+    }
+}
+
+/// The SNI name the session's connection was opened for.
+pub fn server_name(session: &pingora::proxy::Session) -> Option<&str> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<ServerNameIndication>()
+        .map(|sni| sni.0.as_str())
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Turns the raw file into the validated model, collecting every problem
 //! instead of stopping at the first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,6 +17,12 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Browsers open at most six HTTP/1.1 connections per host; this leaves
+/// room for an office behind one NAT address while a single host cannot
+/// take the whole `max_connections`.
+const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +47,7 @@ impl Converter<'_> {
             deny: self.cidrs(&raw.network.deny),
         };
         let trusted_proxies = self.cidrs(&raw.network.trusted_proxies);
+        let client_ip_header = self.client_ip_header(&raw.network.client_ip_header);
         let (limits, route_defaults) = self.limits(&raw.limits);
         let rate_limits = self.rate_limits(&raw.rate_limit);
         let audit = self.audit(&raw.audit);
@@ -62,6 +69,7 @@ impl Converter<'_> {
             tls: tls?,
             network,
             trusted_proxies,
+            client_ip_header,
             limits,
             routes,
             roles,
@@ -202,7 +210,7 @@ impl Converter<'_> {
     }
 
     /// A lower-cased DNS name or IP literal.
-    fn host_name(&mut self, raw: &S<String>) -> Option<String> {
+    pub(crate) fn host_name(&mut self, raw: &S<String>) -> Option<String> {
         let name = raw.get_ref().trim().to_ascii_lowercase();
         let is_ip = IpAddr::from_str(&name).is_ok();
         let is_dns = !name.is_empty()
@@ -237,7 +245,7 @@ impl Converter<'_> {
         }
     }
 
-    fn headers(&mut self, raw: &RawHeaders, base: SecurityHeaders) -> SecurityHeaders {
+    pub(crate) fn headers(&mut self, raw: &RawHeaders, base: SecurityHeaders) -> SecurityHeaders {
         let mut out = base;
         let fields = [
             (&raw.hsts, &mut out.strict_transport_security),
@@ -356,23 +364,37 @@ impl Converter<'_> {
     }
 
     fn limits(&mut self, raw: &RawLimits) -> (Limits, RouteDefaults) {
-        let max_connections = match &raw.max_connections {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) => match usize::try_from(*n.get_ref()) {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    self.problems
-                        .add(Some(n.span()), "max_connections must be a positive number");
-                    DEFAULT_MAX_CONNECTIONS
-                }
-            },
-        };
+        let max_connections = self.bounded_count(
+            &raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=10_000_000,
+            "max_connections",
+        );
+        let max_connections_per_address = self.bounded_count(
+            &raw.max_connections_per_address,
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            1..=10_000_000,
+            "max_connections_per_address",
+        );
+        let request_head_timeout =
+            self.duration(&raw.request_head_timeout, DEFAULT_REQUEST_HEAD_TIMEOUT);
+        if request_head_timeout.is_zero() || request_head_timeout > MAX_REQUEST_HEAD_TIMEOUT {
+            if let Some(r) = &raw.request_head_timeout {
+                self.problems.add_hint(
+                    Some(r.span()),
+                    "request_head_timeout is out of range",
+                    "between 1s and 5min; real clients send a head in well under a second",
+                );
+            }
+        }
         let max_header_bytes = self.size(&raw.max_header_bytes, DEFAULT_MAX_HEADER_BYTES as u64);
         let limits = Limits {
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
             client_read_timeout: self
                 .duration(&raw.client_read_timeout, DEFAULT_CLIENT_READ_TIMEOUT),
             max_connections,
+            max_connections_per_address,
+            request_head_timeout,
             shutdown_grace: self.duration(&raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
         };
         let defaults = RouteDefaults {
@@ -386,181 +408,51 @@ impl Converter<'_> {
         (limits, defaults)
     }
 
-    fn routes(
+    /// A positive whole number no larger than `max`, or `default` when absent.
+    pub(crate) fn bounded_count(
         &mut self,
-        raw: &[S<RawRoute>],
-        headers: &SecurityHeaders,
-        defaults: &RouteDefaults,
-        roles: &crate::identity::Roles,
-        identities: &crate::identity::Identities,
-    ) -> Vec<Route> {
-        let mut names = HashSet::new();
-        let mut keys = HashSet::new();
-        let mut routes = Vec::new();
-        for raw_route in raw {
-            let r = raw_route.get_ref();
-            let name = r.name.get_ref().clone();
-            let name_ok = !name.is_empty()
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !name_ok {
+        raw: &Option<S<i64>>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+        what: &str,
+    ) -> usize {
+        let Some(raw) = raw else { return default };
+        match usize::try_from(*raw.get_ref()) {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
                 self.problems.add_hint(
-                    Some(r.name.span()),
-                    format!("route name `{name}` is not allowed"),
-                    "use lower-case letters, digits, '-' and '_'",
+                    Some(raw.span()),
+                    format!("{what} is out of range"),
+                    format!("between {} and {}", range.start(), range.end()),
                 );
-            } else if !names.insert(name.clone()) {
-                self.problems.add(
-                    Some(r.name.span()),
-                    format!("route name `{name}` is used twice"),
-                );
+                default
             }
-            let host = r.host.as_ref().and_then(|h| self.host_name(h));
-            let path = self.route_prefix(&r.path);
-            if let Some(path) = &path {
-                if !keys.insert((host.clone(), path.0.clone())) {
-                    self.problems.add_hint(
-                        Some(r.path.span()),
-                        format!("another route already serves `{}` on this host", path.0),
-                        "host and path together must be unique",
-                    );
-                }
-            }
-            let upstream = self.upstream(r, defaults);
-            let route_headers = self.headers(&r.headers, headers.clone());
-            let network = NetworkRules {
-                allow: self.cidrs(&r.network.allow),
-                deny: self.cidrs(&r.network.deny),
-            };
-            let max_body = self.size(&r.max_body, defaults.max_body);
-            let access = self.access(r, roles, identities);
-            let cors = self.cors(&r.cors);
-            let rate_limit = r
-                .rate_limit
-                .as_ref()
-                .map(|raw| self.rate(Some(raw), crate::convert_abuse::DEFAULT_CLIENT_RATE));
-            if let (Some(path), Some(upstream)) = (path, upstream) {
-                routes.push(Route {
-                    name,
-                    host,
-                    path,
-                    upstream,
-                    max_body,
-                    websocket: r.websocket,
-                    network,
-                    headers: route_headers,
-                    access,
-                    cors,
-                    forward_authorization: r.forward_authorization,
-                    forward_session_cookie: r.forward_session_cookie,
-                    rate_limit,
-                });
-            }
-        }
-        routes
-    }
-
-    fn route_prefix(&mut self, raw: &S<String>) -> Option<RoutePrefix> {
-        let text = raw.get_ref();
-        let segments_ok = text
-            .strip_prefix('/')
-            .map(|rest| {
-                let rest = rest.strip_suffix('/').unwrap_or(rest);
-                rest.is_empty()
-                    || rest.split('/').all(|seg| {
-                        !seg.is_empty()
-                            && seg != "."
-                            && seg != ".."
-                            && seg.bytes().all(|b| {
-                                b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)
-                            })
-                    })
-            })
-            .unwrap_or(false);
-        if segments_ok {
-            Some(RoutePrefix(text.clone()))
-        } else {
-            self.problems.add_hint(
-                Some(raw.span()),
-                format!("`{text}` is not a normalised path prefix"),
-                "start with '/', no '.' or '..' segments, no '//' and no percent-encoding",
-            );
-            None
         }
     }
 
-    fn upstream(&mut self, r: &RawRoute, defaults: &RouteDefaults) -> Option<Upstream> {
-        let raw = &r.upstream;
-        let hint = "write it as \"http://127.0.0.1:9000\" or \"https://app.internal\"";
-        let Ok(url) = url::Url::parse(raw.get_ref()) else {
-            self.problems
-                .add_hint(Some(raw.span()), "upstream is not a URL", hint);
-            return None;
+    fn client_ip_header(&mut self, raw: &Option<S<String>>) -> ClientIpHeader {
+        let Some(raw) = raw else {
+            return ClientIpHeader::default();
         };
-        let scheme = match url.scheme() {
-            "http" => UpstreamScheme::Http,
-            "https" => UpstreamScheme::Https,
+        match raw.get_ref().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ClientIpHeader::XForwardedFor,
+            "forwarded" => ClientIpHeader::Forwarded,
             other => {
                 self.problems.add_hint(
                     Some(raw.span()),
-                    format!("upstream scheme `{other}` is not supported"),
-                    hint,
+                    format!("`{other}` is not a client address header"),
+                    "\"x-forwarded-for\" (the default) or \"forwarded\": the one your trusted proxies set",
                 );
-                return None;
+                ClientIpHeader::default()
             }
-        };
-        let bare = url.path() == "/"
-            && url.query().is_none()
-            && url.fragment().is_none()
-            && url.username().is_empty()
-            && url.password().is_none();
-        if !bare {
-            // The upstream receives exactly the path that was authorised, so a
-            // path here would silently rewrite it.
-            self.problems.add_hint(
-                Some(raw.span()),
-                "upstream must not carry a path, query or credentials",
-                hint,
-            );
         }
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) => d.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => {
-                self.problems
-                    .add_hint(Some(raw.span()), "upstream has no host", hint);
-                return None;
-            }
-        };
-        let port = url.port_or_known_default()?;
-        if scheme == UpstreamScheme::Http && (r.upstream_sni.is_some() || r.insecure_skip_verify) {
-            self.problems.add(
-                Some(raw.span()),
-                "upstream_sni and insecure_skip_verify only apply to https upstreams",
-            );
-        }
-        Some(Upstream {
-            scheme,
-            tls_server_name: r
-                .upstream_sni
-                .as_ref()
-                .map(|s| s.get_ref().clone())
-                .unwrap_or_else(|| host.clone()),
-            host,
-            port,
-            insecure_skip_verify: r.insecure_skip_verify,
-            connect_timeout: self.duration(&r.connect_timeout, defaults.connect_timeout),
-            read_timeout: self.duration(&r.read_timeout, defaults.read_timeout),
-        })
     }
 }
 
-struct RouteDefaults {
-    max_body: u64,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+pub(crate) struct RouteDefaults {
+    pub max_body: u64,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 pub(crate) fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {

@@ -13,6 +13,12 @@ pub(crate) const DEFAULT_CLIENT_RATE: Rate = rate(30, 60);
 pub(crate) const DEFAULT_IDENTITY_RATE: Rate = rate(120, 60);
 pub(crate) const DEFAULT_LOGIN_RATE: Rate = rate(5, 60);
 const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
+/// One subscriber or host usually holds a whole /64.
+const DEFAULT_IPV6_PREFIX: usize = 64;
+/// Two distinct passwords checked at once per address: a browser's
+/// parallel requests share one check of the same credential, so only a
+/// guesser needs more.
+const DEFAULT_PASSWORD_CHECKS_PER_ADDRESS: usize = 2;
 const MAX_RATE_COUNT: u32 = 1_000_000;
 const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_AUDIT_FILE_SIZE: u64 = 100 * 1024 * 1024;
@@ -70,25 +76,32 @@ impl Converter<'_> {
     }
 
     pub(crate) fn rate_limits(&mut self, raw: &RawRateLimit) -> RateLimits {
-        let max_tracked_keys = match &raw.max_tracked_keys {
-            None => DEFAULT_MAX_TRACKED_KEYS,
-            Some(n) => match usize::try_from(*n.get_ref()) {
-                Ok(n) if (100..=10_000_000).contains(&n) => n,
-                _ => {
-                    self.problems.add_hint(
-                        Some(n.span()),
-                        "max_tracked_keys is out of range",
-                        "between 100 and 10000000; each key costs about 100 bytes",
-                    );
-                    DEFAULT_MAX_TRACKED_KEYS
-                }
-            },
-        };
+        // Each key costs about 100 bytes.
+        let max_tracked_keys = self.bounded_count(
+            &raw.max_tracked_keys,
+            DEFAULT_MAX_TRACKED_KEYS,
+            10..=10_000_000,
+            "max_tracked_keys",
+        );
+        let ipv6_prefix = self.bounded_count(
+            &raw.ipv6_prefix,
+            DEFAULT_IPV6_PREFIX,
+            32..=128,
+            "ipv6_prefix",
+        ) as u8;
+        let password_checks_per_address = self.bounded_count(
+            &raw.password_checks_per_address,
+            DEFAULT_PASSWORD_CHECKS_PER_ADDRESS,
+            1..=64,
+            "password_checks_per_address",
+        );
         RateLimits {
             client: self.rate(raw.client.as_ref(), DEFAULT_CLIENT_RATE),
             identity: self.rate(raw.identity.as_ref(), DEFAULT_IDENTITY_RATE),
             login: self.rate(raw.login.as_ref(), DEFAULT_LOGIN_RATE),
             max_tracked_keys,
+            ipv6_prefix,
+            password_checks_per_address,
         }
     }
 

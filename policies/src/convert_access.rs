@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::convert::Converter;
 use crate::convert_identity::HTTP_METHODS;
+use crate::convert_route::extension_method_problem;
 use crate::identity::*;
 use crate::model::{Cors, CorsOrigins};
 use crate::raw::*;
@@ -42,12 +43,17 @@ impl Converter<'_> {
         let default = self.requirement(&r.roles, &r.permissions, roles);
         let mut per_method = BTreeMap::new();
         for (method, req) in &r.methods {
-            if !HTTP_METHODS.contains(&method.get_ref().as_str()) {
+            let name = method.get_ref().as_str();
+            if name == "HEAD" {
                 self.problems.add_hint(
                     Some(method.span()),
-                    format!("`{}` is not an HTTP method", method.get_ref()),
-                    "use upper case: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
+                    "HEAD follows GET's rule",
+                    "write the rule under [route.methods.GET]; it covers HEAD too",
                 );
+            } else if !HTTP_METHODS.contains(&name) {
+                if let Some((message, hint)) = extension_method_problem(name) {
+                    self.problems.add_hint(Some(method.span()), message, hint);
+                }
             }
             per_method.insert(
                 method.get_ref().clone(),

@@ -15,6 +15,7 @@ mod convert_abuse;
 mod convert_access;
 mod convert_container;
 mod convert_identity;
+mod convert_route;
 mod convert_scheduler;
 mod error;
 pub mod healthcheck;
@@ -88,6 +89,13 @@ pub fn parse_with_env(
 /// Policy fragments for the tests and benchmarks of crates built on this one.
 #[doc(hidden)]
 pub mod testing {
+    /// The rate limits a policy gets when it sets none.
+    pub fn rate_limits() -> crate::RateLimits {
+        crate::parse(std::path::Path::new("defaults.toml"), LISTEN_AND_TLS)
+            .map(|policy| policy.rate_limits)
+            .unwrap_or_else(|e| panic!("the minimal policy must parse: {e}"))
+    }
+
     /// `[listen]` and one `[[tls.cert]]`: the head every policy needs.
     pub const LISTEN_AND_TLS: &str = r#"
 [listen]

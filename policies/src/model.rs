@@ -16,7 +16,9 @@ pub struct Policy {
     pub listen: Listen,
     pub tls: Tls,
     pub network: NetworkRules,
+    /// Peers whose forwarding header is believed; see [`ClientIpHeader`].
     pub trusted_proxies: Vec<IpNet>,
+    pub client_ip_header: ClientIpHeader,
     pub limits: Limits,
     /// Routes in the order the file declares them. The gateway matches the
     /// longest prefix, so order only breaks ties it never has (names and
@@ -91,6 +93,27 @@ pub struct CertPair {
     pub key: PathBuf,
 }
 
+/// The one header trusted proxies use to pass the client's address. The
+/// other one is ignored, because a proxy that appends to one header
+/// usually passes the other through untouched: believing both would let
+/// the client choose its own address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`.
+    Forwarded,
+}
+
+impl ClientIpHeader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
 /// Allow and deny lists. Deny always wins; an empty allow list allows every
 /// address that no deny entry names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +128,12 @@ pub struct Limits {
     /// Time a client has to send the request head, and between body reads.
     pub client_read_timeout: Duration,
     pub max_connections: usize,
+    /// Open client connections per socket peer (IPv6 per `ipv6_prefix`);
+    /// trusted proxies are exempt.
+    pub max_connections_per_address: usize,
+    /// Time to deliver a whole request head: from the accepted connection
+    /// for the first request, from its first byte for later ones.
+    pub request_head_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
@@ -202,7 +231,57 @@ pub struct Route {
     pub forward_session_cookie: bool,
     /// Replaces the client and identity tiers on this route.
     pub rate_limit: Option<Rate>,
+    /// Whether the prefix matches only with the same ASCII case. Either
+    /// way a path that matches it only under case folding never reaches a
+    /// less specific route.
+    pub case_sensitive: bool,
+    /// Lower-case names from [`STRIPPED_REQUEST_HEADERS`] this route lets
+    /// through to its upstream.
+    pub pass_headers: Vec<String>,
+    /// Methods beyond [`STANDARD_METHODS`] this route accepts.
+    pub extension_methods: std::collections::BTreeSet<String>,
 }
+
+/// The methods every route accepts (subject to its access rules). `HEAD`
+/// is authorised by `GET`'s rule. CONNECT and TRACE never pass.
+pub const STANDARD_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Request headers that some upstream framework reads as the client's
+/// address, host, path, method or identity. A client could set any of
+/// them, so the gateway removes them unless a route's `pass_headers` names
+/// one. Lower case.
+pub const STRIPPED_REQUEST_HEADERS: [&str; 25] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+    "remote-user",
+    "x-remote-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+];
+
+/// Header-name prefixes only the gateway writes towards upstreams. A
+/// client's copies are always removed and no route can let them through.
+pub const IDENTITY_HEADER_PREFIXES: [&str; 2] = ["x-gatehouse-", "x-auth-request-"];
 
 /// Cross-origin rules of a route; the gateway answers preflights itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +374,12 @@ pub struct RateLimits {
     /// At most this many keys are tracked per tier; see the gateway's
     /// `rate_limit` module for what happens beyond.
     pub max_tracked_keys: usize,
+    /// IPv6 clients are counted per network of this prefix length: one
+    /// host usually owns a whole /64, so per-/128 keys let one client fill
+    /// the key store.
+    pub ipv6_prefix: u8,
+    /// Basic-auth password verifications in flight per client address.
+    pub password_checks_per_address: usize,
 }
 
 /// What the gateway does while it cannot write its audit log.

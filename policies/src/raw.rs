@@ -50,6 +50,8 @@ pub(crate) struct RawRateLimit {
     pub identity: Option<S<String>>,
     pub login: Option<S<String>>,
     pub max_tracked_keys: Option<S<i64>>,
+    pub ipv6_prefix: Option<S<i64>>,
+    pub password_checks_per_address: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +120,7 @@ pub(crate) struct RawNetwork {
     pub deny: Vec<S<String>>,
     #[serde(default)]
     pub trusted_proxies: Vec<S<String>>,
+    pub client_ip_header: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +142,8 @@ pub(crate) struct RawLimits {
     pub shutdown_grace: Option<S<String>>,
     pub upstream_connect_timeout: Option<S<String>>,
     pub upstream_read_timeout: Option<S<String>>,
+    pub request_head_timeout: Option<S<String>>,
+    pub max_connections_per_address: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +180,12 @@ pub(crate) struct RawRoute {
     pub forward_session_cookie: bool,
     pub cors: Option<S<RawCors>>,
     pub rate_limit: Option<S<String>>,
+    #[serde(default)]
+    pub case_sensitive: bool,
+    #[serde(default)]
+    pub pass_headers: Vec<S<String>>,
+    #[serde(default)]
+    pub extension_methods: Vec<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,7 +38,7 @@ impl ApiKeys {
             return Err(IdentityError::AddressNotAllowed);
         }
         Ok(Principal::new(
-            format!("api-key:{}", entry.name),
+            format!("api_key:{}", entry.name),
             None,
             entry.roles.clone(),
             IdentityKind::ApiKey,
@@ -80,7 +80,7 @@ mod tests {
         let (key, _) = new_api_key().unwrap();
         let keys = ApiKeys::new(&[entry(&key, None, &[])]);
         let principal = keys.verify(&key, "10.0.0.1".parse().unwrap()).unwrap();
-        assert_eq!(principal.subject, "api-key:ci");
+        assert_eq!(principal.subject, "api_key:ci");
         assert!(principal.roles.contains("operator"));
     }
 

@@ -3,7 +3,11 @@
 //! The issuer is chosen by the token's (unverified) `iss`, then everything
 //! is checked against that issuer's own settings: its algorithm allowlist
 //! (never `none`; the key's type must fit the algorithm), its keys, its
-//! audiences, `exp` and `nbf` with its leeway.
+//! audiences, `exp` and `nbf` with its leeway. Keys come only from the
+//! policy: header fields that point elsewhere (`jku`, `x5u`, `jwk`, `x5c`)
+//! are never followed, and a token that marks an extension as critical
+//! (`crit`) is refused, since the gateway implements none (RFC 7515
+//! §4.1.11).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -153,7 +157,7 @@ impl JwtVerifier {
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), IdentityError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
+        let header = TokenHeader::parse(token)?;
         let issuer_name = unverified_issuer(token)?;
         let issuer = self
             .issuers
@@ -212,16 +216,60 @@ impl JwtVerifier {
     }
 }
 
+/// What the gateway reads from a token's header before verifying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHeader {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawHeader {
+    alg: Algorithm,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+impl TokenHeader {
+    /// Parses the header of a compact JWS. Refuses anything but three
+    /// dot-separated parts, an algorithm other than the known signing ones
+    /// (so `none`), and any `crit` header.
+    pub fn parse(token: &str) -> Result<TokenHeader, IdentityError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(IdentityError::Malformed);
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| IdentityError::Malformed)?;
+        let raw: RawHeader =
+            serde_json::from_slice(&bytes).map_err(|_| IdentityError::Malformed)?;
+        if raw.crit.is_some() {
+            return Err(IdentityError::Invalid);
+        }
+        Ok(TokenHeader {
+            alg: raw.alg,
+            kid: raw.kid,
+        })
+    }
+}
+
 fn principal(claims: &Value, config: &JwtIssuer) -> Result<Principal, IdentityError> {
     let subject = claims
         .get("sub")
         .and_then(Value::as_str)
         .ok_or(IdentityError::Invalid)?;
+    let email_verified = claims.get("email_verified").and_then(Value::as_bool) == Some(true);
     Ok(Principal::new(
-        subject.to_owned(),
+        format!("jwt:{}:{subject}", config.name),
         claims
             .get("email")
             .and_then(Value::as_str)
+            .filter(|_| email_verified)
             .map(str::to_owned),
         roles_from(claims, &config.claims),
         IdentityKind::Jwt,
@@ -398,5 +446,46 @@ impl JwksCache {
 impl Default for JwksCache {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(header: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(header), b64("{}"))
+    }
+
+    #[test]
+    fn headers_name_a_signing_algorithm_and_maybe_a_key() {
+        let header = TokenHeader::parse(&token(r#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#));
+        assert_eq!(
+            header,
+            Ok(TokenHeader {
+                alg: Algorithm::ES256,
+                kid: Some("k1".into())
+            })
+        );
+    }
+
+    #[test]
+    fn crit_none_and_odd_shapes_are_refused() {
+        assert_eq!(
+            TokenHeader::parse(&token(r#"{"alg":"RS256","crit":["exp"],"exp":1}"#)),
+            Err(IdentityError::Invalid)
+        );
+        assert_eq!(
+            TokenHeader::parse(&token(r#"{"alg":"none"}"#)),
+            Err(IdentityError::Malformed)
+        );
+        for bad in ["a.b", "a.b.c.d", "!!.e30.x", ""] {
+            assert_eq!(
+                TokenHeader::parse(bad),
+                Err(IdentityError::Malformed),
+                "{bad}"
+            );
+        }
     }
 }

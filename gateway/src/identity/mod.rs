@@ -1,11 +1,14 @@
 //! Who is calling. The only place a [`Principal`] is built, from exactly one
-//! credential: an API key, a JWT bearer token or basic auth (OIDC sessions
-//! join later). A present but bad credential is an error, never "anonymous".
+//! credential: an API key, a JWT bearer token, basic auth or the session
+//! cookie of an OIDC login. A present but bad credential is an error, never
+//! "anonymous".
 
 mod api_key;
 mod basic;
 pub mod claims;
 pub mod jwt;
+pub mod password;
+pub mod revocation;
 pub mod session;
 
 use std::collections::BTreeSet;
@@ -19,6 +22,34 @@ use http::HeaderMap;
 pub use api_key::{new_api_key, API_KEY_PREFIX};
 pub use basic::hash_password;
 pub use jwt::JwksCache;
+pub use password::PasswordPool;
+pub use revocation::SessionRevocations;
+
+/// Identity state that outlives any one policy: fetched keys, the password
+/// workers and the sessions logged out. Each reload builds a new
+/// [`Authenticator`] around the same state.
+#[derive(Clone)]
+pub struct IdentityState {
+    pub jwks: Arc<JwksCache>,
+    pub passwords: Arc<PasswordPool>,
+    pub revocations: Arc<SessionRevocations>,
+}
+
+impl IdentityState {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(IdentityState {
+            jwks: Arc::new(JwksCache::new()),
+            passwords: PasswordPool::per_core()?,
+            revocations: Arc::new(SessionRevocations::default()),
+        })
+    }
+}
+
+/// Counts a password check against the caller's login allowance as it
+/// starts. `false` refuses the attempt (the address is locked out).
+pub trait LoginAttempts: Send + Sync {
+    fn start(&self) -> bool;
+}
 
 /// An authenticated caller. Only this module can build one, so holding a
 /// `Principal` proves a credential was verified.
@@ -27,7 +58,11 @@ pub use jwt::JwksCache;
 // #[non_exhaustive] would not (it only binds other crates).
 #[allow(clippy::manual_non_exhaustive)]
 pub struct Principal {
+    /// Namespaced by where the identity comes from: `oidc:<provider>:<sub>`,
+    /// `jwt:<issuer>:<sub>`, `basic:<user>`, `api_key:<name>`. A token whose
+    /// `sub` is `admin` is never the basic user `admin`.
     pub subject: String,
+    /// Only an address the provider or token says is verified.
     pub email: Option<String>,
     pub roles: BTreeSet<String>,
     pub kind: IdentityKind,
@@ -83,6 +118,12 @@ pub enum IdentityError {
     KindNotAccepted,
     #[error("signing keys are unavailable")]
     KeysUnavailable,
+    #[error("the session was ended by logout")]
+    Revoked,
+    #[error("the address used up its login attempts")]
+    AttemptRefused,
+    #[error("too many password checks in flight")]
+    Busy,
 }
 
 impl IdentityError {
@@ -97,8 +138,26 @@ impl IdentityError {
             IdentityError::WrongPassword => "credential-wrong-password",
             IdentityError::KindNotAccepted => "credential-kind-not-accepted",
             IdentityError::KeysUnavailable => "credential-keys-unavailable",
+            IdentityError::Revoked => "credential-revoked",
+            IdentityError::AttemptRefused => "login-attempts-exhausted",
+            IdentityError::Busy => "password-checks-busy",
         }
     }
+
+    pub const ALL: [IdentityError; 12] = [
+        IdentityError::Malformed,
+        IdentityError::Unknown,
+        IdentityError::Expired,
+        IdentityError::NotYetValid,
+        IdentityError::Invalid,
+        IdentityError::AddressNotAllowed,
+        IdentityError::WrongPassword,
+        IdentityError::KindNotAccepted,
+        IdentityError::KeysUnavailable,
+        IdentityError::Revoked,
+        IdentityError::AttemptRefused,
+        IdentityError::Busy,
+    ];
 }
 
 /// Longest credential we look at; anything longer is malformed, not parsed.
@@ -184,25 +243,31 @@ fn text(value: &http::HeaderValue) -> Result<&str, IdentityError> {
 }
 
 /// Verifies credentials against one policy's identity sources. Built per
-/// snapshot; the JWKS cache is shared across reloads.
+/// snapshot around the [`IdentityState`] that outlives it.
 pub struct Authenticator {
     api_keys: api_key::ApiKeys,
     basic: basic::BasicUsers,
     jwt: jwt::JwtVerifier,
     sessions: Option<(session::Sealer, gatehouse_policy::SessionSettings)>,
+    revocations: Arc<SessionRevocations>,
 }
 
 impl Authenticator {
-    pub fn new(policy: &Policy, jwks: Arc<JwksCache>) -> Result<Self, jwt::KeyLoadError> {
+    pub fn new(policy: &Policy, state: &IdentityState) -> Result<Self, jwt::KeyLoadError> {
         Ok(Authenticator {
             api_keys: api_key::ApiKeys::new(&policy.identities.api_keys),
-            basic: basic::BasicUsers::new(&policy.identities.basic_users),
-            jwt: jwt::JwtVerifier::new(&policy.identities.jwt, jwks)?,
+            basic: basic::BasicUsers::new(
+                &policy.identities.basic_users,
+                state.passwords.clone(),
+                &policy.rate_limits,
+            ),
+            jwt: jwt::JwtVerifier::new(&policy.identities.jwt, state.jwks.clone())?,
             sessions: policy
                 .identities
                 .session
                 .as_ref()
                 .map(|s| (session::Sealer::new(&s.keys), s.clone())),
+            revocations: state.revocations.clone(),
         })
     }
 
@@ -215,9 +280,7 @@ impl Authenticator {
     /// with a new last-seen time (sliding idle timeout).
     pub fn refreshed_session_cookie(&self, headers: &HeaderMap) -> Option<String> {
         let (sealer, settings) = self.sessions.as_ref()?;
-        let sealed = session::cookie_value(headers, session::SESSION_COOKIE)?;
-        let mut data: session::SessionData =
-            serde_json::from_slice(&sealer.open(session::SESSION_COOKIE, sealed)?).ok()?;
+        let mut data = self.open_session(headers)?;
         let now = session::unix_now();
         if !data.needs_refresh(now) || !data.is_current(settings, now) {
             return None;
@@ -234,6 +297,23 @@ impl Authenticator {
         ))
     }
 
+    /// Logout: the request's session, now revoked so that no copy of its
+    /// cookie works again.
+    pub fn end_session(&self, headers: &HeaderMap) -> Option<session::SessionData> {
+        let (_, settings) = self.sessions.as_ref()?;
+        let data = self.open_session(headers)?;
+        let until = data.iat.saturating_add(settings.lifetime.as_secs());
+        self.revocations
+            .revoke(&data.sid, until, session::unix_now());
+        Some(data)
+    }
+
+    fn open_session(&self, headers: &HeaderMap) -> Option<session::SessionData> {
+        let (sealer, _) = self.sessions.as_ref()?;
+        let sealed = session::cookie_value(headers, session::SESSION_COOKIE)?;
+        serde_json::from_slice(&sealer.open(session::SESSION_COOKIE, sealed)?).ok()
+    }
+
     fn verify_session(&self, sealed: &str) -> Result<Principal, IdentityError> {
         let (sealer, settings) = self.sessions.as_ref().ok_or(IdentityError::Unknown)?;
         let bytes = sealer
@@ -244,8 +324,11 @@ impl Authenticator {
         if !data.is_current(settings, session::unix_now()) {
             return Err(IdentityError::Expired);
         }
+        if self.revocations.is_revoked(&data.sid) {
+            return Err(IdentityError::Revoked);
+        }
         Ok(Principal::new(
-            data.sub,
+            format!("oidc:{}:{}", data.idp, data.sub),
             data.email,
             data.roles.into_iter().collect(),
             IdentityKind::Oidc,
@@ -253,12 +336,14 @@ impl Authenticator {
         ))
     }
 
-    /// Verifies `credential` if `accept` allows its kind.
+    /// Verifies `credential` if `accept` allows its kind. Password checks
+    /// count against the address's login allowance through `attempts`.
     pub async fn verify(
         &self,
         credential: Credential<'_>,
         client_ip: IpAddr,
         accept: &BTreeSet<IdentityKind>,
+        attempts: &dyn LoginAttempts,
     ) -> Result<Principal, IdentityError> {
         if !accept.contains(&credential.kind()) {
             return Err(IdentityError::KindNotAccepted);
@@ -266,7 +351,11 @@ impl Authenticator {
         match credential {
             Credential::ApiKey(key) => self.api_keys.verify(key, client_ip),
             Credential::Bearer(token) => self.jwt.verify(token).await,
-            Credential::Basic { user, password } => self.basic.verify(&user, &password).await,
+            Credential::Basic { user, password } => {
+                self.basic
+                    .verify(&user, &password, client_ip, attempts)
+                    .await
+            }
             Credential::Session(sealed) => self.verify_session(sealed),
         }
     }

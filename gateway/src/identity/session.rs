@@ -3,7 +3,10 @@
 //! The first policy key seals, every key opens (rotation). The cookie name
 //! is the additional authenticated data, so a sealed login-flow cookie can
 //! never be replayed as a session. The cookie holds only what
-//! authorization needs, plus the id_token for RP-initiated logout.
+//! authorization needs, a random session id (logout revokes it), and the
+//! id_token for RP-initiated logout when it fits: browsers drop cookies
+//! over 4 KB, and logout works without it (the provider is then told the
+//! client id instead of the token).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub const SESSION_COOKIE: &str = "__Host-gatehouse";
 pub const FLOW_COOKIE: &str = "__Host-gatehouse-flow";
-/// Browsers drop cookies over 4 KB; refuse to parse anything near it.
-const MAX_SEALED_BYTES: usize = 4000;
+/// Browsers drop cookies over 4096 bytes of name, value and attributes;
+/// the sealed value stays below this, and nothing longer is opened.
+pub const MAX_SEALED_BYTES: usize = 3800;
 /// A session's `seen` time is refreshed at most this often.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(60);
 
@@ -88,6 +92,8 @@ impl Sealer {
 /// What the session cookie carries.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionData {
+    /// Random, per login; what logout revokes.
+    pub sid: String,
     pub sub: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -100,6 +106,13 @@ pub struct SessionData {
     /// The id_token, kept only as `id_token_hint` for logout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idt: Option<String>,
+}
+
+/// A new random session id (128 bits, base64url).
+pub fn new_session_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 pub fn unix_now() -> u64 {
@@ -215,6 +228,7 @@ mod tests {
             lifetime: Duration::from_secs(1000),
         };
         let at = |iat, seen| SessionData {
+            sid: "id".into(),
             sub: "s".into(),
             email: None,
             roles: vec![],

@@ -1,51 +1,44 @@
-//! The gateway's own endpoints on the public listener: the OIDC login,
-//! callback and logout pages (see `login.rs`).
+//! Stage 8's login pages: `/.gatehouse/login`, `/callback` and `/logout`
+//! (see `login.rs`), when the policy has OIDC sessions.
 
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use http::HeaderValue;
-use pingora::prelude::*;
+use pingora::http::RequestHeader;
 
 use super::{Gateway, RequestCtx};
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
-
 use crate::login::{LoginResponse, CALLBACK_PATH};
-use crate::path;
-use crate::respond::{self, GatewayResponse};
-use crate::snapshot::Snapshot;
+use crate::path::NormalizedPath;
+use crate::refusal::{Reason, Refusal};
+use crate::respond::GatewayResponse;
 
 impl Gateway {
-    /// Serves `/.gatehouse/login`, `/callback` and `/logout`. `None` when the
-    /// path is not one of them (or sessions are not configured), so routing
-    /// continues and answers 404.
+    /// The answer of a login page, `None` when the path is not one (or
+    /// sessions are not configured), so routing continues.
     pub(super) async fn login_endpoint(
         &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-    ) -> Result<Option<bool>> {
-        let Some(sealer) = snapshot.authenticator.sealer() else {
+        req: &RequestHeader,
+        path: &NormalizedPath,
+        query: Option<&str>,
+        ctx: &RequestCtx,
+    ) -> Result<Option<GatewayResponse>, Box<Refusal>> {
+        if !path.as_str().starts_with("/.gatehouse/") {
             return Ok(None);
-        };
-        let Ok((path, query)) = path::normalize_path_and_query(session.req_header().raw_path())
-        else {
-            return Ok(None);
-        };
-        let is_callback = path.as_str() == CALLBACK_PATH;
+        }
+        let snapshot = &ctx.snapshot;
         let client_ip = ctx
             .client_ip
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        if is_callback {
+        let is_callback = path.as_str() == CALLBACK_PATH;
+        if is_callback && snapshot.authenticator.sealer().is_some() {
             if let Some(limited) = snapshot.rate_limits.login_locked(client_ip) {
-                let refusal = super::stages::rate_limited(limited);
-                self.refuse(session, ctx, refusal).await?;
-                return Ok(Some(true));
+                return Err(Refusal::rate_limited(limited));
             }
         }
-        let req = session.req_header();
         let Some(outcome) = self
             .oidc
             .handle(
                 &snapshot.policy,
-                sealer,
+                &snapshot.authenticator,
                 &req.method,
                 path.as_str(),
                 query,
@@ -55,16 +48,7 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        let set_cookie = http::header::SET_COOKIE;
-        let with_cookies = |mut response: GatewayResponse, cookies: Vec<String>| {
-            for cookie in cookies {
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response = response.with_header(set_cookie.clone(), value);
-                }
-            }
-            response
-        };
-        let response = match outcome {
+        match outcome {
             LoginResponse::Redirect {
                 location,
                 cookies,
@@ -75,43 +59,44 @@ impl Gateway {
                 }
                 let location =
                     HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
-                with_cookies(
-                    GatewayResponse::status(302).with_header(http::header::LOCATION, location),
-                    cookies,
-                )
+                let response =
+                    GatewayResponse::status(302).with_header(http::header::LOCATION, location);
+                Ok(Some(with_cookies(response, cookies)))
             }
-            LoginResponse::Page { html } => {
-                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html)
-            }
-            LoginResponse::Refused {
-                status,
-                reason,
-                cookies,
-            } => {
-                ctx.denial = Some(reason);
-                self.metrics.denials.with_label_values(&[reason]).inc();
+            LoginResponse::Page { html } => Ok(Some(
+                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html),
+            )),
+            LoginResponse::Refused { reason, cookies } => {
+                let mut refusal = Refusal::new(Reason::Login(reason));
+                refusal.response.extra.extend(set_cookies(cookies));
                 // A refused callback is a failed login; the provider being
                 // down is not the user's failure.
-                if is_callback && (400..500).contains(&status) {
-                    let failure = AuditEvent::new(EventKind::LoginFailure, Outcome::Failure)
-                        .method("oidc")
-                        .detail("reason", reason);
-                    self.count_login_failure(&failure);
-                    self.audit.record(self.request_event(ctx, failure));
+                if is_callback && reason.is_login_failure() {
+                    refusal = refusal.event(
+                        AuditEvent::new(EventKind::LoginFailure, Outcome::Failure)
+                            .method("oidc")
+                            .detail("reason", reason.reason()),
+                    );
                     if let Some(limited) = snapshot.rate_limits.login_failed(client_ip) {
-                        self.note_rate_limited(ctx, &limited);
+                        if limited.started {
+                            refusal = refusal.event(crate::audit::rate_limit_started(&limited));
+                        }
                     }
                 }
-                with_cookies(GatewayResponse::status(status), cookies)
+                Err(refusal)
             }
-        };
-        respond::send(
-            session,
-            &snapshot.default_headers,
-            &ctx.request_id,
-            response,
-        )
-        .await?;
-        Ok(Some(true))
+        }
     }
+}
+
+fn with_cookies(mut response: GatewayResponse, cookies: Vec<String>) -> GatewayResponse {
+    response.extra.extend(set_cookies(cookies));
+    response
+}
+
+fn set_cookies(cookies: Vec<String>) -> impl Iterator<Item = (http::HeaderName, HeaderValue)> {
+    cookies
+        .into_iter()
+        .filter_map(|cookie| HeaderValue::from_str(&cookie).ok())
+        .map(|value| (http::header::SET_COOKIE, value))
 }

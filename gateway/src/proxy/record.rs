@@ -5,10 +5,12 @@
 use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use pingora::prelude::*;
 
-use super::stages::{Passed, Refusal};
 use super::{Gateway, RequestCtx};
 use crate::audit;
-use crate::rate_limit::{self, Limited};
+use crate::authz::Permit;
+use crate::identity::Principal;
+use crate::rate_limit::{self, Allowance};
+use crate::refusal::Refusal;
 use crate::respond;
 
 impl Gateway {
@@ -25,7 +27,7 @@ impl Gateway {
         ctx.principal = refusal.principal;
         self.metrics
             .denials
-            .with_label_values(&[refusal.reason])
+            .with_label_values(&[refusal.reason.as_str()])
             .inc();
         if let Some(tier) = refusal.rate_limited {
             self.metrics
@@ -64,18 +66,15 @@ impl Gateway {
         }
     }
 
-    /// A login failure outside `refuse` that locked its address out.
-    pub(super) fn note_rate_limited(&self, ctx: &RequestCtx, limited: &Limited) {
-        if limited.started {
-            let event = self.request_event(ctx, audit::rate_limit_started(limited));
-            self.audit.record(event);
-        }
-    }
-
     /// What a passed request leaves behind: the rate-limit headers for the
     /// response, an ended engagement, an API key's first use from here.
-    pub(super) fn passed(&self, ctx: &mut RequestCtx, passed: Passed) {
-        let allowance = passed.allowance;
+    pub(super) fn passed(
+        &self,
+        ctx: &mut RequestCtx,
+        principal: Option<Principal>,
+        permit: Permit,
+        allowance: Allowance,
+    ) {
         ctx.rate_headers = Some(rate_limit::headers(
             allowance.tier,
             allowance.rate,
@@ -86,7 +85,7 @@ impl Gateway {
             self.audit
                 .record(self.request_event(ctx, audit::rate_limit_ended(ended)));
         }
-        if let (Some(p), Some(ip)) = (&passed.principal, ctx.client_ip) {
+        if let (Some(p), Some(ip)) = (&principal, ctx.client_ip) {
             if p.kind == gatehouse_policy::IdentityKind::ApiKey
                 && self.audit.api_key_from_new_address(&p.source, ip)
             {
@@ -96,7 +95,7 @@ impl Gateway {
                 self.audit.record(self.request_event(ctx, event));
             }
         }
-        ctx.principal = passed.principal;
-        ctx.permit = Some(passed.permit);
+        ctx.principal = principal;
+        ctx.permit = Some(permit);
     }
 }

@@ -108,6 +108,52 @@ fn login_failures_lock_out_one_address_only() {
 }
 
 #[test]
+fn password_checks_count_as_they_start() {
+    let p = policy("login = \"2/min\"", "");
+    let limits = RateLimits::new(&p);
+    assert!(matches!(limits.login_attempt(ip(1)), Ok(None)));
+    let locked = limits
+        .login_attempt(ip(1))
+        .expect("the last allowed attempt still runs");
+    assert!(locked.expect("and locks the address out").started);
+    assert!(limits.login_locked(ip(1)).is_some());
+    assert!(limits.login_attempt(ip(1)).is_err());
+    assert!(matches!(limits.login_attempt(ip(2)), Ok(None)));
+}
+
+#[test]
+fn the_overflow_bucket_is_never_locked_out() {
+    let p = policy("login = \"1/min\"\nmax_tracked_keys = 10", "");
+    let limits = RateLimits::new(&p);
+    // Fill the login table with failing addresses.
+    for n in 0..40u8 {
+        let _ = limits.login_failed(IpAddr::from([127, 2, 0, n]));
+    }
+    // Fresh addresses share the overflow bucket, which is used up, yet
+    // none of them is locked out for what others did.
+    for n in 0..5u8 {
+        let fresh = IpAddr::from([127, 3, 0, n]);
+        assert!(limits.login_failed(fresh).is_none());
+        assert!(limits.login_locked(fresh).is_none(), "{fresh}");
+    }
+}
+
+#[test]
+fn ipv6_clients_share_their_64() {
+    let p = policy("client = \"2/min\"", "");
+    let limits = RateLimits::new(&p);
+    let app = route(&p, "app");
+    let a: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:0:1:ffff::2".parse().unwrap();
+    let other: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+    assert!(limits.check_request(app, None, a).is_ok());
+    assert!(limits.check_request(app, None, b).is_ok());
+    let refused = limits.check_request(app, None, a).unwrap_err();
+    assert_eq!(refused.key.describe(), "2001:db8:0:1::/64");
+    assert!(limits.check_request(app, None, other).is_ok());
+}
+
+#[test]
 fn an_engagement_ends_once_with_a_summary() {
     let p = policy("client = \"1/200ms\"", "");
     let limits = RateLimits::new(&p);
@@ -125,7 +171,7 @@ fn an_engagement_ends_once_with_a_summary() {
     std::thread::sleep(Duration::from_millis(250));
     let swept = limits.sweep();
     assert_eq!(swept.len(), 1);
-    assert_eq!(swept[0].key, RateKey::Ip(ip(1)));
+    assert_eq!(swept[0].key, limits.client_key(ip(1)));
 }
 
 #[test]

@@ -7,25 +7,55 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Every anonymous request to this policy's route is an authorization
-/// denial, so each one writes an audit record. Use with [`ADMIN_KEY`].
+/// This policy's route needs the admin role, so a caller without it is an
+/// authorization denial. Use with [`keys`].
 fn restricted() -> String {
     BASE_POLICY.replace("public = true", "roles = [\"admin\"]")
 }
 
-/// An identity source for [`restricted`], whose key nobody here presents.
-const ADMIN_KEY: &str = "[roles]\nadmin = [\"*\"]\n[[api_key]]\nname = \"ops\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000001\"\nroles = [\"admin\"]\n";
+/// A key that authenticates but lacks the admin role: each request with it
+/// is an `access.denied` record of its own. (Anonymous denials are
+/// summarised per address and minute instead, so they cannot fill a disk.)
+const VIEWER_KEY: &str = "gh_audit-tests-viewer-key-without-the-admin-role";
 
+/// The identity sources for [`restricted`]: an admin key nobody here
+/// presents, and [`VIEWER_KEY`].
+fn keys() -> String {
+    use sha2::Digest;
+    format!(
+        "[roles]\nadmin = [\"*\"]\nviewer = [\"read\"]\n\
+         [[api_key]]\nname = \"ops\"\nsha256 = \"{}\"\nroles = [\"admin\"]\n\
+         [[api_key]]\nname = \"viewer\"\nsha256 = \"{}\"\nroles = [\"viewer\"]\n",
+        "0".repeat(63) + "1",
+        hex::encode(sha2::Sha256::digest(VIEWER_KEY.as_bytes())),
+    )
+}
+
+/// `count` requests refused for a missing role, one record each.
 async fn denials(g: &Gateway, count: usize) {
     let client = g.client();
     for _ in 0..count {
         let status = client
             .get(format!("{}/x", g.origin()))
+            .header("x-api-key", VIEWER_KEY)
             .send()
             .await
             .unwrap()
             .status();
-        assert_eq!(status, 401);
+        assert_eq!(status, 403);
+    }
+}
+
+/// `count` anonymous requests (401).
+async fn anonymous(g: &Gateway, count: usize) {
+    let client = g.client();
+    for _ in 0..count {
+        let response = client
+            .get(format!("{}/x", g.origin()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
     }
 }
 
@@ -59,7 +89,7 @@ fn all_audit_files(g: &Gateway) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn denials_are_recorded_with_every_field() {
-    let g = Gateway::start_with(&restricted(), ADMIN_KEY).await;
+    let g = Gateway::start_with(&restricted(), &keys()).await;
     let startup = g.audit_events("startup", 1).await;
     assert_eq!(startup[0]["seq"], 1);
     assert_eq!(startup[0]["prev"], "0".repeat(64));
@@ -71,7 +101,7 @@ async fn denials_are_recorded_with_every_field() {
             .len(),
         64
     );
-    denials(&g, 1).await;
+    anonymous(&g, 1).await;
     let denied = g.audit_events("access.denied", 1).await;
     let record = &denied[0];
     for field in [
@@ -100,8 +130,29 @@ async fn denials_are_recorded_with_every_field() {
 }
 
 #[tokio::test]
+async fn anonymous_denials_are_one_record_and_a_summary_per_address_and_window() {
+    let g = Gateway::start_with(&restricted(), &keys()).await;
+    anonymous(&g, 30).await;
+    denials(&g, 2).await;
+    let denied = g.audit_events("access.denied", 3).await;
+    let anonymous_records: Vec<_> = denied
+        .iter()
+        .filter(|r| r["details"]["reason"] == "unauthenticated")
+        .collect();
+    assert_eq!(anonymous_records.len(), 1, "{denied:#?}");
+    // The window's summary is written when it ends, or at shutdown.
+    g.process.signal("TERM").unwrap();
+    let summary = g.audit_events("access.denied.summary", 1).await;
+    assert_eq!(summary[0]["details"]["denied"], 29, "{summary:?}");
+    assert_eq!(summary[0]["details"]["client"], "127.0.0.1");
+    assert_eq!(summary[0]["route"], "app");
+    let (code, out) = audit_verify(&[g.audit_path()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
 async fn audit_verify_names_the_line_of_each_kind_of_tampering() {
-    let g = Gateway::start_with(&restricted(), ADMIN_KEY).await;
+    let g = Gateway::start_with(&restricted(), &keys()).await;
     denials(&g, 12).await;
     g.audit_events("access.denied", 12).await;
     let original = lines(&g.audit_path());
@@ -156,7 +207,7 @@ async fn audit_verify_names_the_line_of_each_kind_of_tampering() {
 // rightly wait for them before it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_heavy_logging_leaves_a_chain_that_verifies_and_continues() {
-    let mut g = Gateway::start_with(&restricted(), ADMIN_KEY).await;
+    let mut g = Gateway::start_with(&restricted(), &keys()).await;
     let url = format!("{}/x", g.origin());
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -164,7 +215,13 @@ async fn kill_9_during_heavy_logging_leaves_a_chain_that_verifies_and_continues(
         let url = url.clone();
         load.spawn(async move {
             // Until the gateway dies under us.
-            while client.get(&url).send().await.is_ok() {}
+            while client
+                .get(&url)
+                .header("x-api-key", VIEWER_KEY)
+                .send()
+                .await
+                .is_ok()
+            {}
         });
     }
     // Let records pile up, then kill without warning.
@@ -289,7 +346,7 @@ async fn disk_full_gateway(disk: &SmallDisk, mode: &str) -> Gateway {
             disk.path().display()
         ),
     );
-    let g = Gateway::start_with(&template, ADMIN_KEY).await;
+    let g = Gateway::start_with(&template, &keys()).await;
     disk.fill(4096);
     g
 }
@@ -300,6 +357,7 @@ async fn until_status(g: &Gateway, want: u16, max: usize) -> Option<reqwest::Res
     for _ in 0..max {
         let response = client
             .get(format!("{}/x", g.origin()))
+            .header("x-api-key", VIEWER_KEY)
             .send()
             .await
             .unwrap();
@@ -338,11 +396,12 @@ async fn a_full_disk_fails_closed_with_503_and_recovers_when_space_returns() {
         let status = g
             .client()
             .get(format!("{}/x", g.origin()))
+            .header("x-api-key", VIEWER_KEY)
             .send()
             .await
             .unwrap()
             .status();
-        if status == 401 {
+        if status == 403 {
             recovered = true;
             break;
         }

@@ -73,7 +73,7 @@ fn now() -> u64 {
 
 fn claims(iss: &str) -> serde_json::Value {
     json!({"iss": iss, "aud": "gatehouse", "sub": "user-1", "email": "u1@example.com",
-           "groups": ["ops"], "exp": now() + 300, "iat": now()})
+           "email_verified": true, "groups": ["ops"], "exp": now() + 300, "iat": now()})
 }
 
 fn sign(
@@ -248,7 +248,7 @@ async fn api_keys_right_wrong_expired_and_outside_their_network() {
     let echo = echoed(ok).await;
     assert_eq!(
         upstream_header(&echo, "x-gatehouse-user"),
-        vec!["api-key:ci"]
+        vec!["api_key:ci"]
     );
     assert_eq!(upstream_header(&echo, "x-gatehouse-roles"), vec!["viewer"]);
     assert!(
@@ -302,6 +302,25 @@ async fn basic_auth_checks_the_password_and_slows_failures() {
 }
 
 #[tokio::test]
+async fn a_jwt_email_reaches_the_upstream_only_when_verified() {
+    let s = setup().await;
+    let hs = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    for (verified, want) in [(json!(true), 1), (json!(false), 0), (json!(null), 0)] {
+        let mut unverified = claims("hs-issuer");
+        unverified["email_verified"] = verified.clone();
+        let token = sign(Algorithm::HS256, None, &unverified, &hs);
+        let response = get(&s.gateway, &[("authorization", &format!("Bearer {token}"))]).await;
+        assert_eq!(response.status(), 200);
+        let echo = echoed(response).await;
+        assert_eq!(
+            upstream_header(&echo, "x-gatehouse-email").len(),
+            want,
+            "email_verified = {verified}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn jwts_of_every_supported_algorithm_are_accepted() {
     let s = setup().await;
     let g = &s.gateway;
@@ -330,10 +349,10 @@ async fn jwts_of_every_supported_algorithm_are_accepted() {
         let response = get(g, &[("authorization", &format!("Bearer {token}"))]).await;
         assert_eq!(response.status(), 200, "{what}");
         let echo = echoed(response).await;
-        assert_eq!(
-            upstream_header(&echo, "x-gatehouse-user"),
-            vec!["user-1"],
-            "{what}"
+        let user = upstream_header(&echo, "x-gatehouse-user");
+        assert!(
+            user.len() == 1 && user[0].starts_with("jwt:") && user[0].ends_with(":user-1"),
+            "{what}: subjects are namespaced by issuer: {user:?}"
         );
         assert_eq!(
             upstream_header(&echo, "x-gatehouse-email"),
@@ -487,7 +506,7 @@ async fn assertion_reaches_the_upstream_and_verifies_with_the_published_jwks() {
     validation.set_audience(&["app"]);
     validation.set_issuer(&[g.origin()]);
     let data = jsonwebtoken::decode::<serde_json::Value>(&assertion, &key, &validation).unwrap();
-    assert_eq!(data.claims["sub"], "api-key:ci");
+    assert_eq!(data.claims["sub"], "api_key:ci");
     assert_eq!(data.claims["method"], "GET");
     assert_eq!(data.claims["path"], "/resource");
     assert_eq!(data.claims["auth"], "api_key");
@@ -554,5 +573,5 @@ async fn denials_name_their_rule_and_reason_in_the_access_log() {
     assert_eq!(denied.len(), 1, "{denied:?}");
     assert_eq!(denied[0]["rule"], "route app");
     assert_eq!(denied[0]["denial"], "missing-role");
-    assert_eq!(denied[0]["user"], "api-key:norole");
+    assert_eq!(denied[0]["user"], "api_key:norole");
 }

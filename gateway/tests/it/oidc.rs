@@ -63,6 +63,11 @@ async fn setup() -> Login {
         json!({
             "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["ops"]},
             "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},
+            // An id_token far over the 4 KB a browser keeps in a cookie.
+            "bigtoken": {"email": "big@example.com", "email_verified": true,
+                         "groups": std::iter::once("ops".to_owned())
+                             .chain((0..250).map(|n| format!("a-very-long-group-name-number-{n:04}")))
+                             .collect::<Vec<_>>()},
         }),
     )
     .expect("the test IdP");
@@ -210,7 +215,10 @@ async fn browser_login_sets_a_host_only_session_and_reaches_the_upstream() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let echo = echoed(page).await;
-    assert_eq!(upstream_header(&echo, "x-gatehouse-user"), vec!["alice"]);
+    assert_eq!(
+        upstream_header(&echo, "x-gatehouse-user"),
+        vec!["oidc:test-idp:alice"]
+    );
     assert_eq!(
         upstream_header(&echo, "x-gatehouse-email"),
         vec!["alice@example.com"]
@@ -227,7 +235,7 @@ async fn browser_login_sets_a_host_only_session_and_reaches_the_upstream() {
 
     // The login is audited by who and how; the cookie never is.
     let logins = login.gateway.audit_events("login.success", 1).await;
-    assert_eq!(logins[0]["actor"]["subject"], "alice");
+    assert_eq!(logins[0]["actor"]["subject"], "oidc:test-idp:alice");
     assert_eq!(logins[0]["actor"]["method"], "oidc");
     assert_eq!(logins[0]["details"]["provider"], "test-idp");
     let audit = std::fs::read_to_string(login.gateway.audit_path()).unwrap();
@@ -236,11 +244,26 @@ async fn browser_login_sets_a_host_only_session_and_reaches_the_upstream() {
     assert!(!audit.contains(sealed), "session cookie in the audit log");
 }
 
+/// The sealed value of the session cookie a response sets.
+fn session_cookie_value(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Host-gatehouse="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn logout_ends_the_session_and_continues_at_the_provider() {
     let login = setup().await;
     let origin = login.gateway.origin();
-    assert_eq!(full_login(&login, "alice").await.status(), 302);
+    let logged_in = full_login(&login, "alice").await;
+    assert_eq!(logged_in.status(), 302);
+    let copied = session_cookie_value(&logged_in);
     assert_eq!(
         login
             .client
@@ -260,7 +283,7 @@ async fn logout_ends_the_session_and_continues_at_the_provider() {
         .unwrap();
     assert_eq!(out.status(), 302);
     let logout = login.gateway.audit_events("logout", 1).await;
-    assert_eq!(logout[0]["actor"]["subject"], "alice");
+    assert_eq!(logout[0]["actor"]["subject"], "oidc:test-idp:alice");
     let to = location(out.headers());
     assert!(
         to.starts_with(&format!("{}/session/end", login.idp.issuer)),
@@ -281,6 +304,69 @@ async fn logout_ends_the_session_and_continues_at_the_provider() {
             .unwrap()
             .status(),
         401
+    );
+
+    // A copy of the cookie taken before logout is revoked with the session:
+    // an API call gets 401, a browser navigation the login page.
+    let replay = |accept: &'static str| {
+        login
+            .gateway
+            .client()
+            .get(format!("{origin}/x"))
+            .header("cookie", format!("__Host-gatehouse={copied}"))
+            .header("accept", accept)
+            .send()
+    };
+    assert_eq!(replay("application/json").await.unwrap().status(), 401);
+    let navigation = replay("text/html").await.unwrap();
+    assert_eq!(navigation.status(), 302);
+    assert!(location(navigation.headers()).starts_with("/.gatehouse/login?rd="));
+}
+
+#[tokio::test]
+async fn a_huge_id_token_still_makes_a_session_browsers_keep() {
+    let login = setup().await;
+    let origin = login.gateway.origin();
+    let logged_in = full_login(&login, "bigtoken").await;
+    assert_eq!(logged_in.status(), 302);
+    let cookie = logged_in
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-gatehouse="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(cookie.len() < 4096, "{} bytes", cookie.len());
+    let echo = echoed(
+        login
+            .client
+            .get(format!("{origin}/x"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        upstream_header(&echo, "x-gatehouse-user"),
+        vec!["oidc:test-idp:bigtoken"]
+    );
+    // Logout still reaches the provider, naming the client instead of
+    // passing the token the cookie could not hold.
+    let out = login
+        .client
+        .get(format!("{origin}/.gatehouse/logout"))
+        .send()
+        .await
+        .unwrap();
+    let to = location(out.headers());
+    assert!(
+        to.starts_with(&format!("{}/session/end", login.idp.issuer)),
+        "{to}"
+    );
+    assert!(
+        to.contains("client_id=gatehouse") && !to.contains("id_token_hint"),
+        "{to}"
     );
 }
 

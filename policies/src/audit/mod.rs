@@ -37,6 +37,9 @@ pub enum EventKind {
     LoginFailure,
     Logout,
     AccessDenied,
+    /// How many more anonymous denials followed an `access.denied` record
+    /// for the same address and route within its window.
+    AccessDeniedSummary,
     RateLimitStart,
     RateLimitEnd,
     ApiKeyNewAddress,
@@ -58,6 +61,7 @@ impl EventKind {
             EventKind::LoginFailure => "login.failure",
             EventKind::Logout => "logout",
             EventKind::AccessDenied => "access.denied",
+            EventKind::AccessDeniedSummary => "access.denied.summary",
             EventKind::RateLimitStart => "rate_limit.start",
             EventKind::RateLimitEnd => "rate_limit.end",
             EventKind::ApiKeyNewAddress => "api_key.new_address",

@@ -101,7 +101,7 @@ async fn roles_decide_who_sees_runs_and_cancels_each_job() {
     assert_eq!(status, 202, "{body}");
     let run = stack.wait_run(id, None, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "cancelled");
-    assert_eq!(run["reason"], "cancelled by api-key:operator", "{run}");
+    assert_eq!(run["reason"], "cancelled by api_key:operator", "{run}");
     let (status, body) = stack
         .post(OPERATOR_KEY, &format!("/api/runs/{id}/cancel"))
         .await;
@@ -112,7 +112,7 @@ async fn roles_decide_who_sees_runs_and_cancels_each_job() {
     assert!(
         triggers
             .iter()
-            .any(|r| r["outcome"] == "denied" && r["actor"]["subject"] == "api-key:viewer"),
+            .any(|r| r["outcome"] == "denied" && r["actor"]["subject"] == "api_key:viewer"),
         "{triggers:?}"
     );
     assert!(triggers
@@ -122,7 +122,7 @@ async fn roles_decide_who_sees_runs_and_cancels_each_job() {
     assert!(cancels.iter().any(|r| r["outcome"] == "denied"));
     assert!(cancels
         .iter()
-        .any(|r| r["outcome"] == "success" && r["actor"]["subject"] == "api-key:operator"));
+        .any(|r| r["outcome"] == "success" && r["actor"]["subject"] == "api_key:operator"));
     let finished = stack.audit_events("run.finish", 1).await;
     assert_eq!(finished[0]["details"]["status"], "cancelled");
 }

@@ -66,7 +66,7 @@ async fn the_dashboard_runs_and_cancels_jobs_for_runners_and_only_shows_them_to_
         );
     }
     assert!(
-        overview.contains("<span id=\"whoami\">api-key:operator</span>"),
+        overview.contains("<span id=\"whoami\">api_key:operator</span>"),
         "{overview}"
     );
 
@@ -94,7 +94,7 @@ async fn the_dashboard_runs_and_cancels_jobs_for_runners_and_only_shows_them_to_
         "{run_page}"
     );
     assert!(
-        run_page.contains("manual, by api-key:operator"),
+        run_page.contains("manual, by api_key:operator"),
         "{run_page}"
     );
     assert!(
