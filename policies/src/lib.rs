@@ -121,4 +121,6 @@ fn syntax_hint(message: &str) -> &'static str {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_edge;
+#[cfg(test)]
 mod tests_scheduler;
