@@ -1,0 +1,209 @@
+//! Cross-site requests, CORS and open redirects.
+//!
+//! - CSRF: an unsafe method authenticated by a credential the browser
+//!   attaches by itself (the session cookie, or cached `Authorization:
+//!   Basic`) needs `Origin` equal to the public origin, or, with no
+//!   `Origin` or `Origin: null`, `Sec-Fetch-Site: same-origin`; otherwise
+//!   403 and nothing upstream. API keys and bearer tokens are not subject.
+//! - CORS: preflights from origins the route does not list are 403 and get
+//!   no `Access-Control-Allow-Origin`; preflights never reach the upstream.
+//! - Open redirects: the return path of a real login (`rd`) and of logout
+//!   never leaves the gateway's origin (or, for logout, the provider's
+//!   end-session page that comes back to it), however it is spelled.
+
+use super::login::Sessions;
+use super::*;
+
+const KEY: &str = "gh_csrf-topic-viewer-key-0123456789abcdef0123";
+
+fn policy() -> String {
+    format!(
+        "{}{}{}\n[route.cors]\nallow_origins = [\"https://app.test\"]\nallow_methods = [\"GET\", \"POST\"]\nallow_headers = [\"x-api-key\"]\nallow_credentials = true\n",
+        api_key("ci", KEY, &["viewer"]),
+        basic_user("alice", &["operator"]),
+        route("app", "/", "roles = [\"viewer\", \"operator\"]"),
+    )
+}
+
+/// A POST with `credential` (a header) and the given origin proofs.
+fn post(name: String, method: &str, credential: (&str, &str), proofs: &[(&str, &str)]) -> Vector {
+    let mut r = req(method, "/jobs/run").h(credential.0, credential.1);
+    for (k, v) in proofs {
+        r = r.h(k, v);
+    }
+    vector(name, r.body(b"x"))
+}
+
+fn cross_site(session: &str, origin: &str) -> Vec<Vector> {
+    let cookie = format!("__Host-gatehouse={session}");
+    let basic = basic("alice", CORRECT_HORSE);
+    let look_alike = format!("{origin}.evil.test");
+    let plain_http = origin.replace("https://", "http://");
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("Origin: https://evil.test", vec![("Origin", "https://evil.test")]),
+        ("Origin: null without Sec-Fetch-Site", vec![("Origin", "null")]),
+        ("Sec-Fetch-Site: cross-site", vec![("Sec-Fetch-Site", "cross-site")]),
+        ("Sec-Fetch-Site: same-site", vec![("Sec-Fetch-Site", "same-site")]),
+        ("no Origin, no Sec-Fetch-Site", vec![]),
+        ("Origin: null, Sec-Fetch-Site: cross-site", vec![("Origin", "null"), ("Sec-Fetch-Site", "cross-site")]),
+        ("a look-alike Origin", vec![("Origin", &look_alike)]),
+        ("our Origin over http", vec![("Origin", &plain_http)]),
+    ];
+    let accepted: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("our own Origin", vec![("Origin", origin)]),
+        ("Origin: null, Sec-Fetch-Site: same-origin", vec![("Origin", "null"), ("Sec-Fetch-Site", "same-origin")]),
+        ("no Origin, Sec-Fetch-Site: same-origin", vec![("Sec-Fetch-Site", "same-origin")]),
+    ];
+    let mut out = Vec::new();
+    for (kind, credential) in [("session", ("Cookie", cookie.as_str())), ("basic", ("Authorization", basic.as_str()))] {
+        for (what, proofs) in &refused {
+            out.push(post(format!("{kind}, POST, {what}"), "POST", credential, proofs).status(403).nothing());
+        }
+        for method in ["PUT", "PATCH", "DELETE"] {
+            out.push(
+                post(format!("{kind}, {method}, Origin: https://evil.test"), method, credential, &[("Origin", "https://evil.test")])
+                    .status(403)
+                    .nothing(),
+            );
+        }
+        for (what, proofs) in &accepted {
+            out.push(post(format!("{kind}, POST, {what}"), "POST", credential, proofs).status(200).reaches(seen("POST", "/jobs/run")));
+        }
+    }
+    out.push(
+        post("API key, POST, Origin: https://evil.test (not subject)".into(), "POST", ("X-API-Key", KEY), &[("Origin", "https://evil.test")])
+            .status(200)
+            .reaches(seen("POST", "/jobs/run")),
+    );
+    out
+}
+
+fn cors() -> Vec<Vector> {
+    let preflight = |name: &str, origin: &str| {
+        vector(
+            name,
+            req("OPTIONS", "/jobs/run")
+                .h("Origin", origin)
+                .h("Access-Control-Request-Method", "POST")
+                .h("Access-Control-Request-Headers", "x-api-key"),
+        )
+    };
+    let actual = |name: &str, origin: &str| {
+        vector(name, req("GET", "/jobs").h("X-API-Key", KEY).h("Origin", origin))
+    };
+    vec![
+        preflight("preflight from https://evil.test", "https://evil.test").status(403).no_header("access-control-allow-origin").nothing(),
+        preflight("preflight from https://app.test.evil.test", "https://app.test.evil.test").status(403).no_header("access-control-allow-origin").nothing(),
+        preflight("preflight from Origin: null", "null").status(403).no_header("access-control-allow-origin").nothing(),
+        preflight("control: preflight from https://app.test", "https://app.test").status(204).header("access-control-allow-origin", "https://app.test").nothing(),
+        actual("request from https://evil.test gets no CORS grant", "https://evil.test").status(200).no_header("access-control-allow-origin").reaches(seen("GET", "/jobs")),
+        actual("control: request from https://app.test", "https://app.test").status(200).header("access-control-allow-origin", "https://app.test").reaches(seen("GET", "/jobs")),
+    ]
+}
+
+/// Return paths as raw query values, spelled to leave the origin.
+const RETURN_PATHS: [&str; 12] = [
+    "//evil.test",
+    "/%5Cevil.test",
+    "https://evil.test",
+    "%2F%2Fevil.test",
+    "%2F%5Cevil.test",
+    "%5C%5Cevil.test",
+    "/%09/evil.test",
+    "///evil.test",
+    "/%2F/evil.test",
+    "https:evil.test",
+    "%0D%0ALocation:%20https://evil.test",
+    "javascript:alert(1)",
+];
+
+/// A redirect stays on our origin (or, for logout, goes to the provider's
+/// end-session page, which must return to our origin).
+fn stays_home(location: &str, origin: &str, issuer: &str) -> Result<(), String> {
+    let base = url::Url::parse(&format!("{origin}/")).unwrap();
+    if location.chars().any(|c| c.is_control()) {
+        return Err(format!("control character in Location {location:?}"));
+    }
+    let to = base.join(location).map_err(|e| format!("Location {location:?}: {e}"))?;
+    if to.origin() == base.origin() {
+        return Ok(());
+    }
+    let idp = url::Url::parse(issuer).unwrap();
+    if to.origin() == idp.origin() && to.path().contains("session/end") {
+        let back = to.query_pairs().find(|(k, _)| k == "post_logout_redirect_uri");
+        return match back {
+            Some((_, uri)) if uri == format!("{origin}/") => Ok(()),
+            other => Err(format!("end-session returns to {other:?}")),
+        };
+    }
+    Err(format!("redirects to {to}"))
+}
+
+async fn login_return(s: &Sessions, rd: &str) -> Result<(), String> {
+    let done = s.complete(rd, "alice").await?;
+    let location = done
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| format!("callback answered {} without Location", done.status()))?
+        .to_owned();
+    stays_home(&location, &s.origin(), &s.idp.issuer)?;
+    Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await)
+}
+
+async fn logout_return(s: &Sessions, query: &str, session: &str) -> Result<(), String> {
+    let response = s
+        .target
+        .send_h1(
+            &req("GET", &format!("/.gatehouse/logout?{query}"))
+                .h("Cookie", &format!("__Host-gatehouse={session}"))
+                .bytes(),
+            None,
+            "localhost",
+        )
+        .await?;
+    let location = response.header("location").ok_or_else(|| response.summary())?;
+    stays_home(&location, &s.origin(), &s.idp.issuer)?;
+    Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await)
+}
+
+async fn redirects(s: &Sessions, report: &mut Report) {
+    report.record("control: login returns to rd=%2Fjobs%3Fx%3D1", async {
+        let done = s.complete("%2Fjobs%3Fx%3D1", "alice").await?;
+        match done.headers().get("location").and_then(|l| l.to_str().ok()) {
+            Some("/jobs?x=1") => Ok(()),
+            other => Err(format!("Location {other:?}")),
+        }
+    }.await);
+    for rd in RETURN_PATHS {
+        s.target.upstream.take();
+        report.record(format!("login rd={rd}"), login_return(s, rd).await);
+    }
+    for rd in ["//evil.test", "/%5Cevil.test", "https://evil.test", "%2F%2Fevil.test"] {
+        let session = match s.session("alice").await {
+            Ok(session) => session,
+            Err(e) => return report.record(format!("logout rd={rd}"), Err(e)),
+        };
+        s.target.upstream.take();
+        let query = format!("rd={rd}&post_logout_redirect_uri={rd}");
+        report.record(format!("logout rd={rd}"), logout_return(s, &query, &session).await);
+    }
+}
+
+#[tokio::test]
+async fn csrf_cors_and_open_redirects() {
+    let mut report = Report::new("csrf");
+    match Sessions::start(&policy()).await {
+        Ok(s) => match s.session("alice").await {
+            Ok(session) => {
+                let mut vectors = cross_site(&session, &s.origin());
+                vectors.extend(cors());
+                s.target.run(&mut report, vectors).await;
+                redirects(&s, &mut report).await;
+            }
+            Err(e) => report.record("session setup", Err(e)),
+        },
+        Err(e) => report.record("session setup", Err(e)),
+    }
+    report.finish();
+}
