@@ -195,7 +195,12 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
             headers: response
                 .headers
                 .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect(),
         })),
         Ok(httparse::Status::Partial) => Ok(None),

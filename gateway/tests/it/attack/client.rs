@@ -115,7 +115,9 @@ pub async fn connect(
     sni: &str,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<TlsStream<TcpStream>, String> {
-    let tcp = tcp_from(addr, from).await.map_err(|e| format!("tcp: {e}"))?;
+    let tcp = tcp_from(addr, from)
+        .await
+        .map_err(|e| format!("tcp: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned())
         .map_err(|e| format!("server name {sni}: {e}"))?;
     TlsConnector::from(config)

@@ -29,7 +29,8 @@ fn policy(network: &str) -> String {
     )
 }
 
-const TRUSTED: &str = "trusted_proxies = [\"127.0.0.2/32\", \"127.0.0.3/32\"]\ndeny = [\"203.0.113.66/32\"]";
+const TRUSTED: &str =
+    "trusted_proxies = [\"127.0.0.2/32\", \"127.0.0.3/32\"]\ndeny = [\"203.0.113.66/32\"]";
 
 fn office(name: &str, headers: &[(&str, &str)]) -> Vector {
     let mut r = req("GET", "/office");
@@ -49,15 +50,34 @@ fn untrusted() -> Vec<Vector> {
     let mut out = Vec::new();
     for (name, value) in forgeries {
         out.push(
-            vector(format!("{name} from a client does not reach the upstream"), req("GET", "/").h(name, value))
-                .status(200)
-                .reaches(seen("GET", "/").with("x-forwarded-for", "127.0.0.1").without(&["forwarded", "x-real-ip", "true-client-ip"])),
+            vector(
+                format!("{name} from a client does not reach the upstream"),
+                req("GET", "/").h(name, value),
+            )
+            .status(200)
+            .reaches(
+                seen("GET", "/")
+                    .with("x-forwarded-for", "127.0.0.1")
+                    .without(&["forwarded", "x-real-ip", "true-client-ip"]),
+            ),
         );
-        out.push(office(&format!("{name}: {value} does not open the 10/8 route"), &[(name, value)]).status(403).nothing());
         out.push(
-            vector(format!("{name}: {value} does not satisfy a 10/8 API key"), req("GET", "/keyed").h("X-API-Key", OFFICE_KEY).h(name, value))
-                .status(401)
-                .nothing(),
+            office(
+                &format!("{name}: {value} does not open the 10/8 route"),
+                &[(name, value)],
+            )
+            .status(403)
+            .nothing(),
+        );
+        out.push(
+            vector(
+                format!("{name}: {value} does not satisfy a 10/8 API key"),
+                req("GET", "/keyed")
+                    .h("X-API-Key", OFFICE_KEY)
+                    .h(name, value),
+            )
+            .status(401)
+            .nothing(),
         );
     }
     out
@@ -66,39 +86,68 @@ fn untrusted() -> Vec<Vector> {
 fn trusted() -> Vec<Vector> {
     let proxy = lo(0, 0, 2);
     vec![
-        office("trusted proxy: X-Forwarded-For names the client", &[("X-Forwarded-For", "10.0.0.5")])
-            .from(proxy)
-            .status(200)
-            .reaches(seen("GET", "/office").with("x-forwarded-for", "10.0.0.5").without(&["forwarded"])),
+        office(
+            "trusted proxy: X-Forwarded-For names the client",
+            &[("X-Forwarded-For", "10.0.0.5")],
+        )
+        .from(proxy)
+        .status(200)
+        .reaches(
+            seen("GET", "/office")
+                .with("x-forwarded-for", "10.0.0.5")
+                .without(&["forwarded"]),
+        ),
         office(
             "trusted proxy: a client's Forwarded does not beat X-Forwarded-For",
-            &[("X-Forwarded-For", "198.51.100.7"), ("Forwarded", "for=10.0.0.5")],
+            &[
+                ("X-Forwarded-For", "198.51.100.7"),
+                ("Forwarded", "for=10.0.0.5"),
+            ],
         )
         .from(proxy)
         .status(403)
         .nothing(),
-        office("trusted proxy: Forwarded alone is ignored", &[("Forwarded", "for=10.0.0.5")])
-            .from(proxy)
-            .status(403)
-            .nothing(),
-        office("trusted proxy: a client-prepended entry is not the client", &[("X-Forwarded-For", "10.0.0.5, 198.51.100.7")])
-            .from(proxy)
-            .status(403)
-            .nothing(),
-        vector("trusted proxy: a denied address stays denied", req("GET", "/").h("X-Forwarded-For", "203.0.113.66"))
-            .from(proxy)
-            .status(403)
-            .nothing(),
+        office(
+            "trusted proxy: Forwarded alone is ignored",
+            &[("Forwarded", "for=10.0.0.5")],
+        )
+        .from(proxy)
+        .status(403)
+        .nothing(),
+        office(
+            "trusted proxy: a client-prepended entry is not the client",
+            &[("X-Forwarded-For", "10.0.0.5, 198.51.100.7")],
+        )
+        .from(proxy)
+        .status(403)
+        .nothing(),
+        vector(
+            "trusted proxy: a denied address stays denied",
+            req("GET", "/").h("X-Forwarded-For", "203.0.113.66"),
+        )
+        .from(proxy)
+        .status(403)
+        .nothing(),
         vector(
             "trusted proxy: the upstream gets exactly one X-Forwarded-For",
-            req("GET", "/").h("X-Forwarded-For", "10.0.0.9").h("X-Forwarded-For", "198.51.100.7").h("Forwarded", "for=10.0.0.5"),
+            req("GET", "/")
+                .h("X-Forwarded-For", "10.0.0.9")
+                .h("X-Forwarded-For", "198.51.100.7")
+                .h("Forwarded", "for=10.0.0.5"),
         )
         .from(proxy)
         .status(200)
-        .reaches(seen("GET", "/").with("x-forwarded-for", "198.51.100.7").without(&["forwarded"])),
-        office("untrusted peer: X-Forwarded-For is ignored", &[("X-Forwarded-For", "10.0.0.5")])
-            .status(403)
-            .nothing(),
+        .reaches(
+            seen("GET", "/")
+                .with("x-forwarded-for", "198.51.100.7")
+                .without(&["forwarded"]),
+        ),
+        office(
+            "untrusted peer: X-Forwarded-For is ignored",
+            &[("X-Forwarded-For", "10.0.0.5")],
+        )
+        .status(403)
+        .nothing(),
     ]
 }
 
@@ -107,14 +156,24 @@ fn forwarded_mode() -> Vec<Vector> {
     vec![
         office(
             "client_ip_header = forwarded: Forwarded names the client",
-            &[("Forwarded", "for=10.0.0.5"), ("X-Forwarded-For", "198.51.100.7")],
+            &[
+                ("Forwarded", "for=10.0.0.5"),
+                ("X-Forwarded-For", "198.51.100.7"),
+            ],
         )
         .from(proxy)
         .status(200)
-        .reaches(seen("GET", "/office").with("x-forwarded-for", "10.0.0.5").without(&["forwarded"])),
+        .reaches(
+            seen("GET", "/office")
+                .with("x-forwarded-for", "10.0.0.5")
+                .without(&["forwarded"]),
+        ),
         office(
             "client_ip_header = forwarded: X-Forwarded-For is ignored",
-            &[("X-Forwarded-For", "10.0.0.5"), ("Forwarded", "for=198.51.100.7")],
+            &[
+                ("X-Forwarded-For", "10.0.0.5"),
+                ("Forwarded", "for=198.51.100.7"),
+            ],
         )
         .from(proxy)
         .status(403)
@@ -145,27 +204,50 @@ fn nginx_for(target: &Target) -> Result<Nginx, String> {
 
 fn via_nginx() -> Vec<Vector> {
     vec![
-        office("nginx: a client's Forwarded: for=10.0.0.5 does not open the 10/8 route", &[("Forwarded", "for=10.0.0.5")])
-            .status(403)
-            .nothing(),
-        office("nginx: a client's X-Forwarded-For: 10.0.0.5 does not either", &[("X-Forwarded-For", "10.0.0.5")])
-            .status(403)
-            .nothing(),
-        vector("nginx: control, the upstream sees the real client", req("GET", "/").h("Forwarded", "for=10.0.0.5"))
-            .status(200)
-            .reaches(seen("GET", "/").with("x-forwarded-for", "127.0.0.1").without(&["forwarded"])),
+        office(
+            "nginx: a client's Forwarded: for=10.0.0.5 does not open the 10/8 route",
+            &[("Forwarded", "for=10.0.0.5")],
+        )
+        .status(403)
+        .nothing(),
+        office(
+            "nginx: a client's X-Forwarded-For: 10.0.0.5 does not either",
+            &[("X-Forwarded-For", "10.0.0.5")],
+        )
+        .status(403)
+        .nothing(),
+        vector(
+            "nginx: with a client's Forwarded, the upstream sees the real client",
+            req("GET", "/").h("Forwarded", "for=10.0.0.5"),
+        )
+        .status(200)
+        .reaches(
+            seen("GET", "/")
+                .with("x-forwarded-for", "127.0.0.1")
+                .without(&["forwarded"]),
+        ),
     ]
 }
 
 async fn run_via_nginx(target: &Target, report: &mut Report) {
     let nginx = match nginx_for(target) {
         Ok(nginx) => nginx,
-        Err(e) => return report.fail_all(&via_nginx().iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), &e),
+        Err(e) => {
+            return report.fail_all(
+                &via_nginx()
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>(),
+                &e,
+            )
+        }
     };
     for vector in via_nginx() {
         target.upstream.take();
         let outcome = async {
-            let tcp = tcp_from(nginx.addr, None).await.map_err(|e| e.to_string())?;
+            let tcp = tcp_from(nginx.addr, None)
+                .await
+                .map_err(|e| e.to_string())?;
             let response = exchange(tcp, &vector.request, false).await?;
             target.judge(&vector.expect, &response).await
         }
@@ -176,17 +258,24 @@ async fn run_via_nginx(target: &Target, report: &mut Report) {
 
 #[tokio::test]
 async fn client_ip_spoofing() {
+    let _shared = shared().await;
     let forwarded = format!("{TRUSTED}\nclient_ip_header = \"forwarded\"");
     let mut report = run_groups(
         "client_ip",
-        vec![(policy(""), untrusted()), (policy(&forwarded), forwarded_mode())],
+        vec![
+            (policy(""), untrusted()),
+            (policy(&forwarded), forwarded_mode()),
+        ],
     )
     .await;
     if let Some(target) = run_on(&mut report, &policy(TRUSTED), trusted()).await {
         run_via_nginx(&target, &mut report).await;
     } else {
         let names: Vec<String> = via_nginx().into_iter().map(|v| v.name).collect();
-        report.fail_all(&names.iter().map(String::as_str).collect::<Vec<_>>(), "gateway did not start");
+        report.fail_all(
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+            "gateway did not start",
+        );
     }
     report.finish();
 }

@@ -43,43 +43,75 @@ fn tampering(session: &str, flow: &str) -> Vec<Vector> {
             .ok_or_else(|| format!("cookie reached the upstream: {cookies}"))
     };
     let mut out = vec![
-        with_cookie("control: the session works", &format!("__Host-gatehouse={session}"))
-            .status(200)
-            .reaches(seen("GET", "/x").rule(no_session_upstream).rule(|r| {
-                r.has_header("x-gatehouse-user")
-                    .then_some(())
-                    .ok_or_else(|| "no identity upstream".to_owned())
-            })),
-        with_cookie("OIDC subject is oidc:test-idp:alice", &format!("__Host-gatehouse={session}"))
-            .status(200)
-            .reaches(seen("GET", "/x").with("x-gatehouse-user", "oidc:test-idp:alice")),
+        with_cookie(
+            "control: the session works",
+            &format!("__Host-gatehouse={session}"),
+        )
+        .status(200)
+        .reaches(seen("GET", "/x").rule(no_session_upstream).rule(|r| {
+            r.has_header("x-gatehouse-user")
+                .then_some(())
+                .ok_or_else(|| "no identity upstream".to_owned())
+        })),
+        with_cookie(
+            "OIDC subject is oidc:test-idp:alice",
+            &format!("__Host-gatehouse={session}"),
+        )
+        .status(200)
+        .reaches(seen("GET", "/x").with("x-gatehouse-user", "oidc:test-idp:alice")),
     ];
     let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(session)
         .map(|b| b.len())
         .unwrap_or(1);
-    for (what, at) in [("first byte", 0), ("byte 12", 12), ("middle byte", len / 2), ("last byte", len - 1)] {
+    for (what, at) in [
+        ("first byte", 0),
+        ("byte 12", 12),
+        ("middle byte", len / 2),
+        ("last byte", len - 1),
+    ] {
         out.push(
-            with_cookie(&format!("flipped bit in the {what}"), &format!("__Host-gatehouse={}", flipped(session, at)))
-                .status(401)
-                .nothing(),
+            with_cookie(
+                &format!("flipped bit in the {what}"),
+                &format!("__Host-gatehouse={}", flipped(session, at)),
+            )
+            .status(401)
+            .nothing(),
         );
     }
     out.push(
         vector(
             "flipped bit, browser navigation: to the login page",
-            req("GET", "/x")
-                .h("Accept", "text/html")
-                .h("Cookie", &format!("__Host-gatehouse={}", flipped(session, len / 2))),
+            req("GET", "/x").h("Accept", "text/html").h(
+                "Cookie",
+                &format!("__Host-gatehouse={}", flipped(session, len / 2)),
+            ),
         )
         .status(302)
         .nothing(),
     );
     out.extend([
-        with_cookie("truncated by a byte", &format!("__Host-gatehouse={}", truncated(session))).status(401).nothing(),
-        with_cookie("empty session cookie", "__Host-gatehouse=").status(401).nothing(),
-        with_cookie("flow cookie as the session cookie", &format!("__Host-gatehouse={flow}")).status(401).nothing(),
-        with_cookie("session under an unprefixed name", &format!("gatehouse={session}")).status(401).nothing(),
+        with_cookie(
+            "truncated by a byte",
+            &format!("__Host-gatehouse={}", truncated(session)),
+        )
+        .status(401)
+        .nothing(),
+        with_cookie("empty session cookie", "__Host-gatehouse=")
+            .status(401)
+            .nothing(),
+        with_cookie(
+            "flow cookie as the session cookie",
+            &format!("__Host-gatehouse={flow}"),
+        )
+        .status(401)
+        .nothing(),
+        with_cookie(
+            "session under an unprefixed name",
+            &format!("gatehouse={session}"),
+        )
+        .status(401)
+        .nothing(),
         vector(
             "session cookie as the flow cookie at the callback",
             req("GET", "/.gatehouse/callback?code=forged&state=forged")
@@ -93,9 +125,12 @@ fn tampering(session: &str, flow: &str) -> Vec<Vector> {
 
 fn replay(revoked: &str, kept: &str) -> Vec<Vector> {
     vec![
-        with_cookie("replay after logout: API call", &format!("__Host-gatehouse={revoked}"))
-            .status(401)
-            .nothing(),
+        with_cookie(
+            "replay after logout: API call",
+            &format!("__Host-gatehouse={revoked}"),
+        )
+        .status(401)
+        .nothing(),
         vector(
             "replay after logout: browser navigation",
             req("GET", "/x")
@@ -113,9 +148,12 @@ fn replay(revoked: &str, kept: &str) -> Vec<Vector> {
         )
         .status(401)
         .nothing(),
-        with_cookie("another session of the same user still works", &format!("__Host-gatehouse={kept}"))
-            .status(200)
-            .reaches(seen("GET", "/x")),
+        with_cookie(
+            "another session of the same user still works",
+            &format!("__Host-gatehouse={kept}"),
+        )
+        .status(200)
+        .reaches(seen("GET", "/x")),
     ]
 }
 
@@ -143,6 +181,7 @@ async fn attack(s: &Sessions, report: &mut Report) -> Result<(), String> {
 
 #[tokio::test]
 async fn cookie_tampering_and_replay() {
+    let _shared = shared().await;
     let mut report = Report::new("cookies");
     match Sessions::start(&policy()).await {
         Ok(s) => {

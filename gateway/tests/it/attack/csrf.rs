@@ -40,40 +40,82 @@ fn cross_site(session: &str, origin: &str) -> Vec<Vector> {
     let look_alike = format!("{origin}.evil.test");
     let plain_http = origin.replace("https://", "http://");
     let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("Origin: https://evil.test", vec![("Origin", "https://evil.test")]),
-        ("Origin: null without Sec-Fetch-Site", vec![("Origin", "null")]),
-        ("Sec-Fetch-Site: cross-site", vec![("Sec-Fetch-Site", "cross-site")]),
-        ("Sec-Fetch-Site: same-site", vec![("Sec-Fetch-Site", "same-site")]),
+        (
+            "Origin: https://evil.test",
+            vec![("Origin", "https://evil.test")],
+        ),
+        (
+            "Origin: null without Sec-Fetch-Site",
+            vec![("Origin", "null")],
+        ),
+        (
+            "Sec-Fetch-Site: cross-site",
+            vec![("Sec-Fetch-Site", "cross-site")],
+        ),
+        (
+            "Sec-Fetch-Site: same-site",
+            vec![("Sec-Fetch-Site", "same-site")],
+        ),
         ("no Origin, no Sec-Fetch-Site", vec![]),
-        ("Origin: null, Sec-Fetch-Site: cross-site", vec![("Origin", "null"), ("Sec-Fetch-Site", "cross-site")]),
+        (
+            "Origin: null, Sec-Fetch-Site: cross-site",
+            vec![("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+        ),
         ("a look-alike Origin", vec![("Origin", &look_alike)]),
         ("our Origin over http", vec![("Origin", &plain_http)]),
     ];
     let accepted: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("our own Origin", vec![("Origin", origin)]),
-        ("Origin: null, Sec-Fetch-Site: same-origin", vec![("Origin", "null"), ("Sec-Fetch-Site", "same-origin")]),
-        ("no Origin, Sec-Fetch-Site: same-origin", vec![("Sec-Fetch-Site", "same-origin")]),
+        (
+            "Origin: null, Sec-Fetch-Site: same-origin",
+            vec![("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+        ),
+        (
+            "no Origin, Sec-Fetch-Site: same-origin",
+            vec![("Sec-Fetch-Site", "same-origin")],
+        ),
     ];
     let mut out = Vec::new();
-    for (kind, credential) in [("session", ("Cookie", cookie.as_str())), ("basic", ("Authorization", basic.as_str()))] {
+    for (kind, credential) in [
+        ("session", ("Cookie", cookie.as_str())),
+        ("basic", ("Authorization", basic.as_str())),
+    ] {
         for (what, proofs) in &refused {
-            out.push(post(format!("{kind}, POST, {what}"), "POST", credential, proofs).status(403).nothing());
-        }
-        for method in ["PUT", "PATCH", "DELETE"] {
             out.push(
-                post(format!("{kind}, {method}, Origin: https://evil.test"), method, credential, &[("Origin", "https://evil.test")])
+                post(format!("{kind}, POST, {what}"), "POST", credential, proofs)
                     .status(403)
                     .nothing(),
             );
         }
+        for method in ["PUT", "PATCH", "DELETE"] {
+            out.push(
+                post(
+                    format!("{kind}, {method}, Origin: https://evil.test"),
+                    method,
+                    credential,
+                    &[("Origin", "https://evil.test")],
+                )
+                .status(403)
+                .nothing(),
+            );
+        }
         for (what, proofs) in &accepted {
-            out.push(post(format!("{kind}, POST, {what}"), "POST", credential, proofs).status(200).reaches(seen("POST", "/jobs/run")));
+            out.push(
+                post(format!("{kind}, POST, {what}"), "POST", credential, proofs)
+                    .status(200)
+                    .reaches(seen("POST", "/jobs/run")),
+            );
         }
     }
     out.push(
-        post("API key, POST, Origin: https://evil.test (not subject)".into(), "POST", ("X-API-Key", KEY), &[("Origin", "https://evil.test")])
-            .status(200)
-            .reaches(seen("POST", "/jobs/run")),
+        post(
+            "API key, POST, Origin: https://evil.test (not subject)".into(),
+            "POST",
+            ("X-API-Key", KEY),
+            &[("Origin", "https://evil.test")],
+        )
+        .status(200)
+        .reaches(seen("POST", "/jobs/run")),
     );
     out
 }
@@ -89,15 +131,45 @@ fn cors() -> Vec<Vector> {
         )
     };
     let actual = |name: &str, origin: &str| {
-        vector(name, req("GET", "/jobs").h("X-API-Key", KEY).h("Origin", origin))
+        vector(
+            name,
+            req("GET", "/jobs").h("X-API-Key", KEY).h("Origin", origin),
+        )
     };
     vec![
-        preflight("preflight from https://evil.test", "https://evil.test").status(403).no_header("access-control-allow-origin").nothing(),
-        preflight("preflight from https://app.test.evil.test", "https://app.test.evil.test").status(403).no_header("access-control-allow-origin").nothing(),
-        preflight("preflight from Origin: null", "null").status(403).no_header("access-control-allow-origin").nothing(),
-        preflight("control: preflight from https://app.test", "https://app.test").status(204).header("access-control-allow-origin", "https://app.test").nothing(),
-        actual("request from https://evil.test gets no CORS grant", "https://evil.test").status(200).no_header("access-control-allow-origin").reaches(seen("GET", "/jobs")),
-        actual("control: request from https://app.test", "https://app.test").status(200).header("access-control-allow-origin", "https://app.test").reaches(seen("GET", "/jobs")),
+        preflight("preflight from https://evil.test", "https://evil.test")
+            .status(403)
+            .no_header("access-control-allow-origin")
+            .nothing(),
+        preflight(
+            "preflight from https://app.test.evil.test",
+            "https://app.test.evil.test",
+        )
+        .status(403)
+        .no_header("access-control-allow-origin")
+        .nothing(),
+        preflight("preflight from Origin: null", "null")
+            .status(403)
+            .no_header("access-control-allow-origin")
+            .nothing(),
+        preflight(
+            "control: preflight from https://app.test",
+            "https://app.test",
+        )
+        .status(204)
+        .header("access-control-allow-origin", "https://app.test")
+        .nothing(),
+        actual(
+            "request from https://evil.test gets no CORS grant",
+            "https://evil.test",
+        )
+        .status(200)
+        .no_header("access-control-allow-origin")
+        .reaches(seen("GET", "/jobs")),
+        actual("control: request from https://app.test", "https://app.test")
+            .status(200)
+            .header("access-control-allow-origin", "https://app.test")
+            .reaches(seen("GET", "/jobs")),
     ]
 }
 
@@ -124,13 +196,17 @@ fn stays_home(location: &str, origin: &str, issuer: &str) -> Result<(), String> 
     if location.chars().any(|c| c.is_control()) {
         return Err(format!("control character in Location {location:?}"));
     }
-    let to = base.join(location).map_err(|e| format!("Location {location:?}: {e}"))?;
+    let to = base
+        .join(location)
+        .map_err(|e| format!("Location {location:?}: {e}"))?;
     if to.origin() == base.origin() {
         return Ok(());
     }
     let idp = url::Url::parse(issuer).unwrap();
     if to.origin() == idp.origin() && to.path().contains("session/end") {
-        let back = to.query_pairs().find(|(k, _)| k == "post_logout_redirect_uri");
+        let back = to
+            .query_pairs()
+            .find(|(k, _)| k == "post_logout_redirect_uri");
         return match back {
             Some((_, uri)) if uri == format!("{origin}/") => Ok(()),
             other => Err(format!("end-session returns to {other:?}")),
@@ -162,36 +238,51 @@ async fn logout_return(s: &Sessions, query: &str, session: &str) -> Result<(), S
             "localhost",
         )
         .await?;
-    let location = response.header("location").ok_or_else(|| response.summary())?;
+    let location = response
+        .header("location")
+        .ok_or_else(|| response.summary())?;
     stays_home(&location, &s.origin(), &s.idp.issuer)?;
     Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await)
 }
 
 async fn redirects(s: &Sessions, report: &mut Report) {
-    report.record("control: login returns to rd=%2Fjobs%3Fx%3D1", async {
-        let done = s.complete("%2Fjobs%3Fx%3D1", "alice").await?;
-        match done.headers().get("location").and_then(|l| l.to_str().ok()) {
-            Some("/jobs?x=1") => Ok(()),
-            other => Err(format!("Location {other:?}")),
+    report.record(
+        "control: login returns to rd=%2Fjobs%3Fx%3D1",
+        async {
+            let done = s.complete("%2Fjobs%3Fx%3D1", "alice").await?;
+            match done.headers().get("location").and_then(|l| l.to_str().ok()) {
+                Some("/jobs?x=1") => Ok(()),
+                other => Err(format!("Location {other:?}")),
+            }
         }
-    }.await);
+        .await,
+    );
     for rd in RETURN_PATHS {
         s.target.upstream.take();
         report.record(format!("login rd={rd}"), login_return(s, rd).await);
     }
-    for rd in ["//evil.test", "/%5Cevil.test", "https://evil.test", "%2F%2Fevil.test"] {
+    for rd in [
+        "//evil.test",
+        "/%5Cevil.test",
+        "https://evil.test",
+        "%2F%2Fevil.test",
+    ] {
         let session = match s.session("alice").await {
             Ok(session) => session,
             Err(e) => return report.record(format!("logout rd={rd}"), Err(e)),
         };
         s.target.upstream.take();
         let query = format!("rd={rd}&post_logout_redirect_uri={rd}");
-        report.record(format!("logout rd={rd}"), logout_return(s, &query, &session).await);
+        report.record(
+            format!("logout rd={rd}"),
+            logout_return(s, &query, &session).await,
+        );
     }
 }
 
 #[tokio::test]
 async fn csrf_cors_and_open_redirects() {
+    let _shared = shared().await;
     let mut report = Report::new("csrf");
     match Sessions::start(&policy()).await {
         Ok(s) => match s.session("alice").await {

@@ -20,37 +20,55 @@ fn vectors() -> Vec<Vector> {
     let denied = lo(0, 0, 3);
     let get = |path: &str| req("GET", path);
     let mut out = Vec::new();
-    for (who, from) in [("outside the allowlist", outside), ("on the deny list", denied)] {
+    for (who, from) in [
+        ("outside the allowlist", outside),
+        ("on the deny list", denied),
+    ] {
         for path in [
             "/.well-known/gatehouse/jwks.json",
             "/.gatehouse/login?rd=/",
             "/.gatehouse/callback?code=forged&state=forged",
             "/.gatehouse/logout",
         ] {
-            out.push(vector(format!("GET {path} from {who}"), get(path)).from(from).status(403).nothing());
+            out.push(
+                vector(format!("GET {path} from {who}"), get(path))
+                    .from(from)
+                    .status(403)
+                    .nothing(),
+            );
         }
     }
     out.extend([
-        vector("POST /.gatehouse/logout from outside the allowlist", req("POST", "/.gatehouse/logout").body(b""))
-            .from(outside)
-            .status(403)
-            .nothing(),
+        vector(
+            "POST /.gatehouse/logout from outside the allowlist",
+            req("POST", "/.gatehouse/logout").body(b""),
+        )
+        .from(outside)
+        .status(403)
+        .nothing(),
         vector("control: a route from outside the allowlist", get("/"))
             .from(outside)
             .status(403)
             .nothing(),
-        vector("control: the JWKS from 127.0.0.1", get("/.well-known/gatehouse/jwks.json"))
-            .status(200)
-            .nothing(),
-        vector("control: login from 127.0.0.1", get("/.gatehouse/login?rd=/"))
-            .status(302)
-            .nothing(),
+        vector(
+            "control: the JWKS from 127.0.0.1",
+            get("/.well-known/gatehouse/jwks.json"),
+        )
+        .status(200)
+        .nothing(),
+        vector(
+            "control: login from 127.0.0.1",
+            get("/.gatehouse/login?rd=/"),
+        )
+        .status(302)
+        .nothing(),
     ]);
     out
 }
 
 #[tokio::test]
 async fn gateway_endpoints_obey_the_network_rules() {
+    let _shared = shared().await;
     let mut report = Report::new("endpoints");
     match Sessions::start(&policy()).await {
         Ok(s) => s.target.run(&mut report, vectors()).await,

@@ -56,7 +56,11 @@ fn post(path: &str) -> H2Request {
 fn controls() -> Vec<H2Vector> {
     use Want::Status;
     vec![
-        v("control: GET /", get("/"), Status(200, Upstream::Exactly(seen("GET", "/")))),
+        v(
+            "control: GET /",
+            get("/"),
+            Status(200, Upstream::Exactly(seen("GET", "/"))),
+        ),
         v(
             "control: POST with a matching content-length",
             post("/").field(b"content-length", b"5").data(b"hello"),
@@ -67,16 +71,31 @@ fn controls() -> Vec<H2Vector> {
             get("/admin")
                 .field(b"x-api-key", ADMIN_KEY.as_bytes())
                 .field(b"x-gatehouse-user", b"admin"),
-            Status(200, Upstream::Exactly(seen("GET", "/admin").rule(|r| {
-                let users = r.header_values("x-gatehouse-user");
-                (users.len() == 1 && users[0] != "admin")
-                    .then_some(())
-                    .ok_or_else(|| format!("x-gatehouse-user {users:?}"))
-            }))),
+            Status(
+                200,
+                Upstream::Exactly(seen("GET", "/admin").rule(|r| {
+                    let users = r.header_values("x-gatehouse-user");
+                    (users.len() == 1 && users[0] != "admin")
+                        .then_some(())
+                        .ok_or_else(|| format!("x-gatehouse-user {users:?}"))
+                })),
+            ),
         ),
-        v("dot segments in :path reach the admin route", get("/x/../admin"), Status(401, Upstream::Nothing)),
-        v("case in :path reaches the admin route", get("/ADMIN"), Status(401, Upstream::Nothing)),
-        v("encoded slash in :path", get("/admin%2Fx"), Status(400, Upstream::Nothing)),
+        v(
+            "dot segments in :path reach the admin route",
+            get("/x/../admin"),
+            Status(401, Upstream::Nothing),
+        ),
+        v(
+            "case in :path reaches the admin route",
+            get("/ADMIN"),
+            Status(401, Upstream::Nothing),
+        ),
+        v(
+            "encoded slash in :path",
+            get("/admin%2Fx"),
+            Status(400, Upstream::Nothing),
+        ),
     ]
 }
 
@@ -85,16 +104,61 @@ fn framing() -> Vec<H2Vector> {
     let mut long = b"hello".to_vec();
     long.extend_from_slice(SMUGGLED);
     vec![
-        v("transfer-encoding: chunked", post("/").field(b"transfer-encoding", b"chunked").data(b"0\r\n\r\n"), Refused),
-        v("transfer-encoding on a GET", get("/").field(b"transfer-encoding", b"chunked"), Refused),
-        v("content-length 5, DATA longer (a request)", post("/").field(b"content-length", b"5").data(&long), RefusedNoComplete),
-        v("content-length 50, DATA shorter", post("/").field(b"content-length", b"50").data(b"hello"), RefusedNoComplete),
-        v("content-length 5, no DATA", get("/").field(b"content-length", b"5"), RefusedNoComplete),
-        v("two content-length values", post("/").field(b"content-length", b"5").field(b"content-length", b"6").data(b"hello"), RefusedNoComplete),
-        v("connection: keep-alive", get("/").field(b"connection", b"keep-alive"), Refused),
-        v("keep-alive", get("/").field(b"keep-alive", b"timeout=5"), Refused),
-        v("proxy-connection", get("/").field(b"proxy-connection", b"keep-alive"), Refused),
-        v("upgrade: websocket", get("/").field(b"upgrade", b"websocket"), Refused),
+        v(
+            "transfer-encoding: chunked",
+            post("/")
+                .field(b"transfer-encoding", b"chunked")
+                .data(b"0\r\n\r\n"),
+            Refused,
+        ),
+        v(
+            "transfer-encoding on a GET",
+            get("/").field(b"transfer-encoding", b"chunked"),
+            Refused,
+        ),
+        v(
+            "content-length 5, DATA longer (a request)",
+            post("/").field(b"content-length", b"5").data(&long),
+            RefusedNoComplete,
+        ),
+        v(
+            "content-length 50, DATA shorter",
+            post("/").field(b"content-length", b"50").data(b"hello"),
+            RefusedNoComplete,
+        ),
+        v(
+            "content-length 5, no DATA",
+            get("/").field(b"content-length", b"5"),
+            RefusedNoComplete,
+        ),
+        v(
+            "two content-length values",
+            post("/")
+                .field(b"content-length", b"5")
+                .field(b"content-length", b"6")
+                .data(b"hello"),
+            RefusedNoComplete,
+        ),
+        v(
+            "connection: keep-alive",
+            get("/").field(b"connection", b"keep-alive"),
+            Refused,
+        ),
+        v(
+            "keep-alive",
+            get("/").field(b"keep-alive", b"timeout=5"),
+            Refused,
+        ),
+        v(
+            "proxy-connection",
+            get("/").field(b"proxy-connection", b"keep-alive"),
+            Refused,
+        ),
+        v(
+            "upgrade: websocket",
+            get("/").field(b"upgrade", b"websocket"),
+            Refused,
+        ),
         v("te: gzip", get("/").field(b"te", b"gzip"), Refused),
     ]
 }
@@ -102,41 +166,128 @@ fn framing() -> Vec<H2Vector> {
 fn fields() -> Vec<H2Vector> {
     use Want::Refused;
     vec![
-        v("uppercase name X-Gatehouse-User", get("/").field(b"X-Gatehouse-User", b"admin"), Refused),
-        v("uppercase name Content-Length", post("/").field(b"Content-Length", b"5").data(b"hello"), Refused),
-        v("CRLF in a value injects a header", get("/").field(b"x-a", b"b\r\nx-gatehouse-user: admin"), Refused),
-        v("LF in a value", get("/").field(b"x-a", b"b\nx-gatehouse-user: admin"), Refused),
+        v(
+            "uppercase name X-Gatehouse-User",
+            get("/").field(b"X-Gatehouse-User", b"admin"),
+            Refused,
+        ),
+        v(
+            "uppercase name Content-Length",
+            post("/").field(b"Content-Length", b"5").data(b"hello"),
+            Refused,
+        ),
+        v(
+            "CRLF in a value injects a header",
+            get("/").field(b"x-a", b"b\r\nx-gatehouse-user: admin"),
+            Refused,
+        ),
+        v(
+            "LF in a value",
+            get("/").field(b"x-a", b"b\nx-gatehouse-user: admin"),
+            Refused,
+        ),
         v("CR in a value", get("/").field(b"x-a", b"b\rx"), Refused),
         v("NUL in a value", get("/").field(b"x-a", b"b\0c"), Refused),
         v("colon in a name", get("/").field(b"x:a", b"b"), Refused),
         v("space in a name", get("/").field(b"x a", b"b"), Refused),
-        v("underscore name x_gatehouse_user", get("/").field(b"x_gatehouse_user", b"admin"), Refused),
+        v(
+            "underscore name x_gatehouse_user",
+            get("/").field(b"x_gatehouse_user", b"admin"),
+            Refused,
+        ),
     ]
 }
 
 fn pseudo() -> Vec<H2Vector> {
     use Want::Refused;
-    let base = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")];
+    let base = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+    ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut all = base.to_vec();
         all.extend_from_slice(extra);
         request(&all)
     };
     vec![
-        v("duplicate :path", with(&[(":path", "/"), (":path", "/admin")]), Refused),
+        v(
+            "duplicate :path",
+            with(&[(":path", "/"), (":path", "/admin")]),
+            Refused,
+        ),
         v("missing :path", with(&[]), Refused),
-        v("missing :method", request(&[(":scheme", "https"), (":authority", "localhost"), (":path", "/")]), Refused),
-        v("pseudo-header after a regular one", with(&[("x-a", "1"), (":path", "/")]), Refused),
-        v("unknown pseudo-header :foo", with(&[(":path", "/"), (":foo", "bar")]), Refused),
-        v(":status in a request", with(&[(":path", "/"), (":status", "200")]), Refused),
+        v(
+            "missing :method",
+            request(&[
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/"),
+            ]),
+            Refused,
+        ),
+        v(
+            "pseudo-header after a regular one",
+            with(&[("x-a", "1"), (":path", "/")]),
+            Refused,
+        ),
+        v(
+            "unknown pseudo-header :foo",
+            with(&[(":path", "/"), (":foo", "bar")]),
+            Refused,
+        ),
+        v(
+            ":status in a request",
+            with(&[(":path", "/"), (":status", "200")]),
+            Refused,
+        ),
         v("empty :path", with(&[(":path", "")]), Refused),
-        v(":path without a leading slash", with(&[(":path", "admin")]), Refused),
+        v(
+            ":path without a leading slash",
+            with(&[(":path", "admin")]),
+            Refused,
+        ),
         v(":path * on a GET", with(&[(":path", "*")]), Refused),
-        v(":authority disagrees with host", get("/").field(b"host", b"other.test"), Refused),
-        v(":authority with userinfo", request(&[(":method", "GET"), (":scheme", "https"), (":authority", "user@localhost"), (":path", "/")]), Refused),
-        v("lowercase :method post", request(&[(":method", "post"), (":scheme", "https"), (":authority", "localhost"), (":path", "/admin")]), Refused),
-        v(":method with a space", request(&[(":method", "GET "), (":scheme", "https"), (":authority", "localhost"), (":path", "/")]), Refused),
-        v(":protocol on a GET", with(&[(":path", "/"), (":protocol", "websocket")]), Refused),
+        v(
+            ":authority disagrees with host",
+            get("/").field(b"host", b"other.test"),
+            Refused,
+        ),
+        v(
+            ":authority with userinfo",
+            request(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "user@localhost"),
+                (":path", "/"),
+            ]),
+            Refused,
+        ),
+        v(
+            "lowercase :method post",
+            request(&[
+                (":method", "post"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/admin"),
+            ]),
+            Refused,
+        ),
+        v(
+            ":method with a space",
+            request(&[
+                (":method", "GET "),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/"),
+            ]),
+            Refused,
+        ),
+        v(
+            ":protocol on a GET",
+            with(&[(":path", "/"), (":protocol", "websocket")]),
+            Refused,
+        ),
     ]
 }
 
@@ -151,7 +302,10 @@ async fn check(target: &Target, vector: &H2Vector) -> Result<(), String> {
     let (status_ok, upstream) = match &vector.want {
         Want::Refused => (outcome.refused(), Upstream::Nothing.check(&received)),
         Want::RefusedNoComplete => (outcome.refused(), Upstream::NoComplete.check(&received)),
-        Want::Status(status, upstream) => (outcome == H2Outcome::Response(*status), upstream.check(&received)),
+        Want::Status(status, upstream) => (
+            outcome == H2Outcome::Response(*status),
+            upstream.check(&received),
+        ),
     };
     let mut problems = Vec::new();
     if !status_ok {
@@ -165,6 +319,7 @@ async fn check(target: &Target, vector: &H2Vector) -> Result<(), String> {
 
 #[tokio::test]
 async fn malformed_http2() {
+    let _shared = shared().await;
     let mut report = Report::new("h2");
     let mut vectors = controls();
     vectors.extend(framing());

@@ -82,7 +82,10 @@ impl H2Outcome {
     pub fn refused(&self) -> bool {
         matches!(
             self,
-            H2Outcome::Response(400) | H2Outcome::Reset(_) | H2Outcome::GoAway(_) | H2Outcome::Closed
+            H2Outcome::Response(400)
+                | H2Outcome::Reset(_)
+                | H2Outcome::GoAway(_)
+                | H2Outcome::Closed
         )
     }
 }
@@ -99,12 +102,23 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Sends the preface, `request` on stream 1, and reads until stream 1 is
 /// answered or refused.
-pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &H2Request) -> H2Outcome {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &H2Request,
+) -> H2Outcome {
     let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
-    let block = loona_hpack::Encoder::new()
-        .encode(request.fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
-    let end = if request.data.is_empty() { END_STREAM } else { 0 };
+    let block = loona_hpack::Encoder::new().encode(
+        request
+            .fields
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice())),
+    );
+    let end = if request.data.is_empty() {
+        END_STREAM
+    } else {
+        0
+    };
     out.extend(frame(HEADERS, END_HEADERS | end, 1, &block));
     for (i, payload) in request.data.iter().enumerate() {
         let last = i + 1 == request.data.len();

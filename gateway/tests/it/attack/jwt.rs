@@ -76,7 +76,10 @@ fn jwks(kid: &str, public: &[u8]) -> String {
 }
 
 fn policy(jwks_url: &str) -> String {
-    let rsa_pub = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/rsa-test-pub.pem");
+    let rsa_pub = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/fixtures/rsa-test-pub.pem"
+    );
     format!(
         r#"{NO_RATE_LIMITS}
 [roles]
@@ -123,25 +126,54 @@ fn signature_attacks(k: &Keys) -> Vec<Vector> {
     let c = claims("rs-issuer");
     let mut out: Vec<Vector> = ["none", "None", "NONE", "nOnE"]
         .iter()
-        .map(|alg| refused(&format!("alg: {alg}"), &token(&json!({"alg": alg, "typ": "JWT"}), &c, None)))
+        .map(|alg| {
+            refused(
+                &format!("alg: {alg}"),
+                &token(&json!({"alg": alg, "typ": "JWT"}), &c, None),
+            )
+        })
         .collect();
     let good = rs(json!({"alg": "RS256"}), c.clone());
     let signature = good.rsplit('.').next().unwrap().to_owned();
     let none_signed = token(&json!({"alg": "none"}), &c, None) + &signature;
     let hs = |secret: &[u8], iss: &str| {
-        token(&json!({"alg": "HS256"}), &claims(iss), Some((&EncodingKey::from_secret(secret), Algorithm::HS256)))
+        token(
+            &json!({"alg": "HS256"}),
+            &claims(iss),
+            Some((&EncodingKey::from_secret(secret), Algorithm::HS256)),
+        )
     };
     let trimmed = String::from_utf8_lossy(RSA_PUBLIC).trim().to_owned();
-    let other = token(&json!({"alg": "RS256"}), &c, Some((&k.other_rs, Algorithm::RS256)));
-    let attacker_ed = token(&json!({"alg": "EdDSA"}), &c, Some((&k.attacker, Algorithm::EdDSA)));
+    let other = token(
+        &json!({"alg": "RS256"}),
+        &c,
+        Some((&k.other_rs, Algorithm::RS256)),
+    );
+    let attacker_ed = token(
+        &json!({"alg": "EdDSA"}),
+        &c,
+        Some((&k.attacker, Algorithm::EdDSA)),
+    );
     out.extend([
         refused("alg: none keeping a real signature", &none_signed),
-        refused("alg confusion: HS256 keyed with the RSA public key PEM", &hs(RSA_PUBLIC, "rs-issuer")),
-        refused("alg confusion: HS256 keyed with the PEM, trimmed", &hs(trimmed.as_bytes(), "rs-issuer")),
-        refused("alg confusion: HS256 keyed with the JWKS public key", &hs(&k.ed_public, "jwks-issuer")),
+        refused(
+            "alg confusion: HS256 keyed with the RSA public key PEM",
+            &hs(RSA_PUBLIC, "rs-issuer"),
+        ),
+        refused(
+            "alg confusion: HS256 keyed with the PEM, trimmed",
+            &hs(trimmed.as_bytes(), "rs-issuer"),
+        ),
+        refused(
+            "alg confusion: HS256 keyed with the JWKS public key",
+            &hs(&k.ed_public, "jwks-issuer"),
+        ),
         refused("EdDSA token to an RS256-only issuer", &attacker_ed),
         refused("signed by a different RSA key", &other),
-        refused("stripped signature", &format!("{}.", good.rsplit_once('.').unwrap().0)),
+        refused(
+            "stripped signature",
+            &format!("{}.", good.rsplit_once('.').unwrap().0),
+        ),
         refused("tampered payload", &{
             let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
             let mut escalated = c.clone();
@@ -158,28 +190,75 @@ fn header_attacks(k: &Keys, attacker_url: &str) -> Vec<Vector> {
     let real = |h: Value| token(&h, &c, Some((&k.ed, Algorithm::EdDSA)));
     let evil = |h: Value| token(&h, &c, Some((&k.attacker, Algorithm::EdDSA)));
     let hs = |h: Value, secret: &[u8]| {
-        token(&h, &c, Some((&EncodingKey::from_secret(secret), Algorithm::HS256)))
+        token(
+            &h,
+            &c,
+            Some((&EncodingKey::from_secret(secret), Algorithm::HS256)),
+        )
     };
-    let attacker_jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": "attacker", "x": b64(&k.attacker_public)});
+    let attacker_jwk =
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": "attacker", "x": b64(&k.attacker_public)});
     let rs_claims = claims("rs-issuer");
     let rs = |h: Value| token(&h, &rs_claims, Some((&k.rs, Algorithm::RS256)));
     vec![
-        refused("unknown kid", &real(json!({"alg": "EdDSA", "kid": "not-in-the-jwks"}))),
-        refused("kid path traversal, real key", &real(json!({"alg": "EdDSA", "kid": "../../../../../../dev/null"}))),
-        refused("kid /dev/null, HS256 with an empty secret", &hs(json!({"alg": "HS256", "kid": "../../../../../../dev/null"}), b"")),
-        refused("kid SQL injection, HS256 with the injected secret", &hs(json!({"alg": "HS256", "kid": "x' UNION SELECT 'secret' -- "}), b"secret")),
-        refused("kid SQL-ish, attacker key", &evil(json!({"alg": "EdDSA", "kid": "a' OR '1'='1"}))),
-        refused("known kid, attacker key", &evil(json!({"alg": "EdDSA", "kid": "a"}))),
-        refused("jku to the attacker's JWKS", &evil(json!({"alg": "EdDSA", "kid": "attacker", "jku": attacker_url}))),
-        refused("x5u to the attacker's URL", &evil(json!({"alg": "EdDSA", "kid": "attacker", "x5u": attacker_url}))),
-        refused("embedded jwk of the attacker", &evil(json!({"alg": "EdDSA", "jwk": attacker_jwk}))),
+        refused(
+            "unknown kid",
+            &real(json!({"alg": "EdDSA", "kid": "not-in-the-jwks"})),
+        ),
+        refused(
+            "kid path traversal, real key",
+            &real(json!({"alg": "EdDSA", "kid": "../../../../../../dev/null"})),
+        ),
+        refused(
+            "kid /dev/null, HS256 with an empty secret",
+            &hs(
+                json!({"alg": "HS256", "kid": "../../../../../../dev/null"}),
+                b"",
+            ),
+        ),
+        refused(
+            "kid SQL injection, HS256 with the injected secret",
+            &hs(
+                json!({"alg": "HS256", "kid": "x' UNION SELECT 'secret' -- "}),
+                b"secret",
+            ),
+        ),
+        refused(
+            "kid SQL-ish, attacker key",
+            &evil(json!({"alg": "EdDSA", "kid": "a' OR '1'='1"})),
+        ),
+        refused(
+            "known kid, attacker key",
+            &evil(json!({"alg": "EdDSA", "kid": "a"})),
+        ),
+        refused(
+            "jku to the attacker's JWKS",
+            &evil(json!({"alg": "EdDSA", "kid": "attacker", "jku": attacker_url})),
+        ),
+        refused(
+            "x5u to the attacker's URL",
+            &evil(json!({"alg": "EdDSA", "kid": "attacker", "x5u": attacker_url})),
+        ),
+        refused(
+            "embedded jwk of the attacker",
+            &evil(json!({"alg": "EdDSA", "jwk": attacker_jwk})),
+        ),
         refused("crit: [exp]", &rs(json!({"alg": "RS256", "crit": ["exp"]}))),
-        refused("crit: [x-unknown] with the extension", &rs(json!({"alg": "RS256", "crit": ["x-unknown"], "x-unknown": true}))),
+        refused(
+            "crit: [x-unknown] with the extension",
+            &rs(json!({"alg": "RS256", "crit": ["x-unknown"], "x-unknown": true})),
+        ),
     ]
 }
 
 fn claim_attacks(k: &Keys) -> Vec<Vector> {
-    let rs = |c: Value| token(&json!({"alg": "RS256"}), &c, Some((&k.rs, Algorithm::RS256)));
+    let rs = |c: Value| {
+        token(
+            &json!({"alg": "RS256"}),
+            &c,
+            Some((&k.rs, Algorithm::RS256)),
+        )
+    };
     let with = |key: &str, value: Value| {
         let mut c = claims("rs-issuer");
         c[key] = value;
@@ -199,7 +278,13 @@ fn claim_attacks(k: &Keys) -> Vec<Vector> {
 }
 
 fn identity_details(k: &Keys) -> Vec<Vector> {
-    let rs = |c: Value| token(&json!({"alg": "RS256"}), &c, Some((&k.rs, Algorithm::RS256)));
+    let rs = |c: Value| {
+        token(
+            &json!({"alg": "RS256"}),
+            &c,
+            Some((&k.rs, Algorithm::RS256)),
+        )
+    };
     let with = |pairs: &[(&str, Value)]| {
         let mut c = claims("rs-issuer");
         for (key, value) in pairs {
@@ -208,30 +293,60 @@ fn identity_details(k: &Keys) -> Vec<Vector> {
         rs(c)
     };
     let user = |name: &str, request: Vec<u8>, want: &str| {
-        vector(name, request)
-            .status(200)
-            .reaches(seen("GET", "/api").with("x-gatehouse-user", want).without(&["authorization", "x-api-key"]))
+        vector(name, request).status(200).reaches(
+            seen("GET", "/api")
+                .with("x-gatehouse-user", want)
+                .without(&["authorization", "x-api-key"]),
+        )
     };
     let email = json!("u1@example.com");
     vec![
-        user("JWT subject is jwt:rs:user-1", bearer("", &with(&[])).request, "jwt:rs:user-1"),
-        user("JWT sub admin is not the basic user admin", bearer("", &with(&[("sub", json!("admin"))])).request, "jwt:rs:admin"),
-        user("API key subject is api_key:ci", req("GET", "/api").h("X-API-Key", API_KEY).bytes(), "api_key:ci"),
-        user("basic subject is basic:admin", req("GET", "/api").h("Authorization", &basic("admin", CORRECT_HORSE)).bytes(), "basic:admin"),
-        bearer("email without email_verified is not sent", &with(&[("email", email.clone())]))
-            .status(200)
-            .reaches(seen("GET", "/api").without(&["x-gatehouse-email"])),
-        bearer("email with email_verified: false is not sent", &with(&[("email", email.clone()), ("email_verified", json!(false))]))
-            .status(200)
-            .reaches(seen("GET", "/api").without(&["x-gatehouse-email"])),
-        bearer("email with email_verified: true is sent", &with(&[("email", email), ("email_verified", json!(true))]))
-            .status(200)
-            .reaches(seen("GET", "/api").with("x-gatehouse-email", "u1@example.com")),
+        user(
+            "JWT subject is jwt:rs:user-1",
+            bearer("", &with(&[])).request,
+            "jwt:rs:user-1",
+        ),
+        user(
+            "JWT sub admin is not the basic user admin",
+            bearer("", &with(&[("sub", json!("admin"))])).request,
+            "jwt:rs:admin",
+        ),
+        user(
+            "API key subject is api_key:ci",
+            req("GET", "/api").h("X-API-Key", API_KEY).bytes(),
+            "api_key:ci",
+        ),
+        user(
+            "basic subject is basic:admin",
+            req("GET", "/api")
+                .h("Authorization", &basic("admin", CORRECT_HORSE))
+                .bytes(),
+            "basic:admin",
+        ),
+        bearer(
+            "email without email_verified is not sent",
+            &with(&[("email", email.clone())]),
+        )
+        .status(200)
+        .reaches(seen("GET", "/api").without(&["x-gatehouse-email"])),
+        bearer(
+            "email with email_verified: false is not sent",
+            &with(&[("email", email.clone()), ("email_verified", json!(false))]),
+        )
+        .status(200)
+        .reaches(seen("GET", "/api").without(&["x-gatehouse-email"])),
+        bearer(
+            "email with email_verified: true is sent",
+            &with(&[("email", email), ("email_verified", json!(true))]),
+        )
+        .status(200)
+        .reaches(seen("GET", "/api").with("x-gatehouse-email", "u1@example.com")),
     ]
 }
 
 #[tokio::test]
 async fn jwt_attacks() {
+    let _shared = shared().await;
     let (ed, ed_public) = ed25519();
     let (attacker, attacker_public) = ed25519();
     let keys = Keys {
@@ -242,21 +357,33 @@ async fn jwt_attacks() {
         attacker,
         attacker_public,
     };
-    let issuer_jwks = gatehouse_tests::DocumentServer::start(jwks("a", &keys.ed_public)).await.unwrap();
-    let attacker_jwks = gatehouse_tests::DocumentServer::start(jwks("attacker", &keys.attacker_public)).await.unwrap();
+    let issuer_jwks = gatehouse_tests::DocumentServer::start(jwks("a", &keys.ed_public))
+        .await
+        .unwrap();
+    let attacker_jwks =
+        gatehouse_tests::DocumentServer::start(jwks("attacker", &keys.attacker_public))
+            .await
+            .unwrap();
     let attacker_url = attacker_jwks.url("/jwks.json");
-    let mut vectors = vec![bearer("control: a valid RS256 token", &token(
-        &json!({"alg": "RS256"}),
-        &claims("rs-issuer"),
-        Some((&keys.rs, Algorithm::RS256)),
-    ))
+    let mut vectors = vec![bearer(
+        "control: a valid RS256 token",
+        &token(
+            &json!({"alg": "RS256"}),
+            &claims("rs-issuer"),
+            Some((&keys.rs, Algorithm::RS256)),
+        ),
+    )
     .status(200)
     .reaches(seen("GET", "/api").without(&["authorization"]))];
     vectors.extend(signature_attacks(&keys));
     vectors.extend(header_attacks(&keys, &attacker_url));
     vectors.extend(claim_attacks(&keys));
     vectors.extend(identity_details(&keys));
-    let mut report = run_groups("jwt", vec![(policy(&issuer_jwks.url("/jwks.json")), vectors)]).await;
+    let mut report = run_groups(
+        "jwt",
+        vec![(policy(&issuer_jwks.url("/jwks.json")), vectors)],
+    )
+    .await;
     report.record(
         "jku and x5u URLs are never fetched",
         match attacker_jwks.hits() {

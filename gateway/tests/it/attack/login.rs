@@ -97,8 +97,14 @@ impl Sessions {
     /// gateway's answer to the callback.
     pub async fn complete(&self, rd: &str, user: &str) -> Result<reqwest::Response, String> {
         let (authorize, _) = self.begin(rd).await?;
-        let callback =
-            walk_provider(&self.browser, &self.idp.issuer, &self.origin(), &authorize, user).await;
+        let callback = walk_provider(
+            &self.browser,
+            &self.idp.issuer,
+            &self.origin(),
+            &authorize,
+            user,
+        )
+        .await;
         self.browser
             .get(callback)
             .send()

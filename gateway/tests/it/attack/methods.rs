@@ -35,7 +35,11 @@ fn policy() -> String {
 fn extension_policy() -> String {
     format!(
         "{NO_RATE_LIMITS}{}",
-        route("dav", "/", "public = true\nextension_methods = [\"PROPFIND\"]"),
+        route(
+            "dav",
+            "/",
+            "public = true\nextension_methods = [\"PROPFIND\"]"
+        ),
     )
 }
 
@@ -49,9 +53,12 @@ fn case() -> Vec<Vector> {
         vector("control: GET /jobs as viewer", as_viewer("GET", "/jobs"))
             .status(200)
             .reaches(seen("GET", "/jobs")),
-        vector("control: POST /jobs as viewer is 403", as_viewer("POST", "/jobs"))
-            .status(403)
-            .nothing(),
+        vector(
+            "control: POST /jobs as viewer is 403",
+            as_viewer("POST", "/jobs"),
+        )
+        .status(403)
+        .nothing(),
         vector(
             "control: POST /jobs as operator",
             req("POST", "/jobs").h("X-API-Key", OPERATOR).body(b"x"),
@@ -70,9 +77,12 @@ fn case() -> Vec<Vector> {
         vector("get /jobs", as_viewer("get", "/jobs"))
             .status(400)
             .nothing(),
-        vector("HEAD /jobs as viewer follows GET", as_viewer("HEAD", "/jobs"))
-            .status(200)
-            .reaches(seen("HEAD", "/jobs")),
+        vector(
+            "HEAD /jobs as viewer follows GET",
+            as_viewer("HEAD", "/jobs"),
+        )
+        .status(200)
+        .reaches(seen("HEAD", "/jobs")),
         vector(
             "HEAD /reports as viewer follows GET's operator rule",
             as_viewer("HEAD", "/reports"),
@@ -87,9 +97,12 @@ fn case() -> Vec<Vector> {
 
 fn extension() -> Vec<Vector> {
     vec![
-        vector("PROPFIND /jobs (not listed)", as_viewer("PROPFIND", "/jobs"))
-            .status(405)
-            .nothing(),
+        vector(
+            "PROPFIND /jobs (not listed)",
+            as_viewer("PROPFIND", "/jobs"),
+        )
+        .status(405)
+        .nothing(),
         vector("FOO / on a public route", req("FOO", "/"))
             .status(405)
             .nothing(),
@@ -113,21 +126,23 @@ fn extension() -> Vec<Vector> {
 }
 
 fn overrides() -> Vec<Vector> {
-    ["X-HTTP-Method-Override", "X-Method-Override", "X-HTTP-Method"]
-        .iter()
-        .flat_map(|header| {
-            ["DELETE", "POST"].map(|method| {
-                vector(
-                    format!("{header}: {method} on a GET"),
-                    req("GET", "/jobs")
-                        .h("X-API-Key", VIEWER)
-                        .h(header, method),
-                )
-                .status(200)
-                .reaches(seen("GET", "/jobs").without(&[header]))
-            })
+    [
+        "X-HTTP-Method-Override",
+        "X-Method-Override",
+        "X-HTTP-Method",
+    ]
+    .iter()
+    .flat_map(|header| {
+        ["DELETE", "POST"].map(|method| {
+            vector(
+                format!("{header}: {method} on a GET"),
+                req("GET", "/jobs").h("X-API-Key", VIEWER).h(header, method),
+            )
+            .status(200)
+            .reaches(seen("GET", "/jobs").without(&[header]))
         })
-        .collect()
+    })
+    .collect()
 }
 
 fn listed() -> Vec<Vector> {
@@ -138,14 +153,18 @@ fn listed() -> Vec<Vector> {
         vector("extension_methods: propfind / is 400", req("propfind", "/"))
             .status(400)
             .nothing(),
-        vector("extension_methods: MKCOL / (not listed) is 405", req("MKCOL", "/"))
-            .status(405)
-            .nothing(),
+        vector(
+            "extension_methods: MKCOL / (not listed) is 405",
+            req("MKCOL", "/"),
+        )
+        .status(405)
+        .nothing(),
     ]
 }
 
 #[tokio::test]
 async fn method_confusion() {
+    let _shared = shared().await;
     let mut vectors = case();
     vectors.extend(extension());
     vectors.extend(overrides());

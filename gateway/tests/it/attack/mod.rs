@@ -96,8 +96,13 @@ impl Target {
 
     /// Like [`Self::start`], running `setup` on the PKI first (extra
     /// certificates for `{dir}`).
-    pub async fn start_with(sections: &str, setup: impl FnOnce(&TestPki)) -> Result<Target, String> {
-        let upstream = RecordingUpstream::start().await.expect("recording upstream");
+    pub async fn start_with(
+        sections: &str,
+        setup: impl FnOnce(&TestPki),
+    ) -> Result<Target, String> {
+        let upstream = RecordingUpstream::start()
+            .await
+            .expect("recording upstream");
         let policy = format!("{LISTEN}{sections}").replace("{upstream}", &upstream.url());
         let mut gateway = Gateway::prepare_with(&policy, "", setup).await;
         wait_up(&mut gateway).await?;
@@ -141,7 +146,29 @@ impl Target {
         if let Err(e) = expect.upstream.check(&received) {
             problems.push(e);
         }
+        if !problems.is_empty() {
+            problems.push(self.why(response));
+        }
         verdict(problems, &response.summary())
+    }
+
+    /// The gateway's own account of a response (its access-log line), for
+    /// failure messages.
+    fn why(&self, response: &H1Response) -> String {
+        let Some(id) = response.header("x-request-id") else {
+            return "no request id".to_owned();
+        };
+        self.gateway
+            .log_records()
+            .into_iter()
+            .find(|r| r["request_id"] == id.as_str() && r["target"] == "gatehouse::access")
+            .map(|r| {
+                format!(
+                    "gateway: route={} denial={} error={}",
+                    r["route"], r["denial"], r["error"]
+                )
+            })
+            .unwrap_or_else(|| format!("no access-log line for {id}"))
     }
 
     /// Sends raw bytes on a fresh TLS connection (from `from`, with SNI
@@ -486,6 +513,7 @@ impl Seen {
 pub struct Report {
     topic: &'static str,
     outcomes: Vec<(String, Result<(), String>)>,
+    started: Instant,
 }
 
 impl Report {
@@ -493,6 +521,7 @@ impl Report {
         Report {
             topic,
             outcomes: Vec::new(),
+            started: Instant::now(),
         }
     }
 
@@ -528,9 +557,10 @@ impl Report {
         }
         let _ = writeln!(
             stderr,
-            "attack/{}: {total} vectors, {} hold",
+            "attack/{}: {total} vectors, {} hold ({:.1} s)",
             self.topic,
-            total - failures.len()
+            total - failures.len(),
+            self.started.elapsed().as_secs_f64()
         );
         assert!(
             failures.is_empty(),
@@ -583,12 +613,15 @@ pub fn api_key(name: &str, key: &str, roles: &[&str]) -> String {
 /// A `[[route]]` to the recording upstream, with `rest` (access and
 /// other keys) appended.
 pub fn route(name: &str, path: &str, rest: &str) -> String {
-    format!("\n[[route]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"{{upstream}}\"\n{rest}\n")
+    format!(
+        "\n[[route]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"{{upstream}}\"\n{rest}\n"
+    )
 }
 
 /// Runs groups of vectors concurrently, each group on its own gateway
 /// (its policy's sections), into one report for `topic`.
 pub async fn run_groups(topic: &'static str, groups: Vec<(String, Vec<Vector>)>) -> Report {
+    let mut report = Report::new(topic);
     let handles: Vec<_> = groups
         .into_iter()
         .map(|(sections, vectors)| {
@@ -599,7 +632,6 @@ pub async fn run_groups(topic: &'static str, groups: Vec<(String, Vec<Vector>)>)
             })
         })
         .collect();
-    let mut report = Report::new(topic);
     for handle in handles {
         report.outcomes.extend(handle.await.expect("vector group"));
     }
@@ -610,7 +642,9 @@ pub async fn run_groups(topic: &'static str, groups: Vec<(String, Vec<Vector>)>)
 /// to refuse the policy with a message that names `must_mention`.
 pub fn check_refuses(sections: &str, must_mention: &str) -> Result<(), String> {
     let pki = TestPki::new().expect("test CA");
-    let leaf = pki.issue("server", &["localhost"], 30).expect("certificate");
+    let leaf = pki
+        .issue("server", &["localhost"], 30)
+        .expect("certificate");
     let dir = pki.dir.path();
     let text = format!("{LISTEN}{sections}")
         .replace("{upstream}", "http://127.0.0.1:9")
@@ -628,7 +662,8 @@ pub fn check_refuses(sections: &str, must_mention: &str) -> Result<(), String> {
         .arg(&path)
         .output()
         .expect("run check");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         Err("check accepted the policy".to_owned())
     } else if said.contains("unknown field") {
@@ -665,4 +700,19 @@ pub fn basic(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)
     )
+}
+
+/// Topics hold this shared while they run; the password-guessing flood
+/// holds it alone, so its CPU and memory load cannot make another topic's
+/// vectors time out (the test harness runs topics on parallel threads).
+static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Taken once, at the start of a topic's test (never nested: a waiting
+/// writer would block the second read).
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    HEAVY.read().await
+}
+
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    HEAVY.write().await
 }
