@@ -25,7 +25,7 @@ fn policy() -> String {
     )
 }
 
-/// A POST with `credential` (a header) and the given origin proofs.
+/// A request with `credential` (a header) and the given origin proofs.
 fn post(name: String, method: &str, credential: (&str, &str), proofs: &[(&str, &str)]) -> Vector {
     let mut r = req(method, "/jobs/run").h(credential.0, credential.1);
     for (k, v) in proofs {
@@ -34,79 +34,93 @@ fn post(name: String, method: &str, credential: (&str, &str), proofs: &[(&str, &
     vector(name, r.body(b"x"))
 }
 
+/// Origin proofs that do not show a same-origin request. `{origin}` is ours.
+const CROSS: [(&str, &[(&str, &str)]); 8] = [
+    (
+        "Origin: https://evil.test",
+        &[("Origin", "https://evil.test")],
+    ),
+    ("Origin: null without Sec-Fetch-Site", &[("Origin", "null")]),
+    (
+        "Sec-Fetch-Site: cross-site",
+        &[("Sec-Fetch-Site", "cross-site")],
+    ),
+    (
+        "Sec-Fetch-Site: same-site",
+        &[("Sec-Fetch-Site", "same-site")],
+    ),
+    ("no Origin, no Sec-Fetch-Site", &[]),
+    (
+        "Origin: null, Sec-Fetch-Site: cross-site",
+        &[("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+    ),
+    ("a look-alike Origin", &[("Origin", "{origin}.evil.test")]),
+    ("our Origin over http", &[("Origin", "{http-origin}")]),
+];
+
+/// Proofs of a same-origin request.
+const SAME: [(&str, &[(&str, &str)]); 3] = [
+    ("our own Origin", &[("Origin", "{origin}")]),
+    (
+        "Origin: null, Sec-Fetch-Site: same-origin",
+        &[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+    ),
+    (
+        "no Origin, Sec-Fetch-Site: same-origin",
+        &[("Sec-Fetch-Site", "same-origin")],
+    ),
+];
+
+/// `proofs` with `{origin}` and `{http-origin}` filled in.
+fn filled(proofs: &[(&str, &str)], origin: &str) -> Vec<(String, String)> {
+    let http = origin.replace("https://", "http://");
+    proofs
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                v.replace("{origin}", origin)
+                    .replace("{http-origin}", &http),
+            )
+        })
+        .collect()
+}
+
+/// Every cross-site and same-origin case for one credential.
+fn for_credential(kind: &str, credential: (&str, &str), origin: &str) -> Vec<Vector> {
+    let build = |what: &str, method: &str, proofs: &[(&str, &str)]| {
+        let proofs = filled(proofs, origin);
+        let proofs: Vec<(&str, &str)> = proofs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        post(
+            format!("{kind}, {method}, {what}"),
+            method,
+            credential,
+            &proofs,
+        )
+    };
+    let mut out: Vec<Vector> = CROSS
+        .iter()
+        .map(|(what, proofs)| build(what, "POST", proofs).status(403).nothing())
+        .collect();
+    for method in ["PUT", "PATCH", "DELETE"] {
+        out.push(build(CROSS[0].0, method, CROSS[0].1).status(403).nothing());
+    }
+    out.extend(SAME.iter().map(|(what, proofs)| {
+        build(what, "POST", proofs)
+            .status(200)
+            .reaches(seen("POST", "/jobs/run"))
+    }));
+    out
+}
+
 fn cross_site(session: &str, origin: &str) -> Vec<Vector> {
     let cookie = format!("__Host-gatehouse={session}");
     let basic = basic("alice", CORRECT_HORSE);
-    let look_alike = format!("{origin}.evil.test");
-    let plain_http = origin.replace("https://", "http://");
-    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        (
-            "Origin: https://evil.test",
-            vec![("Origin", "https://evil.test")],
-        ),
-        (
-            "Origin: null without Sec-Fetch-Site",
-            vec![("Origin", "null")],
-        ),
-        (
-            "Sec-Fetch-Site: cross-site",
-            vec![("Sec-Fetch-Site", "cross-site")],
-        ),
-        (
-            "Sec-Fetch-Site: same-site",
-            vec![("Sec-Fetch-Site", "same-site")],
-        ),
-        ("no Origin, no Sec-Fetch-Site", vec![]),
-        (
-            "Origin: null, Sec-Fetch-Site: cross-site",
-            vec![("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
-        ),
-        ("a look-alike Origin", vec![("Origin", &look_alike)]),
-        ("our Origin over http", vec![("Origin", &plain_http)]),
-    ];
-    let accepted: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("our own Origin", vec![("Origin", origin)]),
-        (
-            "Origin: null, Sec-Fetch-Site: same-origin",
-            vec![("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
-        ),
-        (
-            "no Origin, Sec-Fetch-Site: same-origin",
-            vec![("Sec-Fetch-Site", "same-origin")],
-        ),
-    ];
-    let mut out = Vec::new();
-    for (kind, credential) in [
-        ("session", ("Cookie", cookie.as_str())),
-        ("basic", ("Authorization", basic.as_str())),
-    ] {
-        for (what, proofs) in &refused {
-            out.push(
-                post(format!("{kind}, POST, {what}"), "POST", credential, proofs)
-                    .status(403)
-                    .nothing(),
-            );
-        }
-        for method in ["PUT", "PATCH", "DELETE"] {
-            out.push(
-                post(
-                    format!("{kind}, {method}, Origin: https://evil.test"),
-                    method,
-                    credential,
-                    &[("Origin", "https://evil.test")],
-                )
-                .status(403)
-                .nothing(),
-            );
-        }
-        for (what, proofs) in &accepted {
-            out.push(
-                post(format!("{kind}, POST, {what}"), "POST", credential, proofs)
-                    .status(200)
-                    .reaches(seen("POST", "/jobs/run")),
-            );
-        }
-    }
+    let mut out = for_credential("session", ("Cookie", &cookie), origin);
+    out.extend(for_credential("basic", ("Authorization", &basic), origin));
     out.push(
         post(
             "API key, POST, Origin: https://evil.test (not subject)".into(),

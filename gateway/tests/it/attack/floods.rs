@@ -118,6 +118,28 @@ async fn password_guessing() -> Report {
     let statuses = guesses.join_all().await;
     let legit = legit.await.expect("legit request");
     let (_, peak) = memory(target.pid());
+    judge_guessing(
+        &mut report,
+        &statuses,
+        peak.saturating_sub(baseline),
+        baseline,
+        &legit,
+    );
+    let received = target.upstream.settle(SETTLE).await;
+    report.record(
+        GUESSING[3],
+        Upstream::Exactly(seen("GET", "/")).check(&received),
+    );
+    report
+}
+
+fn judge_guessing(
+    report: &mut Report,
+    statuses: &[Result<u16, String>],
+    growth: u64,
+    baseline: u64,
+    legit: &Result<H1Response, String>,
+) {
     let verified = statuses.iter().filter(|s| **s == Ok(401)).count();
     let limited = statuses.iter().filter(|s| **s == Ok(429)).count();
     report.record(
@@ -135,7 +157,6 @@ async fn password_guessing() -> Report {
             ))
         },
     );
-    let growth = peak.saturating_sub(baseline);
     report.record(
         GUESSING[1],
         if growth < MAX_GROWTH_KIB {
@@ -150,17 +171,11 @@ async fn password_guessing() -> Report {
     );
     report.record(
         GUESSING[2],
-        match &legit {
+        match legit {
             Ok(r) if r.status == 200 => Ok(()),
             other => Err(format!("{:?}", other.as_ref().map(H1Response::summary))),
         },
     );
-    let received = target.upstream.settle(SETTLE).await;
-    report.record(
-        GUESSING[3],
-        Upstream::Exactly(seen("GET", "/")).check(&received),
-    );
-    report
 }
 
 fn store_policy() -> String {

@@ -198,97 +198,104 @@ fn fields() -> Vec<H2Vector> {
     ]
 }
 
+/// Pseudo-header tricks on an otherwise normal GET: the fields after
+/// `:method`, `:scheme` and `:authority`.
+const PSEUDO: [(&str, &[(&str, &str)]); 8] = [
+    ("duplicate :path", &[(":path", "/"), (":path", "/admin")]),
+    ("missing :path", &[]),
+    (
+        "pseudo-header after a regular one",
+        &[("x-a", "1"), (":path", "/")],
+    ),
+    (
+        "unknown pseudo-header :foo",
+        &[(":path", "/"), (":foo", "bar")],
+    ),
+    (
+        ":status in a request",
+        &[(":path", "/"), (":status", "200")],
+    ),
+    ("empty :path", &[(":path", "")]),
+    (":path without a leading slash", &[(":path", "admin")]),
+    (":path * on a GET", &[(":path", "*")]),
+];
+
+/// Whole requests with a bad pseudo-header value (path `/admin` or `/`).
+const WHOLE: [(&str, [(&str, &str); 4]); 4] = [
+    (
+        "missing :method",
+        [
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", "/"),
+            ("x-a", "1"),
+        ],
+    ),
+    (
+        ":authority with userinfo",
+        [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "user@localhost"),
+            (":path", "/"),
+        ],
+    ),
+    (
+        "lowercase :method post",
+        [
+            (":method", "post"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", "/admin"),
+        ],
+    ),
+    (
+        ":method with a space",
+        [
+            (":method", "GET "),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", "/"),
+        ],
+    ),
+];
+
 fn pseudo() -> Vec<H2Vector> {
-    use Want::Refused;
     let base = [
         (":method", "GET"),
         (":scheme", "https"),
         (":authority", "localhost"),
     ];
-    let with = |extra: &[(&'static str, &'static str)]| {
-        let mut all = base.to_vec();
-        all.extend_from_slice(extra);
-        request(&all)
-    };
-    vec![
-        v(
-            "duplicate :path",
-            with(&[(":path", "/"), (":path", "/admin")]),
-            Refused,
-        ),
-        v("missing :path", with(&[]), Refused),
-        v(
-            "missing :method",
-            request(&[
-                (":scheme", "https"),
-                (":authority", "localhost"),
-                (":path", "/"),
-            ]),
-            Refused,
-        ),
-        v(
-            "pseudo-header after a regular one",
-            with(&[("x-a", "1"), (":path", "/")]),
-            Refused,
-        ),
-        v(
-            "unknown pseudo-header :foo",
-            with(&[(":path", "/"), (":foo", "bar")]),
-            Refused,
-        ),
-        v(
-            ":status in a request",
-            with(&[(":path", "/"), (":status", "200")]),
-            Refused,
-        ),
-        v("empty :path", with(&[(":path", "")]), Refused),
-        v(
-            ":path without a leading slash",
-            with(&[(":path", "admin")]),
-            Refused,
-        ),
-        v(":path * on a GET", with(&[(":path", "*")]), Refused),
-        v(
-            ":authority disagrees with host",
-            get("/").field(b"host", b"other.test"),
-            Refused,
-        ),
-        v(
-            ":authority with userinfo",
-            request(&[
-                (":method", "GET"),
-                (":scheme", "https"),
-                (":authority", "user@localhost"),
-                (":path", "/"),
-            ]),
-            Refused,
-        ),
-        v(
-            "lowercase :method post",
-            request(&[
-                (":method", "post"),
-                (":scheme", "https"),
-                (":authority", "localhost"),
-                (":path", "/admin"),
-            ]),
-            Refused,
-        ),
-        v(
-            ":method with a space",
-            request(&[
-                (":method", "GET "),
-                (":scheme", "https"),
-                (":authority", "localhost"),
-                (":path", "/"),
-            ]),
-            Refused,
-        ),
-        v(
-            ":protocol on a GET",
-            with(&[(":path", "/"), (":protocol", "websocket")]),
-            Refused,
-        ),
-    ]
+    let mut out: Vec<H2Vector> = PSEUDO
+        .iter()
+        .map(|(name, extra)| {
+            let mut fields = base.to_vec();
+            fields.extend_from_slice(extra);
+            v(name, request(&fields), Want::Refused)
+        })
+        .collect();
+    out.extend(
+        WHOLE
+            .iter()
+            .map(|(name, fields)| v(name, request(fields), Want::Refused)),
+    );
+    out.push(v(
+        ":authority disagrees with host",
+        get("/").field(b"host", b"other.test"),
+        Want::Refused,
+    ));
+    out.push(v(
+        ":protocol on a GET",
+        request(&[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", "/"),
+            (":protocol", "websocket"),
+        ]),
+        Want::Refused,
+    ));
+    out
 }
 
 async fn check(target: &Target, vector: &H2Vector) -> Result<(), String> {

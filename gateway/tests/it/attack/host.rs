@@ -41,123 +41,133 @@ fn host(name: &str, sni: &str, host: &str) -> Vector {
     vector(name, req("GET", "/").host(Some(host))).sni(sni)
 }
 
+/// (name, SNI, Host, acceptable statuses): each is refused or reaches the
+/// internal route, and never the upstream.
+const TABLE: [(&str, &str, &str, &[u16]); 18] = [
+    (
+        "control: internal.test is its route",
+        INTERNAL,
+        "internal.test",
+        &[401],
+    ),
+    (
+        "trailing dot: internal.test.",
+        INTERNAL,
+        "internal.test.",
+        &[401],
+    ),
+    (
+        "upper case: INTERNAL.TEST",
+        INTERNAL,
+        "INTERNAL.TEST",
+        &[401],
+    ),
+    (
+        "port: internal.test:443",
+        INTERNAL,
+        "internal.test:443",
+        &[401],
+    ),
+    (
+        "non-numeric port: internal.test:abc",
+        INTERNAL,
+        "internal.test:abc",
+        &[400],
+    ),
+    (
+        "out-of-range port: internal.test:99999",
+        INTERNAL,
+        "internal.test:99999",
+        &[400],
+    ),
+    (
+        "signed port: internal.test:+443",
+        INTERNAL,
+        "internal.test:+443",
+        &[400],
+    ),
+    (
+        "userinfo: user@internal.test",
+        INTERNAL,
+        "user@internal.test",
+        &[400],
+    ),
+    (
+        "userinfo: internal.test@localhost",
+        LOCAL,
+        "internal.test@localhost",
+        &[400],
+    ),
+    (
+        "two trailing dots: internal.test..",
+        INTERNAL,
+        "internal.test..",
+        &[400, 421],
+    ),
+    ("space in the Host", INTERNAL, "internal test", &[400]),
+    (
+        "path in the Host: internal.test/x",
+        INTERNAL,
+        "internal.test/x",
+        &[400],
+    ),
+    (
+        "Host internal.test on a localhost connection",
+        LOCAL,
+        "internal.test",
+        &[421],
+    ),
+    (
+        "Host internal.test. on a localhost connection",
+        LOCAL,
+        "internal.test.",
+        &[421],
+    ),
+    (
+        "Host evil.test on a localhost connection",
+        LOCAL,
+        "evil.test",
+        &[421],
+    ),
+    (
+        "Host localhost on an internal.test connection",
+        INTERNAL,
+        "localhost",
+        &[421],
+    ),
+    (
+        "no SNI: the Host picks the route",
+        "127.0.0.1",
+        "internal.test",
+        &[401],
+    ),
+    (
+        "no SNI: trailing dot",
+        "127.0.0.1",
+        "internal.test.",
+        &[401],
+    ),
+];
+
+const INTERNAL: &str = "internal.test";
+const LOCAL: &str = "localhost";
+
 fn vectors() -> Vec<Vector> {
-    let internal = "internal.test";
-    let local = "localhost";
-    vec![
-        host("control: localhost", local, "localhost")
-            .status(200)
-            .reaches(seen("GET", "/")),
-        host(
-            "control: internal.test is its route",
-            internal,
-            "internal.test",
-        )
-        .status(401)
-        .nothing(),
-        host("trailing dot: internal.test.", internal, "internal.test.")
-            .status(401)
-            .nothing(),
-        host("upper case: INTERNAL.TEST", internal, "INTERNAL.TEST")
-            .status(401)
-            .nothing(),
-        host("port: internal.test:443", internal, "internal.test:443")
-            .status(401)
-            .nothing(),
-        host(
-            "non-numeric port: internal.test:abc",
-            internal,
-            "internal.test:abc",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "out-of-range port: internal.test:99999",
-            internal,
-            "internal.test:99999",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "signed port: internal.test:+443",
-            internal,
-            "internal.test:+443",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "userinfo: user@internal.test",
-            internal,
-            "user@internal.test",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "userinfo: internal.test@localhost",
-            local,
-            "internal.test@localhost",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "two trailing dots: internal.test..",
-            internal,
-            "internal.test..",
-        )
-        .status_in(&[400, 421])
-        .nothing(),
-        host("space in the Host", internal, "internal test")
-            .status(400)
-            .nothing(),
-        host(
-            "path in the Host: internal.test/x",
-            internal,
-            "internal.test/x",
-        )
-        .status(400)
-        .nothing(),
-        host(
-            "Host internal.test on a localhost connection",
-            local,
-            "internal.test",
-        )
-        .status(421)
-        .nothing(),
-        host(
-            "Host internal.test. on a localhost connection",
-            local,
-            "internal.test.",
-        )
-        .status(421)
-        .nothing(),
-        host(
-            "Host evil.test on a localhost connection",
-            local,
-            "evil.test",
-        )
-        .status(421)
-        .nothing(),
-        host(
-            "Host localhost on an internal.test connection",
-            internal,
-            "localhost",
-        )
-        .status(421)
-        .nothing(),
+    let mut out = vec![host("control: localhost", LOCAL, "localhost")
+        .status(200)
+        .reaches(seen("GET", "/"))];
+    for (name, sni, value, statuses) in TABLE {
+        out.push(host(name, sni, value).status_in(statuses).nothing());
+    }
+    out.push(
         vector(
             "absolute form https://internal.test/ with Host localhost",
             b"GET https://internal.test/ HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
         )
         .status_in(&[400, 421])
         .nothing(),
-        host(
-            "no SNI: the Host picks the route",
-            "127.0.0.1",
-            "internal.test",
-        )
-        .status(401)
-        .nothing(),
-    ]
+    );
+    out
 }
 
 #[tokio::test]
