@@ -11,6 +11,8 @@
 //!   never leaves the gateway's origin (or, for logout, the provider's
 //!   end-session page that comes back to it), however it is spelled.
 
+use std::sync::Arc;
+
 use super::login::Sessions;
 use super::*;
 
@@ -230,18 +232,19 @@ fn stays_home(location: &str, origin: &str, issuer: &str) -> Result<(), String> 
 }
 
 async fn login_return(s: &Sessions, rd: &str) -> Result<(), String> {
-    let done = s.complete(rd, "alice").await?;
+    let done = s.complete_with(&s.new_browser(), rd, "alice").await?;
     let location = done
         .headers()
         .get("location")
         .and_then(|l| l.to_str().ok())
         .ok_or_else(|| format!("callback answered {} without Location", done.status()))?
         .to_owned();
-    stays_home(&location, &s.origin(), &s.idp.issuer)?;
-    Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await)
+    stays_home(&location, &s.origin(), &s.idp.issuer)
 }
 
-async fn logout_return(s: &Sessions, query: &str, session: &str) -> Result<(), String> {
+async fn logout_return(s: &Sessions, rd: &str) -> Result<(), String> {
+    let session = s.session_with(&s.new_browser(), "alice").await?;
+    let query = format!("rd={rd}&post_logout_redirect_uri={rd}");
     let response = s
         .target
         .send_h1(
@@ -255,43 +258,73 @@ async fn logout_return(s: &Sessions, query: &str, session: &str) -> Result<(), S
     let location = response
         .header("location")
         .ok_or_else(|| response.summary())?;
-    stays_home(&location, &s.origin(), &s.idp.issuer)?;
-    Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await)
+    stays_home(&location, &s.origin(), &s.idp.issuer)
 }
 
-async fn redirects(s: &Sessions, report: &mut Report) {
-    report.record(
-        "control: login returns to rd=%2Fjobs%3Fx%3D1",
-        async {
-            let done = s.complete("%2Fjobs%3Fx%3D1", "alice").await?;
-            match done.headers().get("location").and_then(|l| l.to_str().ok()) {
-                Some("/jobs?x=1") => Ok(()),
-                other => Err(format!("Location {other:?}")),
-            }
-        }
-        .await,
+async fn control_return(s: &Sessions) -> Result<(), String> {
+    let done = s
+        .complete_with(&s.new_browser(), "%2Fjobs%3Fx%3D1", "alice")
+        .await?;
+    match done.headers().get("location").and_then(|l| l.to_str().ok()) {
+        Some("/jobs?x=1") => Ok(()),
+        other => Err(format!("Location {other:?}")),
+    }
+}
+
+const LOGOUT_PATHS: [&str; 4] = [
+    "//evil.test",
+    "/%5Cevil.test",
+    "https://evil.test",
+    "%2F%2Fevil.test",
+];
+
+/// Which redirect a run checks.
+enum Return {
+    Control,
+    Login(&'static str),
+    Logout(&'static str),
+}
+
+/// Every return path through a real login (and logout), each in its own
+/// browser so they run side by side; the upstream sees none of it.
+async fn redirects(s: Arc<Sessions>, report: &mut Report) {
+    s.target.upstream.take();
+    let limit = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut runs = Vec::new();
+    let mut spawn = |name: String, way: Return| {
+        let (s, limit) = (s.clone(), limit.clone());
+        runs.push((
+            name,
+            tokio::spawn(async move {
+                let _slot = limit.acquire().await.expect("semaphore");
+                match way {
+                    Return::Control => control_return(&s).await,
+                    Return::Login(rd) => login_return(&s, rd).await,
+                    Return::Logout(rd) => logout_return(&s, rd).await,
+                }
+            }),
+        ));
+    };
+    spawn(
+        "control: login returns to rd=%2Fjobs%3Fx%3D1".into(),
+        Return::Control,
     );
     for rd in RETURN_PATHS {
-        s.target.upstream.take();
-        report.record(format!("login rd={rd}"), login_return(s, rd).await);
+        spawn(format!("login rd={rd}"), Return::Login(rd));
     }
-    for rd in [
-        "//evil.test",
-        "/%5Cevil.test",
-        "https://evil.test",
-        "%2F%2Fevil.test",
-    ] {
-        let session = match s.session("alice").await {
-            Ok(session) => session,
-            Err(e) => return report.record(format!("logout rd={rd}"), Err(e)),
-        };
-        s.target.upstream.take();
-        let query = format!("rd={rd}&post_logout_redirect_uri={rd}");
+    for rd in LOGOUT_PATHS {
+        spawn(format!("logout rd={rd}"), Return::Logout(rd));
+    }
+    for (name, run) in runs {
         report.record(
-            format!("logout rd={rd}"),
-            logout_return(s, &query, &session).await,
+            name,
+            run.await.unwrap_or_else(|e| Err(format!("panicked: {e}"))),
         );
     }
+    report.record(
+        "login and logout never reach the upstream",
+        Upstream::Nothing.check(&s.target.upstream.settle(SETTLE).await),
+    );
 }
 
 #[tokio::test]
@@ -304,7 +337,7 @@ async fn csrf_cors_and_open_redirects() {
                 let mut vectors = cross_site(&session, &s.origin());
                 vectors.extend(cors());
                 s.target.run(&mut report, vectors).await;
-                redirects(&s, &mut report).await;
+                redirects(Arc::new(s), &mut report).await;
             }
             Err(e) => report.record("session setup", Err(e)),
         },

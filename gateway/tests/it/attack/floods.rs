@@ -36,9 +36,9 @@ fn guessing_policy() -> String {
     format!(
         "{}\n[roles]\nadmin = [\"*\"]\n{}{}{}{}",
         limits(&format!("{ALLOWANCE}/h"), ""),
-        basic_user("alice", &["admin"]),
-        basic_user("bob", &["admin"]),
-        basic_user("carol", &["admin"]),
+        basic_user_owasp("alice", &["admin"]),
+        basic_user_owasp("bob", &["admin"]),
+        basic_user_owasp("carol", &["admin"]),
         route("app", "/", "roles = [\"admin\"]"),
     )
 }

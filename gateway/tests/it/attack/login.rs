@@ -80,8 +80,16 @@ impl Sessions {
     /// Starts a login with the raw query value `rd`: (authorize URL, flow
     /// cookie value).
     pub async fn begin(&self, rd: &str) -> Result<(String, String), String> {
-        let response = self
-            .browser
+        self.begin_with(&self.browser, rd).await
+    }
+
+    /// [`Self::begin`] in another browser (`client`, with its own jar).
+    pub async fn begin_with(
+        &self,
+        client: &reqwest::Client,
+        rd: &str,
+    ) -> Result<(String, String), String> {
+        let response = client
             .get(format!("{}/.gatehouse/login?rd={rd}", self.origin()))
             .send()
             .await
@@ -93,30 +101,39 @@ impl Sessions {
         Ok((location(response.headers()), flow))
     }
 
-    /// A whole login as `user` that asked to return to `rd`; the
-    /// gateway's answer to the callback.
-    pub async fn complete(&self, rd: &str, user: &str) -> Result<reqwest::Response, String> {
-        let (authorize, _) = self.begin(rd).await?;
-        let callback = walk_provider(
-            &self.browser,
-            &self.idp.issuer,
-            &self.origin(),
-            &authorize,
-            user,
-        )
-        .await;
-        self.browser
-            .get(callback)
-            .send()
-            .await
-            .map_err(|e| e.to_string())
+    /// A whole login as `user` in `client` that asked to return to `rd`;
+    /// the gateway's answer to the callback.
+    pub async fn complete_with(
+        &self,
+        client: &reqwest::Client,
+        rd: &str,
+        user: &str,
+    ) -> Result<reqwest::Response, String> {
+        let (authorize, _) = self.begin_with(client, rd).await?;
+        let callback =
+            walk_provider(client, &self.idp.issuer, &self.origin(), &authorize, user).await;
+        client.get(callback).send().await.map_err(|e| e.to_string())
     }
 
     /// A fresh session cookie value for `user`.
     pub async fn session(&self, user: &str) -> Result<String, String> {
-        let done = self.complete("/", user).await?;
+        self.session_with(&self.browser, user).await
+    }
+
+    /// [`Self::session`] in another browser.
+    pub async fn session_with(
+        &self,
+        client: &reqwest::Client,
+        user: &str,
+    ) -> Result<String, String> {
+        let done = self.complete_with(client, "/", user).await?;
         cookie(&done, "__Host-gatehouse")
             .ok_or_else(|| format!("no session cookie (callback answered {})", done.status()))
+    }
+
+    /// A new browser: its own cookie jar, so logins can run side by side.
+    pub fn new_browser(&self) -> reqwest::Client {
+        self.target.gateway.client_with_cookies()
     }
 }
 

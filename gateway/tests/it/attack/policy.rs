@@ -69,16 +69,47 @@ pub fn check_refuses(sections: &str, must_mention: &str) -> Result<(), String> {
     }
 }
 
-/// argon2id of "correct horse" (`gatehouse-gateway hash-password`).
+/// The password of every test basic user.
 pub const CORRECT_HORSE: &str = "correct horse";
-const CORRECT_HORSE_HASH: &str =
+
+/// argon2id of [`CORRECT_HORSE`] with the gateway's own parameters (OWASP:
+/// 19 MiB, 2 passes), for vectors about the cost of verification.
+const OWASP_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$MC9NYUEdXllel7wdQnpKBw$pzZg16nxXQ3IBy3L6Xt2qUaV2YRndkIrKV3qK9m/N+E";
 
-/// A `[[basic_user]]` whose password is [`CORRECT_HORSE`].
+/// argon2id of [`CORRECT_HORSE`] with 1 MiB and one pass: the gateway
+/// verifies whatever parameters a hash names, and topics that are not
+/// about verification cost should not wait for it (a debug build takes
+/// about a second per OWASP verification).
+fn cheap_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(1024, 1, 1, None).expect("argon2 parameters");
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"attack-suite-salt").expect("salt");
+        argon
+            .hash_password(CORRECT_HORSE.as_bytes(), &salt)
+            .expect("argon2id hash")
+            .to_string()
+    })
+}
+
+/// A `[[basic_user]]` whose password is [`CORRECT_HORSE`], cheap to verify.
 pub fn basic_user(name: &str, roles: &[&str]) -> String {
+    basic_user_with(name, roles, cheap_hash())
+}
+
+/// A `[[basic_user]]` whose hash has the gateway's default cost.
+pub fn basic_user_owasp(name: &str, roles: &[&str]) -> String {
+    basic_user_with(name, roles, OWASP_HASH)
+}
+
+fn basic_user_with(name: &str, roles: &[&str], hash: &str) -> String {
     let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
     format!(
-        "\n[[basic_user]]\nname = \"{name}\"\npassword_hash = \"{CORRECT_HORSE_HASH}\"\nroles = [{}]\n",
+        "\n[[basic_user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [{}]\n",
         roles.join(", ")
     )
 }
