@@ -7,13 +7,18 @@
 
 pub mod browser;
 pub mod docker;
+pub mod http1;
 pub mod idp;
+pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod recording;
 pub mod upstream;
 
 pub use browser::Browser;
 pub use idp::Idp;
+pub use nginx::Nginx;
 pub use pki::TestPki;
 pub use process::{free_port, wait_for_port, ChildProcess};
+pub use recording::{RecordedRequest, RecordingUpstream};
 pub use upstream::{DocumentServer, EchoUpstream};

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod admin;
+mod attack;
 mod audit;
 mod edge;
 mod framing;

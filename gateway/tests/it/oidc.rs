@@ -79,7 +79,7 @@ async fn setup() -> Login {
     }
 }
 
-fn location(headers: &HeaderMap) -> String {
+pub fn location(headers: &HeaderMap) -> String {
     headers[LOCATION].to_str().unwrap().to_owned()
 }
 
@@ -112,14 +112,32 @@ fn form_action(html: &str) -> String {
 /// Walks the provider's pages from an authorization URL to the redirect
 /// back to the gateway, logging in as `user`. Returns the callback URL.
 async fn through_provider(login: &Login, authorize_url: &str, user: &str) -> String {
-    let c = &login.client;
-    let issuer = &login.idp.issuer;
+    walk_provider(
+        &login.client,
+        &login.idp.issuer,
+        &login.gateway.origin(),
+        authorize_url,
+        user,
+    )
+    .await
+}
+
+/// The provider's side of a login, as a browser with `client`'s cookie jar
+/// would do it: follow its redirects, submit its login and consent forms,
+/// until it redirects to `gateway_origin`. Returns that callback URL.
+pub async fn walk_provider(
+    client: &reqwest::Client,
+    issuer: &str,
+    gateway_origin: &str,
+    authorize_url: &str,
+    user: &str,
+) -> String {
     let mut url = authorize_url.to_owned();
     for _ in 0..12 {
-        if url.starts_with(&login.gateway.origin()) {
+        if url.starts_with(gateway_origin) {
             return url;
         }
-        let response = c.get(&url).send().await.unwrap();
+        let response = client.get(&url).send().await.unwrap();
         if response.status().is_redirection() {
             url = absolute(issuer, &location(response.headers()));
             continue;
@@ -131,7 +149,7 @@ async fn through_provider(login: &Login, authorize_url: &str, user: &str) -> Str
         } else {
             vec![("prompt", "consent")]
         };
-        let posted = c.post(&action).form(&form).send().await.unwrap();
+        let posted = client.post(&action).form(&form).send().await.unwrap();
         assert!(
             posted.status().is_redirection(),
             "{}: {}",

@@ -108,7 +108,11 @@ impl Gateway {
         Self::prepare_with(template, extra, |_| {}).await
     }
 
-    async fn prepare_with(template: &str, extra: &str, setup: impl FnOnce(&TestPki)) -> Gateway {
+    pub async fn prepare_with(
+        template: &str,
+        extra: &str,
+        setup: impl FnOnce(&TestPki),
+    ) -> Gateway {
         let pki = TestPki::new().expect("test CA");
         setup(&pki);
         let leaf = pki
