@@ -485,9 +485,17 @@ impl RateLimits {
 
     /// Counts a password check as it starts. The check that uses up the
     /// address's allowance still runs, and locks the address out for the
-    /// tier's window; past that the attempt is refused.
+    /// tier's window; past that the attempt is refused. Addresses the full
+    /// table cannot track are not counted (see inside).
     pub fn login_attempt(&self, client_ip: IpAddr) -> Result<Option<Limited>, Limited> {
         let key = self.client_key(client_ip);
+        if !self.login_failures.tracks(&key) {
+            // The table is full (a flood from many addresses). Sharing one
+            // bucket would lock every untracked address out together, the
+            // legitimate ones too; the global bound on password checks
+            // (one per core) is what limits guessing from them.
+            return Ok(None);
+        }
         match self.login_failures.check(&key) {
             Ok((remaining, _)) if remaining > 0 => Ok(None),
             Ok(_) => Ok(self.lock_out(key)),

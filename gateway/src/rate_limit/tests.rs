@@ -135,6 +135,10 @@ fn the_overflow_bucket_is_never_locked_out() {
         let fresh = IpAddr::from([127, 3, 0, n]);
         assert!(limits.login_failed(fresh).is_none());
         assert!(limits.login_locked(fresh).is_none(), "{fresh}");
+        assert!(
+            matches!(limits.login_attempt(fresh), Ok(None)),
+            "a password check from {fresh} is not refused for others' failures"
+        );
     }
 }
 

@@ -168,52 +168,40 @@ fn stripped_list() -> Vec<Vector> {
     out
 }
 
+/// `Connection` asks every hop to delete the headers it names. Aimed at the
+/// headers the gateway sets, it would strip the caller's identity or
+/// address on the way upstream, so any nomination beyond `close`,
+/// `keep-alive`, `upgrade` and `te` is refused (400, connection closed).
 fn hop_by_hop() -> Vec<Vector> {
-    let keyed = |name: &str| {
+    let refused = |name: &str, value: &str| {
         vector(
-            format!("Connection: {name} keeps the gateway's {name}"),
+            format!("Connection: {value} is refused"),
             req("GET", "/private")
                 .h("X-API-Key", KEY)
-                .h("Connection", name),
+                .h(name, "forged")
+                .h("Connection", value),
+        )
+        .status(400)
+        .nothing()
+    };
+    let mut out = vec![
+        refused("X-Gatehouse-User", "X-Gatehouse-User"),
+        refused("X-Gatehouse-Roles", "X-Gatehouse-Roles"),
+        refused("X-Gatehouse-Assertion", "X-Gatehouse-Assertion"),
+        refused("X-Real-IP", "close, X-Real-IP"),
+        vector(
+            "Connection: keep-alive still passes",
+            req("GET", "/private")
+                .h("X-API-Key", KEY)
+                .h("Connection", "keep-alive"),
         )
         .status(200)
         .reaches(
             seen("GET", "/private")
                 .rule(one_gateway_user)
-                .rule(connection_names_nothing_of_ours)
-                .rule({
-                    let name = name.to_owned();
-                    move |r| {
-                        r.has_header(&name)
-                            .then_some(())
-                            .ok_or_else(|| format!("{name} missing upstream"))
-                    }
-                }),
-        )
-    };
-    let mut out: Vec<Vector> = [
-        "X-Gatehouse-User",
-        "X-Gatehouse-Roles",
-        "X-Gatehouse-Assertion",
-    ]
-    .iter()
-    .map(|n| keyed(n))
-    .collect();
-    out.push(
-        vector(
-            "Connection: close, X-Real-IP",
-            req("GET", "/")
-                .h("X-Real-IP", "10.0.0.5")
-                .h("Connection", "close, X-Real-IP"),
-        )
-        .status(200)
-        .reaches(
-            seen("GET", "/")
-                .without(&["x-real-ip"])
-                .with("x-forwarded-for", "127.0.0.1")
                 .rule(connection_names_nothing_of_ours),
         ),
-    );
+    ];
     for (name, value) in [
         ("X-Forwarded-For", "127.0.0.1"),
         ("X-Forwarded-Proto", "https"),
