@@ -106,7 +106,13 @@ pub struct DocumentServer {
 }
 
 impl DocumentServer {
+    /// Serves `body` as JSON.
     pub async fn start(body: String) -> anyhow::Result<Self> {
+        Self::start_as(body, "application/json").await
+    }
+
+    /// Serves `body` with `content_type` (e.g. a page for a browser test).
+    pub async fn start_as(body: String, content_type: &'static str) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = std::sync::Arc::new(std::sync::Mutex::new((200u16, body, 0usize)));
@@ -125,7 +131,7 @@ impl DocumentServer {
                             };
                             let response = Response::builder()
                                 .status(status)
-                                .header("content-type", "application/json")
+                                .header("content-type", content_type)
                                 .body(Full::new(Bytes::from(body)))
                                 .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
                             Ok::<_, Infallible>(response)

@@ -15,7 +15,7 @@ use gatehouse_policy::{Access, IdentityKind, Route};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-use super::stages::{challenge, wants_login_page};
+use super::stages::{challenged, wants_login_page};
 use super::{Gateway, RequestCtx};
 use crate::identity::{self, IdentityError, LoginAttempts, Principal};
 use crate::rate_limit::{Limited, RateLimits};
@@ -69,8 +69,7 @@ impl Gateway {
             // reason to log in again, not a dead end.
             Err(_) if kind == IdentityKind::Oidc && wants_login_page(req, route) => Ok(None),
             Err(error) if kind == IdentityKind::Oidc => {
-                Err(Refusal::new(Reason::Credential(error))
-                    .header(http::header::WWW_AUTHENTICATE, challenge(route)))
+                Err(challenged(Refusal::new(Reason::Credential(error)), route))
             }
             Err(IdentityError::AttemptRefused) => Err(attempts.refusal()),
             Err(IdentityError::Busy) => Err(Refusal::new(Reason::Credential(IdentityError::Busy))
@@ -104,9 +103,7 @@ fn login_failure(
     if let Some(kind) = kind {
         event = event.method(kind.as_str());
     }
-    let mut refusal = Refusal::new(Reason::Credential(error))
-        .header(http::header::WWW_AUTHENTICATE, challenge(route))
-        .event(event);
+    let mut refusal = challenged(Refusal::new(Reason::Credential(error)), route).event(event);
     if !counted {
         if let Some(limited) = limits.login_failed(client_ip) {
             if limited.started {

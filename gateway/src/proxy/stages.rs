@@ -203,8 +203,7 @@ impl Gateway {
                 Refusal::new(Reason::RedirectedToLogin).header(http::header::LOCATION, location)
             }
             Denial::Unauthenticated { .. } => {
-                let refusal = Refusal::new(Reason::Unauthenticated)
-                    .header(http::header::WWW_AUTHENTICATE, challenge(route));
+                let refusal = challenged(Refusal::new(Reason::Unauthenticated), route);
                 // Anyone can send these as fast as they like: one record
                 // per address and route opens a window, the rest of the
                 // window is one summary (see `audit`).
@@ -352,13 +351,23 @@ pub(super) fn wants_login_page(req: &RequestHeader, route: &Route) -> bool {
     navigates && accepts_oidc
 }
 
-/// `WWW-Authenticate` for a route: Bearer, plus Basic when it accepts it.
-pub(super) fn challenge(route: &Route) -> HeaderValue {
+/// `WWW-Authenticate` for a route: Bearer, and Basic when it accepts it.
+/// One challenge per header line: browsers read only the first challenge
+/// of a line, so `Bearer ..., Basic ...` in one line never shows the
+/// password prompt.
+pub(super) fn challenged(refusal: Box<Refusal>, route: &Route) -> Box<Refusal> {
     let basic = matches!(&route.access, Access::Restricted { accept, .. }
         if accept.contains(&IdentityKind::Basic));
-    HeaderValue::from_static(if basic {
-        "Bearer realm=\"gatehouse\", Basic realm=\"gatehouse\", charset=\"UTF-8\""
+    let refusal = if basic {
+        refusal.header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gatehouse\", charset=\"UTF-8\""),
+        )
     } else {
-        "Bearer realm=\"gatehouse\""
-    })
+        refusal
+    };
+    refusal.header(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"gatehouse\""),
+    )
 }

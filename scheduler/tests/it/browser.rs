@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gatehouse_tests::browser::{spki_sha256_base64, ConsoleEntry, SameSite};
-use gatehouse_tests::{free_port, Browser, Idp};
+use gatehouse_tests::{free_port, Browser, DocumentServer, Idp};
 use serde_json::json;
 
-use crate::support::{job, shared_docker, Stack, OPERATOR_KEY};
+use crate::support::{gateway_bin, job, shared_docker, Stack, OPERATOR_KEY};
 
 const SESSION_COOKIE: &str = "__Host-gatehouse";
 
@@ -174,6 +174,7 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     // A host-only cookie: chromedriver reports its host without the
     // leading dot a Domain attribute would give it.
     assert_eq!(session.domain(), Some("localhost"), "{session:?}");
+    let copied = session.value().to_owned();
 
     // Run now on the quick job: the run page follows it to success live.
     browser
@@ -253,9 +254,16 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     assert!(browser.url().await.unwrap().starts_with(&issuer));
     browser.screenshot("07-logged-out").await.unwrap();
 
-    // Not asserted (a known gap, reported): the old cookie value, replayed
-    // with another client, still works until it expires, because sealed
-    // sessions are stateless and logout only clears the browser's copy.
+    // The cookie copied before logout was revoked with the session: another
+    // client replaying it gets 401, not the operator's dashboard.
+    let replayed = stack
+        .client()
+        .get(stack.url("/api/jobs"))
+        .header("cookie", format!("{SESSION_COOKIE}={copied}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 401);
 
     // The viewer: the same pages, without the buttons.
     let running = stack.run_now("sleeper").await;
@@ -325,5 +333,100 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         .post(OPERATOR_KEY, &format!("/api/runs/{running}/cancel"))
         .await;
     assert!(body.is_object(), "{body}");
+    browser.close().await.unwrap();
+}
+
+/// An argon2id hash of `password`, from the gateway's own `hash-password`.
+fn password_hash(password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(gateway_bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Browsers keep basic credentials after the `WWW-Authenticate: Basic`
+/// prompt and send them with every later request to the site, a hostile
+/// site's form posts included. The gateway's CSRF stage must treat them
+/// like a session cookie: the cross-site post is refused before it reaches
+/// the scheduler, and no run is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_site_form_post_with_cached_basic_credentials_is_refused() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let basic_user = format!(
+        "[[basic_user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"operator\"]\n",
+        password_hash(PASSWORD)
+    );
+    let jobs = job("hello", "command = [\"echo\", \"hello\"]");
+    let stack = Stack::start_with_gateway(&shared_docker().host(), &basic_user, "", &jobs).await;
+    stack.wait_job("hello").await;
+    let pin = spki_sha256_base64(&stack.dir().join("server-key.pem")).unwrap();
+    let browser = Browser::start(&[pin], &artifacts()).await.unwrap();
+
+    // Log in the way a user answers the prompt: the browser now holds the
+    // credentials for the site.
+    let with_credentials = stack.url("/").replacen(
+        "https://",
+        &format!("https://ops:{}@", PASSWORD.replace(' ', "%20")),
+        1,
+    );
+    browser.goto(&with_credentials).await.unwrap();
+    browser.wait_css("table#jobs").await.unwrap();
+    browser.goto(&stack.url("/jobs/hello")).await.unwrap();
+    browser.wait_css("form.run-now").await.unwrap();
+    browser.screenshot("basic-01-logged-in").await.unwrap();
+
+    // A page on another site posts the dashboard's own Run now form.
+    let hostile = DocumentServer::start_as(
+        format!(
+            "<!doctype html><title>cute cats</title>\
+             <form method=post action=\"{}\"><input name=x value=1></form>\
+             <script>document.forms[0].submit()</script>",
+            stack.url("/jobs/hello/run")
+        ),
+        "text/html; charset=utf-8",
+    )
+    .await
+    .unwrap();
+    browser.goto(&hostile.url("/cats")).await.unwrap();
+    browser
+        .wait_url("the gateway's answer", |u| u.starts_with(&stack.url("")))
+        .await
+        .unwrap();
+    let body = browser.text("body").await.unwrap();
+    browser
+        .screenshot("basic-02-cross-site-post")
+        .await
+        .unwrap();
+    assert!(body.contains("403"), "{body}");
+
+    // The browser did send the credentials (else this would be a 401), and
+    // the gateway refused them for want of a same-origin proof.
+    let refused = gateway_audit(&stack)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["event"] == "access.denied" && r["details"]["reason"] == "csrf-cross-site")
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 1, "{}", gateway_audit(&stack));
+    assert_eq!(refused[0]["actor"]["subject"], "basic:ops");
+    assert!(stack.runs_of("hello").await.is_empty(), "a run was created");
+
+    // The dashboard's own button, same origin, still works.
+    browser.goto(&stack.url("/jobs/hello")).await.unwrap();
+    browser
+        .click_to_navigate("form.run-now button")
+        .await
+        .unwrap();
+    browser
+        .wait_url("a run page", |u| u.contains("/runs/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n--- gateway audit ---\n{}", gateway_audit(&stack)));
+    assert_eq!(stack.runs_of("hello").await.len(), 1);
     browser.close().await.unwrap();
 }
