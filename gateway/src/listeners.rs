@@ -65,7 +65,7 @@ impl ServeHttp for Admin {
         let (status, content_type, body) = match session.req_header().uri.path() {
             "/metrics" => {
                 self.metrics.set_cert_expiries(&snapshot.certs.not_after);
-                self.metrics.refresh(&snapshot.rate_limits, &self.audit);
+                self.metrics.refresh(&snapshot, &self.audit);
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

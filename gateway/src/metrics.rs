@@ -28,6 +28,7 @@ pub struct Metrics {
     pub audit_write_failures: IntCounter,
     pub audit_records_dropped: IntCounter,
     pub audit_healthy: IntGauge,
+    pub sessions_revoked: IntGauge,
 }
 
 impl Metrics {
@@ -148,8 +149,14 @@ impl Metrics {
             "1 while the audit log is written without errors, 0 while it fails",
         )
         .expect("static metric definition");
+        let sessions_revoked = IntGauge::new(
+            "gatehouse_sessions_revoked",
+            "Logged-out sessions whose cookies are refused until they would have expired",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_revoked.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_keys.clone()),
             Box::new(audit_records.clone()),
@@ -178,6 +185,10 @@ impl Metrics {
             login_failures.with_label_values(&[method.as_str()]);
         }
         login_failures.with_label_values(&["unknown"]);
+        // Every refusal reason, so alerts over any of them start from 0.
+        for reason in crate::refusal::Reason::all() {
+            denials.with_label_values(&[reason.as_str()]);
+        }
         Arc::new(Metrics {
             registry,
             requests,
@@ -197,16 +208,16 @@ impl Metrics {
             audit_write_failures,
             audit_records_dropped,
             audit_healthy,
+            sessions_revoked,
         })
     }
 
     /// Copies the rate-limit table sizes and the audit writer's counters
     /// into the registry; called on every scrape.
-    pub fn refresh(
-        &self,
-        rate_limits: &crate::rate_limit::RateLimits,
-        audit: &crate::audit::Audit,
-    ) {
+    pub fn refresh(&self, snapshot: &crate::snapshot::Snapshot, audit: &crate::audit::Audit) {
+        let rate_limits = &snapshot.rate_limits;
+        self.sessions_revoked
+            .set(i64::try_from(snapshot.authenticator.revoked_sessions()).unwrap_or(i64::MAX));
         for (tier, keys) in rate_limits.tracked_keys() {
             self.rate_limit_keys
                 .with_label_values(&[tier.as_str()])

@@ -163,8 +163,9 @@ impl IdentityError {
 /// Longest credential we look at; anything longer is malformed, not parsed.
 const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
-/// A credential as presented, before verification.
-#[derive(Debug, PartialEq, Eq)]
+/// A credential as presented, before verification. Its `Debug` never
+/// shows the secret.
+#[derive(PartialEq, Eq)]
 pub enum Credential<'a> {
     ApiKey(&'a str),
     Bearer(&'a str),
@@ -174,6 +175,15 @@ pub enum Credential<'a> {
     },
     /// The sealed `__Host-gatehouse` cookie of an OIDC login.
     Session(&'a str),
+}
+
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Basic { user, .. } => write!(f, "Basic({user:?}, ***)"),
+            other => write!(f, "{}(***)", other.kind().as_str()),
+        }
+    }
 }
 
 impl Credential<'_> {
@@ -269,6 +279,11 @@ impl Authenticator {
                 .map(|s| (session::Sealer::new(&s.keys), s.clone())),
             revocations: state.revocations.clone(),
         })
+    }
+
+    /// Logged-out sessions still remembered (for the metrics).
+    pub fn revoked_sessions(&self) -> usize {
+        self.revocations.len()
     }
 
     /// The sealer for session and login-flow cookies, when sessions exist.
@@ -397,6 +412,16 @@ mod tests {
             })
         );
         assert_eq!(credential(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn credentials_never_print_their_secret() {
+        let map = headers(&[("authorization", "Basic YWxpY2U6czNjcmV0")]);
+        let basic = credential(&map).unwrap().unwrap();
+        assert_eq!(format!("{basic:?}"), "Basic(\"alice\", ***)");
+        let key = format!("{API_KEY_PREFIX}secret");
+        let api_key = Credential::ApiKey(&key);
+        assert!(!format!("{api_key:?}").contains("secret"));
     }
 
     #[test]
