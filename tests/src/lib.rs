@@ -9,6 +9,7 @@ pub mod browser;
 pub mod docker;
 pub mod http1;
 pub mod idp;
+pub mod netns;
 pub mod nginx;
 pub mod pki;
 pub mod process;
@@ -17,6 +18,7 @@ pub mod upstream;
 
 pub use browser::Browser;
 pub use idp::Idp;
+pub use netns::NetNs;
 pub use nginx::Nginx;
 pub use pki::TestPki;
 pub use process::{free_port, wait_for_port, ChildProcess};

@@ -11,6 +11,7 @@ mod audit;
 mod edge;
 mod framing;
 mod identity;
+mod ipv6;
 mod lifecycle;
 mod oidc;
 mod scanners;
