@@ -28,6 +28,7 @@ pub struct Metrics {
     pub audit_write_failures: IntCounter,
     pub audit_records_dropped: IntCounter,
     pub audit_healthy: IntGauge,
+    pub audit_files_deleted: IntCounter,
 }
 
 impl Metrics {
@@ -148,6 +149,11 @@ impl Metrics {
             "1 while the audit log is written without errors, 0 while it fails",
         )
         .expect("static metric definition");
+        let audit_files_deleted = IntCounter::new(
+            "gatehouse_audit_files_deleted_total",
+            "Rotated audit files deleted by retention (max_age, max_total_size)",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rate_limited.clone()),
@@ -166,6 +172,7 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(connections_refused.clone()),
             Box::new(requests_in_flight.clone()),
+            Box::new(audit_files_deleted.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -197,6 +204,7 @@ impl Metrics {
             audit_write_failures,
             audit_records_dropped,
             audit_healthy,
+            audit_files_deleted,
         })
     }
 
@@ -218,6 +226,7 @@ impl Metrics {
             (&self.audit_records, stats.written),
             (&self.audit_write_failures, stats.write_failures),
             (&self.audit_records_dropped, stats.dropped),
+            (&self.audit_files_deleted, stats.files_deleted),
         ] {
             counter.inc_by(now.saturating_sub(counter.get()));
         }

@@ -1,6 +1,14 @@
 //! Checking a chain of audit files: every record parses, the sequence
 //! numbers run without gaps or reordering, and each `prev` is the hash of
 //! the record before it, across rotated files.
+//!
+//! A chain may start after seq 1: retention deletes the oldest rotated
+//! files, so what is left starts at its first remaining record, whose
+//! `prev` names a record that is gone and cannot be checked. The report
+//! says where it starts (`first_seq`). A rotated file is named after its
+//! first record (`<path>.<seq, 20 digits>`), so lines cut from the head of
+//! the oldest remaining file are still found: its first record must be the
+//! one its name says.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +55,8 @@ pub struct TornRecord {
 pub struct VerifyReport {
     pub files: usize,
     pub records: u64,
+    /// Above 1 when older records were deleted by retention (or their
+    /// files not given); the chain is verified from here on.
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub problem: Option<ChainProblem>,
@@ -55,6 +65,8 @@ pub struct VerifyReport {
 
 struct Line<'a> {
     file: &'a Path,
+    /// The seq in a rotated file's name, which its first record must have.
+    named_seq: Option<u64>,
     number: usize,
     bytes: &'a [u8],
     /// False for a last line without its newline.
@@ -71,6 +83,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
     contents.sort_by_key(|(path, bytes)| chain_position(path, bytes));
     let mut lines = Vec::new();
     for (file, bytes) in &contents {
+        let named_seq = rotated_seq(file);
         let mut rest: &[u8] = bytes;
         let mut number = 0;
         while !rest.is_empty() {
@@ -81,6 +94,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
             };
             lines.push(Line {
                 file,
+                named_seq,
                 number,
                 bytes,
                 whole,
@@ -127,7 +141,13 @@ fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
                 "not an audit record (edited or corrupted)".into(),
             ));
         };
-        let want = expected.unwrap_or(1);
+        // The first record starts the chain wherever retention left it,
+        // but never after where its file's name says the file starts.
+        let want = match (expected, line.named_seq) {
+            (Some(next), _) => next,
+            (None, Some(named)) if line.number == 1 => named,
+            (None, _) => record.seq,
+        };
         if record.seq != want {
             let later = whole
                 .iter()
@@ -162,7 +182,10 @@ fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
                 ),
             });
         }
-        if record.prev != prev_hash {
+        // A chain that starts after seq 1 has lost its first record's
+        // predecessor; it is checked from here on.
+        let starts_midway = expected.is_none() && record.seq > 1;
+        if !starts_midway && record.prev != prev_hash {
             return Some(match previous {
                 Some(before) => problem(
                     before,
@@ -191,6 +214,16 @@ fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
         previous = Some(line);
     }
     None
+}
+
+/// `audit.jsonl.00000000000000000042` → 42: the name the writer gives a
+/// rotated file after its first record. Other names (the active file, a
+/// copy) say nothing.
+fn rotated_seq(path: &Path) -> Option<u64> {
+    let ext = path.extension()?.to_str()?;
+    (ext.len() == 20 && ext.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| ext.parse().ok())
+        .flatten()
 }
 
 /// Files sort by their first whole record's `seq`; a file with none (only
