@@ -326,3 +326,16 @@ fn verify_finds_records_cut_from_the_head_of_the_oldest_rotated_file() {
         problem.message
     );
 }
+
+#[test]
+fn a_crafted_chain_at_the_largest_seq_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crafted");
+    let record = AuditEvent::new(EventKind::Startup, Outcome::Info)
+        .into_record(u64::MAX, GENESIS.to_owned());
+    let line = serde_json::to_string(&record).unwrap();
+    std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
+    let report = verify(&[path]).unwrap();
+    assert_eq!(report.first_seq, Some(u64::MAX));
+    assert!(report.problem.is_some());
+}

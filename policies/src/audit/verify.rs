@@ -111,12 +111,6 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
 }
 
 fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
-    let problem = |line: &Line<'_>, kind, message: String| ChainProblem {
-        file: line.file.to_path_buf(),
-        line: line.number,
-        kind,
-        message,
-    };
     let mut expected: Option<u64> = None;
     let mut prev_hash = GENESIS.to_owned();
     let mut previous: Option<&Line<'_>> = None;
@@ -153,67 +147,82 @@ fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
                 .iter()
                 .find(|(i, seq)| *i > index && *seq == want)
                 .map(|(i, _)| &lines[*i]);
-            return Some(match later {
-                Some(found) => problem(
-                    line,
-                    ProblemKind::Reordered,
-                    format!(
-                        "record {} is out of order: record {want} should come here, and is at {}:{}",
-                        record.seq,
-                        found.file.display(),
-                        found.number
-                    ),
-                ),
-                None if record.seq > want => problem(
-                    line,
-                    ProblemKind::Missing,
-                    format!(
-                        "records {want} to {} are missing before this line (deleted, or a file not given)",
-                        record.seq - 1
-                    ),
-                ),
-                None => problem(
-                    line,
-                    ProblemKind::Reordered,
-                    format!(
-                        "record {} appears again or out of order (expected {want})",
-                        record.seq
-                    ),
-                ),
-            });
+            return Some(out_of_place(line, record.seq, want, later));
         }
         // A chain that starts after seq 1 has lost its first record's
         // predecessor; it is checked from here on.
         let starts_midway = expected.is_none() && record.seq > 1;
         if !starts_midway && record.prev != prev_hash {
-            return Some(match previous {
-                Some(before) => problem(
-                    before,
-                    ProblemKind::Altered,
-                    format!(
-                        "record {} was altered: its hash no longer matches `prev` of record {} at {}:{}",
-                        record.seq - 1,
-                        record.seq,
-                        line.file.display(),
-                        line.number
-                    ),
-                ),
-                None => problem(
-                    line,
-                    ProblemKind::Altered,
-                    "the first record does not start a chain (`prev` is not the genesis hash)"
-                        .into(),
-                ),
-            });
+            return Some(altered(previous, line, record.seq));
         }
         prev_hash = line_hash(line.bytes);
-        expected = Some(record.seq + 1);
+        expected = Some(record.seq.saturating_add(1));
         report.records += 1;
         report.first_seq.get_or_insert(record.seq);
         report.last_seq = Some(record.seq);
         previous = Some(line);
     }
     None
+}
+
+fn problem(line: &Line<'_>, kind: ProblemKind, message: String) -> ChainProblem {
+    ChainProblem {
+        file: line.file.to_path_buf(),
+        line: line.number,
+        kind,
+        message,
+    }
+}
+
+/// Record `seq` stands where record `want` belongs; `later` is where
+/// `want` is, if anywhere after.
+fn out_of_place(line: &Line<'_>, seq: u64, want: u64, later: Option<&Line<'_>>) -> ChainProblem {
+    match later {
+        Some(found) => problem(
+            line,
+            ProblemKind::Reordered,
+            format!(
+                "record {seq} is out of order: record {want} should come here, and is at {}:{}",
+                found.file.display(),
+                found.number
+            ),
+        ),
+        None if seq > want => problem(
+            line,
+            ProblemKind::Missing,
+            format!(
+                "records {want} to {} are missing before this line (deleted, or a file not given)",
+                seq - 1
+            ),
+        ),
+        None => problem(
+            line,
+            ProblemKind::Reordered,
+            format!("record {seq} appears again or out of order (expected {want})"),
+        ),
+    }
+}
+
+/// Record `seq`'s `prev` does not match the line before it: that line
+/// changed (or, without one, the chain does not start at the genesis).
+fn altered(previous: Option<&Line<'_>>, line: &Line<'_>, seq: u64) -> ChainProblem {
+    match previous {
+        Some(before) => problem(
+            before,
+            ProblemKind::Altered,
+            format!(
+                "record {} was altered: its hash no longer matches `prev` of record {seq} at {}:{}",
+                seq - 1,
+                line.file.display(),
+                line.number
+            ),
+        ),
+        None => problem(
+            line,
+            ProblemKind::Altered,
+            "the first record does not start a chain (`prev` is not the genesis hash)".into(),
+        ),
+    }
 }
 
 /// `audit.jsonl.00000000000000000042` → 42: the name the writer gives a
