@@ -8,6 +8,9 @@
 //! and path must be exactly this request's, and its `jti` must not have
 //! been accepted before ([`replay`]). The gateway signs a new assertion for
 //! every request it proxies, so a legitimate caller never repeats one.
+//! The replay cache lives in memory, so an assertion issued before this
+//! process started (beyond the clock leeway) is refused too: a restart
+//! does not reopen replays of what the previous process accepted.
 
 mod replay;
 
@@ -54,6 +57,10 @@ pub enum AuthError {
     WrongRequest,
     #[error("the assertion was already used (a replay)")]
     Replayed,
+    /// Issued before this process started: the previous one may have
+    /// accepted it, and its replay cache is gone.
+    #[error("the assertion was issued before the scheduler started")]
+    IssuedBeforeStart,
     /// Fail closed: the replay check cannot take another assertion now.
     #[error("too many live assertions to check this one for replay")]
     ReplayCacheFull,
@@ -73,6 +80,7 @@ impl AuthError {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    iat: u64,
     exp: u64,
     #[serde(default)]
     jti: Option<String>,
@@ -91,6 +99,8 @@ pub struct Verifier {
     keys: RwLock<Option<Arc<JwkSet>>>,
     validation: Validation,
     replays: ReplayCache,
+    /// Unix seconds when this verifier (this process) started.
+    started_at: u64,
 }
 
 impl Verifier {
@@ -108,6 +118,7 @@ impl Verifier {
             keys: RwLock::new(None),
             validation,
             replays: ReplayCache::new(capacity),
+            started_at: unix_now().unwrap_or(u64::MAX),
         }
     }
 
@@ -144,12 +155,12 @@ impl Verifier {
             .as_deref()
             .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)
             .ok_or(AuthError::Invalid)?;
+        if claims.iat.saturating_add(LEEWAY_SECS) < self.started_at {
+            return Err(AuthError::IssuedBeforeStart);
+        }
         // Last, so only an assertion that is valid for this very request
         // uses up its jti.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| AuthError::ReplayCacheFull)?
-            .as_secs();
+        let now = unix_now().ok_or(AuthError::ReplayCacheFull)?;
         self.replays
             .first_use(jti, claims.exp.saturating_add(LEEWAY_SECS), now)
             .map_err(|e| match e {
@@ -191,6 +202,13 @@ impl Verifier {
     pub fn live_assertions(&self) -> usize {
         self.replays.len()
     }
+}
+
+fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// Why the gateway's key set could not be fetched.

@@ -220,6 +220,25 @@ fn the_replay_cache_forgets_an_assertion_once_it_could_no_longer_verify() {
 }
 
 #[test]
+fn an_assertion_issued_before_the_scheduler_started_is_refused() {
+    let (key, v) = verifier();
+    // Signed 30 s ago and still within its lifetime: the previous process
+    // may have accepted it, and this one cannot know.
+    let mut old = claims("GET", "/api/jobs", "jobs", 30);
+    old["iat"] = serde_json::json!(chrono::Utc::now().timestamp() - 30);
+    let t = token(&key, old);
+    assert_eq!(
+        v.verify(Some(&t), "GET", "/api/jobs"),
+        Err(AuthError::IssuedBeforeStart)
+    );
+    // Within the clock leeway it is fine.
+    let mut skewed = claims("GET", "/api/jobs", "jobs", 30);
+    skewed["iat"] = serde_json::json!(chrono::Utc::now().timestamp() - 3);
+    let t = token(&key, skewed);
+    assert!(v.verify(Some(&t), "GET", "/api/jobs").is_ok());
+}
+
+#[test]
 fn nothing_verifies_before_the_keys_are_loaded() {
     let (key, _) = verifier();
     let v = Verifier::new("https://gw.test", &["jobs".to_owned()]);

@@ -81,8 +81,10 @@ async fn relay(client: TcpStream, to: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) {
     tokio::join!(upstream, downstream);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
+/// The stack with the relay between the gateway and the scheduler, and a
+/// job that may run any number of times at once (so an unprotected
+/// scheduler would start a second run for a replay).
+async fn relayed_stack() -> (Relay, Stack) {
     let relay = Relay::start().await;
     let stack = Stack::start_relayed(
         relay.port,
@@ -91,6 +93,21 @@ async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
     )
     .await;
     relay.forward_to(stack.sched);
+    (relay, stack)
+}
+
+async fn replay_run_now(stack: &Stack, assertion: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/jobs/hello/run", stack.sched))
+        .header("x-gatehouse-assertion", assertion)
+        .send()
+        .await
+        .expect("replay")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
+    let (relay, stack) = relayed_stack().await;
 
     // The operator runs the job through the gateway, via the relay.
     let first = stack.run_now("hello").await;
@@ -100,12 +117,7 @@ async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
 
     // The same bytes again, within the assertion's lifetime, straight at
     // the scheduler: the method, path and signature all still fit.
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/api/jobs/hello/run", stack.sched))
-        .header("x-gatehouse-assertion", &assertion)
-        .send()
-        .await
-        .expect("replay");
+    let r = replay_run_now(&stack, &assertion).await;
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unauthenticated");
@@ -133,4 +145,32 @@ async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
     stack.wait_run(first, None, Duration::from_secs(30)).await;
     let second = stack.run_now("hello").await;
     assert_ne!(second, first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_assertion_replayed_after_a_scheduler_restart_is_refused() {
+    let (relay, mut stack) = relayed_stack().await;
+    let first = stack.run_now("hello").await;
+    let assertion = relay
+        .assertion_of("POST /api/jobs/hello/run ")
+        .expect("the gateway's assertion passed the relay");
+    stack.wait_run(first, None, Duration::from_secs(30)).await;
+
+    // A new process has an empty replay cache; the assertion is still
+    // within its 60 s lifetime, but older than the new process (and the
+    // 5 s clock leeway).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stack.kill_scheduler("TERM");
+    stack.spawn_scheduler().await;
+    let r = replay_run_now(&stack, &assertion).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        stack
+            .scheduler_log()
+            .contains("issued before the scheduler started"),
+        "{}",
+        stack.scheduler_log()
+    );
+    let runs = stack.runs_of("hello").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
 }
