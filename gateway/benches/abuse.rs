@@ -68,6 +68,8 @@ fn audit_writer(c: &mut Criterion) {
             max_file_size: 64 * 1024 * 1024,
             on_failure: OnAuditFailure::Deny,
             stdout: false,
+            max_age: Duration::from_secs(365 * 86_400),
+            max_total_size: 1 << 30,
         })
         .unwrap();
         group.bench_function(name, |b| {
@@ -96,6 +98,8 @@ fn audit_writer(c: &mut Criterion) {
         max_file_size: 64 * 1024 * 1024,
         on_failure: OnAuditFailure::Deny,
         stdout: false,
+        max_age: Duration::from_secs(365 * 86_400),
+        max_total_size: 1 << 30,
     })
     .unwrap();
     c.bench_function("audit_writer/one_login_record_durable", |b| {

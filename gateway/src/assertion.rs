@@ -2,12 +2,18 @@
 //! EdDSA JWT naming the caller, the request and (as audience) the route, so
 //! an upstream such as the scheduler can prove a request came through us.
 //! The public key is published as a JWKS.
+//!
+//! Every assertion carries a random 128-bit `jti`, and the gateway signs a
+//! new one for every proxied request, so an upstream can refuse any
+//! assertion it has already accepted: one captured between the gateway and
+//! the upstream (a plaintext hop, a log) is worth nothing afterwards.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
@@ -36,6 +42,7 @@ pub struct AssertionSigner {
     jwks: String,
     issuer: String,
     lifetime: Duration,
+    random: SystemRandom,
 }
 
 #[derive(Serialize)]
@@ -45,6 +52,7 @@ struct AssertionClaims<'a> {
     aud: &'a str,
     iat: u64,
     exp: u64,
+    jti: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
     roles: Vec<&'a str>,
@@ -70,7 +78,7 @@ impl AssertionSigner {
                 })?;
                 der.secret_der().to_vec()
             }
-            None => Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            None => Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                 .map_err(|_| AssertionKeyError::NoRandomness)?
                 .as_ref()
                 .to_vec(),
@@ -94,6 +102,7 @@ impl AssertionSigner {
             jwks,
             issuer: issuer.to_owned(),
             lifetime,
+            random: SystemRandom::new(),
         })
     }
 
@@ -110,12 +119,18 @@ impl AssertionSigner {
         path: &str,
     ) -> Option<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        // No randomness, no assertion: a predictable jti would let a
+        // replay through, so the request fails instead.
+        let mut id = [0u8; 16];
+        self.random.fill(&mut id).ok()?;
+        let jti = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
         let claims = AssertionClaims {
             iss: &self.issuer,
             sub: &principal.subject,
             aud: route,
             iat: now,
             exp: now + self.lifetime.as_secs(),
+            jti: &jti,
             email: principal.email.as_deref(),
             roles: principal.roles.iter().map(String::as_str).collect(),
             auth: principal.kind.as_str(),
@@ -156,5 +171,32 @@ mod tests {
         let mut wrong_audience = validation.clone();
         wrong_audience.set_audience(&["other-route"]);
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &wrong_audience).is_err());
+    }
+
+    #[test]
+    fn every_assertion_carries_a_fresh_128_bit_jti() {
+        let signer =
+            AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
+        let principal = Principal::hypothetical(
+            ["viewer".to_owned()].into(),
+            gatehouse_policy::IdentityKind::ApiKey,
+        );
+        let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap();
+        let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["jobs"]);
+        let jti = |token: String| {
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+            data.claims["jti"].as_str().unwrap().to_owned()
+        };
+        // The same request, signed twice: two different assertions.
+        let first = jti(signer.sign(&principal, "jobs", "GET", "/jobs/1").unwrap());
+        let second = jti(signer.sign(&principal, "jobs", "GET", "/jobs/1").unwrap());
+        assert_ne!(first, second);
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&first)
+            .unwrap();
+        assert_eq!(bytes.len(), 16, "{first}");
     }
 }

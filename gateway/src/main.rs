@@ -326,6 +326,11 @@ fn audit_verify(files: &[PathBuf]) -> ExitCode {
         report.first_seq.unwrap_or(0),
         report.last_seq.unwrap_or(0)
     );
+    if let Some(first) = report.first_seq.filter(|&seq| seq > 1) {
+        println!(
+            "the chain starts at seq {first}: the records before it were deleted by retention (max_age, max_total_size) or their files were not given"
+        );
+    }
     if report.torn.is_empty() {
         ExitCode::SUCCESS
     } else {

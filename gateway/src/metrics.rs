@@ -29,6 +29,7 @@ pub struct Metrics {
     pub audit_records_dropped: IntCounter,
     pub audit_healthy: IntGauge,
     pub sessions_revoked: IntGauge,
+    pub audit_files_deleted: IntCounter,
 }
 
 impl Metrics {
@@ -154,6 +155,11 @@ impl Metrics {
             "Logged-out sessions whose cookies are refused until they would have expired",
         )
         .expect("static metric definition");
+        let audit_files_deleted = IntCounter::new(
+            "gatehouse_audit_files_deleted_total",
+            "Rotated audit files deleted by retention (max_age, max_total_size)",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_revoked.clone()),
@@ -173,6 +179,7 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(connections_refused.clone()),
             Box::new(requests_in_flight.clone()),
+            Box::new(audit_files_deleted.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -209,6 +216,7 @@ impl Metrics {
             audit_records_dropped,
             audit_healthy,
             sessions_revoked,
+            audit_files_deleted,
         })
     }
 
@@ -229,6 +237,7 @@ impl Metrics {
             (&self.audit_records, stats.written),
             (&self.audit_write_failures, stats.write_failures),
             (&self.audit_records_dropped, stats.dropped),
+            (&self.audit_files_deleted, stats.files_deleted),
         ] {
             counter.inc_by(now.saturating_sub(counter.get()));
         }

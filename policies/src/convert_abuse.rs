@@ -22,6 +22,10 @@ const DEFAULT_PASSWORD_CHECKS_PER_ADDRESS: usize = 2;
 const MAX_RATE_COUNT: u32 = 1_000_000;
 const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_AUDIT_FILE_SIZE: u64 = 100 * 1024 * 1024;
+/// A year of records, within 1 GiB (ten full files): enough for most
+/// compliance regimes and incident look-backs, bounded on a small disk.
+const DEFAULT_AUDIT_MAX_AGE: Duration = Duration::from_secs(365 * 86_400);
+const DEFAULT_AUDIT_MAX_TOTAL_SIZE: u64 = 1024 * 1024 * 1024;
 
 const fn rate(count: u32, per_secs: u64) -> Rate {
     Rate {
@@ -127,12 +131,30 @@ impl Converter<'_> {
                 }
             },
         };
+        let max_file_size = self.size(&raw.max_file_size, DEFAULT_AUDIT_FILE_SIZE);
+        let max_total_size = self.size(&raw.max_total_size, DEFAULT_AUDIT_MAX_TOTAL_SIZE);
+        if max_total_size < max_file_size {
+            // The active file alone may grow to max_file_size and is never
+            // deleted, so a smaller total could not be kept.
+            let span = raw
+                .max_total_size
+                .as_ref()
+                .or(raw.max_file_size.as_ref())
+                .map(|s| s.span());
+            self.problems.add_hint(
+                span,
+                "max_total_size is smaller than max_file_size",
+                "the active file alone may reach max_file_size; give max_total_size at least that (a few files' worth keeps history)",
+            );
+        }
         Some(AuditSettings {
             path: self.file_path(&raw.path),
             fsync_interval: self.duration(&raw.fsync_interval, DEFAULT_FSYNC_INTERVAL),
-            max_file_size: self.size(&raw.max_file_size, DEFAULT_AUDIT_FILE_SIZE),
+            max_file_size,
             on_failure,
             stdout: raw.stdout,
+            max_age: self.duration(&raw.max_age, DEFAULT_AUDIT_MAX_AGE),
+            max_total_size,
         })
     }
 }
@@ -140,6 +162,72 @@ impl Converter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{parse, Policy, Problem};
+
+    const POLICY: &str = r#"
+[listen]
+https = "127.0.0.1:8443"
+public_origin = "https://localhost:8443"
+
+[[tls.cert]]
+hosts = ["localhost"]
+cert = "server.pem"
+key = "server-key.pem"
+
+[[route]]
+name = "app"
+path = "/"
+upstream = "http://127.0.0.1:9000"
+public = true
+
+[audit]
+path = "audit.jsonl"
+"#;
+
+    fn audit_with(keys: &str) -> Result<Policy, Vec<Problem>> {
+        parse(
+            std::path::Path::new("policy.toml"),
+            &format!("{POLICY}{keys}"),
+        )
+        .map_err(|e| e.problems().to_vec())
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_a_year_and_one_gibibyte() {
+        let policy = audit_with("").expect("valid");
+        let audit = policy.audit.expect("audit");
+        assert_eq!(audit.max_age, Duration::from_secs(365 * 86_400));
+        assert_eq!(audit.max_total_size, 1 << 30);
+        let policy = audit_with("max_age = \"30d\"\nmax_total_size = \"10GiB\"\n").expect("valid");
+        let audit = policy.audit.expect("audit");
+        assert_eq!(audit.max_age, Duration::from_secs(30 * 86_400));
+        assert_eq!(audit.max_total_size, 10 << 30);
+    }
+
+    #[test]
+    fn bad_audit_retention_is_reported_where_it_is_written() {
+        let line = POLICY.lines().count() + 1;
+        let problems =
+            audit_with("max_age = \"forever\"\nmax_total_size = \"lots\"\n").expect_err("refused");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let at = |text: &str| {
+            let p = problems
+                .iter()
+                .find(|p| p.message.contains(text))
+                .unwrap_or_else(|| panic!("no problem says {text}: {problems:?}"));
+            (p.line, p.column)
+        };
+        assert_eq!(at("`forever` is not a duration"), (line, 11));
+        assert_eq!(at("`lots` is not a positive size"), (line + 1, 18));
+
+        // A total the active file alone could exceed cannot be kept.
+        let problems = audit_with("max_file_size = \"100MiB\"\nmax_total_size = \"10MiB\"\n")
+            .expect_err("refused");
+        assert!(problems[0]
+            .message
+            .contains("max_total_size is smaller than max_file_size"));
+        assert_eq!(problems[0].line, line + 1);
+    }
 
     #[test]
     fn rates_parse_units_and_durations() {

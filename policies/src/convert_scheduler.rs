@@ -174,7 +174,9 @@ impl Converter<'_> {
     }
 
     /// The routes whose assertions the scheduler accepts: those named, or
-    /// else every route whose upstream is the scheduler's port.
+    /// else every route whose upstream host and port reach the scheduler's
+    /// listen address ([`upstream_reaches`]); the port alone would accept
+    /// assertions signed for another host's service on the same port.
     fn gateway_routes(
         &mut self,
         raw: &S<RawScheduler>,
@@ -200,14 +202,14 @@ impl Converter<'_> {
         let Some(addr) = addr else { return Vec::new() };
         let found: Vec<String> = routes
             .iter()
-            .filter(|r| r.upstream.port == addr.port())
+            .filter(|r| upstream_reaches(&r.upstream.host, r.upstream.port, addr))
             .map(|r| r.name.clone())
             .collect();
         if found.is_empty() {
             self.problems.add_hint(
                 Some(raw.span()),
-                format!("no [[route]] proxies to the scheduler's port {}", addr.port()),
-                "add a route with upstream = \"http://<scheduler>:PORT\", or name it in gateway_routes",
+                format!("no [[route]] proxies to the scheduler at {addr}"),
+                "add a route whose upstream is the listen address (a loopback address or localhost when it is 0.0.0.0 or ::); for a host name such as \"http://scheduler:PORT\", name the route in gateway_routes",
             );
         }
         found

@@ -402,4 +402,9 @@ pub struct AuditSettings {
     pub on_failure: OnAuditFailure,
     /// Also print every record on standard output, for log shippers.
     pub stdout: bool,
+    /// Rotated files whose newest record is older than this are deleted.
+    pub max_age: Duration,
+    /// The active file (counted at `max_file_size`) plus the rotated files
+    /// stay under this; the oldest rotated files go first.
+    pub max_total_size: u64,
 }

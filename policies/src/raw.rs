@@ -63,6 +63,8 @@ pub(crate) struct RawAudit {
     pub on_audit_failure: Option<S<String>>,
     #[serde(default)]
     pub stdout: bool,
+    pub max_age: Option<S<String>>,
+    pub max_total_size: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

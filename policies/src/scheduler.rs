@@ -2,7 +2,7 @@
 //! may run, and how every container is locked down. Each loosening of a
 //! hardened default is explicit in a job and bounded by `[scheduler]`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,6 +44,41 @@ pub struct SchedulerSettings {
     /// assertions this scheduler accepts.
     pub gateway_issuer: String,
     pub gateway_routes: Vec<String>,
+}
+
+/// Whether an upstream `host:port` reaches a scheduler listening on
+/// `listen`, judged from the policy alone (no DNS: the answer must not
+/// depend on where the policy is loaded). The port must be the same, and:
+/// - a specific listen address is reached by that IP literal, and (when it
+///   is a loopback address) by `localhost`;
+/// - `0.0.0.0` is reached by any IPv4 loopback address and `localhost`;
+///   `::` (dual-stack on Linux) by any loopback address and `localhost`.
+///
+/// Any other name (`scheduler`, a LAN address of this host) may or may not
+/// be this listener, so it never counts; such routes are named in
+/// `gateway_routes` instead. That is what keeps an assertion signed for an
+/// unrelated upstream on the same port from being accepted here.
+pub fn upstream_reaches(host: &str, port: u16, listen: SocketAddr) -> bool {
+    if port != listen.port() {
+        return false;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let localhost = host.eq_ignore_ascii_case("localhost");
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical());
+    match listen.ip().to_canonical() {
+        IpAddr::V4(any) if any.is_unspecified() => {
+            localhost || ip.is_some_and(|ip| ip.is_ipv4() && ip.is_loopback())
+        }
+        IpAddr::V6(any) if any.is_unspecified() => {
+            localhost || ip.is_some_and(|ip| ip.is_loopback())
+        }
+        exact => ip == Some(exact) || (localhost && exact.is_loopback()),
+    }
 }
 
 /// An `allowed_images` entry: `*` matches any run of characters.
@@ -207,5 +242,43 @@ mod tests {
         assert!(!ImagePattern("a*b*c".into()).matches("aXXbYY"));
         assert!(ImagePattern("exact:1".into()).matches("exact:1"));
         assert!(!ImagePattern("exact:1".into()).matches("exact:10"));
+    }
+
+    #[test]
+    fn an_upstream_reaches_the_scheduler_by_host_and_port() {
+        let at = |text: &str| text.parse::<SocketAddr>().expect("address");
+        let loopback = at("127.0.0.1:9100");
+        assert!(upstream_reaches("127.0.0.1", 9100, loopback));
+        assert!(upstream_reaches("localhost", 9100, loopback));
+        assert!(upstream_reaches("LOCALHOST.", 9100, loopback));
+        assert!(upstream_reaches("::ffff:127.0.0.1", 9100, loopback));
+        assert!(!upstream_reaches("127.0.0.1", 9101, loopback));
+        assert!(!upstream_reaches("127.0.0.2", 9100, loopback));
+        assert!(!upstream_reaches("10.0.0.7", 9100, loopback));
+        assert!(!upstream_reaches("other.internal", 9100, loopback));
+
+        let lan = at("10.0.0.5:9100");
+        assert!(upstream_reaches("10.0.0.5", 9100, lan));
+        assert!(!upstream_reaches("localhost", 9100, lan));
+        assert!(!upstream_reaches("127.0.0.1", 9100, lan));
+
+        let any_v4 = at("0.0.0.0:9100");
+        assert!(upstream_reaches("127.0.0.1", 9100, any_v4));
+        assert!(upstream_reaches("127.1.2.3", 9100, any_v4));
+        assert!(upstream_reaches("localhost", 9100, any_v4));
+        assert!(!upstream_reaches("::1", 9100, any_v4));
+        assert!(!upstream_reaches("10.0.0.5", 9100, any_v4));
+        assert!(!upstream_reaches("scheduler", 9100, any_v4));
+
+        let any = at("[::]:9100");
+        assert!(upstream_reaches("::1", 9100, any));
+        assert!(upstream_reaches("127.0.0.1", 9100, any));
+        assert!(upstream_reaches("localhost", 9100, any));
+        assert!(!upstream_reaches("scheduler", 9100, any));
+
+        let v6 = at("[::1]:9100");
+        assert!(upstream_reaches("::1", 9100, v6));
+        assert!(upstream_reaches("localhost", 9100, v6));
+        assert!(!upstream_reaches("127.0.0.1", 9100, v6));
     }
 }

@@ -218,6 +218,45 @@ fn scheduler_needs_a_route_and_its_own_port() {
 }
 
 #[test]
+fn only_routes_that_reach_the_schedulers_host_and_port_are_its_audience() {
+    // Another service on the same port elsewhere: its assertions must not
+    // be accepted by the scheduler.
+    let other = "[[route]]\nname = \"reports\"\npath = \"/reports\"\nupstream = \"http://10.0.0.7:9100\"\nroles = [\"viewer\"]\n";
+    let text = HEAD.replace("[scheduler]", &format!("{other}\n[scheduler]"));
+    let policy = parse_ok(&text);
+    let scheduler = policy.scheduler.as_ref().expect("scheduler");
+    assert_eq!(scheduler.gateway_routes, vec!["jobs".to_owned()]);
+
+    // Listening on every interface: a loopback upstream still counts, a
+    // host name never does (it may be any machine) until it is named.
+    let any = text.replace("listen = \"127.0.0.1:9100\"", "listen = \"0.0.0.0:9100\"");
+    let policy = parse_ok(&any.replace("http://127.0.0.1:9100", "http://localhost:9100"));
+    let scheduler = policy.scheduler.as_ref().expect("scheduler");
+    assert_eq!(scheduler.gateway_routes, vec!["jobs".to_owned()]);
+    let named_host = any.replace("http://127.0.0.1:9100", "http://scheduler:9100");
+    let problem = first_problem(&named_host);
+    assert!(
+        problem
+            .message
+            .contains("no [[route]] proxies to the scheduler at 0.0.0.0:9100"),
+        "{}",
+        problem.message
+    );
+    assert!(problem
+        .hint
+        .as_deref()
+        .unwrap_or_default()
+        .contains("gateway_routes"));
+    let named = named_host.replace(
+        "allowed_images =",
+        "gateway_routes = [\"jobs\"]\nallowed_images =",
+    );
+    let policy = parse_ok(&named);
+    let scheduler = policy.scheduler.as_ref().expect("scheduler");
+    assert_eq!(scheduler.gateway_routes, vec!["jobs".to_owned()]);
+}
+
+#[test]
 fn duplicate_job_names_are_refused() {
     let job = "name = \"j\"\nimage = \"local/busybox:1\"";
     let problem = first_problem(&format!("{}\n[[job]]\n{job}\n", with_job(job)));

@@ -35,11 +35,18 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         .metrics
         .audit_healthy
         .set(i64::from(audit.is_healthy()));
-    let written = audit.records_written();
-    let counted = admin.metrics.audit_records.get();
-    if written > counted {
-        admin.metrics.audit_records.inc_by(written - counted);
+    let stats = audit.stats();
+    // Counters only move forward: add what the writer did since.
+    for (counter, now) in [
+        (&admin.metrics.audit_records, stats.written),
+        (&admin.metrics.audit_files_deleted, stats.files_deleted),
+    ] {
+        counter.inc_by(now.saturating_sub(counter.get()));
     }
+    admin
+        .metrics
+        .assertions_remembered
+        .set(i64::try_from(admin.verifier.live_assertions()).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

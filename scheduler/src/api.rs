@@ -138,22 +138,45 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
         Err(e) => {
             api.metrics
                 .api_denials
-                .with_label_values(&["unauthenticated"])
+                .with_label_values(&[e.metric_reason()])
                 .inc();
-            tracing::info!(reason = %e, %method, %path, "API request without a valid gateway assertion");
-            let message = match e {
-                AuthError::KeysUnavailable => "the scheduler cannot verify callers yet",
-                _ => "a valid gateway assertion is required",
-            };
-            let mut response =
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Gatehouse-Assertion"),
-            );
-            response
+            if e == AuthError::Replayed {
+                // Only a captured assertion is ever presented twice.
+                tracing::warn!(reason = %e, %method, %path, "API request with a replayed gateway assertion");
+            } else {
+                tracing::info!(reason = %e, %method, %path, "API request without a valid gateway assertion");
+            }
+            refuse(e)
         }
     }
+}
+
+/// 401 for every assertion that does not prove this request, and 503 when
+/// the replay check is full (the assertion may be fine; retry shortly).
+fn refuse(error: AuthError) -> Response {
+    if error == AuthError::ReplayCacheFull {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the scheduler is busy; try again shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    }
+    let message = match error {
+        AuthError::KeysUnavailable => "the scheduler cannot verify callers yet",
+        _ => "a valid gateway assertion is required",
+    };
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Gatehouse-Assertion"),
+    );
+    response
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, EventKind, Outcome};
+use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
 use gatehouse_policy::{AuditSettings, Policy};
 
 use crate::auth::Caller;
@@ -62,8 +62,9 @@ impl Audit {
         self.log.as_ref().is_none_or(|l| l.is_healthy())
     }
 
-    pub fn records_written(&self) -> u64 {
-        self.log.as_ref().map(|l| l.stats().written).unwrap_or(0)
+    /// The writer's counters (zeros without an `[audit]` section).
+    pub fn stats(&self) -> AuditStats {
+        self.log.as_ref().map(|l| l.stats()).unwrap_or_default()
     }
 
     pub fn close(&self) {

@@ -2,16 +2,38 @@
 //! `X-Gatehouse-Assertion` (an EdDSA JWT), verified against the key the
 //! gateway publishes. Without one the answer is 401, even from localhost:
 //! being able to reach the port proves nothing.
+//!
+//! An assertion is accepted once, for the request it was signed for:
+//! the audience must be a route that reaches this scheduler, the method
+//! and path must be exactly this request's, and its `jti` must not have
+//! been accepted before ([`replay`]). The gateway signs a new assertion for
+//! every request it proxies, so a legitimate caller never repeats one.
+//! The replay cache lives in memory, so an assertion issued before this
+//! process started (beyond the clock leeway) is refused too: a restart
+//! does not reopen replays of what the previous process accepted.
+
+mod replay;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+pub use replay::{ReplayCache, ReplayError};
+
 pub const ASSERTION_HEADER: &str = "x-gatehouse-assertion";
+
+/// Clock steps between the gateway's and the scheduler's containers.
+const LEEWAY_SECS: u64 = 5;
+/// Live assertions remembered for the replay check. About 150 bytes each
+/// (15 MB at most); with the default 60 s lifetime that is over 1,500
+/// requests a second, far beyond what the scheduler's API serves.
+pub const REPLAY_CACHE_CAPACITY: usize = 100_000;
+/// The gateway's `jti` is 22 characters; anything far longer is not ours.
+const MAX_JTI_LEN: usize = 64;
 
 /// The verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +55,35 @@ pub enum AuthError {
     Invalid,
     #[error("the assertion was issued for another request")]
     WrongRequest,
+    #[error("the assertion was already used (a replay)")]
+    Replayed,
+    /// Issued before this process started: the previous one may have
+    /// accepted it, and its replay cache is gone.
+    #[error("the assertion was issued before the scheduler started")]
+    IssuedBeforeStart,
+    /// Fail closed: the replay check cannot take another assertion now.
+    #[error("too many live assertions to check this one for replay")]
+    ReplayCacheFull,
+}
+
+impl AuthError {
+    /// The `reason` label of `gatehouse_scheduler_api_denials_total`.
+    pub fn metric_reason(self) -> &'static str {
+        match self {
+            AuthError::Replayed => "replayed",
+            AuthError::ReplayCacheFull => "replay_cache_full",
+            _ => "unauthenticated",
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    iat: u64,
+    exp: u64,
+    #[serde(default)]
+    jti: Option<String>,
     #[serde(default)]
     email: Option<String>,
     #[serde(default)]
@@ -52,20 +98,27 @@ struct Claims {
 pub struct Verifier {
     keys: RwLock<Option<Arc<JwkSet>>>,
     validation: Validation,
+    replays: ReplayCache,
+    /// Unix seconds when this verifier (this process) started.
+    started_at: u64,
 }
 
 impl Verifier {
     pub fn new(issuer: &str, audiences: &[String]) -> Verifier {
+        Self::with_replay_capacity(issuer, audiences, REPLAY_CACHE_CAPACITY)
+    }
+
+    pub fn with_replay_capacity(issuer: &str, audiences: &[String], capacity: usize) -> Verifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // The gateway and the scheduler share a host or a network; a few
-        // seconds cover clock steps between containers.
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         Verifier {
             keys: RwLock::new(None),
             validation,
+            replays: ReplayCache::new(capacity),
+            started_at: unix_now().unwrap_or(u64::MAX),
         }
     }
 
@@ -81,7 +134,8 @@ impl Verifier {
 
     /// Verifies `token` for a request of `method` to `path` (the path as
     /// received, without the query). An assertion is bound to the request
-    /// it was issued for, so one captured for a GET cannot start a run.
+    /// it was issued for, so one captured for a GET cannot start a run,
+    /// and it is good for one request only.
     pub fn verify(
         &self,
         token: Option<&str>,
@@ -89,6 +143,40 @@ impl Verifier {
         path: &str,
     ) -> Result<Caller, AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
+        let claims = self.decode(token)?;
+        let asserted_path = claims.path.split('?').next().unwrap_or_default();
+        // Exact: HTTP methods are case-sensitive, and `post` is not `POST`
+        // to every framework.
+        if claims.method != method || asserted_path != path {
+            return Err(AuthError::WrongRequest);
+        }
+        let jti = claims
+            .jti
+            .as_deref()
+            .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)
+            .ok_or(AuthError::Invalid)?;
+        if claims.iat.saturating_add(LEEWAY_SECS) < self.started_at {
+            return Err(AuthError::IssuedBeforeStart);
+        }
+        // Last, so only an assertion that is valid for this very request
+        // uses up its jti.
+        let now = unix_now().ok_or(AuthError::ReplayCacheFull)?;
+        self.replays
+            .first_use(jti, claims.exp.saturating_add(LEEWAY_SECS), now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => AuthError::Replayed,
+                ReplayError::Full => AuthError::ReplayCacheFull,
+            })?;
+        Ok(Caller {
+            subject: claims.sub,
+            email: claims.email,
+            roles: claims.roles.into_iter().collect(),
+            auth: claims.auth,
+        })
+    }
+
+    /// The signature, algorithm, issuer, audience and lifetime.
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let keys = self
             .keys
             .read()
@@ -105,38 +193,65 @@ impl Verifier {
         }
         .ok_or(AuthError::Invalid)?;
         let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(|_| AuthError::Invalid)?;
-        let claims = data.claims;
-        let asserted_path = claims.path.split('?').next().unwrap_or_default();
-        if !claims.method.eq_ignore_ascii_case(method) || asserted_path != path {
-            return Err(AuthError::WrongRequest);
-        }
-        Ok(Caller {
-            subject: claims.sub,
-            email: claims.email,
-            roles: claims.roles.into_iter().collect(),
-            auth: claims.auth,
-        })
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| AuthError::Invalid)
     }
+
+    /// Assertions remembered for the replay check now.
+    pub fn live_assertions(&self) -> usize {
+        self.replays.len()
+    }
+}
+
+fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// Why the gateway's key set could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("the request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// Never followed: the key set must come from the URL in the policy,
+    /// not from wherever that URL points us.
+    #[error("answered {status} with a redirect to `{location}`; redirects are not followed, so set gateway_jwks to the final URL")]
+    Redirected { status: u16, location: String },
+    #[error("answered {0}")]
+    Status(u16),
+    #[error("the answer is not a JWKS: {0}")]
+    NotJwks(#[source] reqwest::Error),
+    #[error("the key set is empty")]
+    Empty,
+}
+
+/// The client for the gateway's JWKS: short timeout, no redirects.
+pub fn jwks_client() -> Result<reqwest::Client, JwksError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(JwksError::Client)
 }
 
 /// Fetches the gateway's JWKS until it succeeds, then refreshes it every
 /// `refresh`, so a gateway key rotation reaches the scheduler.
 pub async fn keep_keys_fresh(verifier: Arc<Verifier>, url: url::Url, refresh: Duration) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
+    let client = match jwks_client() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client for the gateway's keys");
+            tracing::error!(error = %e, "cannot fetch the gateway's keys");
             return;
         }
     };
     let mut delay = Duration::from_millis(200);
     loop {
-        match fetch(&client, &url).await {
+        match fetch_keys(&client, &url).await {
             Ok(keys) => {
                 let first = !verifier.has_keys();
                 verifier.set_keys(keys);
@@ -155,118 +270,37 @@ pub async fn keep_keys_fresh(verifier: Arc<Verifier>, url: url::Url, refresh: Du
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &url::Url) -> anyhow::Result<JwkSet> {
-    let response = client.get(url.clone()).send().await?.error_for_status()?;
-    let keys: JwkSet = response.json().await?;
-    anyhow::ensure!(!keys.keys.is_empty(), "the key set is empty");
+/// One fetch of the key set at `url`, with `client` from [`jwks_client`].
+pub async fn fetch_keys(client: &reqwest::Client, url: &url::Url) -> Result<JwkSet, JwksError> {
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(JwksError::Request)?;
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        return Err(JwksError::Redirected {
+            status: status.as_u16(),
+            location,
+        });
+    }
+    if !status.is_success() {
+        return Err(JwksError::Status(status.as_u16()));
+    }
+    let keys: JwkSet = response.json().await.map_err(JwksError::NotJwks)?;
+    if keys.keys.is_empty() {
+        return Err(JwksError::Empty);
+    }
     Ok(keys)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use jsonwebtoken::{EncodingKey, Header};
-
-    // A fixed Ed25519 key (PKCS#8) for signing test assertions.
-    fn signing_pair() -> (EncodingKey, JwkSet) {
-        let pkcs8 = ring_free_test_key();
-        let key = EncodingKey::from_ed_der(&pkcs8.0);
-        let jwks: JwkSet = serde_json::from_value(serde_json::json!({
-            "keys": [{"kty": "OKP", "crv": "Ed25519", "x": pkcs8.1, "kid": "k1", "alg": "EdDSA", "use": "sig"}]
-        }))
-        .expect("jwks");
-        (key, jwks)
-    }
-
-    /// RFC 8032 test vector 1, as PKCS#8 DER and the JWK `x`.
-    fn ring_free_test_key() -> (Vec<u8>, &'static str) {
-        let seed = [
-            0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec,
-            0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03,
-            0x1c, 0xae, 0x7f, 0x60,
-        ];
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        der.extend_from_slice(&seed);
-        (der, "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
-    }
-
-    fn token(key: &EncodingKey, claims: serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some("k1".into());
-        jsonwebtoken::encode(&header, &claims, key).expect("sign")
-    }
-
-    fn claims(method: &str, path: &str, aud: &str, exp_in: i64) -> serde_json::Value {
-        let now = chrono::Utc::now().timestamp();
-        serde_json::json!({
-            "iss": "https://gw.test", "sub": "alice", "aud": aud, "iat": now, "exp": now + exp_in,
-            "roles": ["operator"], "auth": "oidc", "method": method, "path": path
-        })
-    }
-
-    fn verifier() -> (EncodingKey, Verifier) {
-        let (key, jwks) = signing_pair();
-        let v = Verifier::new("https://gw.test", &["jobs".to_owned()]);
-        v.set_keys(jwks);
-        (key, v)
-    }
-
-    #[test]
-    fn a_gateway_assertion_names_the_caller() {
-        let (key, v) = verifier();
-        let t = token(&key, claims("POST", "/api/jobs/a/run", "jobs", 60));
-        let caller = v
-            .verify(Some(&t), "POST", "/api/jobs/a/run")
-            .expect("valid");
-        assert_eq!(caller.subject, "alice");
-        assert!(caller.roles.contains("operator"));
-    }
-
-    #[test]
-    fn assertions_are_refused_when_missing_expired_foreign_or_for_another_request() {
-        let (key, v) = verifier();
-        assert_eq!(v.verify(None, "GET", "/api/jobs"), Err(AuthError::Missing));
-        let expired = token(&key, claims("GET", "/api/jobs", "jobs", -60));
-        assert_eq!(
-            v.verify(Some(&expired), "GET", "/api/jobs"),
-            Err(AuthError::Invalid)
-        );
-        let other_route = token(&key, claims("GET", "/api/jobs", "app", 60));
-        assert_eq!(
-            v.verify(Some(&other_route), "GET", "/api/jobs"),
-            Err(AuthError::Invalid)
-        );
-        let get = token(&key, claims("GET", "/api/jobs/a", "jobs", 60));
-        assert_eq!(
-            v.verify(Some(&get), "POST", "/api/jobs/a/run"),
-            Err(AuthError::WrongRequest)
-        );
-        let mut tampered = token(&key, claims("GET", "/api/jobs", "jobs", 60));
-        tampered.insert(tampered.len() - 3, 'A');
-        assert!(v.verify(Some(&tampered), "GET", "/api/jobs").is_err());
-        let hs = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims("GET", "/api/jobs", "jobs", 60),
-            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-        )
-        .expect("hs");
-        assert_eq!(
-            v.verify(Some(&hs), "GET", "/api/jobs"),
-            Err(AuthError::Invalid)
-        );
-    }
-
-    #[test]
-    fn nothing_verifies_before_the_keys_are_loaded() {
-        let (key, _) = verifier();
-        let v = Verifier::new("https://gw.test", &["jobs".to_owned()]);
-        let t = token(&key, claims("GET", "/api/jobs", "jobs", 60));
-        assert_eq!(
-            v.verify(Some(&t), "GET", "/api/jobs"),
-            Err(AuthError::KeysUnavailable)
-        );
-    }
-}
+mod tests;

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     pub audit_records: IntCounter,
     pub audit_healthy: IntGauge,
+    /// Rotated audit files deleted by retention (`max_age`, `max_total_size`).
+    pub audit_files_deleted: IntCounter,
+    /// Live assertions held for the replay check; near the capacity,
+    /// new requests get 503.
+    pub assertions_remembered: IntGauge,
 }
 
 fn must<T>(metric: Result<T, prometheus::Error>) -> T {
@@ -85,7 +90,7 @@ impl Metrics {
         let api_denials = must(IntCounterVec::new(
             Opts::new(
                 "gatehouse_scheduler_api_denials_total",
-                "API requests refused, by reason (unauthenticated, forbidden)",
+                "API requests refused, by reason (unauthenticated, replayed, replay_cache_full, forbidden)",
             ),
             &["reason"],
         ));
@@ -104,6 +109,14 @@ impl Metrics {
             "gatehouse_scheduler_audit_log_healthy",
             "1 while the audit log can be written",
         ));
+        let audit_files_deleted = must(IntCounter::new(
+            "gatehouse_scheduler_audit_files_deleted_total",
+            "Rotated audit files deleted by retention (max_age, max_total_size)",
+        ));
+        let assertions_remembered = must(IntGauge::new(
+            "gatehouse_scheduler_assertions_remembered",
+            "Live gateway assertions held for the replay check (new ones are refused at 100000)",
+        ));
         for c in [
             Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(run_duration.clone()),
@@ -116,6 +129,8 @@ impl Metrics {
             Box::new(policy_reloads.clone()),
             Box::new(audit_records.clone()),
             Box::new(audit_healthy.clone()),
+            Box::new(audit_files_deleted.clone()),
+            Box::new(assertions_remembered.clone()),
         ] {
             must(registry.register(c));
         }
@@ -132,6 +147,8 @@ impl Metrics {
             policy_reloads,
             audit_records,
             audit_healthy,
+            audit_files_deleted,
+            assertions_remembered,
         })
     }
 

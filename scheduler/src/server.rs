@@ -66,6 +66,12 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         .scheduler
         .clone()
         .context("the policy has no [scheduler] section")?;
+    // Before the port is ours: assertions issued from here on cannot have
+    // been accepted by a previous process, and older ones are refused.
+    let verifier = Arc::new(Verifier::new(
+        &settings.gateway_issuer,
+        &settings.gateway_routes,
+    ));
     let api_listener = bind(settings.listen, "scheduler API").await?;
     let admin_listener = match settings.admin {
         Some(addr) => Some(bind(addr, "scheduler admin").await?),
@@ -111,10 +117,6 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
-    let verifier = Arc::new(Verifier::new(
-        &settings.gateway_issuer,
-        &settings.gateway_routes,
-    ));
     tokio::spawn(auth::keep_keys_fresh(
         verifier.clone(),
         settings.gateway_jwks.clone(),

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use sha2::Digest as _;
+
 use crate::support::*;
 
 /// This policy's route needs the admin role, so a caller without it is an
@@ -428,4 +430,61 @@ async fn a_full_disk_with_continue_keeps_serving_and_counts_lost_records() {
     let (code, out) = audit_verify(&[disk.path().join("audit.jsonl")]);
     assert_eq!(code, 0, "lost records leave no gap in the chain: {out}");
     drop(g);
+}
+
+/// Retention in the real gateway: with tiny files and a tiny total, the
+/// oldest rotated files go as it runs; the active file stays, what is left
+/// verifies, and `audit verify` says where the chain now starts.
+#[tokio::test]
+async fn retention_deletes_the_oldest_files_and_what_is_left_verifies() {
+    // Authorization denials of a known caller: each writes a record.
+    let key = "gh_test-retention-viewer-0123456789abcdef01234";
+    let extra = format!(
+        "[roles]\nadmin = [\"*\"]\nviewer = []\n[[api_key]]\nname = \"viewer\"\nsha256 = \"{}\"\nroles = [\"viewer\"]\n",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    );
+    let template = restricted().replace(
+        "path = \"{dir}/audit.jsonl\"",
+        "path = \"{dir}/audit.jsonl\"\nmax_file_size = \"2KiB\"\nmax_total_size = \"8KiB\"",
+    );
+    let g = Gateway::start_with(&template, &extra).await;
+    let client = g.client();
+    for _ in 0..60 {
+        let r = client
+            .get(format!("{}/x", g.origin()))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = g.metrics().await;
+        let written = metric_value(&metrics, "gatehouse_audit_records_total").unwrap_or(0.0);
+        let deleted = metric_value(&metrics, "gatehouse_audit_files_deleted_total").unwrap_or(0.0);
+        if written >= 61.0 && deleted > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric_value(&metrics, "gatehouse_audit_files_deleted_total").unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+
+    let files = all_audit_files(&g);
+    assert!(files.contains(&g.audit_path()), "the active file stays");
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total <= 8 * 1024, "{total} bytes in {files:?}");
+    let (code, out) = audit_verify(&files);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the chain starts at seq "), "{out}");
+    assert!(g
+        .process
+        .log_text()
+        .contains("deleted a rotated audit file"));
 }

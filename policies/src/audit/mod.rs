@@ -13,6 +13,7 @@
 //! is the file order. Secrets never go in: callers put only names, reasons
 //! and addresses in `details`, and the gateway's tests grep for leaks.
 
+mod retention;
 mod verify;
 mod writer;
 

@@ -1,6 +1,14 @@
 //! Checking a chain of audit files: every record parses, the sequence
 //! numbers run without gaps or reordering, and each `prev` is the hash of
 //! the record before it, across rotated files.
+//!
+//! A chain may start after seq 1: retention deletes the oldest rotated
+//! files, so what is left starts at its first remaining record, whose
+//! `prev` names a record that is gone and cannot be checked. The report
+//! says where it starts (`first_seq`). A rotated file is named after its
+//! first record (`<path>.<seq, 20 digits>`), so lines cut from the head of
+//! the oldest remaining file are still found: its first record must be the
+//! one its name says.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +55,8 @@ pub struct TornRecord {
 pub struct VerifyReport {
     pub files: usize,
     pub records: u64,
+    /// Above 1 when older records were deleted by retention (or their
+    /// files not given); the chain is verified from here on.
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub problem: Option<ChainProblem>,
@@ -55,6 +65,8 @@ pub struct VerifyReport {
 
 struct Line<'a> {
     file: &'a Path,
+    /// The seq in a rotated file's name, which its first record must have.
+    named_seq: Option<u64>,
     number: usize,
     bytes: &'a [u8],
     /// False for a last line without its newline.
@@ -71,6 +83,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
     contents.sort_by_key(|(path, bytes)| chain_position(path, bytes));
     let mut lines = Vec::new();
     for (file, bytes) in &contents {
+        let named_seq = rotated_seq(file);
         let mut rest: &[u8] = bytes;
         let mut number = 0;
         while !rest.is_empty() {
@@ -81,6 +94,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
             };
             lines.push(Line {
                 file,
+                named_seq,
                 number,
                 bytes,
                 whole,
@@ -97,12 +111,6 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<VerifyReport> {
 }
 
 fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
-    let problem = |line: &Line<'_>, kind, message: String| ChainProblem {
-        file: line.file.to_path_buf(),
-        line: line.number,
-        kind,
-        message,
-    };
     let mut expected: Option<u64> = None;
     let mut prev_hash = GENESIS.to_owned();
     let mut previous: Option<&Line<'_>> = None;
@@ -127,70 +135,104 @@ fn walk(lines: &[Line<'_>], report: &mut VerifyReport) -> Option<ChainProblem> {
                 "not an audit record (edited or corrupted)".into(),
             ));
         };
-        let want = expected.unwrap_or(1);
+        // The first record starts the chain wherever retention left it,
+        // but never after where its file's name says the file starts.
+        let want = match (expected, line.named_seq) {
+            (Some(next), _) => next,
+            (None, Some(named)) if line.number == 1 => named,
+            (None, _) => record.seq,
+        };
         if record.seq != want {
             let later = whole
                 .iter()
                 .find(|(i, seq)| *i > index && *seq == want)
                 .map(|(i, _)| &lines[*i]);
-            return Some(match later {
-                Some(found) => problem(
-                    line,
-                    ProblemKind::Reordered,
-                    format!(
-                        "record {} is out of order: record {want} should come here, and is at {}:{}",
-                        record.seq,
-                        found.file.display(),
-                        found.number
-                    ),
-                ),
-                None if record.seq > want => problem(
-                    line,
-                    ProblemKind::Missing,
-                    format!(
-                        "records {want} to {} are missing before this line (deleted, or a file not given)",
-                        record.seq - 1
-                    ),
-                ),
-                None => problem(
-                    line,
-                    ProblemKind::Reordered,
-                    format!(
-                        "record {} appears again or out of order (expected {want})",
-                        record.seq
-                    ),
-                ),
-            });
+            return Some(out_of_place(line, record.seq, want, later));
         }
-        if record.prev != prev_hash {
-            return Some(match previous {
-                Some(before) => problem(
-                    before,
-                    ProblemKind::Altered,
-                    format!(
-                        "record {} was altered: its hash no longer matches `prev` of record {} at {}:{}",
-                        record.seq - 1,
-                        record.seq,
-                        line.file.display(),
-                        line.number
-                    ),
-                ),
-                None => problem(
-                    line,
-                    ProblemKind::Altered,
-                    "the first record does not start a chain (`prev` is not the genesis hash)"
-                        .into(),
-                ),
-            });
+        // A chain that starts after seq 1 has lost its first record's
+        // predecessor; it is checked from here on.
+        let starts_midway = expected.is_none() && record.seq > 1;
+        if !starts_midway && record.prev != prev_hash {
+            return Some(altered(previous, line, record.seq));
         }
         prev_hash = line_hash(line.bytes);
-        expected = Some(record.seq + 1);
+        expected = Some(record.seq.saturating_add(1));
         report.records += 1;
         report.first_seq.get_or_insert(record.seq);
         report.last_seq = Some(record.seq);
         previous = Some(line);
     }
     None
+}
+
+fn problem(line: &Line<'_>, kind: ProblemKind, message: String) -> ChainProblem {
+    ChainProblem {
+        file: line.file.to_path_buf(),
+        line: line.number,
+        kind,
+        message,
+    }
+}
+
+/// Record `seq` stands where record `want` belongs; `later` is where
+/// `want` is, if anywhere after.
+fn out_of_place(line: &Line<'_>, seq: u64, want: u64, later: Option<&Line<'_>>) -> ChainProblem {
+    match later {
+        Some(found) => problem(
+            line,
+            ProblemKind::Reordered,
+            format!(
+                "record {seq} is out of order: record {want} should come here, and is at {}:{}",
+                found.file.display(),
+                found.number
+            ),
+        ),
+        None if seq > want => problem(
+            line,
+            ProblemKind::Missing,
+            format!(
+                "records {want} to {} are missing before this line (deleted, or a file not given)",
+                seq - 1
+            ),
+        ),
+        None => problem(
+            line,
+            ProblemKind::Reordered,
+            format!("record {seq} appears again or out of order (expected {want})"),
+        ),
+    }
+}
+
+/// Record `seq`'s `prev` does not match the line before it: that line
+/// changed (or, without one, the chain does not start at the genesis).
+fn altered(previous: Option<&Line<'_>>, line: &Line<'_>, seq: u64) -> ChainProblem {
+    match previous {
+        Some(before) => problem(
+            before,
+            ProblemKind::Altered,
+            format!(
+                "record {} was altered: its hash no longer matches `prev` of record {seq} at {}:{}",
+                seq - 1,
+                line.file.display(),
+                line.number
+            ),
+        ),
+        None => problem(
+            line,
+            ProblemKind::Altered,
+            "the first record does not start a chain (`prev` is not the genesis hash)".into(),
+        ),
+    }
+}
+
+/// `audit.jsonl.00000000000000000042` → 42: the name the writer gives a
+/// rotated file after its first record. Other names (the active file, a
+/// copy) say nothing.
+fn rotated_seq(path: &Path) -> Option<u64> {
+    let ext = path.extension()?.to_str()?;
+    (ext.len() == 20 && ext.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| ext.parse().ok())
+        .flatten()
 }
 
 /// Files sort by their first whole record's `seq`; a file with none (only

@@ -1,5 +1,6 @@
 //! The one writer of an audit log: a thread that owns the file, assigns
-//! the chain, batches fsyncs and rotates by size.
+//! the chain, batches fsyncs, rotates by size and applies retention
+//! (`retention.rs`) at start, after each rotation and hourly.
 //!
 //! Why a thread and not a task: the file calls block, and both programs
 //! must be able to flush it from a signal path on shutdown. Callers only
@@ -22,9 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{line_hash, AuditEvent, AuditRecord, GENESIS};
+use super::{line_hash, retention, AuditEvent, AuditRecord, GENESIS};
 use crate::model::{AuditSettings, OnAuditFailure};
 
 /// Records waiting in the channel before `record` counts a failure.
@@ -33,6 +34,8 @@ const CHANNEL_CAPACITY: usize = 65_536;
 const MAX_PENDING: usize = 100_000;
 /// How far back from the end the tail of a file is read on start.
 const TAIL_BYTES: u64 = 1024 * 1024;
+/// Retention also runs this often, so `max_age` holds without traffic.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -51,6 +54,8 @@ pub struct AuditStats {
     pub written: u64,
     pub write_failures: u64,
     pub dropped: u64,
+    /// Rotated files deleted by retention (`max_age`, `max_total_size`).
+    pub files_deleted: u64,
 }
 
 #[derive(Default)]
@@ -59,6 +64,7 @@ struct Shared {
     written: AtomicU64,
     write_failures: AtomicU64,
     dropped: AtomicU64,
+    files_deleted: AtomicU64,
 }
 
 enum Message {
@@ -102,6 +108,8 @@ impl AuditLog {
             pending: VecDeque::new(),
             last_sync: Instant::now(),
             unsynced: false,
+            retention_due: true,
+            last_retention: Instant::now(),
             shared: shared.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -176,6 +184,7 @@ impl AuditLog {
             written: self.shared.written.load(Ordering::Relaxed),
             write_failures: self.shared.write_failures.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            files_deleted: self.shared.files_deleted.load(Ordering::Relaxed),
         }
     }
 }
@@ -197,12 +206,16 @@ struct Writer {
     pending: VecDeque<AuditEvent>,
     last_sync: Instant,
     unsynced: bool,
+    /// Set at start and by each rotation.
+    retention_due: bool,
+    last_retention: Instant,
     shared: Arc<Shared>,
 }
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         let mut acks = Vec::new();
+        self.retain_if_due();
         loop {
             let wait = if self.pending.is_empty() && !self.unsynced {
                 Duration::from_secs(3600)
@@ -229,6 +242,7 @@ impl Writer {
             }
             let critical = self.pending.iter().any(|e| e.kind().is_critical());
             self.write_pending();
+            self.retain_if_due();
             let due = self.last_sync.elapsed() >= self.settings.fsync_interval;
             if self.unsynced && (critical || due || stop || !acks.is_empty()) {
                 self.sync();
@@ -314,6 +328,22 @@ impl Writer {
         }
     }
 
+    /// Retention, when due, and only while the active file holds a record:
+    /// the next start then recovers the chain from it alone, whatever
+    /// retention deleted.
+    fn retain_if_due(&mut self) {
+        let due = self.retention_due || self.last_retention.elapsed() >= RETENTION_EVERY;
+        if !due || self.len == 0 {
+            return;
+        }
+        let deleted = retention::enforce(&self.settings, self.len, SystemTime::now());
+        self.shared
+            .files_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
+        self.retention_due = false;
+        self.last_retention = Instant::now();
+    }
+
     fn sync(&mut self) {
         match self.file.sync_data() {
             Ok(()) => {
@@ -348,6 +378,7 @@ impl Writer {
         self.len = 0;
         self.first_seq_in_file = self.next_seq;
         self.unsynced = false;
+        self.retention_due = true;
         if let Some(dir) = self.settings.path.parent() {
             // Make the rename itself durable.
             if let Ok(dir) = File::open(if dir.as_os_str().is_empty() {

@@ -11,5 +11,6 @@ mod dashboard;
 mod engine;
 mod prometheus;
 mod recovery;
+mod replay;
 mod runs;
 mod support;

@@ -120,7 +120,7 @@ roles = ["viewer"]
 [[route]]
 name = "jobs"
 path = "/"
-upstream = "http://127.0.0.1:{sched}"
+upstream = "http://127.0.0.1:{sched_upstream}"
 roles = ["operator", "viewer"]
 
 {gateway_extra}
@@ -175,6 +175,24 @@ impl Stack {
         scheduler_extra: &str,
         jobs: &str,
     ) -> Stack {
+        Self::start_full(docker_host, gateway_extra, scheduler_extra, jobs, None).await
+    }
+
+    /// With the `jobs` route's upstream at `upstream_port` (a relay in
+    /// front of the scheduler) instead of the scheduler's own port; the
+    /// scheduler then needs `gateway_routes = ["jobs"]`.
+    pub async fn start_relayed(upstream_port: u16, scheduler_extra: &str, jobs: &str) -> Stack {
+        let docker = shared_docker().host();
+        Self::start_full(&docker, "", scheduler_extra, jobs, Some(upstream_port)).await
+    }
+
+    async fn start_full(
+        docker_host: &str,
+        gateway_extra: &str,
+        scheduler_extra: &str,
+        jobs: &str,
+        upstream_port: Option<u16>,
+    ) -> Stack {
         let pki = TestPki::new().expect("test CA");
         let leaf = pki
             .issue("server", &["localhost", "127.0.0.1"], 30)
@@ -191,6 +209,10 @@ impl Stack {
             ("{https}".to_owned(), ports[0].to_string()),
             ("{gw_admin}".to_owned(), ports[1].to_string()),
             ("{sched}".to_owned(), ports[2].to_string()),
+            (
+                "{sched_upstream}".to_owned(),
+                upstream_port.unwrap_or(ports[2]).to_string(),
+            ),
             ("{sched_admin}".to_owned(), ports[3].to_string()),
             ("{http}".to_owned(), ports[4].to_string()),
             ("{cert}".to_owned(), leaf.cert.display().to_string()),

@@ -1,0 +1,176 @@
+//! The assertion as an attacker on the gateway → scheduler hop sees it: a
+//! relay in the middle records what the gateway sends, and the captured
+//! `X-Gatehouse-Assertion` is played again straight at the scheduler.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{job, metric_value, Stack};
+
+/// A TCP relay that forwards to a target set after it starts, keeping a
+/// copy of every byte sent towards the target.
+struct Relay {
+    port: u16,
+    target: Arc<OnceLock<SocketAddr>>,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let target = Arc::new(OnceLock::<SocketAddr>::new());
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (t, s) = (target.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Some(&to) = t.get() else { continue };
+                tokio::spawn(relay(client, to, s.clone()));
+            }
+        });
+        Relay { port, target, sent }
+    }
+
+    fn forward_to(&self, target: SocketAddr) {
+        self.target.set(target).expect("target set once");
+    }
+
+    /// The `X-Gatehouse-Assertion` of the recorded request whose request
+    /// line starts with `request_line`.
+    fn assertion_of(&self, request_line: &str) -> Option<String> {
+        let sent = self.sent.lock().expect("recording");
+        let text = String::from_utf8_lossy(&sent);
+        let start = text.find(request_line)?;
+        let head = text[start..].split("\r\n\r\n").next()?;
+        head.split("\r\n").find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("x-gatehouse-assertion")
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+async fn relay(client: TcpStream, to: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) {
+    let Ok(server) = TcpStream::connect(to).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = client_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sent.lock().expect("recording").extend_from_slice(&buf[..n]);
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
+}
+
+/// The stack with the relay between the gateway and the scheduler, and a
+/// job that may run any number of times at once (so an unprotected
+/// scheduler would start a second run for a replay).
+async fn relayed_stack() -> (Relay, Stack) {
+    let relay = Relay::start().await;
+    let stack = Stack::start_relayed(
+        relay.port,
+        "gateway_routes = [\"jobs\"]",
+        &job("hello", "command = [\"true\"]\noverlap = \"allow\""),
+    )
+    .await;
+    relay.forward_to(stack.sched);
+    (relay, stack)
+}
+
+async fn replay_run_now(stack: &Stack, assertion: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/jobs/hello/run", stack.sched))
+        .header("x-gatehouse-assertion", assertion)
+        .send()
+        .await
+        .expect("replay")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_assertion_replayed_at_the_scheduler_is_refused() {
+    let (relay, stack) = relayed_stack().await;
+
+    // The operator runs the job through the gateway, via the relay.
+    let first = stack.run_now("hello").await;
+    let assertion = relay
+        .assertion_of("POST /api/jobs/hello/run ")
+        .expect("the gateway's assertion passed the relay");
+
+    // The same bytes again, within the assertion's lifetime, straight at
+    // the scheduler: the method, path and signature all still fit.
+    let r = replay_run_now(&stack, &assertion).await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    // Refused as a replay, and the job did not run a second time.
+    let metrics = stack.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_api_denials_total{reason=\"replayed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let runs = stack.runs_of("hello").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["id"], first);
+    assert!(
+        stack.scheduler_log().contains("replayed gateway assertion"),
+        "{}",
+        stack.scheduler_log()
+    );
+
+    // The gateway signs every request afresh: the operator is unaffected.
+    stack.wait_run(first, None, Duration::from_secs(30)).await;
+    let second = stack.run_now("hello").await;
+    assert_ne!(second, first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_assertion_replayed_after_a_scheduler_restart_is_refused() {
+    let (relay, mut stack) = relayed_stack().await;
+    let first = stack.run_now("hello").await;
+    let assertion = relay
+        .assertion_of("POST /api/jobs/hello/run ")
+        .expect("the gateway's assertion passed the relay");
+    stack.wait_run(first, None, Duration::from_secs(30)).await;
+
+    // A new process has an empty replay cache; the assertion is still
+    // within its 60 s lifetime, but older than the new process (and the
+    // 5 s clock leeway).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stack.kill_scheduler("TERM");
+    stack.spawn_scheduler().await;
+    let r = replay_run_now(&stack, &assertion).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        stack
+            .scheduler_log()
+            .contains("issued before the scheduler started"),
+        "{}",
+        stack.scheduler_log()
+    );
+    let runs = stack.runs_of("hello").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+}
