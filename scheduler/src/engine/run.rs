@@ -423,8 +423,10 @@ pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-pub(crate) fn container_name(job: &str, run: i64) -> String {
-    format!("gatehouse-{job}-{run}")
+/// Container names are unique per Docker daemon, and two schedulers (two
+/// databases) may share one: the instance id keeps their run 1s apart.
+pub(crate) fn container_name(instance: &str, job: &str, run: i64) -> String {
+    format!("gatehouse-{instance}-{job}-{run}")
 }
 
 /// The hardened container for a run: every field comes from the validated
@@ -438,7 +440,7 @@ pub(crate) fn container_spec(
 ) -> ContainerSpec {
     let c = &job.container;
     ContainerSpec {
-        name: container_name(&job.name, run),
+        name: container_name(instance, &job.name, run),
         image: job.image.clone(),
         command: job.command.clone(),
         env,
