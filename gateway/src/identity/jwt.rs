@@ -230,8 +230,10 @@ fn principal(claims: &Value, config: &JwtIssuer) -> Result<Principal, IdentityEr
 }
 
 /// `iss` from the payload, before any verification: used only to choose
-/// which issuer's rules then verify the token.
-fn unverified_issuer(token: &str) -> Result<String, IdentityError> {
+/// which issuer's rules then verify the token. Public only for the
+/// `jwt_header` fuzz target; not API.
+#[doc(hidden)]
+pub fn unverified_issuer(token: &str) -> Result<String, IdentityError> {
     let payload = token.split('.').nth(1).ok_or(IdentityError::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
