@@ -61,7 +61,9 @@ fuzz_target!(|data: &[u8]| {
     // As Pingora passes it on: Content-Length dropped next to Transfer-Encoding.
     let mut without_length = headers.clone();
     if headers.contains_key(http::header::TRANSFER_ENCODING)
-        && without_length.remove(http::header::CONTENT_LENGTH).is_some()
+        && without_length
+            .remove(http::header::CONTENT_LENGTH)
+            .is_some()
     {
         let pingora_view = RequestHead {
             headers: &without_length,
