@@ -19,9 +19,25 @@ use super::*;
 /// Spellings of `.` and `..`, plain or in disguise (encoded, overlong
 /// UTF-8, fullwidth, with `;` parameters, NUL or a separator glued on).
 const DOTS: &[&str] = &[
-    ".", "..", "%2e", "%2E", "%2e%2e", ".%2E", "%C0%AE", "%C0%AE%C0%AE", "%EF%BC%8E",
-    "%EF%BC%8E%EF%BC%8E", "..;", "..;x=1", "%2e%2e%3B", "..\\", "..%5c", "..%2f", "%252e%252e",
-    ".%00", "",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%2e%2e",
+    ".%2E",
+    "%C0%AE",
+    "%C0%AE%C0%AE",
+    "%EF%BC%8E",
+    "%EF%BC%8E%EF%BC%8E",
+    "..;",
+    "..;x=1",
+    "%2e%2e%3B",
+    "..\\",
+    "..%5c",
+    "..%2f",
+    "%252e%252e",
+    ".%00",
+    "",
 ];
 
 /// Other pieces: separators in disguise, NUL, escapes, letters.
@@ -75,7 +91,10 @@ fn hostile_segment(aimed: Vec<String>) -> impl Strategy<Value = String> {
 fn prefix_and_hostile_path() -> impl Strategy<Value = (String, String)> {
     route_prefix().prop_flat_map(|prefix| {
         let segments = prop::collection::vec(hostile_segment(aimed_segments(&prefix)), 0..8);
-        (Just(prefix), segments.prop_map(|s| format!("/{}", s.join("/"))))
+        (
+            Just(prefix),
+            segments.prop_map(|s| format!("/{}", s.join("/"))),
+        )
     })
 }
 
