@@ -268,6 +268,9 @@ fn hex_upper(nibble: u8) -> char {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -246,8 +246,10 @@ impl TokenHeader {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| IdentityError::Malformed)?;
-        let raw: RawHeader =
-            serde_json::from_slice(&bytes).map_err(|_| IdentityError::Malformed)?;
+        // JSON is UTF-8 (RFC 8259); serde_json skips the bytes of fields it
+        // ignores without checking them, so check the whole header first.
+        let text = std::str::from_utf8(&bytes).map_err(|_| IdentityError::Malformed)?;
+        let raw: RawHeader = serde_json::from_str(text).map_err(|_| IdentityError::Malformed)?;
         if raw.crit.is_some() {
             return Err(IdentityError::Invalid);
         }
@@ -278,8 +280,10 @@ fn principal(claims: &Value, config: &JwtIssuer) -> Result<Principal, IdentityEr
 }
 
 /// `iss` from the payload, before any verification: used only to choose
-/// which issuer's rules then verify the token.
-fn unverified_issuer(token: &str) -> Result<String, IdentityError> {
+/// which issuer's rules then verify the token. Public only for the
+/// `jwt_header` fuzz target; not API.
+#[doc(hidden)]
+pub fn unverified_issuer(token: &str) -> Result<String, IdentityError> {
     let payload = token.split('.').nth(1).ok_or(IdentityError::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
@@ -478,6 +482,17 @@ mod tests {
         );
         assert_eq!(
             TokenHeader::parse(&token(r#"{"alg":"none"}"#)),
+            Err(IdentityError::Malformed)
+        );
+        // Found by the jwt_header fuzzer: invalid UTF-8 inside a field the
+        // parser ignores.
+        let invalid_utf8 = format!(
+            "{}.e30.sig",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(b"{\"alg\":\"RS256\",\"x\":\"\x8c\xa7\"}")
+        );
+        assert_eq!(
+            TokenHeader::parse(&invalid_utf8),
             Err(IdentityError::Malformed)
         );
         for bad in ["a.b", "a.b.c.d", "!!.e30.x", ""] {
