@@ -1,13 +1,16 @@
-//! The HTTP/1 framing checks, on raw request heads.
+//! The HTTP/1 framing and method checks, on raw request heads.
 //!
 //! The input is parsed with httparse (the parser Pingora uses) and handed to
-//! `check_request_head` twice: once with every header, and once as Pingora
-//! hands it over when `Transfer-Encoding` is present (without
-//! `Content-Length`), where only the raw bytes still show both. Whatever is
-//! accepted must have unambiguous framing.
+//! `method::check` and `check_request_head` twice: once with every header,
+//! and once as Pingora hands it over when `Transfer-Encoding` is present
+//! (without `Content-Length`), where only the raw bytes still show both.
+//! Whatever is accepted must have unambiguous framing, an upper-case method
+//! other than CONNECT and TRACE, no `_` in a header name and no `Connection`
+//! nominating a header.
 #![no_main]
 
 use gatehouse_gateway::framing::{check_request_head, check_upgrade, RequestHead};
+use gatehouse_gateway::method;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use libfuzzer_sys::fuzz_target;
 
@@ -50,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         raw_target_len: target.len(),
         raw_head: Some(raw_head),
     };
-    if check_request_head(&head, MAX_HEAD_BYTES).is_ok() {
+    if method::check(&method).is_ok() && check_request_head(&head, MAX_HEAD_BYTES).is_ok() {
         assert_unambiguous(&method, version, &headers);
         if check_upgrade(&headers, false).is_ok() {
             assert!(!headers.contains_key(http::header::UPGRADE));
@@ -79,6 +82,26 @@ fuzz_target!(|data: &[u8]| {
 /// What an accepted head must look like, restated from RFC 9112 §6.
 fn assert_unambiguous(method: &Method, version: Version, headers: &HeaderMap) {
     assert!(*method != Method::CONNECT && *method != Method::TRACE);
+    assert!(
+        !method.as_str().bytes().any(|b| b.is_ascii_lowercase()),
+        "method {method} is not upper case"
+    );
+    assert!(
+        headers.keys().all(|name| !name.as_str().contains('_')),
+        "a header name with '_'"
+    );
+    let nominations_ok = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            [&b"close"[..], b"keep-alive", b"upgrade", b"te"]
+                .iter()
+                .any(|ok| t.eq_ignore_ascii_case(ok))
+        });
+    assert!(nominations_ok, "Connection nominates a header");
     let lengths: Vec<_> = headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()

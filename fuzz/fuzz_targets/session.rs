@@ -8,14 +8,14 @@
 
 use std::sync::LazyLock;
 
-use gatehouse_gateway::identity::session::{Sealer, SessionData, FLOW_COOKIE, SESSION_COOKIE};
+use gatehouse_gateway::identity::session::{
+    Sealer, SessionData, FLOW_COOKIE, MAX_SEALED_BYTES, SESSION_COOKIE,
+};
 use gatehouse_policy::secret::SecretSource;
 use libfuzzer_sys::fuzz_target;
 
 /// The key the seeds in `corpus/session` were sealed with (fuzz/README.md).
 const TEST_KEY: &str = "gatehouse-fuzz-session-key-0123456789";
-/// `Sealer::open` refuses longer values: browsers drop cookies over 4 KB.
-const MAX_SEALED_BYTES: usize = 4000;
 
 static SEALER: LazyLock<Sealer> = LazyLock::new(|| {
     let key = SecretSource::Inline(TEST_KEY)
