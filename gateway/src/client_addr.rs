@@ -6,6 +6,9 @@
 //! it, so reading both would let a client pick its own address.
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use gatehouse_policy::ClientIpHeader;
 use http::HeaderMap;
@@ -67,6 +70,43 @@ pub fn network_key(ip: IpAddr, v6_prefix: u8) -> IpNet {
                 .map(IpNet::V6)
                 .unwrap_or(IpNet::V6(Ipv6Net::from(v6)))
         }
+    }
+}
+
+/// How many of something (connections, password checks) each client
+/// network has in flight, each taken under a bound and given back when its
+/// [`NetworkSlot`] drops; a network's entry goes when its count is zero.
+#[derive(Clone, Default)]
+pub struct PerNetwork(Arc<DashMap<IpNet, usize>>);
+
+impl PerNetwork {
+    /// One more for `network`, unless it already has `max`.
+    pub fn try_take(&self, network: IpNet, max: usize) -> Option<NetworkSlot> {
+        let mut count = self.0.entry(network).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(NetworkSlot {
+            counts: self.0.clone(),
+            network,
+        })
+    }
+}
+
+/// One taken from a [`PerNetwork`]; given back on drop, also when the
+/// request or connection goes away half-way.
+pub struct NetworkSlot {
+    counts: Arc<DashMap<IpNet, usize>>,
+    network: IpNet,
+}
+
+impl Drop for NetworkSlot {
+    fn drop(&mut self) {
+        self.counts.remove_if_mut(&self.network, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
     }
 }
 
@@ -213,6 +253,17 @@ mod tests {
             client_ip(ip("10.0.0.1"), &spoofed, &trusted, XFF),
             ip("203.0.113.7")
         );
+    }
+
+    #[test]
+    fn slots_per_network_are_bounded_and_given_back() {
+        let slots = PerNetwork::default();
+        let net = network_key(ip("192.0.2.1"), 64);
+        let first = slots.try_take(net, 2).unwrap();
+        let _second = slots.try_take(net, 2).unwrap();
+        assert!(slots.try_take(net, 2).is_none());
+        drop(first);
+        assert!(slots.try_take(net, 2).is_some());
     }
 
     #[test]

@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use dashmap::DashMap;
-use ipnet::IpNet;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -37,7 +35,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::client_addr::{is_trusted, network_key};
+use crate::client_addr::{is_trusted, network_key, NetworkSlot, PerNetwork};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -49,7 +47,7 @@ pub struct ConnectionCap<A> {
     pub max: usize,
     /// Shared with the drain watcher, which waits for it to reach zero.
     pub open: Arc<AtomicUsize>,
-    pub per_address: Arc<DashMap<IpNet, usize>>,
+    pub per_address: PerNetwork,
     pub metrics: Arc<Metrics>,
 }
 
@@ -57,19 +55,13 @@ pub struct ConnectionCap<A> {
 struct OpenGuard<'a> {
     open: &'a AtomicUsize,
     metrics: &'a Metrics,
-    address: Option<(&'a DashMap<IpNet, usize>, IpNet)>,
+    _address: Option<NetworkSlot>,
 }
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.connections.dec();
-        if let Some((map, network)) = self.address {
-            map.remove_if_mut(&network, |_, count| {
-                *count = count.saturating_sub(1);
-                *count == 0
-            });
-        }
     }
 }
 
@@ -84,25 +76,27 @@ impl<A> ConnectionCap<A> {
         let policy = &snapshot.policy;
         // A trusted proxy carries many clients on its connections.
         let counted = peer.filter(|ip| !is_trusted(*ip, &policy.trusted_proxies));
-        let mut guard = OpenGuard {
+        let address = match counted {
+            None => None,
+            Some(ip) => {
+                let network = network_key(ip, policy.rate_limits.ipv6_prefix);
+                let slot = self
+                    .per_address
+                    .try_take(network, policy.limits.max_connections_per_address);
+                if slot.is_none() {
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    self.metrics.connections_refused.inc();
+                    return None;
+                }
+                slot
+            }
+        };
+        self.metrics.connections.inc();
+        Some(OpenGuard {
             open: &self.open,
             metrics: &self.metrics,
-            address: None,
-        };
-        if let Some(ip) = counted {
-            let network = network_key(ip, policy.rate_limits.ipv6_prefix);
-            let mut count = self.per_address.entry(network).or_insert(0);
-            if *count >= policy.limits.max_connections_per_address {
-                drop(count);
-                drop(guard);
-                self.metrics.connections_refused.inc();
-                return None;
-            }
-            *count += 1;
-            guard.address = Some((&self.per_address, network));
-        }
-        self.metrics.connections.inc();
-        Some(guard)
+            _address: address,
+        })
     }
 }
 

@@ -193,6 +193,22 @@ impl Refusal {
         self.events.push(event);
         self
     }
+
+    /// Who was refused: named in the access log and as the actor of the
+    /// refusal's audit records that name none yet.
+    pub fn of(mut self: Box<Self>, principal: Option<&Principal>) -> Box<Self> {
+        if let Some(p) = principal {
+            self.events = std::mem::take(&mut self.events)
+                .into_iter()
+                .map(|event| match event.actor_method() {
+                    Some(_) => event,
+                    None => event.actor(p.subject.as_str(), p.kind.as_str()),
+                })
+                .collect();
+            self.principal = Some(p.clone());
+        }
+        self
+    }
 }
 
 impl From<Reason> for Box<Refusal> {

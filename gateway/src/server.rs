@@ -19,6 +19,7 @@ use pingora::services::listening::Service;
 
 use crate::assertion::AssertionSigner;
 use crate::audit::Audit;
+use crate::client_addr::PerNetwork;
 use crate::connection::ConnectionCap;
 use crate::identity::IdentityState;
 use crate::listeners::{Admin, RedirectToHttps};
@@ -103,7 +104,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         snapshot: snapshot.clone(),
         max: max_connections,
         open: open_connections.clone(),
-        per_address: Arc::default(),
+        per_address: PerNetwork::default(),
         metrics: metrics.clone(),
     };
     let mut https = Service::new("https".into(), capped);

@@ -25,12 +25,11 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use dashmap::DashMap;
 use gatehouse_policy::{BasicUser, IdentityKind};
-use ipnet::IpNet;
 use tokio::sync::OnceCell;
 
 use super::password::PasswordPool;
 use super::{IdentityError, LoginAttempts, Principal};
-use crate::client_addr::network_key;
+use crate::client_addr::{network_key, PerNetwork};
 
 /// Delay added to every failed login, to slow online guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(300);
@@ -56,7 +55,7 @@ pub(super) struct BasicUsers {
     mac_key: ring::hmac::Key,
     verified: Mutex<HashMap<CredentialKey, (Principal, Instant)>>,
     in_flight: DashMap<CredentialKey, Arc<OnceCell<Outcome>>>,
-    per_address: Arc<DashMap<IpNet, usize>>,
+    in_flight_per_address: PerNetwork,
     max_per_address: usize,
     ipv6_prefix: u8,
 }
@@ -82,7 +81,7 @@ impl BasicUsers {
             mac_key,
             verified: Mutex::new(HashMap::new()),
             in_flight: DashMap::new(),
-            per_address: Arc::new(DashMap::new()),
+            in_flight_per_address: PerNetwork::default(),
             max_per_address: limits.password_checks_per_address,
             ipv6_prefix: limits.ipv6_prefix,
         }
@@ -121,7 +120,11 @@ impl BasicUsers {
         client_ip: IpAddr,
         attempts: &dyn LoginAttempts,
     ) -> Outcome {
-        let _slot = self.address_slot(client_ip)?;
+        let network = network_key(client_ip, self.ipv6_prefix);
+        let _slot = self
+            .in_flight_per_address
+            .try_take(network, self.max_per_address)
+            .ok_or(IdentityError::Busy)?;
         if !attempts.start() {
             return Err(IdentityError::AttemptRefused);
         }
@@ -178,35 +181,6 @@ impl BasicUsers {
             }
         }
         verified.insert(key, (principal, Instant::now()));
-    }
-
-    fn address_slot(&self, client_ip: IpAddr) -> Result<AddressSlot, IdentityError> {
-        let network = network_key(client_ip, self.ipv6_prefix);
-        let mut in_flight = self.per_address.entry(network).or_insert(0);
-        if *in_flight >= self.max_per_address {
-            return Err(IdentityError::Busy);
-        }
-        *in_flight += 1;
-        Ok(AddressSlot {
-            map: self.per_address.clone(),
-            network,
-        })
-    }
-}
-
-/// One check in flight for an address; given back on drop, also when the
-/// request goes away mid-check.
-struct AddressSlot {
-    map: Arc<DashMap<IpNet, usize>>,
-    network: IpNet,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        self.map.remove_if_mut(&self.network, |_, count| {
-            *count = count.saturating_sub(1);
-            *count == 0
-        });
     }
 }
 

@@ -66,15 +66,27 @@ impl Gateway {
         }
     }
 
-    /// What a passed request leaves behind: the rate-limit headers for the
-    /// response, an ended engagement, an API key's first use from here.
+    /// What a passed request leaves behind: a refreshed session cookie, the
+    /// rate-limit headers for the response, an ended engagement, an API
+    /// key's first use from here.
     pub(super) fn passed(
         &self,
         ctx: &mut RequestCtx,
+        request_headers: &http::HeaderMap,
         principal: Option<Principal>,
         permit: Permit,
         allowance: Allowance,
     ) {
+        // A session's idle timeout slides with use: re-seal it now and then.
+        if principal
+            .as_ref()
+            .is_some_and(|p| p.kind == gatehouse_policy::IdentityKind::Oidc)
+        {
+            ctx.refreshed_session = ctx
+                .snapshot
+                .authenticator
+                .refreshed_session_cookie(request_headers);
+        }
         ctx.rate_headers = Some(rate_limit::headers(
             allowance.tier,
             allowance.rate,

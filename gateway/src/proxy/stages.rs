@@ -103,11 +103,8 @@ impl Gateway {
         // 7. path
         let (path, query) = path::normalize_path_and_query(req.raw_path())?;
         // 8. gateway endpoints
-        if req.method == http::Method::GET && path.as_str() == JWKS_PATH {
-            return Ok(Verdict::Answer(GatewayResponse::status(200).with_body(
-                "application/jwk-set+json",
-                self.assertion.jwks().to_owned(),
-            )));
+        if let Some(answer) = self.jwks(req, &path) {
+            return Ok(Verdict::Answer(answer));
         }
         if let Some(answer) = self.login_endpoint(req, &path, query, ctx).await? {
             return Ok(Verdict::Answer(answer));
@@ -140,24 +137,20 @@ impl Gateway {
         let allowance = snapshot
             .rate_limits
             .check_request(route, principal.as_ref(), client_ip)
-            .map_err(|limited| {
-                let mut refusal = Refusal::rate_limited(limited);
-                refusal.principal = principal.clone();
-                refusal
-            })?;
+            .map_err(|limited| Refusal::rate_limited(limited).of(principal.as_ref()))?;
         // 15. authorization
         let permit = self.authorize(req, route, &snapshot, principal.as_ref(), client_ip)?;
 
-        if principal
-            .as_ref()
-            .is_some_and(|p| p.kind == IdentityKind::Oidc)
-        {
-            ctx.refreshed_session = snapshot
-                .authenticator
-                .refreshed_session_cookie(&req.headers);
-        }
-        self.passed(ctx, principal, permit, allowance);
+        self.passed(ctx, &req.headers, principal, permit, allowance);
         Ok(Verdict::Proxy)
+    }
+
+    /// The gateway's public keys, for upstreams verifying assertions.
+    fn jwks(&self, req: &RequestHeader, path: &NormalizedPath) -> Option<GatewayResponse> {
+        (req.method == http::Method::GET && path.as_str() == JWKS_PATH).then(|| {
+            GatewayResponse::status(200)
+                .with_body("application/jwk-set+json", self.assertion.jwks().to_owned())
+        })
     }
 
     /// Stage 1: the client address, and a request id (a trusted proxy's,
@@ -209,17 +202,16 @@ impl Gateway {
                 // window is one summary (see `audit`).
                 let client = snapshot.rate_limits.client_key(client_ip).describe();
                 if self.audit.first_anonymous_denial(client, &route.name) {
-                    refusal.event(denied_event(None, denial.rule(), "unauthenticated"))
+                    refusal.event(denied_event(denial.rule(), "unauthenticated"))
                 } else {
                     refusal
                 }
             }
             Denial::Forbidden { reason, .. } => Refusal::new(Reason::Forbidden(*reason))
-                .event(denied_event(principal, denial.rule(), reason.reason())),
+                .event(denied_event(denial.rule(), reason.reason())),
         };
         refusal.rule = Some(denial.rule().to_owned());
-        refusal.principal = principal.cloned();
-        Err(refusal)
+        Err(refusal.of(principal))
     }
 }
 
@@ -297,13 +289,9 @@ fn csrf(
     if !browser_attached || same_origin_proof(req, public_origin) {
         return Ok(());
     }
-    let mut refusal = Refusal::new(Reason::CsrfCrossSite).event(denied_event(
-        Some(principal),
-        "csrf",
-        "csrf-cross-site",
-    ));
-    refusal.principal = Some(principal.clone());
-    Err(refusal)
+    Err(Refusal::new(Reason::CsrfCrossSite)
+        .event(denied_event("csrf", "csrf-cross-site"))
+        .of(Some(principal)))
 }
 
 fn same_origin_proof(req: &RequestHeader, public_origin: &str) -> bool {
@@ -326,15 +314,11 @@ fn same_origin_proof(req: &RequestHeader, public_origin: &str) -> bool {
     }
 }
 
-/// An `access.denied` record.
-fn denied_event(principal: Option<&Principal>, rule: &str, reason: &str) -> AuditEvent {
-    let mut event = AuditEvent::new(EventKind::AccessDenied, Outcome::Denied)
+/// An `access.denied` record; `Refusal::of` names the caller as its actor.
+fn denied_event(rule: &str, reason: &str) -> AuditEvent {
+    AuditEvent::new(EventKind::AccessDenied, Outcome::Denied)
         .detail("reason", reason)
-        .detail("rule", rule);
-    if let Some(p) = principal {
-        event = event.actor(p.subject.as_str(), p.kind.as_str());
-    }
-    event
+        .detail("rule", rule)
 }
 
 /// A browser navigation (GET/HEAD asking for HTML) to a route that accepts
