@@ -170,6 +170,7 @@ impl Converter<'_> {
             gateway_jwks: gateway_jwks?,
             gateway_issuer: listen?.public_origin.as_str().to_owned(),
             gateway_routes,
+            notify: self.notify_settings(&raw.notify),
         })
     }
 
@@ -359,6 +360,7 @@ impl Converter<'_> {
             run_roles: self.role_refs(roles, &r.run_roles),
             view_roles: self.role_refs(roles, &r.view_roles),
             container: container?,
+            notify: self.job_notify(&r.notify, &scheduler.notify),
         })
     }
 

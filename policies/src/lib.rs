@@ -15,13 +15,16 @@ mod convert_abuse;
 mod convert_access;
 mod convert_container;
 mod convert_identity;
+mod convert_notify;
 mod convert_route;
 mod convert_scheduler;
 mod error;
 pub mod healthcheck;
 pub mod identity;
 pub mod model;
+pub mod notify;
 mod raw;
+mod raw_notify;
 mod raw_scheduler;
 pub mod schedule;
 pub mod scheduler;
@@ -122,5 +125,7 @@ fn syntax_hint(message: &str) -> &'static str {
 mod tests;
 #[cfg(test)]
 mod tests_edge;
+#[cfg(test)]
+mod tests_notify;
 #[cfg(test)]
 mod tests_scheduler;

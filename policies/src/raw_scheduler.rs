@@ -33,6 +33,7 @@ pub(crate) struct RawScheduler {
     pub gateway_jwks: Option<S<String>>,
     #[serde(default)]
     pub gateway_routes: Vec<S<String>>,
+    pub notify: Option<S<crate::raw_notify::RawNotify>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +69,7 @@ pub(crate) struct RawJob {
     pub view_roles: Vec<S<String>>,
     #[serde(default)]
     pub container: RawContainer,
+    pub notify: Option<S<crate::raw_notify::RawJobNotify>>,
 }
 
 /// `NAME = "value"`, or `NAME = { value = "...", file = "...", sensitive = true }`.

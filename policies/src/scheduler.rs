@@ -44,6 +44,8 @@ pub struct SchedulerSettings {
     /// assertions this scheduler accepts.
     pub gateway_issuer: String,
     pub gateway_routes: Vec<String>,
+    /// `[scheduler.notify]`: channels, defaults and the SSRF guard.
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// Whether an upstream `host:port` reaches a scheduler listening on
@@ -140,6 +142,8 @@ pub struct Job {
     pub run_roles: BTreeSet<RoleName>,
     pub view_roles: BTreeSet<RoleName>,
     pub container: ContainerSettings,
+    /// Who hears about this job's outcomes; empty `to` means nobody.
+    pub notify: crate::notify::JobNotify,
 }
 
 impl Job {

@@ -400,6 +400,18 @@ impl Engine {
 
     /// The last `cap` bytes of stdout and stderr, interleaved as written.
     pub async fn logs(&self, id: &str, cap: usize) -> Result<CapturedLogs, DockerError> {
+        self.logs_masked(id, cap, &crate::mask::Masker::default())
+            .await
+    }
+
+    /// [`Engine::logs`], masked as they stream (before the cut, so no
+    /// value is half-kept).
+    pub async fn logs_masked(
+        &self,
+        id: &str,
+        cap: usize,
+        mask: &crate::mask::Masker,
+    ) -> Result<CapturedLogs, DockerError> {
         let options = LogsOptions {
             follow: false,
             stdout: true,
@@ -410,10 +422,12 @@ impl Engine {
         };
         let mut stream = self.docker.logs(id, Some(options));
         let mut tail = TailBuffer::new(cap);
+        let mut masked = mask.stream();
         while let Some(item) = stream.next().await {
             let output = item.map_err(|err| DockerError::for_container(err, id))?;
-            tail.push(output.as_ref());
+            tail.push(&masked.push(output.as_ref()));
         }
+        tail.push(&masked.finish());
         Ok(tail.finish())
     }
 

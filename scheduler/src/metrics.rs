@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Live assertions held for the replay check; near the capacity,
     /// new requests get 503.
     pub assertions_remembered: IntGauge,
+    /// Notification deliveries, by channel and outcome.
+    pub notifications: IntCounterVec,
 }
 
 fn must<T>(metric: Result<T, prometheus::Error>) -> T {
@@ -117,6 +119,13 @@ impl Metrics {
             "gatehouse_scheduler_assertions_remembered",
             "Live gateway assertions held for the replay check (new ones are refused at 100000)",
         ));
+        let notifications = must(IntCounterVec::new(
+            Opts::new(
+                "gatehouse_scheduler_notifications_total",
+                "Notification deliveries, by channel and outcome (delivered, failed, refused by the SSRF guard, dropped on a full queue)",
+            ),
+            &["channel", "outcome"],
+        ));
         for c in [
             Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(run_duration.clone()),
@@ -131,6 +140,7 @@ impl Metrics {
             Box::new(audit_healthy.clone()),
             Box::new(audit_files_deleted.clone()),
             Box::new(assertions_remembered.clone()),
+            Box::new(notifications.clone()),
         ] {
             must(registry.register(c));
         }
@@ -149,6 +159,7 @@ impl Metrics {
             audit_healthy,
             audit_files_deleted,
             assertions_remembered,
+            notifications,
         })
     }
 

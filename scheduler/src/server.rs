@@ -49,7 +49,7 @@ pub fn check(policy: &Policy) -> anyhow::Result<()> {
             tracing::warn!(job = %job.name, image = %job.image, "image is not pinned by digest (@sha256:…)");
         }
     }
-    let _ = settings;
+    crate::notify::check(&settings.notify)?;
     Ok(())
 }
 

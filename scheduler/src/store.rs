@@ -367,6 +367,29 @@ impl Store {
         })
     }
 
+    /// The outcome of `job`'s last finished run before `before` that no
+    /// retry followed (a retried failure is not the job's final word):
+    /// how a success is known to be a recovery.
+    pub fn previous_outcome(
+        &self,
+        job: &str,
+        before: i64,
+    ) -> Result<Option<RunStatus>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT status FROM runs AS r
+                 WHERE job = ?1 AND id < ?2
+                   AND status IN ('succeeded', 'failed', 'timed_out', 'lost')
+                   AND NOT EXISTS (SELECT 1 FROM runs AS n WHERE n.retry_of = r.id)
+                 ORDER BY id DESC LIMIT 1",
+                params![job, before],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        })
+        .map(|s| s.as_deref().and_then(RunStatus::parse))
+    }
+
     /// The last scheduled time the scheduler acted on for `job`, so that a
     /// restart knows what it missed.
     pub fn last_planned(&self, job: &str) -> Result<Option<i64>, StoreError> {

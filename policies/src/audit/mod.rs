@@ -50,6 +50,8 @@ pub enum EventKind {
     RunFinish,
     RunSkip,
     RunLost,
+    /// A notification about a run was delivered, failed or was dropped.
+    NotifyDelivery,
 }
 
 impl EventKind {
@@ -72,6 +74,7 @@ impl EventKind {
             EventKind::RunFinish => "run.finish",
             EventKind::RunSkip => "run.skip",
             EventKind::RunLost => "run.lost",
+            EventKind::NotifyDelivery => "notify.delivery",
         }
     }
 

@@ -82,6 +82,7 @@ pub struct Engine {
     pub(crate) docker: Arc<docker::Engine>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
+    pub(crate) notifier: crate::notify::Notifier,
     /// Labels our containers; derived from the run history's path, since
     /// containers belong to the database that records them.
     pub(crate) instance: String,
@@ -104,7 +105,10 @@ impl Engine {
     ) -> Arc<Engine> {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs));
         let instance = instance_id(&settings.database);
+        let notifier =
+            crate::notify::Notifier::start(&settings.notify, metrics.clone(), audit.clone());
         let engine = Arc::new(Engine {
+            notifier,
             instance,
             settings,
             store,

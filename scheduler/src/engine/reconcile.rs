@@ -66,6 +66,7 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> 
                         started_at,
                         Instant::now() + Duration::from_secs(3600),
                         &mut stop,
+                        &adopted_mask(&job),
                     )
                     .await;
                 engine.unregister(run.id);
@@ -117,10 +118,23 @@ fn adopt(engine: &Arc<Engine>, job: Arc<Job>, run: Run, container: String) {
                 started_at,
                 deadline,
                 &mut stop,
+                &adopted_mask(&job),
             )
             .await;
         engine.unregister(run.id);
     });
+}
+
+/// An adopted run's masker, from the job's env read now: the previous
+/// process's values are gone, and a secret rotated meanwhile is missed.
+fn adopted_mask(job: &Job) -> crate::mask::Masker {
+    match super::run::resolve_env(job) {
+        Ok(env) => crate::mask::Masker::for_env(job, &env),
+        Err(reason) => {
+            tracing::warn!(job = %job.name, %reason, "cannot read the env to mask an adopted run's output");
+            crate::mask::Masker::default()
+        }
+    }
 }
 
 /// A run of a job the current policy no longer has is still settled, with
@@ -154,5 +168,6 @@ fn placeholder_job(engine: &Engine, name: &str) -> Job {
             tmp_size: 0,
             mounts: Vec::new(),
         },
+        notify: engine.settings.notify.default.clone(),
     }
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{Engine, StopReason};
 use crate::audit;
 use crate::docker::{self, ContainerSpec, DockerError, Exit};
+use crate::mask::Masker;
 use crate::store::{now_ms, Finish, RunStatus, Trigger};
 
 /// How supervision of a container ended.
@@ -145,6 +146,7 @@ impl Engine {
             self.docker_error("ensure_image", &e);
             return Some(self.fail_before_start(job, id, trigger, e.to_string()));
         }
+        let mask = Masker::for_env(job, &env);
         let spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
@@ -181,8 +183,10 @@ impl Engine {
 
         // 4. Supervise until it ends, then record.
         let deadline = Instant::now() + job.timeout;
-        self.supervise_and_record(job, id, trigger, &container, started_at, deadline, stop)
-            .await
+        self.supervise_and_record(
+            job, id, trigger, &container, started_at, deadline, stop, &mask,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -195,6 +199,7 @@ impl Engine {
         started_at: i64,
         deadline: Instant,
         stop: &mut watch::Receiver<Option<StopReason>>,
+        mask: &Masker,
     ) -> Option<RunStatus> {
         self.metrics.running.inc();
         let ending = self.supervise(container, deadline, stop).await;
@@ -229,7 +234,7 @@ impl Engine {
         };
         let logs = match self
             .docker
-            .logs(container, self.settings.log_cap as usize)
+            .logs_masked(container, self.settings.log_cap as usize, mask)
             .await
         {
             Ok(logs) => Some(logs),
@@ -367,6 +372,7 @@ impl Engine {
             finish.exit_code,
             finish.reason.as_deref(),
         ));
+        crate::notify::on_recorded(self, job, id, status, &finish);
         status
     }
 

@@ -1,0 +1,203 @@
+//! The delivery worker: takes deliveries off the queue, sends each through
+//! its channel with retries, and records how it ended.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome as AuditOutcome};
+use gatehouse_policy::notify::{ChannelKind, NotifySettings};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::guard::{Guard, Refusal};
+use super::{email, http, slack, webhook, Delivery, RunNotice};
+use crate::audit::Audit;
+use crate::metrics::Metrics;
+
+/// Deliveries sent at once; the rest wait on the queue.
+const IN_FLIGHT: usize = 8;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("refused by the SSRF guard: {0}")]
+    Refused(#[from] Refusal),
+    #[error("cannot read the channel's secret: {0}")]
+    Secret(String),
+    #[error("the receiver answered with a redirect ({0}), which is not followed")]
+    Redirect(u16),
+    #[error("the receiver answered {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Transport(String),
+    #[error("SMTP: {message}")]
+    Smtp { message: String, transient: bool },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DeliveryError {
+    /// Whether trying again may help: network trouble, 5xx, 408 and 429.
+    fn is_transient(&self) -> bool {
+        match self {
+            DeliveryError::Transport(_) => true,
+            DeliveryError::Status(code) => *code >= 500 || *code == 408 || *code == 429,
+            DeliveryError::Smtp { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+/// How a delivery ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Failed,
+    /// The guard refused the destination.
+    Refused,
+    /// The queue was full.
+    Dropped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// Step 4: the metric, the audit record and (for failures) a log line.
+pub(super) fn record(
+    metrics: &Metrics,
+    audit: &Audit,
+    channel: &str,
+    notice: &RunNotice,
+    attempts: u32,
+    outcome: Outcome,
+    error: Option<&str>,
+) {
+    metrics
+        .notifications
+        .with_label_values(&[channel, outcome.as_str()])
+        .inc();
+    let audit_outcome = match outcome {
+        Outcome::Delivered => AuditOutcome::Success,
+        Outcome::Refused => AuditOutcome::Denied,
+        Outcome::Failed | Outcome::Dropped => AuditOutcome::Failure,
+    };
+    let mut event = AuditEvent::new(EventKind::NotifyDelivery, audit_outcome)
+        .actor("scheduler", "system")
+        .detail("channel", channel)
+        .detail("job", notice.job.clone())
+        .detail("run", notice.run)
+        .detail("event", notice.event)
+        .detail("outcome", outcome.as_str())
+        .detail("attempts", attempts);
+    if let Some(error) = error {
+        event = event.detail("error", error);
+        tracing::warn!(channel, job = %notice.job, run = notice.run, outcome = outcome.as_str(), attempts, %error, "notification not delivered");
+    } else {
+        tracing::info!(channel, job = %notice.job, run = notice.run, event = notice.event, "notification delivered");
+    }
+    audit.record(event);
+}
+
+pub(super) struct Worker {
+    settings: NotifySettings,
+    guard: Guard,
+    http: Option<reqwest::Client>,
+    metrics: Arc<Metrics>,
+    audit: Audit,
+}
+
+impl Worker {
+    pub fn new(settings: NotifySettings, metrics: Arc<Metrics>, audit: Audit) -> Worker {
+        let guard = Guard::new(settings.guard.clone());
+        let http = http::client(&guard)
+            .map_err(|e| tracing::error!(error = %e, "cannot build the notification HTTP client"))
+            .ok();
+        Worker {
+            settings,
+            guard,
+            http,
+            metrics,
+            audit,
+        }
+    }
+
+    pub async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
+        let worker = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        while let Some(delivery) = queue.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                worker.deliver(delivery).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Step 3: every attempt, then the record.
+    async fn deliver(&self, delivery: Delivery) {
+        let attempts = AtomicU32::new(0);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(FIRST_BACKOFF)
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_times(self.settings.retries as usize)
+            .with_jitter();
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&delivery).await
+        })
+        .retry(backoff)
+        .when(DeliveryError::is_transient)
+        .notify(|error, wait| {
+            tracing::info!(channel = %delivery.channel, %error, ?wait, "notification attempt failed; retrying");
+        })
+        .await;
+        let (outcome, error) = match &result {
+            Ok(()) => (Outcome::Delivered, None),
+            Err(e @ DeliveryError::Refused(_)) => (Outcome::Refused, Some(e.to_string())),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        record(
+            &self.metrics,
+            &self.audit,
+            &delivery.channel,
+            &delivery.notice,
+            attempts.load(Ordering::Relaxed),
+            outcome,
+            error.as_deref(),
+        );
+    }
+
+    async fn attempt(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let channel = self
+            .settings
+            .channel(&delivery.channel)
+            .ok_or_else(|| DeliveryError::Invalid("no such channel".into()))?;
+        let http = || {
+            self.http
+                .as_ref()
+                .ok_or_else(|| DeliveryError::Invalid("no HTTP client".into()))
+        };
+        let notice = &delivery.notice;
+        match &channel.kind {
+            ChannelKind::Webhook { url, secret } => {
+                webhook::send(http()?, &self.guard, url, secret, notice).await
+            }
+            ChannelKind::Slack { url } => slack::send(http()?, &self.guard, url, notice).await,
+            ChannelKind::Email(mail) => email::send(&self.guard, mail, notice).await,
+        }
+    }
+}
