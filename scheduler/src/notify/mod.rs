@@ -225,3 +225,52 @@ pub fn check(settings: &NotifySettings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice() -> RunNotice {
+        RunNotice {
+            event: "failed",
+            job: "nightly".into(),
+            run: 7,
+            attempt: 1,
+            status: "failed",
+            exit_code: Some(3),
+            reason: None,
+            finished_at: 0,
+            log_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Metrics::new();
+        // A queue of one that nobody empties: the worker is stuck.
+        let (queue, _stuck) = mpsc::channel(1);
+        let notifier = Notifier {
+            queue,
+            metrics: metrics.clone(),
+            audit: Audit::default(),
+        };
+        let started = std::time::Instant::now();
+        notifier.enqueue(notice(), &["a".into(), "b".into(), "c".into()]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let dropped = |channel: &str| {
+            metrics
+                .notifications
+                .with_label_values(&[channel, "dropped"])
+                .get()
+        };
+        assert_eq!((dropped("a"), dropped("b"), dropped("c")), (0, 1, 1));
+    }
+
+    #[test]
+    fn the_summary_names_the_job_event_and_exit() {
+        assert_eq!(
+            notice().summary(),
+            "Gatehouse: job nightly failed (run 7, attempt 1, exit code 3)"
+        );
+    }
+}
