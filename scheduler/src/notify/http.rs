@@ -90,3 +90,96 @@ fn describe(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use gatehouse_policy::notify::{GuardSettings, HostPattern};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A guard that lets the test reach its own server on 127.0.0.1.
+    fn loopback_guard(timeout: Duration, max_response: u64) -> Guard {
+        Guard::new(GuardSettings {
+            allow_hosts: vec![HostPattern::Ip([127, 0, 0, 1].into())],
+            insecure_allow_networks: vec!["127.0.0.1/32".parse().expect("CIDR")],
+            timeout,
+            max_response,
+        })
+    }
+
+    /// Serves one connection with `answer` after reading the request head.
+    async fn serve_once(
+        answer: impl FnOnce(tokio::net::TcpStream) -> tokio::task::JoinHandle<()> + Send + 'static,
+    ) -> url::Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let _ = answer(stream).await;
+            }
+        });
+        url::Url::parse(&format!("http://{addr}/hook")).expect("url")
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_times_out() {
+        let url = serve_once(|stream| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(stream);
+            })
+        })
+        .await;
+        let guard = loopback_guard(Duration::from_secs(1), 1024);
+        let started = Instant::now();
+        let result = post(
+            &client(&guard).expect("client"),
+            &guard,
+            &url,
+            HeaderMap::new(),
+            b"{}".to_vec(),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(DeliveryError::Transport(ref e)) if e.contains("timed out")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_up_to_the_cap() {
+        let url = serve_once(|mut stream| {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n")
+                    .await;
+                let chunk = vec![b'x'; 16 * 1024];
+                // Until the client hangs up.
+                while stream.write_all(&chunk).await.is_ok() {}
+            })
+        })
+        .await;
+        // Read to its end, the answer would last until the timeout; the
+        // cap ends the attempt long before.
+        let guard = loopback_guard(Duration::from_secs(5), 64 * 1024);
+        let started = Instant::now();
+        let result = post(
+            &client(&guard).expect("client"),
+            &guard,
+            &url,
+            HeaderMap::new(),
+            b"{}".to_vec(),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_millis(2500));
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
