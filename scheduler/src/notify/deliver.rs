@@ -201,3 +201,104 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use gatehouse_policy::notify::{Channel, GuardSettings, HostPattern, SecretRef};
+    use gatehouse_policy::secret::SecretSource;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A receiver on 127.0.0.1 answering `statuses` in turn (the last one
+    /// from then on); returns its URL and how many requests it got.
+    async fn receiver(statuses: &'static [u16]) -> (url::Url, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let mut head = [0u8; 8192];
+                let _ = stream.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let url = url::Url::parse(&format!("http://{addr}/hook")).expect("url");
+        (url, hits)
+    }
+
+    fn worker(url: url::Url, metrics: Arc<Metrics>) -> Worker {
+        let secret = SecretSource::Inline("whsec-0123456789")
+            .resolve(|_| None)
+            .expect("secret");
+        let settings = NotifySettings {
+            channels: vec![Channel {
+                name: "hook".into(),
+                kind: ChannelKind::Webhook {
+                    url,
+                    secret: SecretRef::Inline(secret),
+                },
+            }],
+            guard: GuardSettings {
+                allow_hosts: vec![HostPattern::Ip([127, 0, 0, 1].into())],
+                insecure_allow_networks: vec!["127.0.0.1/32".parse().expect("CIDR")],
+                ..GuardSettings::default()
+            },
+            retries: 3,
+            ..NotifySettings::default()
+        };
+        Worker::new(settings, metrics, Audit::default())
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            channel: "hook".into(),
+            notice: Arc::new(RunNotice {
+                event: "failed",
+                job: "nightly".into(),
+                run: 1,
+                attempt: 1,
+                status: "failed",
+                exit_code: Some(1),
+                reason: None,
+                finished_at: 0,
+                log_tail: String::new(),
+            }),
+        }
+    }
+
+    fn count(metrics: &Metrics, outcome: &str) -> u64 {
+        metrics
+            .notifications
+            .with_label_values(&["hook", outcome])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_delivered() {
+        let (url, hits) = receiver(&[503, 429, 200]).await;
+        let metrics = Metrics::new();
+        worker(url, metrics.clone()).deliver(delivery()).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        assert_eq!(count(&metrics, "delivered"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_not_retried() {
+        let (url, hits) = receiver(&[403]).await;
+        let metrics = Metrics::new();
+        worker(url, metrics.clone()).deliver(delivery()).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(count(&metrics, "failed"), 1);
+    }
+}
