@@ -23,8 +23,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
+    // Not `#[from]`: that would also make the refusal the error's source,
+    // and reports that print the chain would say it twice.
     #[error("refused by the SSRF guard: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     #[error("cannot read the channel's secret: {0}")]
     Secret(String),
     #[error("the receiver answered with a redirect ({0}), which is not followed")]
@@ -37,6 +39,12 @@ pub enum DeliveryError {
     Smtp { message: String, transient: bool },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<Refusal> for DeliveryError {
+    fn from(refusal: Refusal) -> Self {
+        DeliveryError::Refused(refusal)
+    }
 }
 
 impl DeliveryError {
