@@ -8,8 +8,10 @@
 //!    hardened container (row first, then container, so a crash leaves a
 //!    row to reconcile), starts it and supervises it until it exits, times
 //!    out, is cancelled or replaced;
-//! 4. the outcome, exit code, OOM flag and capped logs are recorded and the
-//!    container is removed; a failure may queue a retry after a backoff.
+//! 4. the outcome, exit code, OOM flag and capped logs (sensitive env
+//!    values masked, `mask.rs`) are recorded and the container is removed;
+//!    a failure may queue a retry after a backoff. Recording queues the
+//!    run's notifications (`notify::on_recorded`), which never wait.
 //!
 //! On SIGTERM supervision stops without touching containers; the next start
 //! adopts them (`reconcile`).
