@@ -192,10 +192,18 @@ impl Converter<'_> {
             );
             return None;
         }
+        let allowed_root = s
+            .allowed_mounts
+            .iter()
+            .filter(|a| source.starts_with(&a.source))
+            .map(|a| a.source.clone())
+            .min_by_key(|root| root.components().count())
+            .unwrap_or_else(|| allowed.source.clone());
         Some(Mount {
             source,
             target: target.clone(),
             writable: raw.writable,
+            allowed_root,
         })
     }
 

@@ -26,6 +26,7 @@ mod raw_scheduler;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
+pub mod weakening;
 
 use std::path::Path;
 

@@ -223,6 +223,10 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: String,
     pub writable: bool,
+    /// The outermost `allowed_mounts` directory holding `source`: before
+    /// each run the source is opened from here without following any
+    /// symlink, since jobs may write below it.
+    pub allowed_root: PathBuf,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod beneath;
 pub mod dashboard;
 pub mod docker;
 pub mod engine;

@@ -49,6 +49,9 @@ pub fn check(policy: &Policy) -> anyhow::Result<()> {
             tracing::warn!(job = %job.name, image = %job.image, "image is not pinned by digest (@sha256:…)");
         }
     }
+    for warning in gatehouse_policy::weakening::mount_warnings(&policy.jobs) {
+        tracing::warn!("{warning}");
+    }
     let _ = settings;
     Ok(())
 }

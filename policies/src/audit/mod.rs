@@ -50,6 +50,9 @@ pub enum EventKind {
     RunFinish,
     RunSkip,
     RunLost,
+    /// A run refused before any container was created (e.g. a mount
+    /// source that a symlink redirects).
+    RunRefused,
 }
 
 impl EventKind {
@@ -72,6 +75,7 @@ impl EventKind {
             EventKind::RunFinish => "run.finish",
             EventKind::RunSkip => "run.skip",
             EventKind::RunLost => "run.lost",
+            EventKind::RunRefused => "run.refused",
         }
     }
 

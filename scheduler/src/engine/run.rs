@@ -145,7 +145,17 @@ impl Engine {
             self.docker_error("ensure_image", &e);
             return Some(self.fail_before_start(job, id, trigger, e.to_string()));
         }
-        let spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        let mut spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        // Mount sources are checked on disk now, not only as policy text.
+        spec.mounts = match docker::mounts::confine(&job.container.mounts) {
+            Ok(mounts) => mounts,
+            Err(refused) => {
+                let reason = refused.to_string();
+                self.audit
+                    .record(audit::run_refused(&job.name, id, trigger, &reason));
+                return Some(self.fail_before_start(job, id, trigger, reason));
+            }
+        };
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
             Err(e) => {

@@ -9,6 +9,7 @@ mod compose;
 mod cron_oracle;
 mod dashboard;
 mod engine;
+mod mounts;
 mod prometheus;
 mod recovery;
 mod replay;
