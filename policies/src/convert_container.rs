@@ -9,10 +9,10 @@ use crate::raw::S;
 use crate::raw_scheduler::{RawContainer, RawMount};
 use crate::scheduler::*;
 
-const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
-const DEFAULT_CPUS: f64 = 1.0;
-const DEFAULT_PIDS: i64 = 128;
-const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_CPUS: f64 = 1.0;
+pub(crate) const DEFAULT_PIDS: i64 = 128;
+pub(crate) const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
 /// Below this a container cannot start reliably.
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
@@ -121,6 +121,7 @@ impl Converter<'_> {
             ok = false;
         }
         let tmp_size = self.size(&r.tmp_size, DEFAULT_TMP_SIZE);
+        ok &= self.within_allowances(r, s, tmp_size);
         let mut mounts = Vec::new();
         let mut targets = HashSet::new();
         for m in &r.mounts {

@@ -14,6 +14,7 @@ pub mod beneath;
 pub mod dashboard;
 pub mod docker;
 pub mod engine;
+pub mod job_env;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_policy::scheduler::{EnvSource, Job, PullPolicy};
+use gatehouse_policy::scheduler::{Job, PullPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -405,31 +405,7 @@ fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason>
 pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
     job.env
         .iter()
-        .map(|e| {
-            let value = match &e.value {
-                EnvSource::Literal(v) => v.clone(),
-                EnvSource::Env(var) => std::env::var(var)
-                    .map_err(|_| format!("env {}: variable {var} is not set", e.name))?,
-                EnvSource::File(path) => {
-                    let mut text = std::fs::read_to_string(path).map_err(|err| {
-                        format!(
-                            "env {}: cannot read {}: {}",
-                            e.name,
-                            path.display(),
-                            err.kind()
-                        )
-                    })?;
-                    while text.ends_with('\n') || text.ends_with('\r') {
-                        text.pop();
-                    }
-                    text
-                }
-            };
-            if value.contains('\0') {
-                return Err(format!("env {}: the value contains NUL", e.name));
-            }
-            Ok((e.name.clone(), value))
-        })
+        .map(|e| Ok((e.name.clone(), crate::job_env::resolve(e)?)))
         .collect()
 }
 

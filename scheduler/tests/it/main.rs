@@ -2,6 +2,7 @@
 //! small machines). Everything runs for real: a private dockerd, the
 //! gateway binary in front, the scheduler binary behind it.
 
+mod allowances;
 mod api;
 mod browser;
 mod cli;
