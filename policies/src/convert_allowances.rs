@@ -68,6 +68,29 @@ impl Converter<'_> {
         ok
     }
 
+    /// `shm_size` within `max_shm_size`.
+    pub(crate) fn shm_within(
+        &mut self,
+        r: &RawContainer,
+        s: &SchedulerSettings,
+        shm_size: u64,
+    ) -> bool {
+        match &r.shm_size {
+            Some(raw) if shm_size > s.max_shm_size => {
+                self.problems.add_hint(
+                    Some(raw.span()),
+                    format!(
+                        "shm_size is above [scheduler] max_shm_size ({} bytes)",
+                        s.max_shm_size
+                    ),
+                    "/dev/shm is memory; raise max_shm_size in [scheduler] to allow more",
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// `secret_dirs`: absolute (or relative to the policy's directory),
     /// without `..`, never `/`.
     pub(crate) fn secret_dirs(&mut self, raw: &[S<String>]) -> Vec<PathBuf> {

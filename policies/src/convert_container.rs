@@ -13,6 +13,10 @@ pub(crate) const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
 pub(crate) const DEFAULT_CPUS: f64 = 1.0;
 pub(crate) const DEFAULT_PIDS: i64 = 128;
 pub(crate) const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_SHM_SIZE: u64 = 16 * 1024 * 1024;
+/// Enough for ordinary programs; Docker would pass the daemon's (often
+/// 1M or more) through.
+pub(crate) const DEFAULT_NOFILE: u64 = 1024;
 /// Below this a container cannot start reliably.
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
@@ -122,6 +126,8 @@ impl Converter<'_> {
         }
         let tmp_size = self.size(&r.tmp_size, DEFAULT_TMP_SIZE);
         ok &= self.within_allowances(r, s, tmp_size);
+        let shm_size = self.size(&r.shm_size, DEFAULT_SHM_SIZE);
+        ok &= self.shm_within(r, s, shm_size);
         let mut mounts = Vec::new();
         let mut targets = HashSet::new();
         for m in &r.mounts {
@@ -146,6 +152,11 @@ impl Converter<'_> {
             cpus,
             pids,
             tmp_size,
+            shm_size,
+            nofile: DEFAULT_NOFILE,
+            // Every run may use its pids limit at once without one run's
+            // fork failing for another's processes under the same uid.
+            nproc: (s.max_pids as u64).saturating_mul(s.max_concurrent_runs as u64),
             mounts,
         })
     }

@@ -30,6 +30,8 @@ pub(crate) struct RawScheduler {
     pub allow_writable_rootfs: Option<S<bool>>,
     /// The largest `/tmp` a job may ask for.
     pub max_tmp_size: Option<S<String>>,
+    /// The largest `/dev/shm` a job may ask for.
+    pub max_shm_size: Option<S<String>>,
     /// Directories env `file` values may be read from.
     #[serde(default)]
     pub secret_dirs: Vec<S<String>>,
@@ -115,6 +117,7 @@ pub(crate) struct RawContainer {
     pub cpus: Option<S<f64>>,
     pub pids: Option<S<i64>>,
     pub tmp_size: Option<S<String>>,
+    pub shm_size: Option<S<String>>,
     #[serde(default)]
     pub mounts: Vec<S<RawMount>>,
 }

@@ -36,6 +36,8 @@ pub struct SchedulerSettings {
     pub allow_writable_rootfs: bool,
     /// The largest `/tmp` tmpfs a job may ask for.
     pub max_tmp_size: u64,
+    /// The largest `/dev/shm` a job may ask for.
+    pub max_shm_size: u64,
     /// The only directories env `file` values are read from (default:
     /// none, so no job reads a file).
     pub secret_dirs: Vec<PathBuf>,
@@ -235,6 +237,14 @@ pub struct ContainerSettings {
     pub cpus: f64,
     pub pids: i64,
     pub tmp_size: u64,
+    /// Size of `/dev/shm` (Docker's default is 64MiB of memory).
+    pub shm_size: u64,
+    /// RLIMIT_NOFILE, soft and hard (Docker's default is the daemon's).
+    pub nofile: u64,
+    /// RLIMIT_NPROC, soft and hard. The kernel counts it per uid across the
+    /// host, so it bounds all runs of one user together; the pids cgroup
+    /// bounds each container.
+    pub nproc: u64,
     pub mounts: Vec<Mount>,
 }
 

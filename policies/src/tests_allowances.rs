@@ -108,3 +108,33 @@ fn with_the_allowances_the_job_loads_and_check_lists_what_it_weakens() {
         Path::new("/srv/scratch")
     );
 }
+
+#[test]
+fn dev_shm_is_small_by_default_and_bounded_by_max_shm_size() {
+    let policy = match parse(
+        Path::new("policy.toml"),
+        &with_job("name = \"j\"\nimage = \"local/busybox:1\""),
+    ) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let c = &policy.jobs[0].container;
+    assert_eq!(c.shm_size, 16 * 1024 * 1024);
+    assert_eq!(c.nofile, 1024);
+    assert_eq!(c.nproc, 1024 * 4, "max_pids for each concurrent run");
+    let text =
+        with_job("name = \"j\"\nimage = \"local/busybox:1\"\ncontainer = { shm_size = \"1GiB\" }");
+    let found = problems(&text);
+    assert!(
+        found[0].message.contains("above [scheduler] max_shm_size"),
+        "{found:?}"
+    );
+    assert_eq!(found[0].line, line_of(&text, "shm_size"));
+    let allowed = text.replace("secret_dirs =", "max_shm_size = \"1GiB\"\nsecret_dirs =");
+    match parse(Path::new("policy.toml"), &allowed) {
+        Ok(p) => assert!(weakenings(&p.jobs[0])
+            .iter()
+            .any(|w| w.contains("/dev/shm 1.0 GiB"))),
+        Err(e) => panic!("{e}"),
+    }
+}

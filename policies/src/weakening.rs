@@ -3,7 +3,9 @@
 //! accepted is printed, and layouts that are valid but risky are warned
 //! about.
 
-use crate::convert_container::{DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TMP_SIZE};
+use crate::convert_container::{
+    DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
+};
 use crate::scheduler::{EnvSource, Job, DEFAULT_CONTAINER_USER};
 
 /// Layouts that pass validation but let one job influence another's
@@ -57,6 +59,7 @@ pub fn weakenings(job: &Job) -> Vec<String> {
     let bigger = [
         ("memory", c.memory, DEFAULT_MEMORY),
         ("/tmp", c.tmp_size, DEFAULT_TMP_SIZE),
+        ("/dev/shm", c.shm_size, DEFAULT_SHM_SIZE),
     ];
     for (what, size, default) in bigger {
         if size > default {

@@ -152,6 +152,9 @@ fn placeholder_job(engine: &Engine, name: &str) -> Job {
             cpus: 0.0,
             pids: 0,
             tmp_size: 0,
+            shm_size: 0,
+            nofile: 0,
+            nproc: 0,
             mounts: Vec::new(),
         },
     }

@@ -438,6 +438,9 @@ pub(crate) fn container_spec(
         nano_cpus: (c.cpus * 1e9) as i64,
         pids_limit: c.pids,
         tmpfs_size_bytes: c.tmp_size,
+        shm_size_bytes: c.shm_size as i64,
+        nofile: c.nofile as i64,
+        nproc: c.nproc as i64,
         mounts: c
             .mounts
             .iter()

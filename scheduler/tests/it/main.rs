@@ -10,6 +10,7 @@ mod compose;
 mod cron_oracle;
 mod dashboard;
 mod engine;
+mod limits;
 mod mounts;
 mod prometheus;
 mod recovery;
