@@ -9,10 +9,14 @@ use crate::raw::S;
 use crate::raw_scheduler::{RawContainer, RawMount};
 use crate::scheduler::*;
 
-const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
-const DEFAULT_CPUS: f64 = 1.0;
-const DEFAULT_PIDS: i64 = 128;
-const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_CPUS: f64 = 1.0;
+pub(crate) const DEFAULT_PIDS: i64 = 128;
+pub(crate) const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_SHM_SIZE: u64 = 16 * 1024 * 1024;
+/// Enough for ordinary programs; Docker would pass the daemon's (often
+/// 1M or more) through.
+pub(crate) const DEFAULT_NOFILE: u64 = 1024;
 /// Below this a container cannot start reliably.
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
@@ -121,6 +125,9 @@ impl Converter<'_> {
             ok = false;
         }
         let tmp_size = self.size(&r.tmp_size, DEFAULT_TMP_SIZE);
+        ok &= self.within_allowances(r, s, tmp_size);
+        let shm_size = self.size(&r.shm_size, DEFAULT_SHM_SIZE);
+        ok &= self.shm_within(r, s, shm_size);
         let mut mounts = Vec::new();
         let mut targets = HashSet::new();
         for m in &r.mounts {
@@ -145,6 +152,11 @@ impl Converter<'_> {
             cpus,
             pids,
             tmp_size,
+            shm_size,
+            nofile: DEFAULT_NOFILE,
+            // Every run may use its pids limit at once without one run's
+            // fork failing for another's processes under the same uid.
+            nproc: (s.max_pids as u64).saturating_mul(s.max_concurrent_runs as u64),
             mounts,
         })
     }
@@ -192,10 +204,18 @@ impl Converter<'_> {
             );
             return None;
         }
+        let allowed_root = s
+            .allowed_mounts
+            .iter()
+            .filter(|a| source.starts_with(&a.source))
+            .map(|a| a.source.clone())
+            .min_by_key(|root| root.components().count())
+            .unwrap_or_else(|| allowed.source.clone());
         Some(Mount {
             source,
             target: target.clone(),
             writable: raw.writable,
+            allowed_root,
         })
     }
 

@@ -163,6 +163,19 @@ impl Converter<'_> {
             max_memory: self.size(&raw.max_memory, DEFAULT_MAX_MEMORY),
             max_cpus,
             max_pids: self.count(&raw.max_pids, DEFAULT_MAX_PIDS as usize, 1, 1 << 22) as i64,
+            allow_writable_rootfs: raw
+                .allow_writable_rootfs
+                .as_ref()
+                .is_some_and(|b| *b.get_ref()),
+            max_tmp_size: self.size(
+                &raw.max_tmp_size,
+                crate::convert_container::DEFAULT_TMP_SIZE,
+            ),
+            max_shm_size: self.size(
+                &raw.max_shm_size,
+                crate::convert_container::DEFAULT_SHM_SIZE,
+            ),
+            secret_dirs: self.secret_dirs(&raw.secret_dirs),
             log_cap,
             stop_grace: self.duration(&raw.stop_grace, DEFAULT_STOP_GRACE),
             keep_runs: self.count(&raw.keep_runs, DEFAULT_KEEP_RUNS, 1, 1_000_000),
@@ -298,7 +311,7 @@ impl Converter<'_> {
             }
         };
         let command = self.command(r);
-        let env = self.job_env(r);
+        let env = self.job_env(r, scheduler);
         let timeout = self.duration(&r.timeout, DEFAULT_TIMEOUT);
         if timeout > MAX_TIMEOUT {
             self.problems.add(
@@ -411,7 +424,7 @@ impl Converter<'_> {
         }
     }
 
-    fn job_env(&mut self, r: &RawJob) -> Option<Vec<JobEnv>> {
+    fn job_env(&mut self, r: &RawJob, scheduler: &SchedulerSettings) -> Option<Vec<JobEnv>> {
         if r.env.len() > MAX_ENV_VARS {
             self.problems
                 .add(Some(r.name.span()), "a job may set at most 256 variables");
@@ -437,9 +450,8 @@ impl Converter<'_> {
                 RawEnvValue::Table(t) => match (&t.value, &t.file) {
                     (Some(v), None) => (self.env_literal(v), t.sensitive),
                     (None, Some(f)) => (
-                        Some(EnvSource::File(
-                            self.file_path(&S::new(value.span(), f.clone())),
-                        )),
+                        self.secret_file(&S::new(value.span(), f.clone()), scheduler)
+                            .map(EnvSource::File),
                         t.sensitive,
                     ),
                     _ => {
@@ -458,11 +470,19 @@ impl Converter<'_> {
                         .add(Some(value.span()), "environment values cannot contain NUL");
                     ok = false;
                 }
-                Some(value) => out.push(JobEnv {
-                    name: name.get_ref().clone(),
-                    value,
-                    sensitive,
-                }),
+                Some(value) => {
+                    let (line, column) = self.problems.locate(name.span().start);
+                    out.push(JobEnv {
+                        name: name.get_ref().clone(),
+                        secret_dir: match &value {
+                            EnvSource::File(path) => scheduler.secret_dir_of(path),
+                            _ => None,
+                        },
+                        value,
+                        sensitive,
+                        at: Location { line, column },
+                    })
+                }
                 None => ok = false,
             }
         }

@@ -145,6 +145,11 @@ impl<'a> Problems<'a> {
         }
     }
 
+    /// The line and column of byte `offset` of the policy text.
+    pub(crate) fn locate(&self, offset: usize) -> (usize, usize) {
+        line_column(self.text, offset)
+    }
+
     pub(crate) fn add(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         self.push(span, message.into(), None);
     }

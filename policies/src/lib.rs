@@ -13,6 +13,7 @@ pub mod audit;
 mod convert;
 mod convert_abuse;
 mod convert_access;
+mod convert_allowances;
 mod convert_container;
 mod convert_identity;
 mod convert_notify;
@@ -29,6 +30,7 @@ mod raw_scheduler;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
+pub mod weakening;
 
 use std::path::Path;
 
@@ -123,6 +125,8 @@ fn syntax_hint(message: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_allowances;
 #[cfg(test)]
 mod tests_edge;
 #[cfg(test)]

@@ -26,6 +26,15 @@ pub(crate) struct RawScheduler {
     pub max_memory: Option<S<String>>,
     pub max_cpus: Option<S<f64>>,
     pub max_pids: Option<S<i64>>,
+    /// Allows jobs to set `read_only = false`.
+    pub allow_writable_rootfs: Option<S<bool>>,
+    /// The largest `/tmp` a job may ask for.
+    pub max_tmp_size: Option<S<String>>,
+    /// The largest `/dev/shm` a job may ask for.
+    pub max_shm_size: Option<S<String>>,
+    /// Directories env `file` values may be read from.
+    #[serde(default)]
+    pub secret_dirs: Vec<S<String>>,
     pub log_cap: Option<S<String>>,
     pub stop_grace: Option<S<String>>,
     pub keep_runs: Option<S<i64>>,
@@ -110,6 +119,7 @@ pub(crate) struct RawContainer {
     pub cpus: Option<S<f64>>,
     pub pids: Option<S<i64>>,
     pub tmp_size: Option<S<String>>,
+    pub shm_size: Option<S<String>>,
     #[serde(default)]
     pub mounts: Vec<S<RawMount>>,
 }

@@ -32,6 +32,15 @@ pub struct SchedulerSettings {
     pub max_memory: u64,
     pub max_cpus: f64,
     pub max_pids: i64,
+    /// Whether a job may set `read_only = false` (default: no).
+    pub allow_writable_rootfs: bool,
+    /// The largest `/tmp` tmpfs a job may ask for.
+    pub max_tmp_size: u64,
+    /// The largest `/dev/shm` a job may ask for.
+    pub max_shm_size: u64,
+    /// The only directories env `file` values are read from (default:
+    /// none, so no job reads a file).
+    pub secret_dirs: Vec<PathBuf>,
     /// Bytes of stdout/stderr kept per run (the last ones).
     pub log_cap: u64,
     /// Between SIGTERM and SIGKILL when a run is stopped.
@@ -172,6 +181,19 @@ pub struct JobEnv {
     pub value: EnvSource,
     /// Never logged, never shown by the API or dashboard.
     pub sensitive: bool,
+    /// Where the variable is set in the policy, for problems found when
+    /// its value is read.
+    pub at: Location,
+    /// For [`EnvSource::File`]: the `secret_dirs` entry holding it, which
+    /// the file is opened beneath (symlinks may not lead out of it).
+    pub secret_dir: Option<PathBuf>,
+}
+
+/// A 1-based line and column in the policy file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
 }
 
 /// Read when a run starts, so that rotating a secret file needs no reload
@@ -219,6 +241,14 @@ pub struct ContainerSettings {
     pub cpus: f64,
     pub pids: i64,
     pub tmp_size: u64,
+    /// Size of `/dev/shm` (Docker's default is 64MiB of memory).
+    pub shm_size: u64,
+    /// RLIMIT_NOFILE, soft and hard (Docker's default is the daemon's).
+    pub nofile: u64,
+    /// RLIMIT_NPROC, soft and hard. The kernel counts it per uid across the
+    /// host, so it bounds all runs of one user together; the pids cgroup
+    /// bounds each container.
+    pub nproc: u64,
     pub mounts: Vec<Mount>,
 }
 
@@ -227,6 +257,10 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: String,
     pub writable: bool,
+    /// The outermost `allowed_mounts` directory holding `source`: before
+    /// each run the source is opened from here without following any
+    /// symlink, since jobs may write below it.
+    pub allowed_root: PathBuf,
 }
 
 #[cfg(test)]

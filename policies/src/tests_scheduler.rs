@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::scheduler::*;
 use super::*;
 
-const HEAD: &str = r#"
+pub(crate) const HEAD: &str = r#"
 [listen]
 https = "127.0.0.1:8443"
 admin = "127.0.0.1:9090"
@@ -40,9 +40,10 @@ allowed_images = ["registry.example.com/ops/*", "busybox@sha256:*", "local/busyb
 allowed_mounts = [{ source = "/srv/reports" }, { source = "/srv/scratch", writable = true }]
 allowed_networks = ["jobs-net"]
 allowed_capabilities = ["NET_BIND_SERVICE"]
+secret_dirs = ["/run/secrets"]
 "#;
 
-fn with_job(job: &str) -> String {
+pub(crate) fn with_job(job: &str) -> String {
     format!("{HEAD}\n[[job]]\n{job}\n")
 }
 

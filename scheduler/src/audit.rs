@@ -136,6 +136,11 @@ pub fn run_started(
         .detail("image", image)
 }
 
+/// A run refused before its container was created, and why.
+pub fn run_refused(job: &str, run: i64, trigger: &Trigger, reason: &str) -> AuditEvent {
+    run_event(EventKind::RunRefused, Outcome::Denied, job, run, trigger).detail("reason", reason)
+}
+
 pub fn run_finished(
     job: &str,
     run: i64,

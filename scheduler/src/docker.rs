@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+pub mod mounts;
 mod spec;
 use spec::validate;
 pub use spec::{container_config, host_config, BindMount, ContainerSpec};

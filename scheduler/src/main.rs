@@ -67,6 +67,14 @@ fn main() -> ExitCode {
                 p.jobs.len(),
                 if p.jobs.len() == 1 { "" } else { "s" }
             );
+            for job in &p.jobs {
+                let weakened = gatehouse_policy::weakening::weakenings(job);
+                if weakened.is_empty() {
+                    println!("  job {}: every hardened default", job.name);
+                } else {
+                    println!("  job {} weakens: {}", job.name, weakened.join("; "));
+                }
+            }
             Ok(())
         }),
         Command::Healthcheck { addr, path } => {

@@ -43,13 +43,24 @@ pub fn check(policy: &Policy) -> anyhow::Result<()> {
         .scheduler
         .as_ref()
         .context("the policy has no [scheduler] section")?;
+    let env = crate::job_env::problems(policy);
+    if !env.is_empty() {
+        anyhow::bail!(
+            "{} env value{} cannot be read:\n  {}",
+            env.len(),
+            if env.len() == 1 { "" } else { "s" },
+            env.join("\n  ")
+        );
+    }
     for job in &policy.jobs {
-        crate::engine::resolve_env_check(job).with_context(|| format!("job {}", job.name))?;
         if !job.image_pinned {
             tracing::warn!(job = %job.name, image = %job.image, "image is not pinned by digest (@sha256:…)");
         }
     }
     crate::notify::check(&settings.notify)?;
+    for warning in gatehouse_policy::weakening::mount_warnings(&policy.jobs) {
+        tracing::warn!("{warning}");
+    }
     Ok(())
 }
 

@@ -52,6 +52,9 @@ pub enum EventKind {
     RunLost,
     /// A notification about a run was delivered, failed or was dropped.
     NotifyDelivery,
+    /// A run refused before any container was created (e.g. a mount
+    /// source that a symlink redirects).
+    RunRefused,
 }
 
 impl EventKind {
@@ -75,6 +78,7 @@ impl EventKind {
             EventKind::RunSkip => "run.skip",
             EventKind::RunLost => "run.lost",
             EventKind::NotifyDelivery => "notify.delivery",
+            EventKind::RunRefused => "run.refused",
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::{DockerError, LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER};
@@ -49,6 +49,12 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     /// Size of the `/tmp` tmpfs (rw,noexec,nosuid, owned by the user).
     pub tmpfs_size_bytes: u64,
+    /// Size of `/dev/shm` (Docker would give 64MiB).
+    pub shm_size_bytes: i64,
+    /// RLIMIT_NOFILE and RLIMIT_NPROC, soft = hard (Docker would pass the
+    /// daemon's own through).
+    pub nofile: i64,
+    pub nproc: i64,
     pub mounts: Vec<BindMount>,
     /// Becomes label [`LABEL_JOB`].
     pub job: String,
@@ -75,6 +81,9 @@ impl Default for ContainerSpec {
             nano_cpus: 1_000_000_000,
             pids_limit: 128,
             tmpfs_size_bytes: 16 * 1024 * 1024,
+            shm_size_bytes: 16 * 1024 * 1024,
+            nofile: 1024,
+            nproc: 4096,
             mounts: Vec::new(),
             job: String::new(),
             run: 0,
@@ -115,6 +124,9 @@ pub(super) fn validate(spec: &ContainerSpec) -> Result<(), DockerError> {
     // containers.
     if spec.memory_bytes <= 0 || spec.nano_cpus <= 0 || spec.pids_limit <= 0 {
         return invalid("memory, CPU and pids limits must be positive".into());
+    }
+    if spec.shm_size_bytes <= 0 || spec.nofile <= 0 || spec.nproc <= 0 {
+        return invalid("the /dev/shm size and the ulimits must be positive".into());
     }
     if spec.tmpfs_size_bytes == 0 {
         return invalid("the /tmp tmpfs size must be positive".into());
@@ -200,6 +212,19 @@ pub fn host_config(spec: &ContainerSpec) -> HostConfig {
         memory_swap: Some(spec.memory_bytes),
         nano_cpus: Some(spec.nano_cpus),
         pids_limit: Some(spec.pids_limit),
+        shm_size: Some(spec.shm_size_bytes),
+        ulimits: Some(vec![
+            ResourcesUlimits {
+                name: Some("nofile".to_owned()),
+                soft: Some(spec.nofile),
+                hard: Some(spec.nofile),
+            },
+            ResourcesUlimits {
+                name: Some("nproc".to_owned()),
+                soft: Some(spec.nproc),
+                hard: Some(spec.nproc),
+            },
+        ]),
         tmpfs: Some(HashMap::from([(TMP_PATH.to_owned(), tmpfs_opts.join(","))])),
         mounts: Some(mounts),
         // We read the exit code, OOM flag and logs before removing.

@@ -25,6 +25,20 @@ fn spec() -> ContainerSpec {
 fn host_config_is_hardened() {
     let hc = host_config(&spec());
     assert_eq!(hc.privileged, Some(false));
+    assert_eq!(hc.shm_size, Some(16 * 1024 * 1024));
+    let ulimits: Vec<_> = hc
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| (u.name.as_deref().unwrap_or_default(), u.soft, u.hard))
+        .collect();
+    assert_eq!(
+        ulimits,
+        [
+            ("nofile", Some(1024), Some(1024)),
+            ("nproc", Some(4096), Some(4096))
+        ]
+    );
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
     assert_eq!(hc.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
     assert_eq!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_policy::scheduler::{EnvSource, Job, PullPolicy};
+use gatehouse_policy::scheduler::{Job, PullPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -147,7 +147,17 @@ impl Engine {
             return Some(self.fail_before_start(job, id, trigger, e.to_string()));
         }
         let mask = Masker::for_env(job, &env);
-        let spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        let mut spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        // Mount sources are checked on disk now, not only as policy text.
+        spec.mounts = match docker::mounts::confine(&job.container.mounts) {
+            Ok(mounts) => mounts,
+            Err(refused) => {
+                let reason = refused.to_string();
+                self.audit
+                    .record(audit::run_refused(&job.name, id, trigger, &reason));
+                return Some(self.fail_before_start(job, id, trigger, reason));
+            }
+        };
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
             Err(e) => {
@@ -401,31 +411,7 @@ fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason>
 pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
     job.env
         .iter()
-        .map(|e| {
-            let value = match &e.value {
-                EnvSource::Literal(v) => v.clone(),
-                EnvSource::Env(var) => std::env::var(var)
-                    .map_err(|_| format!("env {}: variable {var} is not set", e.name))?,
-                EnvSource::File(path) => {
-                    let mut text = std::fs::read_to_string(path).map_err(|err| {
-                        format!(
-                            "env {}: cannot read {}: {}",
-                            e.name,
-                            path.display(),
-                            err.kind()
-                        )
-                    })?;
-                    while text.ends_with('\n') || text.ends_with('\r') {
-                        text.pop();
-                    }
-                    text
-                }
-            };
-            if value.contains('\0') {
-                return Err(format!("env {}: the value contains NUL", e.name));
-            }
-            Ok((e.name.clone(), value))
-        })
+        .map(|e| Ok((e.name.clone(), crate::job_env::resolve(e)?)))
         .collect()
 }
 
@@ -458,6 +444,9 @@ pub(crate) fn container_spec(
         nano_cpus: (c.cpus * 1e9) as i64,
         pids_limit: c.pids,
         tmpfs_size_bytes: c.tmp_size,
+        shm_size_bytes: c.shm_size as i64,
+        nofile: c.nofile as i64,
+        nproc: c.nproc as i64,
         mounts: c
             .mounts
             .iter()

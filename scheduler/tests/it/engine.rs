@@ -53,6 +53,7 @@ fn hardened(job: &str, command: &[&str]) -> ContainerSpec {
         run,
         log_cap_bytes: 64 * 1024,
         instance: instance(),
+        ..ContainerSpec::default()
     }
 }
 

@@ -2,6 +2,7 @@
 //! small machines). Everything runs for real: a private dockerd, the
 //! gateway binary in front, the scheduler binary behind it.
 
+mod allowances;
 mod api;
 mod browser;
 mod cli;
@@ -9,6 +10,8 @@ mod compose;
 mod cron_oracle;
 mod dashboard;
 mod engine;
+mod limits;
+mod mounts;
 mod notify;
 mod prometheus;
 mod recovery;

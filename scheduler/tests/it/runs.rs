@@ -261,7 +261,7 @@ async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container
     let secret = "s3cr3t-value-that-must-not-leak";
     let stack = Stack::start_on(
         &crate::support::shared_docker().host(),
-        "log_cap = \"1KiB\"",
+        "log_cap = \"1KiB\"\nsecret_dirs = [\"{dir}\"]",
         "",
     )
     .await;
@@ -278,7 +278,7 @@ async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container
             ),
         ),
     );
-    stack.write_policy("log_cap = \"1KiB\"", &jobs);
+    stack.write_policy("log_cap = \"1KiB\"\nsecret_dirs = [\"{dir}\"]", &jobs);
     // Both programs pick the new jobs up from the file change.
     stack.wait_job("chatty").await;
 
