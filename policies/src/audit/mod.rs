@@ -50,6 +50,11 @@ pub enum EventKind {
     RunFinish,
     RunSkip,
     RunLost,
+    /// A restarted scheduler took over a run the previous process left:
+    /// supervising its container, recording how it ended, or starting it.
+    RunAdopt,
+    /// What a restarted scheduler's reconciliation with Docker did, in all.
+    Reconcile,
 }
 
 impl EventKind {
@@ -72,6 +77,8 @@ impl EventKind {
             EventKind::RunFinish => "run.finish",
             EventKind::RunSkip => "run.skip",
             EventKind::RunLost => "run.lost",
+            EventKind::RunAdopt => "run.adopt",
+            EventKind::Reconcile => "reconcile",
         }
     }
 
