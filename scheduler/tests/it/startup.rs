@@ -111,7 +111,12 @@ async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers()
         .await
         .expect("join")
         .expect("start dockerd again");
+    let answering = std::time::Instant::now();
     stack.wait_ready().await;
+    println!(
+        "startup: ready {:?} after dockerd answered",
+        answering.elapsed()
+    );
     assert_eq!(stack.readyz().await, (200, "ready\n".to_owned()));
     let id = stack.run_now("hello").await;
     let run = stack.wait_run(id, None, LONG).await;
