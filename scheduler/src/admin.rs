@@ -61,11 +61,26 @@ async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     if !admin.verifier.has_keys() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the gateway's keys\n",
+            "waiting for the gateway's keys\n".to_owned(),
         );
     }
-    match tokio::time::timeout(Duration::from_secs(2), admin.engine.docker.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "Docker is not answering\n"),
+    match docker_check(&admin.engine).await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("docker: {reason}\n"),
+        ),
+    }
+}
+
+/// The Docker part of readiness: connected, reconciled and scheduling
+/// (the scheduler starts without Docker and says so here), and answering
+/// a ping now.
+async fn docker_check(engine: &Engine) -> Result<(), String> {
+    engine.docker_status().ready()?;
+    match tokio::time::timeout(Duration::from_secs(2), engine.docker.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("not answering: {e}")),
+        Err(_) => Err("not answering a ping within 2 s".to_owned()),
     }
 }

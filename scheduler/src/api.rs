@@ -38,6 +38,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After`, when trying again later may work.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -46,6 +48,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503: Docker is not connected, so nothing was queued.
+    fn docker_unavailable(reason: &str) -> Self {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "docker_unavailable",
+                format!(
+                    "the run was not queued: Docker is not available ({reason}); try again once the scheduler is ready"
+                ),
+            )
         }
     }
 
@@ -82,7 +99,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        (self.status, no_store(), body).into_response()
+        let mut response = (self.status, no_store(), body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -322,6 +345,7 @@ pub(crate) fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggere
     match api.engine.trigger_by(name, caller) {
         Ok(triggered) => Ok(triggered),
         Err(TriggerError::UnknownJob) => Err(ApiError::not_found("job")),
+        Err(TriggerError::DockerUnavailable(reason)) => Err(ApiError::docker_unavailable(&reason)),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

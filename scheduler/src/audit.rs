@@ -11,7 +11,7 @@ use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, Even
 use gatehouse_policy::{AuditSettings, Policy};
 
 use crate::auth::Caller;
-use crate::store::{Run, RunStatus, Trigger};
+use crate::store::{ReasonCode, Run, RunStatus, Trigger};
 
 #[derive(Clone, Default)]
 pub struct Audit {
@@ -99,6 +99,17 @@ pub fn trigger_denied(job: &str, caller: &Caller) -> AuditEvent {
     .detail("job", job)
 }
 
+/// A trigger refused because the scheduler cannot run anything now
+/// (Docker is not connected); no run was recorded.
+pub fn trigger_refused(job: &str, caller: &Caller, reason: &str) -> AuditEvent {
+    with_caller(
+        AuditEvent::new(EventKind::JobTrigger, Outcome::Failure),
+        Some(caller),
+    )
+    .detail("job", job)
+    .detail("reason", reason)
+}
+
 pub fn cancel(run: &Run, caller: &Caller, outcome: Outcome) -> AuditEvent {
     with_caller(AuditEvent::new(EventKind::JobCancel, outcome), Some(caller))
         .detail("job", run.job.clone())
@@ -141,6 +152,44 @@ pub fn run_refused(job: &str, run: i64, trigger: &Trigger, reason: &str) -> Audi
     run_event(EventKind::RunRefused, Outcome::Denied, job, run, trigger).detail("reason", reason)
 }
 
+/// How a restarted scheduler took over a run the previous process left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// Its container is still running: supervised from here on.
+    Supervise,
+    /// Its container ended while no scheduler watched: recorded now.
+    Record,
+    /// It never started: started now, within its start window.
+    Resume,
+}
+
+impl Adoption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Adoption::Supervise => "supervise",
+            Adoption::Record => "record",
+            Adoption::Resume => "resume",
+        }
+    }
+}
+
+/// `previous` is the status the previous process left the run in.
+pub fn run_adopted(run: &Run, action: Adoption, container: Option<&str>) -> AuditEvent {
+    let mut event = run_event(
+        EventKind::RunAdopt,
+        Outcome::Info,
+        &run.job,
+        run.id,
+        &run.trigger,
+    )
+    .detail("action", action.as_str())
+    .detail("previous_status", run.status.as_str());
+    if let Some(container) = container {
+        event = event.detail("container", container);
+    }
+    event
+}
+
 pub fn run_finished(
     job: &str,
     run: i64,
@@ -148,6 +197,7 @@ pub fn run_finished(
     status: RunStatus,
     exit_code: Option<i64>,
     reason: Option<&str>,
+    code: Option<ReasonCode>,
 ) -> AuditEvent {
     let outcome = if status == RunStatus::Succeeded {
         Outcome::Success
@@ -165,6 +215,9 @@ pub fn run_finished(
     }
     if let Some(reason) = reason {
         event = event.detail("reason", reason);
+    }
+    if let Some(code) = code {
+        event = event.detail("reason_code", code.as_str());
     }
     event
 }

@@ -12,10 +12,10 @@
 //! restarted scheduler can find what it started ([`Engine::list_ours`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
@@ -25,8 +25,10 @@ use futures_util::StreamExt;
 
 pub mod mounts;
 mod spec;
+mod state;
 use spec::validate;
 pub use spec::{container_config, host_config, BindMount, ContainerSpec};
+pub use state::{docker_time, ContainerState};
 
 /// Label holding the job name of a container we created.
 pub const LABEL_JOB: &str = "gatehouse.job";
@@ -58,6 +60,10 @@ pub enum DockerError {
     NotFound { id: String },
     #[error("a container named {name} already exists")]
     NameInUse { name: String },
+    /// Docker says the container has not ended (or never ran), so there is
+    /// no exit to report.
+    #[error("container {id} has not ended ({state})")]
+    NotEnded { id: String, state: String },
     /// The spec would weaken the hardening or cannot be expressed.
     #[error("invalid container spec: {0}")]
     InvalidSpec(String),
@@ -187,56 +193,121 @@ impl TailBuffer {
 }
 
 /// A connection to the Docker daemon.
+///
+/// The bollard client is made on first use: bollard refuses to make one
+/// while the socket file does not exist, and the scheduler must be able to
+/// start before dockerd does. Once made, it reconnects per request.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    docker: Docker,
+    socket: Arc<str>,
+    /// Per request, until the response headers arrive.
+    timeout: Duration,
+    client: Arc<OnceLock<Docker>>,
 }
+
+/// bollard's default per-request timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Engine {
     /// Connects to `DOCKER_HOST` (a `unix://` socket) or the default socket,
     /// negotiates the API version and pings.
     pub async fn connect() -> Result<Engine, DockerError> {
-        match std::env::var("DOCKER_HOST") {
-            Ok(host) if !host.is_empty() => Engine::connect_to(&host).await,
-            _ => Engine::connect_to("unix:///var/run/docker.sock").await,
-        }
+        let engine = Engine::from_env()?;
+        engine.negotiate().await?;
+        Ok(engine)
     }
 
     /// Connects to `host`, a `unix://` URL or a socket path.
     pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
+        let engine = Engine::new(host)?;
+        engine.negotiate().await?;
+        Ok(engine)
+    }
+
+    /// The client for `DOCKER_HOST` or the default socket, without talking
+    /// to the daemon yet (see [`Engine::negotiate`]).
+    pub fn from_env() -> Result<Engine, DockerError> {
+        Engine::new(&Engine::host_from_env())
+    }
+
+    /// `DOCKER_HOST`, or the default socket.
+    pub fn host_from_env() -> String {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => host,
+            _ => "unix:///var/run/docker.sock".to_owned(),
+        }
+    }
+
+    /// A client for `host` (a `unix://` URL or a socket path) that has not
+    /// talked to the daemon yet: this works while Docker is down, and only
+    /// a host we cannot use is an error.
+    pub fn new(host: &str) -> Result<Engine, DockerError> {
         let path = match host.strip_prefix("unix://") {
             Some(path) => path,
             None if host.starts_with('/') => host,
             None => return Err(DockerError::UnsupportedHost(host.to_owned())),
         };
-        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-            .map_err(DockerError::from_bollard)?
-            // bollard 0.21 speaks API 1.53 by default; older engines (20.10
-            // is 1.41) reject that, so settle on the daemon's version first.
+        Ok(Engine {
+            socket: Arc::from(path),
+            timeout: DEFAULT_TIMEOUT,
+            client: Arc::default(),
+        })
+    }
+
+    /// The bollard client, made now if this is the first use (which fails
+    /// as a connection error while the socket does not exist).
+    fn client(&self) -> Result<&Docker, DockerError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = Docker::connect_with_unix(
+            &self.socket,
+            self.timeout.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(DockerError::from_bollard)?
+        .with_timeout(self.timeout);
+        Ok(self.client.get_or_init(|| client))
+    }
+
+    /// Settles on the daemon's API version and pings. bollard 0.21 speaks
+    /// API 1.53 by default; older engines (20.10 is 1.41) reject that. The
+    /// version is shared by every clone of this client, so one successful
+    /// negotiation serves them all; until then only `ping` is safe.
+    pub async fn negotiate(&self) -> Result<(), DockerError> {
+        self.client()?
+            .clone()
             .negotiate_version()
             .await
             .map_err(DockerError::from_bollard)?;
-        let engine = Engine { docker };
-        engine.ping().await?;
-        Ok(engine)
+        self.ping().await
     }
 
     /// The same connection with another per-request timeout. The timeout
     /// covers a request until the response headers arrive, not streamed
     /// bodies (logs, wait, pull).
     pub fn with_timeout(self, timeout: Duration) -> Engine {
+        let client = match self.client.get() {
+            Some(client) => OnceLock::from(client.clone().with_timeout(timeout)),
+            None => OnceLock::new(),
+        };
         Engine {
-            docker: self.docker.with_timeout(timeout),
+            socket: self.socket,
+            timeout,
+            client: Arc::new(client),
         }
     }
 
-    /// The negotiated API version, e.g. "1.41".
+    /// The negotiated API version, e.g. "1.41" (empty before any use).
     pub fn api_version(&self) -> String {
-        self.docker.client_version().to_string()
+        self.client
+            .get()
+            .map(|c| c.client_version().to_string())
+            .unwrap_or_default()
     }
 
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.docker
+        self.client()?
             .ping()
             .await
             .map(drop)
@@ -259,7 +330,7 @@ impl Engine {
     }
 
     async fn image_present(&self, image: &str) -> Result<bool, DockerError> {
-        match self.docker.inspect_image(image).await {
+        match self.client()?.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(err) if status_code(&err) == Some(404) => Ok(false),
             Err(err) => Err(DockerError::from_bollard(err)),
@@ -271,7 +342,7 @@ impl Engine {
             from_image: Some(image.to_owned()),
             ..Default::default()
         };
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut progress = self.client()?.create_image(Some(options), None, None);
         // The pull runs while the stream is read; errors arrive either as the
         // HTTP status or as an error message in the middle of the stream.
         while let Some(item) = progress.next().await {
@@ -297,7 +368,7 @@ impl Engine {
             ..Default::default()
         };
         let created = self
-            .docker
+            .client()?
             .create_container(Some(options), container_config(spec))
             .await
             .map_err(|err| match status_code(&err) {
@@ -317,18 +388,21 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        self.docker
+        self.client()?
             .start_container(id, None)
             .await
             .map_err(|err| DockerError::for_container(err, id))
     }
 
-    /// Waits for the container to stop and returns how it ended.
+    /// Waits for the container to stop and returns how it ended. The exit
+    /// comes from inspect, and only once inspect says the container ran and
+    /// ended: a wait on a container that was never started returns at once
+    /// with status 0, which is no outcome at all ([`DockerError::NotEnded`]).
     pub async fn wait(&self, id: &str) -> Result<Exit, DockerError> {
         let options = WaitContainerOptions {
             condition: "not-running".to_owned(),
         };
-        let mut stream = self.docker.wait_container(id, Some(options));
+        let mut stream = self.client()?.wait_container(id, Some(options));
         let exit_code = match stream.next().await {
             Some(Ok(response)) => response.status_code,
             // bollard reports a non-zero exit status as an error; for us it
@@ -341,11 +415,17 @@ impl Engine {
                 )))
             }
         };
-        // The wait response has no OOM flag; the container's state does.
-        match self.inspect_exit(id).await {
-            Ok(Some(exit)) => Ok(exit),
-            // Removed by someone else since: the wait's status is all we have.
-            Ok(None) | Err(DockerError::NotFound { .. }) => Ok(Exit {
+        // The wait response has no OOM flag and cannot say whether the
+        // container ever ran; the container's state can.
+        match self.inspect_state(id).await {
+            Ok(ContainerState::Ended { exit, .. }) => Ok(exit),
+            Ok(state) => Err(DockerError::NotEnded {
+                id: id.to_owned(),
+                state: format!("{state:?}"),
+            }),
+            // Removed by someone else since it ended: the wait's status is
+            // the daemon's word for how it ended, without the OOM flag.
+            Err(DockerError::NotFound { .. }) => Ok(Exit {
                 exit_code,
                 oom_killed: false,
             }),
@@ -353,28 +433,24 @@ impl Engine {
         }
     }
 
-    /// How the container ended, or `None` while it has not (created,
-    /// running, paused, restarting).
-    pub async fn inspect_exit(&self, id: &str) -> Result<Option<Exit>, DockerError> {
+    /// What Docker says about the container now (see [`ContainerState`]).
+    pub async fn inspect_state(&self, id: &str) -> Result<ContainerState, DockerError> {
         let inspect = self
-            .docker
+            .client()?
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(|err| DockerError::for_container(err, id))?;
         let state = inspect.state.ok_or_else(|| {
             DockerError::Protocol(format!("container {id} was inspected without a state"))
         })?;
-        let ended = matches!(
-            state.status,
-            Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD)
-        );
-        if !ended {
-            return Ok(None);
-        }
-        Ok(Some(Exit {
-            exit_code: state.exit_code.unwrap_or(-1),
-            oom_killed: state.oom_killed.unwrap_or(false),
-        }))
+        ContainerState::from_inspect(&state)
+            .map_err(|e| DockerError::Protocol(format!("container {id}: {e}")))
+    }
+
+    /// How the container ended, or `None` while it has not (never started,
+    /// running, paused, restarting, being removed).
+    pub async fn inspect_exit(&self, id: &str) -> Result<Option<Exit>, DockerError> {
+        Ok(self.inspect_state(id).await?.exit())
     }
 
     /// `docker stop`: SIGTERM, then SIGKILL after `grace`. Stopping a stopped
@@ -389,7 +465,7 @@ impl Engine {
         // The daemon answers only after the container is down, which can
         // exceed the default request timeout for long grace periods.
         let docker = self
-            .docker
+            .client()?
             .clone()
             .with_timeout(Duration::from_secs(secs) + STOP_REQUEST_SLACK);
         // 304 (already stopped) counts as success in bollard.
@@ -421,7 +497,7 @@ impl Engine {
             tail: "all".to_owned(),
             ..Default::default()
         };
-        let mut stream = self.docker.logs(id, Some(options));
+        let mut stream = self.client()?.logs(id, Some(options));
         let mut tail = TailBuffer::new(cap);
         let mut masked = mask.stream();
         while let Some(item) = stream.next().await {
@@ -440,7 +516,7 @@ impl Engine {
             v: true,
             link: false,
         };
-        match self.docker.remove_container(id, Some(options)).await {
+        match self.client()?.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(err) if status_code(&err) == Some(404) => Ok(()),
             // Removal already in progress (e.g. a concurrent remove).
@@ -470,7 +546,7 @@ impl Engine {
             ..Default::default()
         };
         let summaries = self
-            .docker
+            .client()?
             .list_containers(Some(options))
             .await
             .map_err(DockerError::from_bollard)?;

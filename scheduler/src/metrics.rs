@@ -18,6 +18,13 @@ pub struct Metrics {
     /// From the planned time to the container start request.
     pub schedule_jitter: HistogramVec,
     pub docker_errors: IntCounterVec,
+    /// 1 while Docker is connected and answering, 0 while the scheduler
+    /// is connecting (it may start before Docker) or the daemon is away.
+    pub docker_up: IntGauge,
+    /// Scheduled times that passed without a run of their own: the
+    /// scheduler was down (or not yet connected to Docker) and the job does
+    /// not catch up, or the time was older than the one caught up.
+    pub missed_runs: IntCounterVec,
     pub api_denials: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub audit_records: IntCounter,
@@ -89,6 +96,17 @@ impl Metrics {
             ),
             &["operation"],
         ));
+        let docker_up = must(IntGauge::new(
+            "gatehouse_scheduler_docker_up",
+            "1 while the Docker daemon is connected and answering",
+        ));
+        let missed_runs = must(IntCounterVec::new(
+            Opts::new(
+                "gatehouse_scheduler_missed_runs_total",
+                "Scheduled times that passed while the scheduler was down or not connected to Docker and were not run, by job",
+            ),
+            &["job_name"],
+        ));
         let api_denials = must(IntCounterVec::new(
             Opts::new(
                 "gatehouse_scheduler_api_denials_total",
@@ -134,6 +152,8 @@ impl Metrics {
             Box::new(queued.clone()),
             Box::new(schedule_jitter.clone()),
             Box::new(docker_errors.clone()),
+            Box::new(docker_up.clone()),
+            Box::new(missed_runs.clone()),
             Box::new(api_denials.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(audit_records.clone()),
@@ -153,6 +173,8 @@ impl Metrics {
             queued,
             schedule_jitter,
             docker_errors,
+            docker_up,
+            missed_runs,
             api_denials,
             policy_reloads,
             audit_records,
@@ -177,6 +199,7 @@ impl Metrics {
             self.runs.with_label_values(&[job, outcome]);
         }
         self.run_duration.with_label_values(&[job]);
+        self.missed_runs.with_label_values(&[job]);
         self.schedule_jitter.with_label_values(&[job]);
     }
 

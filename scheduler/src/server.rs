@@ -1,8 +1,9 @@
 //! Startup, reload and shutdown of `gatehouse-scheduler run`, in order:
 //! load the policy, bind both listeners (fail fast), open the run history,
-//! connect to Docker, reconcile, catch up, then schedule and serve until
-//! SIGTERM. On SIGTERM scheduling stops and running containers are left to
-//! be adopted by the next start.
+//! and serve the API and history at once; meanwhile connect to Docker (with
+//! backoff, for as long as it takes: `/readyz` says why it is not ready),
+//! reconcile, catch up, then schedule, until SIGTERM. On SIGTERM scheduling
+//! stops and running containers are left to be adopted by the next start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,10 +90,11 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         None => None,
     };
     let store = Arc::new(Store::open(&settings.database)?);
+    // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
+    // not answer yet is waited for (see `start_scheduling`).
     let docker = Arc::new(
-        docker::Engine::connect()
-            .await
-            .context("connecting to the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
+        docker::Engine::from_env()
+            .context("the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
     );
     let audit = Audit::open(&policy).context("opening the audit log")?;
     let metrics = Metrics::new();
@@ -115,14 +117,8 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         ],
     ));
 
-    let reconciled = engine::reconcile(&engine)
-        .await
-        .context("reconciling runs with Docker")?;
-    tracing::info!(?reconciled, "startup reconciliation done");
-    ticker::catch_up(&engine, chrono::Utc::now());
-
     let (reloaded_tx, reloaded_rx) = watch::channel(0u64);
-    tokio::spawn(ticker::run(
+    tokio::spawn(start_scheduling(
         engine.clone(),
         reloaded_rx,
         shutdown_rx.clone(),
@@ -185,6 +181,24 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
     audit.close();
     Ok(())
+}
+
+/// Connects to Docker (retrying with backoff), reconciles, catches up what
+/// passed while the scheduler was down or Docker away, then schedules and
+/// is ready; then follows the daemon until shutdown.
+async fn start_scheduling(
+    engine: Arc<Engine>,
+    reloaded: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if engine::connect_and_reconcile(&engine).await.is_none() {
+        return;
+    }
+    ticker::catch_up(&engine, chrono::Utc::now());
+    tokio::spawn(ticker::run(engine.clone(), reloaded, shutdown));
+    engine.mark_ready();
+    tracing::info!("ready: scheduling");
+    engine::monitor_docker(engine).await;
 }
 
 async fn wait_for_termination() -> anyhow::Result<()> {

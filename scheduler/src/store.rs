@@ -9,6 +9,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
+mod reason;
+pub use reason::ReasonCode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("run history database {path}: {source}")]
@@ -134,6 +137,8 @@ pub struct Run {
     pub logs_truncated: bool,
     /// Why it was skipped, failed, lost or cancelled.
     pub reason: Option<String>,
+    /// The same as a stable name, where there is one (see [`ReasonCode`]).
+    pub reason_code: Option<ReasonCode>,
 }
 
 /// What a finished run leaves behind.
@@ -144,6 +149,18 @@ pub struct Finish {
     pub logs: Option<Vec<u8>>,
     pub logs_truncated: bool,
     pub reason: Option<String>,
+    pub reason_code: Option<ReasonCode>,
+}
+
+impl Finish {
+    /// Nothing ran: only a reason.
+    pub fn because(code: ReasonCode, reason: impl Into<String>) -> Finish {
+        Finish {
+            reason: Some(reason.into()),
+            reason_code: Some(code),
+            ..Finish::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,7 +192,8 @@ CREATE TABLE IF NOT EXISTS runs (
     container_id TEXT,
     logs BLOB,
     logs_truncated INTEGER NOT NULL DEFAULT 0,
-    reason TEXT
+    reason TEXT,
+    reason_code TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, id);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
@@ -186,7 +204,11 @@ CREATE TABLE IF NOT EXISTS job_state (
 ";
 
 const RUN_COLUMNS: &str = "id, job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, \
-     queued_at, started_at, finished_at, exit_code, oom_killed, container_id, logs_truncated, reason";
+     queued_at, started_at, finished_at, exit_code, oom_killed, container_id, logs_truncated, reason, \
+     reason_code";
+
+/// Columns added after the first release, added to older databases on open.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("reason_code", "TEXT")];
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -209,6 +231,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        add_missing_columns(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -228,6 +251,36 @@ impl Store {
         status: RunStatus,
         reason: Option<&str>,
     ) -> Result<i64, StoreError> {
+        self.insert_row(job, trigger, attempt, status, reason, None)
+    }
+
+    /// Records a run that was skipped (never queued), with why.
+    pub fn insert_skipped(
+        &self,
+        job: &str,
+        trigger: &Trigger,
+        reason: &str,
+        code: ReasonCode,
+    ) -> Result<i64, StoreError> {
+        self.insert_row(
+            job,
+            trigger,
+            1,
+            RunStatus::Skipped,
+            Some(reason),
+            Some(code),
+        )
+    }
+
+    fn insert_row(
+        &self,
+        job: &str,
+        trigger: &Trigger,
+        attempt: u32,
+        status: RunStatus,
+        reason: Option<&str>,
+        code: Option<ReasonCode>,
+    ) -> Result<i64, StoreError> {
         let now = now_ms();
         let retry_of = match trigger {
             Trigger::Retry { of, .. } => Some(*of),
@@ -236,9 +289,9 @@ impl Store {
         let finished = status.is_terminal().then_some(now);
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![job, trigger.kind(), trigger.by(), trigger.planned(), retry_of, attempt, status.as_str(), now, finished, reason],
+                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason, reason_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![job, trigger.kind(), trigger.by(), trigger.planned(), retry_of, attempt, status.as_str(), now, finished, reason, code.map(ReasonCode::as_str)],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -280,7 +333,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, oom_killed = ?5,
-                        logs = ?6, logs_truncated = ?7, reason = ?8
+                        logs = ?6, logs_truncated = ?7, reason = ?8, reason_code = ?9
                  WHERE id = ?1 AND status IN ('queued', 'starting', 'running')",
                 params![
                     id,
@@ -290,7 +343,8 @@ impl Store {
                     finish.oom_killed,
                     finish.logs,
                     finish.logs_truncated,
-                    finish.reason
+                    finish.reason,
+                    finish.reason_code.map(ReasonCode::as_str)
                 ],
             )
             .map(|n| n == 1)
@@ -469,7 +523,26 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
         container_id: r.get(13)?,
         logs_truncated: r.get(14)?,
         reason: r.get(15)?,
+        reason_code: r
+            .get::<_, Option<String>>(16)?
+            .as_deref()
+            .and_then(ReasonCode::parse),
     })
+}
+
+/// `ALTER TABLE … ADD COLUMN` for each of [`ADDED_COLUMNS`] an older
+/// database lacks; rows written before have NULL there.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('runs')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !existing.iter().any(|e| e == name) {
+            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn now_ms() -> i64 {
@@ -477,117 +550,4 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("sub/runs.db")).expect("open");
-        (dir, store)
-    }
-
-    #[test]
-    fn a_run_moves_through_its_states_and_finishes_once() {
-        let (_dir, s) = store();
-        let id = s
-            .insert(
-                "j",
-                &Trigger::Manual { by: "alice".into() },
-                1,
-                RunStatus::Queued,
-                None,
-            )
-            .expect("insert");
-        s.set_container(id, "c1").expect("container");
-        s.mark_running(id, 5).expect("running");
-        assert_eq!(s.unfinished().expect("unfinished").len(), 1);
-        let finish = Finish {
-            exit_code: Some(3),
-            logs: Some(b"out".to_vec()),
-            ..Finish::default()
-        };
-        assert!(s.finish(id, RunStatus::Failed, &finish).expect("finish"));
-        assert!(!s
-            .finish(id, RunStatus::Lost, &Finish::default())
-            .expect("again"));
-        let run = s.get(id).expect("get").expect("exists");
-        assert_eq!(run.status, RunStatus::Failed);
-        assert_eq!(run.exit_code, Some(3));
-        assert_eq!(run.trigger, Trigger::Manual { by: "alice".into() });
-        assert_eq!(run.container_id.as_deref(), Some("c1"));
-        assert_eq!(s.logs(id).expect("logs"), Some((b"out".to_vec(), false)));
-        assert!(s.unfinished().expect("unfinished").is_empty());
-    }
-
-    #[test]
-    fn lists_filter_by_job_and_status_newest_first() {
-        let (_dir, s) = store();
-        for job in ["a", "b", "a"] {
-            s.insert(
-                job,
-                &Trigger::Schedule { planned: 1 },
-                1,
-                RunStatus::Skipped,
-                Some("overlap"),
-            )
-            .expect("insert");
-        }
-        let runs = s
-            .list(&RunFilter {
-                job: Some("a".into()),
-                status: Some(RunStatus::Skipped),
-                limit: 10,
-            })
-            .expect("list");
-        assert_eq!(runs.len(), 2);
-        assert!(runs[0].id > runs[1].id);
-        assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
-        let (_dir, s) = store();
-        for _ in 0..5 {
-            s.insert(
-                "a",
-                &Trigger::Schedule { planned: 1 },
-                1,
-                RunStatus::Skipped,
-                None,
-            )
-            .expect("insert");
-        }
-        let open = s
-            .insert(
-                "a",
-                &Trigger::Schedule { planned: 1 },
-                1,
-                RunStatus::Queued,
-                None,
-            )
-            .expect("insert");
-        let removed = s.prune(2, Duration::from_secs(3600)).expect("prune");
-        assert_eq!(
-            removed, 4,
-            "5 finished + 1 open, keep 2 newest (one is open)"
-        );
-        assert!(s.get(open).expect("get").is_some());
-    }
-
-    #[test]
-    fn last_planned_survives_reopening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("runs.db");
-        Store::open(&path)
-            .expect("open")
-            .set_last_planned("j", 42)
-            .expect("set");
-        assert_eq!(
-            Store::open(&path)
-                .expect("reopen")
-                .last_planned("j")
-                .expect("get"),
-            Some(42)
-        );
-    }
-}
+mod tests;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gatehouse_policy::scheduler::CatchUp;
+use gatehouse_policy::schedule::Schedule;
+use gatehouse_policy::scheduler::{CatchUp, Job};
 use tokio::sync::watch;
 
 use crate::engine::{Engine, Triggered};
@@ -16,35 +17,24 @@ use crate::store::Trigger;
 /// noticed within this long.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-/// On startup: for jobs with `catch_up = "latest"`, the most recent time
-/// missed since the scheduler last looked runs once if it is within the
-/// starting deadline. Every job's "seen up to" moves to now.
+/// Fire times counted one by one after downtime; beyond this, "at least".
+const MAX_MISSED_COUNTED: u64 = 10_000;
+
+/// On startup (once Docker answers): every scheduled time that passed since
+/// the scheduler last looked is accounted for. For jobs with
+/// `catch_up = "latest"`, the most recent one runs once if it is within the
+/// starting deadline. Any other missed time leaves a record: one `skipped`
+/// run (reason code `missed`) at the latest of them, saying how many there
+/// were, and `gatehouse_scheduler_missed_runs_total` counts each. Every
+/// job's "seen up to" moves to now.
 pub fn catch_up(engine: &Arc<Engine>, now: DateTime<Utc>) {
     for job in engine.jobs().values() {
         let Some(schedule) = &job.schedule else {
             continue;
         };
         let last = engine.store().last_planned(&job.name).ok().flatten();
-        if let (CatchUp::Latest { starting_deadline }, Some(last)) = (job.catch_up, last) {
-            let Some(from) = DateTime::from_timestamp_millis(last) else {
-                continue;
-            };
-            let window_start =
-                from.max(now - chrono::Duration::from_std(starting_deadline).unwrap_or_default());
-            match schedule.latest_between(window_start, now) {
-                Some(missed) => {
-                    tracing::info!(job = %job.name, %missed, "catching up the most recent missed run");
-                    let planned = missed.timestamp_millis();
-                    if let Err(e) = engine.trigger(&job.name, Trigger::CatchUp { planned }) {
-                        tracing::error!(job = %job.name, error = %e, "cannot queue the catch-up run");
-                    }
-                }
-                None => {
-                    if schedule.latest_between(from, now).is_some() {
-                        tracing::info!(job = %job.name, "missed runs are older than starting_deadline; not caught up");
-                    }
-                }
-            }
+        if let Some(from) = last.and_then(DateTime::from_timestamp_millis) {
+            account_for_missed(engine, job, schedule, from, now);
         }
         if let Err(e) = engine
             .store()
@@ -53,6 +43,74 @@ pub fn catch_up(engine: &Arc<Engine>, now: DateTime<Utc>) {
             tracing::error!(job = %job.name, error = %e, "cannot record the schedule position");
         }
     }
+}
+
+fn account_for_missed(
+    engine: &Arc<Engine>,
+    job: &Job,
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let Some(latest) = schedule.latest_between(from, now) else {
+        return;
+    };
+    let missed = count_between(schedule, from, now).max(1);
+    let counted = if missed >= MAX_MISSED_COUNTED {
+        format!("at least {missed}")
+    } else {
+        missed.to_string()
+    };
+    let times = if missed == 1 { "time" } else { "times" };
+    let latest_ms = latest.timestamp_millis();
+    let reason = match job.catch_up {
+        CatchUp::Latest { starting_deadline } => {
+            let deadline = chrono::Duration::from_std(starting_deadline).unwrap_or_default();
+            if latest >= now - deadline {
+                tracing::info!(job = %job.name, missed = %latest, "catching up the most recent missed run");
+                if let Err(e) = engine.trigger(&job.name, Trigger::CatchUp { planned: latest_ms }) {
+                    tracing::error!(job = %job.name, error = %e, "cannot queue the catch-up run");
+                }
+                // The catch-up run stands for the latest; older ones only count.
+                if let Err(e) = engine.record_missed(&job.name, latest_ms, missed - 1, None) {
+                    tracing::error!(job = %job.name, error = %e, "cannot count missed runs");
+                }
+                return;
+            }
+            tracing::info!(job = %job.name, "missed runs are older than starting_deadline; not caught up");
+            format!(
+                "missed: the scheduler was not running (or not connected to Docker) at {}; {counted} scheduled {times} since {} passed, the latest older than starting_deadline ({}), so none was caught up",
+                latest.to_rfc3339(),
+                from.to_rfc3339(),
+                humantime::format_duration(starting_deadline)
+            )
+        }
+        CatchUp::None => format!(
+            "missed: the scheduler was not running (or not connected to Docker) at {}; {counted} scheduled {times} since {} passed, and the job does not catch up (catch_up = \"none\")",
+            latest.to_rfc3339(),
+            from.to_rfc3339()
+        ),
+    };
+    tracing::warn!(job = %job.name, missed, latest = %latest, "scheduled runs were missed");
+    if let Err(e) = engine.record_missed(&job.name, latest_ms, missed, Some(reason)) {
+        tracing::error!(job = %job.name, error = %e, "cannot record missed runs");
+    }
+}
+
+/// Fire times in (`from`, `to`], counted up to [`MAX_MISSED_COUNTED`].
+fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    let mut count = 0;
+    let mut at = from;
+    while count < MAX_MISSED_COUNTED {
+        match schedule.next_after(at) {
+            Some(next) if next <= to => {
+                count += 1;
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    count
 }
 
 /// Fires jobs until shutdown. `reloaded` ticks when the job table changed.

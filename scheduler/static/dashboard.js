@@ -26,6 +26,18 @@ async function getJson(path) {
   return response.json();
 }
 
+// The reason code beside a status where it tells more than the status;
+// the same rule as the server's shown_code.
+function causeBadge(run) {
+  const code = run.reason_code;
+  if (!code || code === "cancelled" || code === "timeout") return null;
+  const cause = document.createElement("span");
+  cause.className = "cause";
+  cause.dataset.code = code;
+  cause.textContent = code.replaceAll("_", " ");
+  return cause;
+}
+
 function setText(id, text) {
   const el = document.getElementById(id);
   if (el) el.textContent = text;
@@ -43,14 +55,17 @@ async function followRun(section) {
     const status = document.getElementById("run-status");
     status.textContent = run.status;
     status.dataset.status = run.status;
-    setText("run-started", utc(run.started_at));
+    const terminal = !["queued", "starting", "running"].includes(run.status);
+    const neverStarted = terminal && run.started_at == null && run.status !== "skipped";
+    setText("run-started", neverStarted ? "never" : utc(run.started_at));
     setText("run-finished", utc(run.finished_at));
     setText("run-exit", run.exit_code == null ? "" : String(run.exit_code));
     setText("run-reason", run.reason || "");
+    const code = document.querySelector("#run-reason-code code");
+    if (code) code.textContent = run.reason_code || "";
     if (run.started_at != null) {
       setText("run-duration", formatDuration((run.finished_at ?? Date.now()) - run.started_at));
     }
-    const terminal = !["queued", "starting", "running"].includes(run.status);
     if (terminal) {
       section.dataset.terminal = "true";
       document.getElementById("cancel")?.remove();
@@ -86,6 +101,8 @@ async function refreshJobs(table) {
     badge.dataset.status = run.status;
     badge.textContent = run.status.replace("_", " ");
     link.append(badge);
+    const cause = causeBadge(run);
+    if (cause) link.append(" ", cause);
     cell.replaceChildren(link, " " + utc(run.queued_at));
   }
 }

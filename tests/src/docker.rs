@@ -136,6 +136,21 @@ impl PrivateDocker {
         self.spawn_dockerd()
     }
 
+    /// Stops the daemon (SIGTERM, wait for exit) and leaves it stopped: its
+    /// socket is gone until [`PrivateDocker::start_again`].
+    pub fn stop(&mut self) -> Result<()> {
+        self.stop_dockerd()
+    }
+
+    /// Starts a stopped daemon again on the same socket and data root, and
+    /// waits until it answers.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.dockerd.is_some() {
+            bail!("dockerd is already running");
+        }
+        self.spawn_dockerd()
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }

@@ -55,6 +55,11 @@ pub enum EventKind {
     /// A run refused before any container was created (e.g. a mount
     /// source that a symlink redirects).
     RunRefused,
+    /// A restarted scheduler took over a run the previous process left:
+    /// supervising its container, recording how it ended, or starting it.
+    RunAdopt,
+    /// What a restarted scheduler's reconciliation with Docker did, in all.
+    Reconcile,
 }
 
 impl EventKind {
@@ -79,6 +84,8 @@ impl EventKind {
             EventKind::RunLost => "run.lost",
             EventKind::NotifyDelivery => "notify.delivery",
             EventKind::RunRefused => "run.refused",
+            EventKind::RunAdopt => "run.adopt",
+            EventKind::Reconcile => "reconcile",
         }
     }
 

@@ -9,7 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::api::JobView;
 use crate::auth::Caller;
-use crate::store::{Run, Trigger};
+use crate::store::{ReasonCode, Run, RunStatus, Trigger};
 
 /// Upcoming fire times shown in the jobs table (the job page shows all).
 const NEXT_RUNS_IN_TABLE: usize = 3;
@@ -128,7 +128,29 @@ fn last_outcome(run: Option<&Run>) -> Markup {
 }
 
 fn status_badge(run: &Run) -> Markup {
-    html! { span.status data-status=(run.status.as_str()) { (run.status.as_str().replace('_', " ")) } }
+    html! {
+        span.status data-status=(run.status.as_str()) { (run.status.as_str().replace('_', " ")) }
+        @if let Some(code) = shown_code(run) {
+            " " span.cause data-code=(code.as_str()) { (code.as_str().replace('_', " ")) }
+        }
+    }
+}
+
+/// The reason code beside a status where it tells more than the status
+/// (a lost run that never started from one whose container vanished, a
+/// skip for overlap from a missed time); dashboard.js does the same.
+fn shown_code(run: &Run) -> Option<ReasonCode> {
+    run.reason_code
+        .filter(|c| !matches!(c, ReasonCode::Cancelled | ReasonCode::Timeout))
+}
+
+/// When the run started; for a finished run that never did, "never".
+fn started(run: &Run) -> String {
+    match run.started_at {
+        Some(at) => when(at),
+        None if run.status.is_terminal() && run.status != RunStatus::Skipped => "never".to_owned(),
+        None => String::new(),
+    }
 }
 
 fn run_now_form(job: &str) -> Markup {
@@ -193,12 +215,13 @@ pub fn run(caller: &Caller, run: &Run, logs: &str, may_cancel: bool) -> Markup {
                     dd #run-status data-status=(run.status.as_str()) { (run.status.as_str()) }
                     dt { "Trigger" } dd #run-trigger { (trigger(&run.trigger)) }
                     dt { "Queued" } dd { (when(run.queued_at)) }
-                    dt { "Started" } dd #run-started { (run.started_at.map(when).unwrap_or_default()) }
+                    dt { "Started" } dd #run-started { (started(run)) }
                     dt { "Finished" } dd #run-finished { (run.finished_at.map(when).unwrap_or_default()) }
                     dt { "Duration" } dd #run-duration { (duration(run).unwrap_or_default()) }
                     dt { "Exit code" } dd #run-exit { (run.exit_code.map(|c| c.to_string()).unwrap_or_default()) }
                     @if run.oom_killed { dt { "Memory" } dd { "killed: out of memory" } }
                     dt { "Reason" } dd #run-reason { (run.reason.as_deref().unwrap_or_default()) }
+                    dt { "Reason code" } dd #run-reason-code { code { (run.reason_code.map(ReasonCode::as_str).unwrap_or_default()) } }
                 }
                 @if may_cancel {
                     form #cancel method="post" action={ "/runs/" (run.id) "/cancel" } {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use super::pages::{self, format_duration};
 use crate::api::JobView;
 use crate::auth::Caller;
-use crate::store::{Run, RunStatus, Trigger};
+use crate::store::{ReasonCode, Run, RunStatus, Trigger};
 
 fn caller(roles: &[&str]) -> Caller {
     Caller {
@@ -54,6 +54,29 @@ fn run(status: RunStatus) -> Run {
         container_id: None,
         logs_truncated: false,
         reason: None,
+        reason_code: None,
+    }
+}
+
+/// A run lost at a restart: `started` says whether its container had run.
+fn lost(started: bool) -> Run {
+    let (code, reason) = if started {
+        (
+            ReasonCode::ContainerVanished,
+            "the container vanished while the scheduler was away",
+        )
+    } else {
+        (
+            ReasonCode::NeverStarted,
+            "never started: the scheduler stopped before the run's container was created",
+        )
+    };
+    Run {
+        started_at: started.then_some(1_764_633_601_000),
+        exit_code: None,
+        reason: Some(reason.into()),
+        reason_code: Some(code),
+        ..run(RunStatus::Lost)
     }
 }
 
@@ -174,4 +197,55 @@ fn durations_read_like_the_script_prints_them() {
     assert_eq!(format_duration(3_599_000), "59 m 59 s");
     assert_eq!(format_duration(7_380_000), "2 h 03 m");
     assert_eq!(format_duration(-5), "0.0 s");
+}
+
+#[test]
+fn a_run_lost_before_it_started_reads_differently_from_one_that_ran() {
+    let never = pages::run(&caller(&["viewer"]), &lost(false), "", false).into_string();
+    assert!(
+        never.contains(r#"<dd id="run-started">never</dd>"#),
+        "{never}"
+    );
+    assert!(never.contains(r#"<dd id="run-reason-code"><code>never_started</code></dd>"#));
+    let ran = pages::run(&caller(&["viewer"]), &lost(true), "", false).into_string();
+    assert!(
+        ran.contains(r#"<dd id="run-started">2025-12-02 00:00:01 UTC</dd>"#),
+        "{ran}"
+    );
+    assert!(ran.contains(r#"<dd id="run-reason-code"><code>container_vanished</code></dd>"#));
+
+    // In the tables the code stands beside the status.
+    let view = JobView {
+        last_run: Some(lost(false)),
+        ..job_view(false, None)
+    };
+    let jobs = pages::jobs(&caller(&["viewer"]), &[view]).into_string();
+    assert!(
+        jobs.contains(r#"<span class="status" data-status="lost">lost</span> <span class="cause" data-code="never_started">never started</span>"#),
+        "{jobs}"
+    );
+    let history = pages::job(
+        &caller(&["viewer"]),
+        &job_view(false, None),
+        &[lost(true), run(RunStatus::Succeeded)],
+    )
+    .into_string();
+    assert!(history.contains(
+        r#"<span class="cause" data-code="container_vanished">container vanished</span>"#
+    ));
+    assert_eq!(history.matches("class=\"cause\"").count(), 1, "{history}");
+}
+
+#[test]
+fn a_skipped_run_shows_why_and_no_start() {
+    let missed = Run {
+        started_at: None,
+        exit_code: None,
+        reason_code: Some(ReasonCode::Missed),
+        reason: Some("missed: the scheduler was not running".into()),
+        ..run(RunStatus::Skipped)
+    };
+    let page = pages::run(&caller(&["viewer"]), &missed, "", false).into_string();
+    assert!(page.contains(r#"<dd id="run-started"></dd>"#), "{page}");
+    assert!(page.contains("<code>missed</code>"));
 }

@@ -13,24 +13,34 @@
 //!    a failure may queue a retry after a backoff. Recording queues the
 //!    run's notifications (`notify::on_recorded`), which never wait.
 //!
+//! Before any of this, Docker must answer: the scheduler starts without it,
+//! serves the API and history, and connects with backoff (`connect`); only
+//! then does it reconcile and schedule. A manual trigger while Docker is
+//! not connected is refused (503) rather than queued; a run already queued
+//! when the daemon goes away waits for it within its start window.
+//!
 //! On SIGTERM supervision stops without touching containers; the next start
 //! adopts them (`reconcile`).
 
+mod connect;
 mod reconcile;
 mod run;
+mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use gatehouse_policy::audit::Outcome;
-use gatehouse_policy::scheduler::{Job, Overlap, SchedulerSettings};
+use gatehouse_policy::scheduler::{CatchUp, Job, Overlap, SchedulerSettings};
 use tokio::sync::{watch, Semaphore};
 
 use crate::audit::{self, Audit};
 use crate::auth::Caller;
 use crate::docker;
 use crate::metrics::Metrics;
-use crate::store::{Run, RunStatus, Store, StoreError, Trigger};
+use crate::store::{ReasonCode, Run, RunStatus, Store, StoreError, Trigger};
+
+pub use connect::{connect_and_reconcile, monitor_docker, DockerStatus};
 
 /// The jobs of the policy in force, by name. Replaced whole on reload;
 /// runs in flight keep the `Arc<Job>` they started with.
@@ -50,6 +60,13 @@ impl StopReason {
             StopReason::Replaced { by_run } => format!("replaced by run {by_run}"),
         }
     }
+
+    fn code(&self) -> ReasonCode {
+        match self {
+            StopReason::Cancelled { .. } => ReasonCode::Cancelled,
+            StopReason::Replaced { .. } => ReasonCode::Replaced,
+        }
+    }
 }
 
 struct ActiveRun {
@@ -61,6 +78,10 @@ struct ActiveRun {
 pub enum TriggerError {
     #[error("no such job")]
     UnknownJob,
+    /// Docker is not connected (the scheduler is starting without it, or
+    /// the daemon went away): nothing was queued.
+    #[error("Docker is not available: {0}")]
+    DockerUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,6 +114,8 @@ pub struct Engine {
     active: Mutex<HashMap<i64, ActiveRun>>,
     /// Flips to true on SIGTERM: supervision ends, containers stay.
     shutdown: watch::Receiver<bool>,
+    /// Whether Docker answers; only `connect` changes it.
+    docker_status: watch::Sender<DockerStatus>,
 }
 
 impl Engine {
@@ -121,6 +144,7 @@ impl Engine {
             slots,
             active: Mutex::default(),
             shutdown,
+            docker_status: watch::Sender::new(DockerStatus::starting()),
         });
         engine.replace_jobs(jobs);
         engine
@@ -188,11 +212,16 @@ impl Engine {
         let running = self.active_ids_of(job_name);
         if !running.is_empty() && job.overlap == Overlap::Forbid {
             let reason = format!("overlap: run {} is still active", running[0]);
-            return self.skip(&job, trigger, reason);
+            return self.skip(&job, trigger, reason, ReasonCode::Overlap);
         }
         let queued_now = self.metrics.queued.get().max(0) as usize;
         if queued_now >= self.settings.max_queued_runs && self.slots.available_permits() == 0 {
-            return self.skip(&job, trigger, "queue full (max_queued_runs)".to_owned());
+            return self.skip(
+                &job,
+                trigger,
+                "queue full (max_queued_runs)".to_owned(),
+                ReasonCode::QueueFull,
+            );
         }
         let id = self
             .store
@@ -206,10 +235,16 @@ impl Engine {
         Ok(Triggered::Queued(id))
     }
 
-    fn skip(&self, job: &Job, trigger: Trigger, reason: String) -> Result<Triggered, TriggerError> {
+    fn skip(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        reason: String,
+        code: ReasonCode,
+    ) -> Result<Triggered, TriggerError> {
         let id = self
             .store
-            .insert(&job.name, &trigger, 1, RunStatus::Skipped, Some(&reason))?;
+            .insert_skipped(&job.name, &trigger, &reason, code)?;
         tracing::info!(job = %job.name, run = id, %reason, "run skipped");
         self.metrics
             .runs
@@ -222,8 +257,39 @@ impl Engine {
             RunStatus::Skipped,
             None,
             Some(&reason),
+            Some(code),
         ));
         Ok(Triggered::Skipped(id, reason))
+    }
+
+    /// Accounts for `missed` scheduled times that passed while the scheduler
+    /// was not running (or not connected to Docker) and will not run: they
+    /// count in `missed_runs_total`, and with a `reason` one skipped run at
+    /// the latest of them says so (without one, a catch-up run stands for
+    /// them). Returns that run's id.
+    pub fn record_missed(
+        &self,
+        job_name: &str,
+        latest: i64,
+        missed: u64,
+        reason: Option<String>,
+    ) -> Result<Option<i64>, TriggerError> {
+        let job = self.job(job_name).ok_or(TriggerError::UnknownJob)?;
+        self.metrics
+            .missed_runs
+            .with_label_values(&[job_name])
+            .inc_by(missed);
+        let Some(reason) = reason else {
+            return Ok(None);
+        };
+        match self.skip(
+            &job,
+            Trigger::Schedule { planned: latest },
+            reason,
+            ReasonCode::Missed,
+        )? {
+            Triggered::Skipped(id, _) | Triggered::Queued(id) => Ok(Some(id)),
+        }
     }
 
     /// A caller's trigger, audited with who asked.
@@ -232,6 +298,17 @@ impl Engine {
         job: &str,
         caller: &Caller,
     ) -> Result<Triggered, TriggerError> {
+        // A user expects "Run now" to run now: while Docker is not
+        // connected the run could only wait an unknown time, so say so and
+        // queue nothing. (Scheduled runs already queued do wait; see
+        // `run::execute`.)
+        if self.job(job).is_some() {
+            if let Err(reason) = self.docker_status().ready() {
+                self.audit
+                    .record(audit::trigger_refused(job, caller, &reason));
+                return Err(TriggerError::DockerUnavailable(reason));
+            }
+        }
         let result = self.trigger(
             job,
             Trigger::Manual {
@@ -250,6 +327,24 @@ impl Engine {
             Err(_) => {}
         }
         result
+    }
+
+    /// What the scheduler knows about Docker now.
+    pub fn docker_status(&self) -> DockerStatus {
+        self.docker_status.borrow().clone()
+    }
+
+    fn set_docker_status(&self, status: DockerStatus) {
+        self.metrics
+            .docker_up
+            .set(i64::from(status.ready().is_ok()));
+        self.docker_status.send_replace(status);
+    }
+
+    /// Resolves once Docker is ready (connected and reconciled).
+    async fn docker_ready(&self) {
+        let mut status = self.docker_status.subscribe();
+        let _ = status.wait_for(|s| s.ready().is_ok()).await;
     }
 
     /// Stops an active run; its task records the outcome.
@@ -342,6 +437,19 @@ pub fn resolve_env_check(job: &Job) -> anyhow::Result<()> {
 /// `wait_for` returns is dropped here, so callers stay `Send`.
 pub(crate) async fn until_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
+}
+
+/// How long after it was queued a run may still start, when something kept
+/// it from starting on time (the scheduler stopped before its container
+/// started, or Docker was away): the job's `starting_deadline` when it
+/// catches up (`catch_up = "latest"`), which says how late its runs may
+/// start; otherwise its `timeout`: a run that would have ended by now had it
+/// started on time is not started late.
+pub fn start_window(job: &Job) -> std::time::Duration {
+    match job.catch_up {
+        CatchUp::Latest { starting_deadline } => starting_deadline,
+        CatchUp::None => job.timeout,
+    }
 }
 
 /// A short, stable id for the scheduler that owns `database`.

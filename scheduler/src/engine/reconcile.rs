@@ -1,33 +1,117 @@
 //! Startup: every run the database still calls unfinished is settled
-//! against what Docker has, so no run is silently forgotten across a
-//! `kill -9` of the scheduler or a restart of dockerd.
+//! against what Docker says about its container, so no run is silently
+//! forgotten, or made up, across a `kill -9` of the scheduler or a restart
+//! of dockerd. What counts is the container's inspected state (has it ever
+//! started? has it ended?), never a bare wait, which returns 0 at once for
+//! a container that was created and never started.
 //!
-//! - container still running → adopted and supervised (timeout counted
-//!   from its recorded start);
-//! - container exited → its outcome, exit code and logs are recorded;
-//! - no container → the run is marked `lost`.
+//! - container running → adopted and supervised (timeout counted from its
+//!   start);
+//! - container ran and ended → its outcome, exit code and logs are
+//!   recorded;
+//! - nothing ever ran (no container while the run was queued or starting,
+//!   or a container created and never started) → the run is started again,
+//!   from the top, if it is still inside its start window
+//!   ([`super::start_window`]) and its job still exists; otherwise it is
+//!   marked `lost` with reason code `never_started`;
+//! - container gone after the run started → `lost`, `container_vanished`.
 //!
+//! Each adoption writes a `run.adopt` audit record, each settlement its
+//! `run.finish` or `run.lost`, and the whole a `reconcile` record.
 //! Containers with our labels but no unfinished run are removed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_policy::audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 
-use super::Engine;
-use crate::docker::{DockerError, OurContainer};
-use crate::store::{now_ms, Finish, Run, RunStatus};
+use super::{start_window, Engine};
+use crate::audit::{self, Adoption};
+use crate::docker::{ContainerState, DockerError, OurContainer};
+use crate::store::{now_ms, Finish, ReasonCode, Run, RunStatus};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
+    /// Still running: supervised from here on.
     pub adopted: usize,
+    /// Ended while no scheduler watched: outcome recorded.
     pub recorded: usize,
+    /// Never started, still inside the start window: started again.
+    pub resumed: usize,
     pub lost: usize,
     pub removed_strays: usize,
 }
 
+/// What to do with one unfinished run.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    Supervise { started_at: i64 },
+    Record { started_at: i64 },
+    Resume,
+    Lost(ReasonCode, String),
+}
+
+/// Decides from the run's row and Docker's word on its container; pure, so
+/// every case is a unit test.
+fn plan(run: &Run, job: Option<&Job>, state: Option<&ContainerState>, now: i64) -> Plan {
+    let known_start = |docker: Option<chrono::DateTime<chrono::Utc>>| {
+        run.started_at
+            .or(docker.map(|t| t.timestamp_millis()))
+            .unwrap_or(run.queued_at)
+    };
+    match state {
+        Some(ContainerState::Running { started_at }) => Plan::Supervise {
+            started_at: known_start(*started_at),
+        },
+        Some(ContainerState::Ended { started_at, .. }) => Plan::Record {
+            started_at: known_start(*started_at),
+        },
+        Some(ContainerState::Removing) => Plan::Lost(
+            ReasonCode::ContainerVanished,
+            "the container was being removed while the scheduler was away".to_owned(),
+        ),
+        // No container after the run was marked running, or after a
+        // container was recorded for it: it may have run; nobody can say.
+        None if run.status == RunStatus::Running || run.container_id.is_some() => Plan::Lost(
+            ReasonCode::ContainerVanished,
+            "the container vanished while the scheduler was away".to_owned(),
+        ),
+        // Nothing ever ran: queued, or created and never started.
+        None | Some(ContainerState::NeverStarted { .. }) => {
+            let what = if state.is_some() {
+                "the scheduler stopped after creating the run's container and before starting it"
+            } else {
+                "the scheduler stopped before the run's container was created"
+            };
+            let Some(job) = job else {
+                return Plan::Lost(
+                    ReasonCode::NeverStarted,
+                    format!("never started: {what}, and the job is no longer in the policy"),
+                );
+            };
+            let window = start_window(job);
+            let age = Duration::from_millis((now - run.queued_at).max(0) as u64);
+            if age <= window {
+                Plan::Resume
+            } else {
+                Plan::Lost(
+                    ReasonCode::NeverStarted,
+                    format!(
+                        "never started: {what}, and its start window ({}) had passed when the scheduler came back",
+                        humantime::format_duration(window)
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Settles every unfinished run. A connection error ends it early (the
+/// caller connects again and calls it again); runs this process already
+/// adopted are left alone then.
 pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> {
     let containers: HashMap<i64, OurContainer> = engine
         .docker
@@ -41,70 +125,166 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> 
         Vec::new()
     });
     let mut done = Reconciled::default();
-    let mut claimed = Vec::new();
+    // Containers of unfinished runs, and of runs this process already
+    // supervises or started again, are not strays.
+    let mut claimed: Vec<&str> = containers
+        .values()
+        .filter(|c| engine.is_active(c.run))
+        .map(|c| c.id.as_str())
+        .collect();
     for run in unfinished {
-        let job = engine
-            .job(&run.job)
-            .unwrap_or_else(|| Arc::new(placeholder_job(engine, &run.job)));
-        match containers.get(&run.id) {
-            Some(c) if c.running => {
-                claimed.push(c.id.clone());
-                adopt(engine, job, run, c.id.clone());
-                done.adopted += 1;
-            }
-            Some(c) => {
-                claimed.push(c.id.clone());
-                // Exited while we were away: supervision returns at once.
-                let mut stop = engine.register_adopted(run.id, &run.job);
-                let started_at = run.started_at.unwrap_or(run.queued_at);
-                engine
-                    .supervise_and_record(
-                        &job,
-                        run.id,
-                        &run.trigger,
-                        &c.id,
-                        started_at,
-                        Instant::now() + Duration::from_secs(3600),
-                        &mut stop,
-                        &adopted_mask(&job),
-                    )
-                    .await;
-                engine.unregister(run.id);
-                done.recorded += 1;
-            }
-            None => {
-                let reason = if run.status == RunStatus::Queued {
-                    "the scheduler stopped before the run started"
-                } else {
-                    "the container vanished while the scheduler was away"
-                };
-                let finish = Finish {
-                    reason: Some(reason.to_owned()),
-                    ..Finish::default()
-                };
-                engine.record(&job, run.id, &run.trigger, RunStatus::Lost, finish, None);
-                done.lost += 1;
-            }
+        if engine.is_active(run.id) {
+            continue;
         }
+        let container = containers.get(&run.id);
+        claimed.extend(container.map(|c| c.id.as_str()));
+        settle(engine, run, container, &mut done).await?;
     }
     for (run, c) in &containers {
-        if !claimed.contains(&c.id) {
+        if !claimed.contains(&c.id.as_str()) {
             tracing::warn!(container = %c.id, run, job = %c.job, "removing a container of ours that no unfinished run owns");
-            if let Err(e) = engine.docker.remove(&c.id).await {
-                engine.docker_error("remove", &e);
-            } else {
+            if remove(engine, &c.id).await {
                 done.removed_strays += 1;
             }
         }
     }
     tracing::info!(?done, "reconciled runs with Docker");
+    engine.audit.record(audit::lifecycle(
+        EventKind::Reconcile,
+        &[
+            ("adopted", done.adopted.into()),
+            ("recorded", done.recorded.into()),
+            ("resumed", done.resumed.into()),
+            ("lost", done.lost.into()),
+            ("removed_strays", done.removed_strays.into()),
+        ],
+    ));
     Ok(done)
 }
 
-fn adopt(engine: &Arc<Engine>, job: Arc<Job>, run: Run, container: String) {
+/// Settles one run against Docker's word on its container.
+async fn settle(
+    engine: &Arc<Engine>,
+    run: Run,
+    container: Option<&OurContainer>,
+    done: &mut Reconciled,
+) -> Result<(), DockerError> {
+    let job = engine.job(&run.job);
+    let state = match container {
+        None => None,
+        Some(c) => match engine.docker.inspect_state(&c.id).await {
+            Ok(state) => Some(state),
+            Err(DockerError::NotFound { .. }) => None,
+            Err(e) if e.is_connection_error() => return Err(e),
+            Err(e) => {
+                engine.docker_error("inspect", &e);
+                let reason = format!("Docker's state of the container could not be read: {e}");
+                let decided = Plan::Lost(ReasonCode::OutcomeUnknown, reason);
+                let job = job.unwrap_or_else(|| Arc::new(placeholder_job(engine, &run.job)));
+                carry_out(engine, job, run, Some(c), decided, done).await;
+                return Ok(());
+            }
+        },
+    };
+    let decided = plan(&run, job.as_deref(), state.as_ref(), now_ms());
+    tracing::info!(job = %run.job, run = run.id, status = run.status.as_str(), container = ?container.map(|c| &c.id), ?state, plan = ?decided, "reconciling a run of the previous process");
+    let job = job.unwrap_or_else(|| Arc::new(placeholder_job(engine, &run.job)));
+    carry_out(engine, job, run, container, decided, done).await;
+    Ok(())
+}
+
+async fn carry_out(
+    engine: &Arc<Engine>,
+    job: Arc<Job>,
+    run: Run,
+    container: Option<&OurContainer>,
+    decided: Plan,
+    done: &mut Reconciled,
+) {
+    match (decided, container) {
+        (Plan::Supervise { started_at }, Some(c)) => {
+            if run.status != RunStatus::Running || run.started_at.is_none() {
+                let _ = engine.store.mark_running(run.id, started_at);
+            }
+            engine
+                .audit
+                .record(audit::run_adopted(&run, Adoption::Supervise, Some(&c.id)));
+            adopt(engine, job, run, c.id.clone(), started_at);
+            done.adopted += 1;
+        }
+        (Plan::Record { started_at }, Some(c)) => {
+            if run.started_at.is_none() {
+                let _ = engine.store.mark_running(run.id, started_at);
+            }
+            engine
+                .audit
+                .record(audit::run_adopted(&run, Adoption::Record, Some(&c.id)));
+            // Ended while we were away: supervision returns at once.
+            let mut stop = engine.register_adopted(run.id, &run.job);
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            engine
+                .supervise_and_record(
+                    &job,
+                    run.id,
+                    &run.trigger,
+                    &c.id,
+                    started_at,
+                    deadline,
+                    &mut stop,
+                    &adopted_mask(&job),
+                )
+                .await;
+            engine.unregister(run.id);
+            done.recorded += 1;
+        }
+        (Plan::Resume, container) => {
+            // The created container holds the env of its day; a fresh one
+            // is made from the job as it is now, under the same name.
+            if let Some(c) = container {
+                if !remove(engine, &c.id).await {
+                    let reason = "never started: its unstarted container could not be removed to start it again";
+                    let finish = Finish::because(ReasonCode::NeverStarted, reason);
+                    engine.record(&job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+                    done.lost += 1;
+                    return;
+                }
+            }
+            engine.audit.record(audit::run_adopted(
+                &run,
+                Adoption::Resume,
+                container.map(|c| c.id.as_str()),
+            ));
+            tracing::info!(job = %run.job, run = run.id, "starting a run that never started before the restart");
+            let _ = engine.store.set_status(run.id, RunStatus::Queued);
+            engine.spawn_run(job, run.id, run.trigger.clone(), run.attempt);
+            done.resumed += 1;
+        }
+        (Plan::Lost(code, reason), container) => {
+            if let Some(c) = container {
+                remove(engine, &c.id).await;
+            }
+            let finish = Finish::because(code, reason);
+            engine.record(&job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+            done.lost += 1;
+        }
+        // Supervise and Record come only from a container's state.
+        (Plan::Supervise { .. } | Plan::Record { .. }, None) => {}
+    }
+}
+
+async fn remove(engine: &Engine, container: &str) -> bool {
+    match engine.docker.remove(container).await {
+        Ok(()) => true,
+        Err(e) => {
+            engine.docker_error("remove", &e);
+            false
+        }
+    }
+}
+
+fn adopt(engine: &Arc<Engine>, job: Arc<Job>, run: Run, container: String, started_at: i64) {
     tracing::info!(job = %run.job, run = run.id, %container, "adopting a running container");
     let mut stop = engine.register_adopted(run.id, &run.job);
-    let started_at = run.started_at.unwrap_or(run.queued_at);
     let elapsed = Duration::from_millis((now_ms() - started_at).max(0) as u64);
     let deadline = Instant::now() + job.timeout.saturating_sub(elapsed);
     let engine = engine.clone();
@@ -174,3 +354,6 @@ fn placeholder_job(engine: &Engine, name: &str) -> Job {
         notify: engine.settings.notify.default.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,33 +1,17 @@
 //! One run, from waiting for a slot to its recorded outcome.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gatehouse_policy::scheduler::{Job, PullPolicy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::supervise::{exit_outcome, Ending};
 use super::{Engine, StopReason};
 use crate::audit;
-use crate::docker::{self, ContainerSpec, DockerError, Exit};
+use crate::docker::{self, ContainerSpec, DockerError};
 use crate::mask::Masker;
-use crate::store::{now_ms, Finish, RunStatus, Trigger};
-
-/// How supervision of a container ended.
-#[derive(Debug)]
-pub(crate) enum Ending {
-    Exited(Exit),
-    TimedOut(Option<Exit>),
-    Stopped(StopReason, Option<Exit>),
-    /// The container disappeared (removed behind our back).
-    Vanished,
-    /// The scheduler is stopping; the container keeps running and the next
-    /// start adopts it.
-    Abandoned,
-}
-
-/// Longest wait between attempts to reach a daemon that went away.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
 
 impl Engine {
     /// Runs attempt after attempt while the job's retries allow. Returns the
@@ -108,25 +92,20 @@ impl Engine {
         };
         self.metrics.queued.dec();
         let Some(_permit) = permit else {
-            let reason = stop_reason(stop).map(|r| r.describe());
-            return Some(self.record(
-                job,
-                id,
-                trigger,
-                RunStatus::Cancelled,
-                Finish {
-                    reason,
-                    ..Finish::default()
-                },
-                None,
-            ));
-        };
-        if let Some(reason) = stop_reason(stop) {
-            let finish = Finish {
-                reason: Some(reason.describe()),
-                ..Finish::default()
+            let finish = match stop_reason(stop) {
+                Some(reason) => Finish::because(reason.code(), reason.describe()),
+                None => Finish::default(),
             };
             return Some(self.record(job, id, trigger, RunStatus::Cancelled, finish, None));
+        };
+        if let Some(reason) = stop_reason(stop) {
+            let finish = Finish::because(reason.code(), reason.describe());
+            return Some(self.record(job, id, trigger, RunStatus::Cancelled, finish, None));
+        }
+        // A run queued while the daemon is away (a dockerd restart) waits
+        // for it, within its start window, rather than failing at once.
+        if let Err(outcome) = self.until_docker_ready(job, id, trigger, stop).await {
+            return outcome;
         }
         if let Err(e) = self.store.set_status(id, RunStatus::Starting) {
             tracing::error!(run = id, error = %e, "cannot record the run's start");
@@ -135,7 +114,9 @@ impl Engine {
         // 2. Everything that can fail before Docker runs anything.
         let env = match resolve_env(job) {
             Ok(env) => env,
-            Err(reason) => return Some(self.fail_before_start(job, id, trigger, reason)),
+            Err(reason) => {
+                return Some(self.fail_before_start(job, id, trigger, reason, None));
+            }
         };
         let pull = match job.pull {
             PullPolicy::Never => docker::PullPolicy::Never,
@@ -144,7 +125,7 @@ impl Engine {
         };
         if let Err(e) = self.docker.ensure_image(&job.image, pull).await {
             self.docker_error("ensure_image", &e);
-            return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+            return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let mask = Masker::for_env(job, &env);
         let mut spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
@@ -155,14 +136,14 @@ impl Engine {
                 let reason = refused.to_string();
                 self.audit
                     .record(audit::run_refused(&job.name, id, trigger, &reason));
-                return Some(self.fail_before_start(job, id, trigger, reason));
+                return Some(self.fail_before_start(job, id, trigger, reason, None));
             }
         };
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
             Err(e) => {
                 self.docker_error("create", &e);
-                return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+                return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
             }
         };
         if let Err(e) = self.store.set_container(id, &container) {
@@ -180,7 +161,7 @@ impl Engine {
         if let Err(e) = self.docker.start(&container).await {
             self.docker_error("start", &e);
             let _ = self.docker.remove(&container).await;
-            return Some(self.fail_before_start(job, id, trigger, e.to_string()));
+            return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let started_at = now_ms();
         if let Err(e) = self.store.mark_running(id, started_at) {
@@ -216,30 +197,44 @@ impl Engine {
         self.metrics.running.dec();
         let (status, exit, reason) = match ending {
             Ending::Abandoned => return None,
-            Ending::Exited(exit) => {
-                let status = if exit.exit_code == 0 && !exit.oom_killed {
-                    RunStatus::Succeeded
-                } else {
-                    RunStatus::Failed
-                };
-                let reason = exit
-                    .oom_killed
-                    .then(|| "OOMKilled: the memory limit was reached".to_owned());
+            Ending::Exited {
+                exit,
+                during_outage,
+            } => {
+                let (status, reason) = exit_outcome(exit, during_outage);
                 (status, Some(exit), reason)
             }
             Ending::TimedOut(exit) => (
                 RunStatus::TimedOut,
                 exit,
-                Some(format!(
-                    "timed out after {}",
-                    humantime::format_duration(job.timeout)
+                Some((
+                    ReasonCode::Timeout,
+                    format!(
+                        "timed out after {}",
+                        humantime::format_duration(job.timeout)
+                    ),
                 )),
             ),
-            Ending::Stopped(reason, exit) => (RunStatus::Cancelled, exit, Some(reason.describe())),
+            Ending::Stopped(reason, exit) => (
+                RunStatus::Cancelled,
+                exit,
+                Some((reason.code(), reason.describe())),
+            ),
             Ending::Vanished => (
                 RunStatus::Lost,
                 None,
-                Some("the container vanished".to_owned()),
+                Some((
+                    ReasonCode::ContainerVanished,
+                    "the container vanished".to_owned(),
+                )),
+            ),
+            Ending::NeverStarted => (
+                RunStatus::Lost,
+                None,
+                Some((
+                    ReasonCode::NeverStarted,
+                    "never started: Docker says the container was never started".to_owned(),
+                )),
             ),
         };
         let logs = match self
@@ -263,82 +258,33 @@ impl Engine {
             oom_killed: exit.is_some_and(|e| e.oom_killed),
             logs_truncated: logs.as_ref().is_some_and(|l| l.truncated),
             logs: logs.map(|l| l.bytes),
-            reason,
+            reason_code: reason.as_ref().map(|(code, _)| *code),
+            reason: reason.map(|(_, text)| text),
         };
         let duration = (now_ms() - started_at).max(0) as f64 / 1000.0;
         Some(self.record(job, id, trigger, status, finish, Some(duration)))
     }
-
-    /// Waits for the container to end, for the deadline, for a stop, or for
-    /// shutdown, riding out a daemon that goes away and comes back.
-    async fn supervise(
-        &self,
-        container: &str,
-        deadline: Instant,
-        stop: &mut watch::Receiver<Option<StopReason>>,
-    ) -> Ending {
-        let mut shutdown = self.shutdown.clone();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                waited = self.docker.wait(container) => match waited {
-                    Ok(exit) => return Ending::Exited(exit),
-                    Err(DockerError::NotFound { .. }) => return Ending::Vanished,
-                    Err(e) => {
-                        self.docker_error("wait", &e);
-                        // The daemon may be restarting: ask again until it
-                        // answers, then trust what it says.
-                        tokio::time::sleep(delay).await;
-                        if self.shutting_down() {
-                            return Ending::Abandoned;
-                        }
-                        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-                        match self.docker.inspect_exit(container).await {
-                            Ok(Some(exit)) => return Ending::Exited(exit),
-                            Err(DockerError::NotFound { .. }) => return Ending::Vanished,
-                            Ok(None) | Err(_) => continue,
-                        }
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Ending::TimedOut(self.stop_container(container).await);
-                }
-                _ = wait_for_stop(stop) => {
-                    let reason = stop_reason(stop).unwrap_or(StopReason::Cancelled { by: "unknown".into() });
-                    return Ending::Stopped(reason, self.stop_container(container).await);
-                }
-                _ = crate::engine::until_true(&mut shutdown) => return Ending::Abandoned,
-            }
-        }
-    }
-
-    /// SIGTERM, the grace period, then SIGKILL; returns how it exited.
-    async fn stop_container(&self, container: &str) -> Option<Exit> {
-        if let Err(e) = self.docker.stop(container, self.settings.stop_grace).await {
-            self.docker_error("stop", &e);
-        }
-        match self.docker.inspect_exit(container).await {
-            Ok(exit) => exit,
-            Err(e) => {
-                self.docker_error("inspect", &e);
-                None
-            }
-        }
-    }
-
     fn fail_before_start(
         &self,
         job: &Job,
         id: i64,
         trigger: &Trigger,
         reason: String,
+        error: Option<&DockerError>,
     ) -> RunStatus {
         tracing::warn!(job = %job.name, run = id, %reason, "run could not start");
-        let finish = Finish {
-            reason: Some(reason),
-            ..Finish::default()
+        let code = match error {
+            Some(e) if e.is_connection_error() => ReasonCode::DockerUnavailable,
+            _ => ReasonCode::StartFailed,
         };
-        self.record(job, id, trigger, RunStatus::Failed, finish, None)
+        self.record(
+            job,
+            id,
+            trigger,
+            RunStatus::Failed,
+            Finish::because(code, reason),
+            None,
+        )
     }
 
     /// Writes the terminal state, metrics and the audit record.
@@ -373,7 +319,7 @@ impl Engine {
                 .with_label_values(&[name])
                 .set(now_ms() as f64 / 1000.0);
         }
-        tracing::info!(job = name, run = id, status = status.as_str(), exit_code = ?finish.exit_code, reason = ?finish.reason, "run finished");
+        tracing::info!(job = name, run = id, status = status.as_str(), exit_code = ?finish.exit_code, reason = ?finish.reason, reason_code = ?finish.reason_code.map(ReasonCode::as_str), "run finished");
         self.audit.record(audit::run_finished(
             name,
             id,
@@ -381,6 +327,7 @@ impl Engine {
             status,
             finish.exit_code,
             finish.reason.as_deref(),
+            finish.reason_code,
         ));
         crate::notify::on_recorded(self, job, id, status, &finish);
         status
@@ -395,14 +342,14 @@ impl Engine {
     }
 }
 
-async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) {
+pub(super) async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) {
     // A closed channel means nobody can stop us any more: wait forever.
     if stop.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
 
-fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
+pub(super) fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
     stop.borrow().clone()
 }
 

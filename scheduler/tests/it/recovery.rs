@@ -1,11 +1,13 @@
-//! No run is forgotten: across `kill -9` of the scheduler, SIGTERM, a
-//! container removed behind its back, and a restart of dockerd.
+//! No run is forgotten, and none is made up: across `kill -9` of the
+//! scheduler (also exactly between creating a container and starting it),
+//! SIGTERM, a container removed behind its back, and a restart of dockerd.
 
 use std::time::Duration;
 
 use gatehouse_tests::docker::PrivateDocker;
 
-use crate::support::{job, Stack};
+use crate::docker_proxy::DockerProxy;
+use crate::support::{job, metric_value, shared_docker, Stack};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -35,6 +37,111 @@ async fn a_run_survives_kill_9_of_the_scheduler_and_is_adopted() {
     assert!(stack.containers_of("steady").is_empty());
     let finished = stack.audit_events("run.finish", 1).await;
     assert_eq!(finished[0]["details"]["run"], id);
+    let adopted = stack.audit_events("run.adopt", 1).await;
+    assert_eq!(adopted[0]["details"]["run"], id);
+    assert_eq!(adopted[0]["details"]["action"], "supervise");
+    assert_eq!(adopted[0]["details"]["previous_status"], "running");
+    let reconciled = stack.audit_events("reconcile", 2).await;
+    assert_eq!(reconciled[1]["details"]["adopted"], 1, "{reconciled:?}");
+}
+
+/// The crash between `docker create` and `docker start`, for real: a proxy
+/// on the Docker socket holds the scheduler's start request while the test
+/// kills it with SIGKILL. Docker then has a container that never started,
+/// and `wait` on it would say 0 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_create_and_start_never_records_an_invented_outcome() {
+    let mut proxy = DockerProxy::start(&shared_docker().host());
+    let jobs = format!(
+        "{}{}",
+        job(
+            "resumable",
+            "timeout = \"5m\"\ncommand = [\"sh\", \"-c\", \"echo ran; exit 3\"]"
+        ),
+        job("stale", "timeout = \"2s\"\ncommand = [\"echo\", \"ran\"]"),
+    );
+    let mut stack = Stack::start_on(&proxy.host(), "", &jobs).await;
+    let state = |stack: &Stack, job: &str| {
+        let ids = stack.containers_of(job);
+        assert_eq!(ids.len(), 1, "{job}: {ids:?}");
+        let out = stack
+            .docker()
+            .args(["inspect", "-f", "{{.State.Status}}", &ids[0]])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+
+    // 1. Back within its start window: the run is started and its own
+    //    outcome recorded.
+    proxy.hold_next_start();
+    let id = stack.run_now("resumable").await;
+    let held = proxy.wait_held(LONG).await;
+    assert!(held.contains("/start"), "{held}");
+    assert_eq!(stack.run(id).await["status"], "starting");
+    stack.kill_scheduler("KILL");
+    assert_eq!(state(&stack, "resumable"), "created");
+    stack.spawn_scheduler().await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["exit_code"], 3, "the run's own exit code: {run}");
+    assert_eq!(stack.logs(id).await, "ran\n");
+    assert!(run["started_at"].is_i64(), "{run}");
+    let resumed = stack.audit_events("run.adopt", 1).await;
+    assert_eq!(resumed[0]["details"]["run"], id);
+    assert_eq!(resumed[0]["details"]["action"], "resume");
+    assert_eq!(resumed[0]["details"]["previous_status"], "starting");
+    let reconciled = stack.audit_events("reconcile", 2).await;
+    assert_eq!(reconciled[1]["details"]["resumed"], 1, "{reconciled:?}");
+    assert!(stack.containers_of("resumable").is_empty());
+
+    // 2. Back after its start window (the job's 2 s timeout): lost, saying
+    //    it never started, with no exit code and no success.
+    proxy.hold_next_start();
+    let id = stack.run_now("stale").await;
+    proxy.wait_held(LONG).await;
+    stack.kill_scheduler("KILL");
+    assert_eq!(state(&stack, "stale"), "created");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stack.spawn_scheduler().await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "lost", "{run}");
+    assert_eq!(run["reason_code"], "never_started", "{run}");
+    assert!(
+        run["exit_code"].is_null(),
+        "no exit code is invented: {run}"
+    );
+    assert!(run["started_at"].is_null(), "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("before starting it") && reason.contains("start window (2s)"),
+        "{reason}"
+    );
+    let metrics = stack.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_runs_total{job_name=\"stale\",outcome=\"lost\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gatehouse_scheduler_runs_total{job_name=\"stale\",outcome=\"succeeded\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        !metrics.contains("gatehouse_scheduler_last_success_timestamp_seconds{job_name=\"stale\"}"),
+        "{metrics}"
+    );
+    let lost = stack.audit_events("run.lost", 1).await;
+    assert_eq!(lost[0]["details"]["run"], id);
+    assert_eq!(lost[0]["details"]["reason_code"], "never_started");
+    assert!(lost[0]["details"].get("exit_code").is_none(), "{lost:?}");
+    assert!(stack.containers_of("stale").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,6 +178,8 @@ async fn a_run_whose_container_vanished_is_marked_lost() {
     stack.spawn_scheduler().await;
     let run = stack.wait_run(id, None, LONG).await;
     assert_eq!(run["status"], "lost", "{run}");
+    assert_eq!(run["reason_code"], "container_vanished", "{run}");
+    assert!(run["started_at"].is_i64(), "it had started: {run}");
     let lost = stack.audit_events("run.lost", 1).await;
     assert_eq!(lost[0]["details"]["run"], id);
 }
@@ -88,17 +197,24 @@ async fn a_dockerd_restart_mid_run_is_ridden_out_and_recorded() {
     stack.wait_run(id, Some("running"), LONG).await;
     docker.restart().expect("restart dockerd");
     let run = stack.wait_run(id, None, Duration::from_secs(60)).await;
-    // The daemon's stop killed the container; the scheduler recorded how.
+    // The daemon's stop killed the container; the scheduler recorded how,
+    // and says why.
+    assert_eq!(run["status"], "failed", "{run}");
     assert!(
-        matches!(run["status"].as_str(), Some("failed") | Some("lost")),
+        [137, 143].contains(&run["exit_code"].as_i64().unwrap_or_default()),
         "{run}"
     );
-    if run["status"] == "failed" {
-        assert!(run["exit_code"].as_i64().is_some(), "{run}");
-    }
-    // And it keeps working with the restarted daemon.
-    let jobs = job("victim", "command = [\"sleep\", \"60\"]");
-    drop(jobs);
+    assert_eq!(run["reason_code"], "daemon_restarted", "{run}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Docker daemon went away"),
+        "{run}"
+    );
+    // And it keeps working with the restarted daemon, once it has seen the
+    // daemon answer again.
+    stack.wait_ready().await;
     let next = stack.run_now("victim").await;
     let second = stack.wait_run(next, Some("running"), LONG).await;
     assert_eq!(second["status"], "running");

@@ -254,6 +254,40 @@ async fn after_downtime_the_latest_missed_run_is_caught_up_once() {
         ignored.iter().all(|r| r["trigger"]["kind"] != "catch_up"),
         "{ignored:?}"
     );
+    // What the job without catch-up missed leaves a record: one skipped
+    // run saying why, at the latest missed time, and a count.
+    let missed: Vec<_> = ignored
+        .iter()
+        .filter(|r| r["reason_code"] == "missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{ignored:?}");
+    assert_eq!(missed[0]["status"], "skipped");
+    assert_eq!(missed[0]["trigger"]["kind"], "schedule");
+    assert_eq!(
+        missed[0]["trigger"]["planned"].as_i64().unwrap_or(1) % 3000,
+        0
+    );
+    let reason = missed[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("was not running") && reason.contains("catch_up = \"none\""),
+        "{reason}"
+    );
+    let metrics = stack.metrics().await;
+    let count = |job: &str| {
+        metric_value(
+            &metrics,
+            &format!("gatehouse_scheduler_missed_runs_total{{job_name=\"{job}\"}}"),
+        )
+    };
+    assert!(count("ignorer").unwrap_or(0.0) >= 1.0, "{metrics}");
+    assert!(count("catcher").is_some(), "{metrics}");
+    let skips = stack.audit_events("run.skip", 1).await;
+    assert!(
+        skips
+            .iter()
+            .any(|r| r["details"]["reason_code"] == "missed"),
+        "{skips:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -265,6 +265,13 @@ impl Stack {
 
     /// Starts (or starts again) the scheduler and waits until it is ready.
     pub async fn spawn_scheduler(&mut self) {
+        self.spawn_scheduler_unready().await;
+        self.wait_ready().await;
+    }
+
+    /// Starts (or starts again) the scheduler and waits only until its
+    /// admin listener answers `/healthz`, ready or not.
+    pub async fn spawn_scheduler_unready(&mut self) {
         self.respawns += 1;
         let log = self.dir().join(format!("scheduler-{}.log", self.respawns));
         let mut command = Command::new(SCHEDULER);
@@ -274,7 +281,23 @@ impl Stack {
             .env("DOCKER_HOST", &self.docker_host)
             .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
         self.scheduler = Some(spawn(&mut command, &log));
-        self.wait_ready().await;
+        let url = format!("http://{}/healthz", self.sched_admin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the scheduler did not start:\n{}", self.scheduler_log());
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}/readyz", self.sched_admin))
+            .await
+            .expect("readyz");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     pub async fn wait_ready(&self) {

@@ -1,0 +1,191 @@
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("sub/runs.db")).expect("open");
+    (dir, store)
+}
+
+#[test]
+fn a_run_moves_through_its_states_and_finishes_once() {
+    let (_dir, s) = store();
+    let id = s
+        .insert(
+            "j",
+            &Trigger::Manual { by: "alice".into() },
+            1,
+            RunStatus::Queued,
+            None,
+        )
+        .expect("insert");
+    s.set_container(id, "c1").expect("container");
+    s.mark_running(id, 5).expect("running");
+    assert_eq!(s.unfinished().expect("unfinished").len(), 1);
+    let finish = Finish {
+        exit_code: Some(3),
+        logs: Some(b"out".to_vec()),
+        ..Finish::default()
+    };
+    assert!(s.finish(id, RunStatus::Failed, &finish).expect("finish"));
+    assert!(!s
+        .finish(id, RunStatus::Lost, &Finish::default())
+        .expect("again"));
+    let run = s.get(id).expect("get").expect("exists");
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.exit_code, Some(3));
+    assert_eq!(run.trigger, Trigger::Manual { by: "alice".into() });
+    assert_eq!(run.container_id.as_deref(), Some("c1"));
+    assert_eq!(s.logs(id).expect("logs"), Some((b"out".to_vec(), false)));
+    assert!(s.unfinished().expect("unfinished").is_empty());
+}
+
+#[test]
+fn lists_filter_by_job_and_status_newest_first() {
+    let (_dir, s) = store();
+    for job in ["a", "b", "a"] {
+        s.insert(
+            job,
+            &Trigger::Schedule { planned: 1 },
+            1,
+            RunStatus::Skipped,
+            Some("overlap"),
+        )
+        .expect("insert");
+    }
+    let runs = s
+        .list(&RunFilter {
+            job: Some("a".into()),
+            status: Some(RunStatus::Skipped),
+            limit: 10,
+        })
+        .expect("list");
+    assert_eq!(runs.len(), 2);
+    assert!(runs[0].id > runs[1].id);
+    assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
+}
+
+#[test]
+fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
+    let (_dir, s) = store();
+    for _ in 0..5 {
+        s.insert(
+            "a",
+            &Trigger::Schedule { planned: 1 },
+            1,
+            RunStatus::Skipped,
+            None,
+        )
+        .expect("insert");
+    }
+    let open = s
+        .insert(
+            "a",
+            &Trigger::Schedule { planned: 1 },
+            1,
+            RunStatus::Queued,
+            None,
+        )
+        .expect("insert");
+    let removed = s.prune(2, Duration::from_secs(3600)).expect("prune");
+    assert_eq!(
+        removed, 4,
+        "5 finished + 1 open, keep 2 newest (one is open)"
+    );
+    assert!(s.get(open).expect("get").is_some());
+}
+
+#[test]
+fn last_planned_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("runs.db");
+    Store::open(&path)
+        .expect("open")
+        .set_last_planned("j", 42)
+        .expect("set");
+    assert_eq!(
+        Store::open(&path)
+            .expect("reopen")
+            .last_planned("j")
+            .expect("get"),
+        Some(42)
+    );
+}
+
+#[test]
+fn reason_codes_are_stored_with_skips_and_finishes() {
+    let (_dir, s) = store();
+    let skipped = s
+        .insert_skipped(
+            "j",
+            &Trigger::Schedule { planned: 1 },
+            "missed: the scheduler was not running",
+            ReasonCode::Missed,
+        )
+        .expect("insert");
+    let run = s.get(skipped).expect("get").expect("exists");
+    assert_eq!(run.status, RunStatus::Skipped);
+    assert_eq!(run.reason_code, Some(ReasonCode::Missed));
+    assert!(run.finished_at.is_some());
+
+    let lost = s
+        .insert(
+            "j",
+            &Trigger::Schedule { planned: 2 },
+            1,
+            RunStatus::Queued,
+            None,
+        )
+        .expect("insert");
+    assert_eq!(s.get(lost).expect("get").expect("exists").reason_code, None);
+    let finish = Finish::because(ReasonCode::NeverStarted, "never started");
+    assert!(s.finish(lost, RunStatus::Lost, &finish).expect("finish"));
+    let run = s.get(lost).expect("get").expect("exists");
+    assert_eq!(run.reason_code, Some(ReasonCode::NeverStarted));
+    assert_eq!(run.exit_code, None, "nothing ran, so no exit code");
+    let json = serde_json::to_value(&run).expect("json");
+    assert_eq!(json["reason_code"], "never_started");
+    for code in ReasonCode::ALL {
+        assert_eq!(ReasonCode::parse(code.as_str()), Some(code));
+    }
+}
+
+#[test]
+fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&path).expect("open");
+        // The runs table as the first release wrote it.
+        conn.execute_batch(
+            "CREATE TABLE runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+                trigger_kind TEXT NOT NULL, triggered_by TEXT, planned_at INTEGER,
+                retry_of INTEGER, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+                queued_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
+                exit_code INTEGER, oom_killed INTEGER NOT NULL DEFAULT 0,
+                container_id TEXT, logs BLOB, logs_truncated INTEGER NOT NULL DEFAULT 0,
+                reason TEXT);
+             INSERT INTO runs (job, trigger_kind, triggered_by, attempt, status, queued_at, finished_at, exit_code)
+             VALUES ('j', 'manual', 'alice', 1, 'succeeded', 1, 2, 0);",
+        )
+        .expect("old schema");
+    }
+    let s = Store::open(&path).expect("open an old database");
+    let old = s.get(1).expect("get").expect("exists");
+    assert_eq!(old.status, RunStatus::Succeeded);
+    assert_eq!(old.reason_code, None);
+    let id = s
+        .insert_skipped(
+            "j",
+            &Trigger::Manual { by: "bob".into() },
+            "overlap: run 1 is still active",
+            ReasonCode::Overlap,
+        )
+        .expect("insert");
+    assert_eq!(
+        s.get(id).expect("get").expect("exists").reason_code,
+        Some(ReasonCode::Overlap)
+    );
+    drop(s);
+    Store::open(&path).expect("opening again adds nothing twice");
+}
