@@ -9,6 +9,7 @@ mod compose;
 mod cron_oracle;
 mod dashboard;
 mod engine;
+mod keys;
 mod prometheus;
 mod recovery;
 mod replay;

@@ -301,6 +301,25 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Stops the gateway and starts it again on the same policy (without
+    /// `[assertion] key_file`, so it signs with a newly generated key).
+    /// Returns when the new process is spawned, before it listens.
+    pub fn restart_gateway(&mut self) {
+        self.gateway.signal("TERM").expect("signal the gateway");
+        assert!(
+            self.gateway.wait_exit(Duration::from_secs(15)).is_some(),
+            "the gateway did not exit on TERM"
+        );
+        self.respawns += 1;
+        let log = self.dir().join(format!("gateway-{}.log", self.respawns));
+        self.gateway = spawn(
+            Command::new(gateway_bin())
+                .args(["run", "--policy"])
+                .arg(&self.policy_path),
+            &log,
+        );
+    }
+
     pub fn kill_scheduler(&mut self, signal: &str) {
         let mut process = self.scheduler.take().expect("scheduler running");
         process.signal(signal).expect("signal");
