@@ -13,6 +13,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod docker;
 pub mod engine;
+pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -10,6 +10,7 @@ mod cron_oracle;
 mod dashboard;
 mod engine;
 mod keys;
+mod logs;
 mod prometheus;
 mod recovery;
 mod replay;

@@ -154,6 +154,8 @@ pub struct Stack {
     pub gw_admin: SocketAddr,
     pub policy_path: PathBuf,
     pub docker_host: String,
+    /// Added to the scheduler's command line by [`Stack::spawn_scheduler`].
+    pub scheduler_args: Vec<String>,
     vars: Vec<(String, String)>,
     respawns: u32,
 }
@@ -241,6 +243,7 @@ impl Stack {
             http: SocketAddr::from(([127, 0, 0, 1], ports[4])),
             policy_path,
             docker_host: docker_host.to_owned(),
+            scheduler_args: Vec::new(),
             vars,
             respawns: 0,
         };
@@ -271,6 +274,7 @@ impl Stack {
         command
             .args(["run", "--policy"])
             .arg(&self.policy_path)
+            .args(&self.scheduler_args)
             .env("DOCKER_HOST", &self.docker_host)
             .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
         self.scheduler = Some(spawn(&mut command, &log));
