@@ -1,10 +1,13 @@
 //! `gatehouse-gateway bootstrap`: the first start of a deployment.
 //!
-//! Creates, only where absent, the two secrets a fresh stack needs before
+//! Creates, only where absent, the secrets a fresh stack needs before
 //! anyone can log in: an admin password, of which only the argon2id hash is
-//! stored (`[[basic_user]] password_hash_file`), and a session sealing key
-//! (`[session] keys_file`). The password exists in plain text only in the
-//! returned [`Created`] value, for the caller to show once.
+//! stored (`[[basic_user]] password_hash_file`), a session sealing key
+//! (`[session] keys_file`) and the Ed25519 key assertions to upstreams are
+//! signed with (`[assertion] key_file`), kept so that a gateway restart
+//! keeps its key and upstreams such as the scheduler keep verifying. The
+//! password exists in plain text only in the returned [`Created`] value,
+//! for the caller to show once.
 //!
 //! Every file is written to a temporary name first and then hard-linked into
 //! place: a link never replaces an existing file, so two concurrent runs
@@ -26,6 +29,8 @@ use crate::identity;
 pub const PASSWORD_HASH_FILE: &str = "admin-password.hash";
 /// The session sealing key, for `[session] keys_file`.
 pub const SESSION_KEY_FILE: &str = "session.key";
+/// The assertion signing key (Ed25519, PKCS#8 PEM), for `[assertion] key_file`.
+pub const ASSERTION_KEY_FILE: &str = "assertion.key";
 
 /// Random bytes in a generated password: 192 bits, 32 base64url characters.
 const PASSWORD_BYTES: usize = 24;
@@ -77,6 +82,14 @@ pub fn bootstrap(dir: &Path) -> Result<Created> {
         let key = hex::encode(random_bytes(SESSION_KEY_BYTES)?);
         if write_new_private(&key_path, format!("{key}\n").as_bytes())? {
             created.files.push(key_path);
+        }
+    }
+    let assertion_path = dir.join(ASSERTION_KEY_FILE);
+    if !assertion_path.exists() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .context("generating the assertion key")?;
+        if write_new_private(&assertion_path, key.serialize_pem().as_bytes())? {
+            created.files.push(assertion_path);
         }
     }
     Ok(created)
@@ -139,7 +152,7 @@ mod tests {
         let created = bootstrap(&dir).unwrap();
         let password = created.password.expect("a new password");
         assert_eq!(password.len(), 32);
-        assert_eq!(created.files.len(), 2);
+        assert_eq!(created.files.len(), 3);
 
         let hash = fs::read_to_string(dir.join(PASSWORD_HASH_FILE)).unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -159,8 +172,9 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(PASSWORD_HASH_FILE)), 0o600);
         assert_eq!(mode(&dir.join(SESSION_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(ASSERTION_KEY_FILE)), 0o600);
         // No temporary files are left behind.
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
     }
 
     #[test]
@@ -169,12 +183,37 @@ mod tests {
         bootstrap(dir.path()).unwrap();
         let hash = fs::read(dir.path().join(PASSWORD_HASH_FILE)).unwrap();
         let key = fs::read(dir.path().join(SESSION_KEY_FILE)).unwrap();
+        let signing = fs::read(dir.path().join(ASSERTION_KEY_FILE)).unwrap();
 
         let again = bootstrap(dir.path()).unwrap();
         assert!(again.password.is_none());
         assert!(again.files.is_empty());
         assert_eq!(fs::read(dir.path().join(PASSWORD_HASH_FILE)).unwrap(), hash);
         assert_eq!(fs::read(dir.path().join(SESSION_KEY_FILE)).unwrap(), key);
+        assert_eq!(
+            fs::read(dir.path().join(ASSERTION_KEY_FILE)).unwrap(),
+            signing
+        );
+    }
+
+    /// What keeps the scheduler verifying across a gateway restart: two
+    /// gateways reading the bootstrap key publish the same key set.
+    #[test]
+    fn the_assertion_key_loads_and_keeps_the_published_key_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        bootstrap(dir.path()).unwrap();
+        let path = dir.path().join(ASSERTION_KEY_FILE);
+        let lifetime = std::time::Duration::from_secs(60);
+        let first =
+            crate::assertion::AssertionSigner::new(Some(&path), "https://gw.test", lifetime)
+                .expect("the bootstrap key is an Ed25519 PKCS#8 key");
+        let second =
+            crate::assertion::AssertionSigner::new(Some(&path), "https://gw.test", lifetime)
+                .unwrap();
+        assert_eq!(first.jwks(), second.jwks());
+        let generated =
+            crate::assertion::AssertionSigner::new(None, "https://gw.test", lifetime).unwrap();
+        assert_ne!(first.jwks(), generated.jwks());
     }
 
     #[test]
@@ -185,7 +224,13 @@ mod tests {
 
         let created = bootstrap(dir.path()).unwrap();
         assert!(created.password.is_some());
-        assert_eq!(created.files, vec![dir.path().join(PASSWORD_HASH_FILE)]);
+        assert_eq!(
+            created.files,
+            vec![
+                dir.path().join(PASSWORD_HASH_FILE),
+                dir.path().join(ASSERTION_KEY_FILE)
+            ]
+        );
         assert_eq!(
             fs::read_to_string(dir.path().join(SESSION_KEY_FILE)).unwrap(),
             "kept\n"

@@ -39,6 +39,9 @@ pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colours for a terminal only: files and pipes get no
+                    // escape codes.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(filter),
             )
             .try_init(),

@@ -55,7 +55,8 @@ enum Command {
     /// Hash a password for a [[basic_user]] (argon2id). Reads it from stdin.
     HashPassword,
     /// First start: create an admin password (printed once; only its
-    /// argon2id hash is stored) and a session key in DIR, where absent.
+    /// argon2id hash is stored), a session key and an assertion signing
+    /// key in DIR, where absent.
     /// A second run changes nothing.
     Bootstrap {
         #[arg(long, default_value = "/var/lib/gatehouse/bootstrap")]

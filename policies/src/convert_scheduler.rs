@@ -25,6 +25,10 @@ const MAX_LOG_CAP: u64 = 64 * 1024 * 1024;
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_RUNS: usize = 100;
 const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(30 * 86_400);
+/// Often enough that a rotation arrives soon; an unknown key id triggers
+/// a fetch at once anyway.
+const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+const MAX_JWKS_REFRESH: Duration = Duration::from_secs(86_400);
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
@@ -83,6 +87,26 @@ impl Converter<'_> {
                 None
             }
         };
+        let gateway_jwks_refresh = self.duration(&raw.gateway_jwks_refresh, DEFAULT_JWKS_REFRESH);
+        if gateway_jwks_refresh < Duration::from_secs(1) || gateway_jwks_refresh > MAX_JWKS_REFRESH
+        {
+            if let Some(r) = &raw.gateway_jwks_refresh {
+                self.problems.add(
+                    Some(r.span()),
+                    "gateway_jwks_refresh must be between 1s and 1d",
+                );
+            }
+        }
+        let gateway_jwks_ca = raw.gateway_jwks_ca.as_ref().map(|ca| {
+            if gateway_jwks.as_ref().is_some_and(|u| u.scheme() != "https") {
+                self.problems.add_hint(
+                    Some(ca.span()),
+                    "gateway_jwks_ca is only used for an https gateway_jwks",
+                    "remove it, or make gateway_jwks an https:// URL",
+                );
+            }
+            self.file_path(ca)
+        });
         let gateway_routes = self.gateway_routes(spanned, addr, routes);
         let allowed_images = raw
             .allowed_images
@@ -181,6 +205,8 @@ impl Converter<'_> {
             keep_runs: self.count(&raw.keep_runs, DEFAULT_KEEP_RUNS, 1, 1_000_000),
             keep_for: self.duration(&raw.keep_for, DEFAULT_KEEP_FOR),
             gateway_jwks: gateway_jwks?,
+            gateway_jwks_refresh,
+            gateway_jwks_ca,
             gateway_issuer: listen?.public_origin.as_str().to_owned(),
             gateway_routes,
             notify: self.notify_settings(&raw.notify),

@@ -40,6 +40,8 @@ pub(crate) struct RawScheduler {
     pub keep_runs: Option<S<i64>>,
     pub keep_for: Option<S<String>>,
     pub gateway_jwks: Option<S<String>>,
+    pub gateway_jwks_refresh: Option<S<String>>,
+    pub gateway_jwks_ca: Option<S<String>>,
     #[serde(default)]
     pub gateway_routes: Vec<S<String>>,
     pub notify: Option<S<crate::raw_notify::RawNotify>>,

@@ -1,20 +1,24 @@
 //! Cron schedules for jobs: parsing, next fire times and catch-up.
 //!
-//! Expressions are evaluated by the `croner` crate, but *not* with croner's
-//! time-zone handling. Croner treats "fixed-time" and "interval" jobs
-//! differently around DST transitions (interval jobs skip the spring-forward
-//! gap and run twice in the repeated hour). Our rule is simpler and the same
-//! for every job: a schedule is a set of wall-clock times in the job's zone,
-//! and each of those times fires exactly once:
+//! Expressions are evaluated by the `croner` crate on *naive* local times;
+//! the DST rules are ours, and they are Vixie cron's (cron.c), which split
+//! jobs in two by their minute and hour fields:
 //!
-//! * a wall-clock time that does not exist (spring-forward gap) fires at the
-//!   first instant after the gap (02:30 Europe/Berlin → 03:00 CEST);
-//! * a wall-clock time that exists twice (fall-back) fires at its first
-//!   occurrence only.
+//! * **Fixed-time jobs** (neither field starts with `*`: `30 2 * * *`,
+//!   `0 9-17 * * 1-5`): a schedule is a set of wall-clock times, and each
+//!   fires exactly once. A time that does not exist (spring-forward gap)
+//!   fires at the first instant after the gap (02:30 Europe/Berlin → 03:00
+//!   CEST); a time that exists twice (fall-back) fires at its first
+//!   occurrence only. [`Schedule::resolve`] maps each matching local time to
+//!   an instant; that map never goes backwards in time, which is what lets
+//!   the searches below stay simple.
+//! * **Wildcard jobs** (minute or hour starts with `*`: `*/15 * * * *`,
+//!   `0 * * * *`, `@hourly`, `0 */2 * * *`) run on real time: at every
+//!   instant whose wall-clock time matches, so both passes of a repeated
+//!   hour and nothing for the skipped one (see `schedule/real_time.rs`).
 //!
-//! So croner searches *naive* local times, and [`Schedule::resolve`] maps each
-//! matching local time to an instant. That map never goes backwards in time,
-//! which is what lets the searches below stay simple.
+//! A 6-field expression is classified by its minute and hour too: Vixie
+//! has no seconds field, and `0 30 2 * * *` is the job `30 2 * * *`.
 //!
 //! Day matching follows Vixie cron: when the day-of-month and day-of-week
 //! fields are both restricted a day matches if *either* does; a field that
@@ -30,6 +34,7 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
+mod real_time;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +65,9 @@ pub struct Schedule {
     /// The six normalised fields (seconds first, names replaced by numbers),
     /// kept for [`Schedule::describe`].
     fields: [String; 6],
+    /// A Vixie "wildcard" job (minute or hour starts with `*`): fires on
+    /// real time around DST changes, see the module docs.
+    real_time: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -265,12 +273,14 @@ impl Schedule {
             reason,
         })?;
 
+        let real_time = fields[1].starts_with('*') || fields[2].starts_with('*');
         Ok(Schedule {
             cron,
             tz,
             expr: expr.to_string(),
             timezone: timezone.to_string(),
             fields,
+            real_time,
         })
     }
 
@@ -282,8 +292,18 @@ impl Schedule {
         &self.timezone
     }
 
+    /// Whether this is a Vixie "wildcard" job, which runs on real time
+    /// across DST changes (both passes of a repeated hour, nothing for a
+    /// skipped one) rather than once per wall-clock time.
+    pub fn runs_on_real_time(&self) -> bool {
+        self.real_time
+    }
+
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.real_time {
+            return self.next_real_time(after);
+        }
         let mut cursor = truncate(after.with_timezone(&self.tz).naive_local());
         loop {
             let local = self.cron.find_next_occurrence(&cursor, false).ok()?;
@@ -316,6 +336,9 @@ impl Schedule {
     /// The latest fire time in `(from, to]`, for catch-up after downtime.
     /// One backward search, however long the interval.
     pub fn latest_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.real_time {
+            return self.latest_real_time(from, to);
+        }
         if to <= from {
             return None;
         }

@@ -49,6 +49,13 @@ pub struct SchedulerSettings {
     pub keep_for: Duration,
     /// Where the gateway publishes the key its assertions are signed with.
     pub gateway_jwks: url::Url,
+    /// How often the key set is fetched again (also on an unknown key id,
+    /// at most every few seconds). Keys older than three of these, after
+    /// failed refreshes, make `/readyz` fail.
+    pub gateway_jwks_refresh: Duration,
+    /// For an `https` `gateway_jwks`: the PEM CA that alone is trusted
+    /// (default: the system's roots).
+    pub gateway_jwks_ca: Option<PathBuf>,
     /// The gateway's issuer (its public origin) and the route names whose
     /// assertions this scheduler accepts.
     pub gateway_issuer: String,

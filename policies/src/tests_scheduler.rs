@@ -277,3 +277,35 @@ fn env_names_follow_posix() {
         assert!(!is_env_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn jwks_refresh_and_ca_have_safe_defaults_and_bounds() {
+    let policy = parse_ok(HEAD);
+    let scheduler = policy.scheduler.as_ref().expect("scheduler");
+    assert_eq!(scheduler.gateway_jwks_refresh, Duration::from_secs(300));
+    assert_eq!(scheduler.gateway_jwks_ca, None);
+
+    let https = HEAD.replace(
+        "database = ",
+        "gateway_jwks = \"https://gw.internal/jwks.json\"\ngateway_jwks_ca = \"ca.pem\"\ngateway_jwks_refresh = \"30s\"\ndatabase = ",
+    );
+    let policy = parse_ok(&https);
+    let scheduler = policy.scheduler.as_ref().expect("scheduler");
+    assert_eq!(scheduler.gateway_jwks_refresh, Duration::from_secs(30));
+    assert_eq!(
+        scheduler.gateway_jwks_ca.as_deref(),
+        Some(Path::new("/etc/gatehouse/ca.pem"))
+    );
+
+    let plain = HEAD.replace("database = ", "gateway_jwks_ca = \"ca.pem\"\ndatabase = ");
+    assert!(first_problem(&plain)
+        .message
+        .contains("only used for an https gateway_jwks"));
+    for bad in ["\"500ms\"", "\"2d\""] {
+        let text = HEAD.replace(
+            "database = ",
+            &format!("gateway_jwks_refresh = {bad}\ndatabase = "),
+        );
+        assert!(first_problem(&text).message.contains("between 1s and 1d"));
+    }
+}

@@ -56,21 +56,30 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     )
 }
 
-/// Ready when callers can be verified and Docker answers.
+/// Ready when every check passes: callers can be verified (the gateway's
+/// keys are loaded and fresh) and Docker answers. A 503 names each failing
+/// check on a line of its own, `check: reason`.
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
-    if !admin.verifier.has_keys() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the gateway's keys\n".to_owned(),
-        );
+    let mut failing = Vec::new();
+    if let Err(reason) = gateway_keys_check(&admin) {
+        failing.push(format!("gateway_keys: {reason}"));
     }
-    match docker_check(&admin.engine).await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("docker: {reason}\n"),
-        ),
+    if let Err(reason) = docker_check(&admin.engine).await {
+        failing.push(format!("docker: {reason}"));
     }
+    if failing.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}\n", failing.join("\n")),
+        )
+    }
+}
+
+/// Missing keys, or keys gone stale after failed refreshes.
+fn gateway_keys_check(admin: &Admin) -> Result<(), String> {
+    admin.verifier.key_readiness()
 }
 
 /// The Docker part of readiness: connected, reconciled and scheduling

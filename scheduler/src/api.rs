@@ -153,7 +153,7 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
         .and_then(|v| v.to_str().ok());
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
-    match api.verifier.verify(token, &method, &path) {
+    match api.verifier.verify_or_refetch(token, &method, &path).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

@@ -11,18 +11,30 @@
 //! The replay cache lives in memory, so an assertion issued before this
 //! process started (beyond the clock leeway) is refused too: a restart
 //! does not reopen replays of what the previous process accepted.
+//!
+//! The keys follow the gateway ([`jwks`]): refreshed periodically, and
+//! fetched again at once (single-flight, rate-limited) when an assertion
+//! names a key id the scheduler does not know, as after a gateway restart
+//! with a newly generated key.
 
+mod jwks;
 mod replay;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+pub use jwks::{
+    fetch_keys, jwks_client, JwksError, JwksSource, MIN_REFETCH_INTERVAL, STALE_AFTER_REFRESHES,
+};
 pub use replay::{ReplayCache, ReplayError};
+
+use jwks::KeyStatus;
 
 pub const ASSERTION_HEADER: &str = "x-gatehouse-assertion";
 
@@ -53,6 +65,9 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("the assertion is not valid")]
     Invalid,
+    /// Signed with a key id the loaded set does not have (yet).
+    #[error("the assertion names a key the scheduler does not know")]
+    UnknownKey,
     #[error("the assertion was issued for another request")]
     WrongRequest,
     #[error("the assertion was already used (a replay)")]
@@ -94,9 +109,16 @@ struct Claims {
     path: String,
 }
 
-/// Checks assertions; the key set is refreshed in the background.
+/// Checks assertions; the key set is refreshed in the background and on
+/// an unknown key id.
 pub struct Verifier {
     keys: RwLock<Option<Arc<JwkSet>>>,
+    /// Bumped on every key set installed, so a request that waited for an
+    /// on-demand fetch knows whether another one already brought new keys.
+    generation: AtomicU64,
+    status: Mutex<KeyStatus>,
+    /// None in unit tests that install keys by hand.
+    source: Option<JwksSource>,
     validation: Validation,
     replays: ReplayCache,
     /// Unix seconds when this verifier (this process) started.
@@ -116,15 +138,96 @@ impl Verifier {
         validation.leeway = LEEWAY_SECS;
         Verifier {
             keys: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            status: Mutex::new(KeyStatus::default()),
+            source: None,
             validation,
             replays: ReplayCache::new(capacity),
             started_at: unix_now().unwrap_or(u64::MAX),
         }
     }
 
+    /// Where [`keep_keys_fresh`] and the unknown-kid refetch get the keys.
+    pub fn with_source(mut self, source: JwksSource) -> Verifier {
+        self.source = Some(source);
+        self
+    }
+
     pub fn set_keys(&self, keys: JwkSet) {
         if let Ok(mut slot) = self.keys.write() {
             *slot = Some(Arc::new(keys));
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut status) = self.status.lock() {
+            *status = KeyStatus {
+                loaded_at: Some(Instant::now()),
+                ..KeyStatus::default()
+            };
+        }
+    }
+
+    /// `Err(reason)` when the keys are missing or stale (see
+    /// [`STALE_AFTER_REFRESHES`]); `/readyz` reports it.
+    pub fn key_readiness(&self) -> Result<(), String> {
+        let refresh = self
+            .source
+            .as_ref()
+            .map_or(Duration::from_secs(300), |s| s.refresh);
+        self.status
+            .lock()
+            .map_err(|_| "the key status is unavailable".to_owned())?
+            .readiness(refresh, Instant::now())
+    }
+
+    /// [`Verifier::verify`], and when the assertion names a key id that is
+    /// not loaded, one on-demand fetch of the gateway's keys (shared with
+    /// concurrent requests, rate-limited) and a second try. Nothing of the
+    /// assertion is used up by the first try: the replay check comes after
+    /// the signature.
+    pub async fn verify_or_refetch(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Result<Caller, AuthError> {
+        let seen = self.generation.load(Ordering::Acquire);
+        match self.verify(token, method, path) {
+            Err(AuthError::UnknownKey | AuthError::KeysUnavailable)
+                if self.refetch_after(seen).await =>
+            {
+                self.verify(token, method, path)
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches the keys unless another request did since generation
+    /// `seen`, or one was fetched on demand less than
+    /// [`MIN_REFETCH_INTERVAL`] ago. True when new keys may be there.
+    async fn refetch_after(&self, seen: u64) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        // Waiting here is the single flight: whoever holds the lock is
+        // fetching, and the others see its result below.
+        let mut last = source.on_demand.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match fetch_keys(&source.client, &source.url).await {
+            Ok(keys) => {
+                tracing::info!(url = %source.url, "fetched the gateway's keys again for an unknown key id");
+                self.set_keys(keys);
+                true
+            }
+            Err(e) => {
+                jwks::note_failure(&self.status, &source.url, &e);
+                false
+            }
         }
     }
 
@@ -188,10 +291,9 @@ impl Verifier {
             return Err(AuthError::Invalid);
         }
         let jwk = match &header.kid {
-            Some(kid) => keys.find(kid),
-            None => keys.keys.first(),
-        }
-        .ok_or(AuthError::Invalid)?;
+            Some(kid) => keys.find(kid).ok_or(AuthError::UnknownKey)?,
+            None => keys.keys.first().ok_or(AuthError::Invalid)?,
+        };
         let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid)?;
         jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map(|data| data.claims)
@@ -211,95 +313,32 @@ fn unix_now() -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-/// Why the gateway's key set could not be fetched.
-#[derive(Debug, thiserror::Error)]
-pub enum JwksError {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-    #[error("the request failed: {0}")]
-    Request(#[source] reqwest::Error),
-    /// Never followed: the key set must come from the URL in the policy,
-    /// not from wherever that URL points us.
-    #[error("answered {status} with a redirect to `{location}`; redirects are not followed, so set gateway_jwks to the final URL")]
-    Redirected { status: u16, location: String },
-    #[error("answered {0}")]
-    Status(u16),
-    #[error("the answer is not a JWKS: {0}")]
-    NotJwks(#[source] reqwest::Error),
-    #[error("the key set is empty")]
-    Empty,
-}
-
-/// The client for the gateway's JWKS: short timeout, no redirects.
-pub fn jwks_client() -> Result<reqwest::Client, JwksError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(JwksError::Client)
-}
-
 /// Fetches the gateway's JWKS until it succeeds, then refreshes it every
-/// `refresh`, so a gateway key rotation reaches the scheduler.
-pub async fn keep_keys_fresh(verifier: Arc<Verifier>, url: url::Url, refresh: Duration) {
-    let client = match jwks_client() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot fetch the gateway's keys");
-            return;
-        }
+/// refresh interval of the verifier's source, so a gateway key rotation
+/// reaches the scheduler even when no request names the new key.
+pub async fn keep_keys_fresh(verifier: Arc<Verifier>) {
+    let Some(source) = &verifier.source else {
+        return;
     };
     let mut delay = Duration::from_millis(200);
     loop {
-        match fetch_keys(&client, &url).await {
+        match fetch_keys(&source.client, &source.url).await {
             Ok(keys) => {
                 let first = !verifier.has_keys();
                 verifier.set_keys(keys);
                 if first {
-                    tracing::info!(%url, "loaded the gateway's assertion keys");
+                    tracing::info!(url = %source.url, "loaded the gateway's assertion keys");
                 }
                 delay = Duration::from_millis(200);
-                tokio::time::sleep(refresh).await;
+                tokio::time::sleep(source.refresh).await;
             }
             Err(e) => {
-                tracing::warn!(%url, error = %e, retry_in = ?delay, "cannot fetch the gateway's assertion keys");
+                jwks::note_failure(&verifier.status, &source.url, &e);
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                delay = (delay * 2).min(Duration::from_secs(10)).min(source.refresh);
             }
         }
     }
-}
-
-/// One fetch of the key set at `url`, with `client` from [`jwks_client`].
-pub async fn fetch_keys(client: &reqwest::Client, url: &url::Url) -> Result<JwkSet, JwksError> {
-    let response = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(JwksError::Request)?;
-    let status = response.status();
-    if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
-        return Err(JwksError::Redirected {
-            status: status.as_u16(),
-            location,
-        });
-    }
-    if !status.is_success() {
-        return Err(JwksError::Status(status.as_u16()));
-    }
-    let keys: JwkSet = response.json().await.map_err(JwksError::NotJwks)?;
-    if keys.keys.is_empty() {
-        return Err(JwksError::Empty);
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod docker;
 pub mod engine;
 pub mod job_env;
+pub mod logging;
 pub mod mask;
 pub mod metrics;
 pub mod notify;

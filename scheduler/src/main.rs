@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse_scheduler::logging::{self, LogFormat};
 use gatehouse_scheduler::schedule::{default_timezone, Schedule};
 use gatehouse_scheduler::server;
 
@@ -15,6 +16,9 @@ use gatehouse_scheduler::server;
     about = "Gatehouse job scheduler"
 )]
 struct Cli {
+    /// Log format on stderr (json: one object per line, as the gateway's).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +60,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run { policy } => run(policy),
         Command::Check { policy } => server::load_policy(&policy).and_then(|p| {
@@ -89,6 +93,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // In JSON, the failure is a log line too, so every line on stderr
+        // parses.
+        Err(e) if cli.log_format == LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "gatehouse-scheduler failed");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -121,13 +131,4 @@ fn next(expression: &str, timezone: &str, after: Option<&str>, count: usize) -> 
         println!("{}", t.to_rfc3339());
     }
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
 }

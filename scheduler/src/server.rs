@@ -27,8 +27,6 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ticker;
 
-/// How often the gateway's JWKS is fetched again.
-const KEY_REFRESH: Duration = Duration::from_secs(300);
 /// How often old runs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -80,10 +78,15 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         .context("the policy has no [scheduler] section")?;
     // Before the port is ours: assertions issued from here on cannot have
     // been accepted by a previous process, and older ones are refused.
-    let verifier = Arc::new(Verifier::new(
-        &settings.gateway_issuer,
-        &settings.gateway_routes,
-    ));
+    let jwks = auth::JwksSource::new(
+        settings.gateway_jwks.clone(),
+        settings.gateway_jwks_refresh,
+        settings.gateway_jwks_ca.as_deref(),
+    )
+    .context("the gateway's JWKS ([scheduler] gateway_jwks)")?;
+    let verifier = Arc::new(
+        Verifier::new(&settings.gateway_issuer, &settings.gateway_routes).with_source(jwks),
+    );
     let api_listener = bind(settings.listen, "scheduler API").await?;
     let admin_listener = match settings.admin {
         Some(addr) => Some(bind(addr, "scheduler admin").await?),
@@ -124,11 +127,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
-    tokio::spawn(auth::keep_keys_fresh(
-        verifier.clone(),
-        settings.gateway_jwks.clone(),
-        KEY_REFRESH,
-    ));
+    tokio::spawn(auth::keep_keys_fresh(verifier.clone()));
     tokio::spawn(prune_loop(store, settings.keep_runs, settings.keep_for));
     spawn_reloader(
         policy_path.clone(),

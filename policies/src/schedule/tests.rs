@@ -46,15 +46,69 @@ fn spring_forward_gap_fires_once_at_the_next_valid_instant() {
             "2025-03-10T02:00:00-04:00"
         ]
     );
-    // Interval jobs follow the same rule.
+}
+
+#[test]
+fn wildcard_jobs_make_up_nothing_for_the_skipped_hour() {
+    // Vixie cron runs wildcard jobs on real time: 02:30 never happens on
+    // 2025-03-30 in Berlin, so nothing runs for it (no extra 03:00 run).
     assert_eq!(
         next_n("30 * * * *", "Europe/Berlin", "2025-03-30T00:10:00Z", 3),
         [
             "2025-03-30T01:30:00+01:00",
-            "2025-03-30T03:00:00+02:00",
-            "2025-03-30T03:30:00+02:00"
+            "2025-03-30T03:30:00+02:00",
+            "2025-03-30T04:30:00+02:00"
         ]
     );
+    assert_eq!(
+        next_n("*/15 * * * *", "Europe/Berlin", "2025-03-30T00:40:00Z", 3),
+        [
+            "2025-03-30T01:45:00+01:00",
+            "2025-03-30T03:00:00+02:00",
+            "2025-03-30T03:15:00+02:00"
+        ]
+    );
+}
+
+#[test]
+fn wildcard_jobs_run_in_both_passes_of_the_repeated_hour() {
+    // Berlin repeats 02:00-03:00 on 2025-10-26: every 15 minutes of real
+    // time, not a 75-minute pause.
+    assert_eq!(
+        next_n("*/15 * * * *", "Europe/Berlin", "2025-10-26T00:40:00Z", 6),
+        [
+            "2025-10-26T02:45:00+02:00",
+            "2025-10-26T02:00:00+01:00",
+            "2025-10-26T02:15:00+01:00",
+            "2025-10-26T02:30:00+01:00",
+            "2025-10-26T02:45:00+01:00",
+            "2025-10-26T03:00:00+01:00"
+        ]
+    );
+    for hourly in ["0 * * * *", "@hourly"] {
+        assert_eq!(
+            next_n(hourly, "Europe/Berlin", "2025-10-25T23:30:00Z", 3),
+            [
+                "2025-10-26T02:00:00+02:00",
+                "2025-10-26T02:00:00+01:00",
+                "2025-10-26T03:00:00+01:00"
+            ],
+            "{hourly}"
+        );
+    }
+    // The hour field alone starting with `*` makes a wildcard job too.
+    assert_eq!(
+        next_n("0 */2 * * *", "Europe/Berlin", "2025-10-25T23:30:00Z", 3),
+        [
+            "2025-10-26T02:00:00+02:00",
+            "2025-10-26T02:00:00+01:00",
+            "2025-10-26T04:00:00+01:00"
+        ]
+    );
+    let classified = |e: &str| Schedule::parse(e, "UTC").unwrap().runs_on_real_time();
+    assert!(classified("*/15 * * * *") && classified("0 */2 * * *") && classified("@hourly"));
+    assert!(classified("*/30 1 * * *") && classified("0 0 * * * *"));
+    assert!(!classified("30 2 * * *") && !classified("@daily") && !classified("*/10 30 2 * * *"));
 }
 
 #[test]
@@ -67,7 +121,7 @@ fn fall_back_repeated_hour_fires_once_at_the_first_occurrence() {
     // New York repeats 01:00-02:00 on 2025-11-02.
     assert_eq!(
         next_n(
-            "*/30 1 * * *",
+            "0,30 1 * * *",
             "America/New_York",
             "2025-11-02T04:00:00Z",
             3
@@ -81,12 +135,22 @@ fn fall_back_repeated_hour_fires_once_at_the_first_occurrence() {
     // Started inside the second pass: the repeated times already fired.
     assert_eq!(
         next_n(
+            "15,45 1,2 * * *",
+            "America/New_York",
+            "2025-11-02T06:10:00Z",
+            2
+        ),
+        ["2025-11-02T02:15:00-05:00", "2025-11-02T02:45:00-05:00"]
+    );
+    // A wildcard job started there runs on through the second pass.
+    assert_eq!(
+        next_n(
             "*/15 * * * *",
             "America/New_York",
             "2025-11-02T06:10:00Z",
             2
         ),
-        ["2025-11-02T02:00:00-05:00", "2025-11-02T02:15:00-05:00"]
+        ["2025-11-02T01:15:00-05:00", "2025-11-02T01:30:00-05:00"]
     );
 }
 
@@ -280,15 +344,29 @@ fn latest_between_for_catch_up() {
 
 #[test]
 fn latest_between_matches_iterating_next_after() {
-    for (expr, tz) in [
+    // Around a fall-back and a spring-forward, fixed-time and wildcard.
+    for ((expr, tz), (from, until)) in [
         ("*/7 1-3 * * *", "America/New_York"),
         ("15,45 * * * *", "Europe/Berlin"),
         ("0 2 * * *", "Europe/Berlin"),
-    ] {
+        ("0 * * * *", "Europe/Berlin"),
+        ("*/20 * * * *", "Australia/Lord_Howe"),
+        ("30 1,2 * * *", "Australia/Lord_Howe"),
+    ]
+    .into_iter()
+    .flat_map(|case| {
+        [
+            ("2025-10-25T20:00:00Z", "2025-10-26T06:00:00Z"),
+            ("2025-03-29T20:00:00Z", "2025-03-30T06:00:00Z"),
+            ("2025-04-05T12:00:00Z", "2025-04-05T18:00:00Z"),
+            ("2025-10-04T12:00:00Z", "2025-10-04T18:00:00Z"),
+        ]
+        .map(|window| (case, window))
+    }) {
         let s = Schedule::parse(expr, tz).unwrap();
-        let from = utc("2025-10-25T20:00:00Z");
+        let from = utc(from);
         let mut t = from + Duration::minutes(1);
-        while t < utc("2025-10-26T06:00:00Z") {
+        while t < utc(until) {
             let mut want = None;
             let mut at = from;
             while let Some(n) = s.next_after(at).filter(|n| *n <= t) {

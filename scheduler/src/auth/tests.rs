@@ -289,7 +289,7 @@ async fn jwks_server() -> (std::net::SocketAddr, Arc<AtomicU64>) {
 #[tokio::test]
 async fn the_jwks_fetch_does_not_follow_redirects() {
     let (addr, served) = jwks_server().await;
-    let client = jwks_client().expect("client");
+    let client = jwks_client(None).expect("client");
     // The server does serve keys where the redirect points...
     let direct = url::Url::parse(&format!("http://{addr}/keys.json")).expect("url");
     let keys = fetch_keys(&client, &direct).await.expect("keys");
@@ -305,4 +305,97 @@ async fn the_jwks_fetch_does_not_follow_redirects() {
         other => panic!("expected a refused redirect, got {other:?}"),
     }
     assert_eq!(served.load(Ordering::Relaxed), 1);
+}
+
+/// A token signed by the test key but naming key id `kid`.
+fn token_with_kid(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+fn fetching_verifier(addr: std::net::SocketAddr) -> Verifier {
+    let url = url::Url::parse(&format!("http://{addr}/keys.json")).expect("url");
+    let source = JwksSource::new(url, Duration::from_secs(300), None).expect("source");
+    Verifier::new("https://gw.test", &["jobs".to_owned()]).with_source(source)
+}
+
+#[test]
+fn an_unknown_key_id_is_told_apart_from_a_bad_signature() {
+    let (key, v) = verifier();
+    let t = token_with_kid(&key, "k2", claims("GET", "/api/jobs", "jobs", 60));
+    assert_eq!(
+        v.verify(Some(&t), "GET", "/api/jobs"),
+        Err(AuthError::UnknownKey)
+    );
+    assert_eq!(AuthError::UnknownKey.metric_reason(), "unauthenticated");
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_an_unknown_key_id_share_one_fetch() {
+    let (addr, served) = jwks_server().await;
+    let (key, _) = signing_pair();
+    let v = Arc::new(fetching_verifier(addr));
+    // Keys the gateway no longer signs with: the set has another kid.
+    let mut old = test_jwks(ring_free_test_key().1);
+    old.keys[0].common.key_id = Some("old".into());
+    v.set_keys(old);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let v = v.clone();
+            let t = token(&key, claims("GET", "/api/jobs", "jobs", 60));
+            tokio::spawn(async move { v.verify_or_refetch(Some(&t), "GET", "/api/jobs").await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.expect("task").is_ok());
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn made_up_key_ids_fetch_at_most_once_per_interval() {
+    let (addr, served) = jwks_server().await;
+    let (key, _) = signing_pair();
+    let v = fetching_verifier(addr);
+    v.set_keys(test_jwks(ring_free_test_key().1));
+    for i in 0..50 {
+        let t = token_with_kid(
+            &key,
+            &format!("made-up-{i}"),
+            claims("GET", "/api/jobs", "jobs", 60),
+        );
+        assert_eq!(
+            v.verify_or_refetch(Some(&t), "GET", "/api/jobs").await,
+            Err(AuthError::UnknownKey)
+        );
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 1);
+    // The known key still verifies, without a fetch.
+    let t = token(&key, claims("GET", "/api/jobs", "jobs", 60));
+    assert!(v
+        .verify_or_refetch(Some(&t), "GET", "/api/jobs")
+        .await
+        .is_ok());
+    assert_eq!(served.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn readiness_reports_missing_then_stale_keys() {
+    let refresh = Duration::from_secs(60);
+    let start = Instant::now();
+    let mut status = KeyStatus::default();
+    let missing = status.readiness(refresh, start).unwrap_err();
+    assert!(missing.contains("not loaded"), "{missing}");
+    status.loaded_at = Some(start);
+    assert_eq!(status.readiness(refresh, start + refresh * 3), Ok(()));
+    status.failures_since_load = 7;
+    status.last_error = Some("answered 503".into());
+    let stale = status
+        .readiness(refresh, start + refresh * 3 + Duration::from_secs(1))
+        .unwrap_err();
+    assert!(
+        stale.contains("stale") && stale.contains("7 refresh") && stale.contains("answered 503"),
+        "{stale}"
+    );
 }

@@ -177,6 +177,31 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     assert_eq!(run["exit_code"], 0, "{run}");
     assert_eq!(run["trigger"]["kind"], "schedule", "{run}");
 
+    // The gateway keeps its assertion key across a restart (the bootstrap's
+    // assertion.key), so the scheduler keeps verifying it at once.
+    let jwks_url = format!("{base}/.well-known/gatehouse/jwks.json");
+    let jwks_before = public_jwks(&client, &jwks_url).await.expect("JWKS");
+    let mut restart = Command::new(&compose_bin);
+    env(&mut restart);
+    restart
+        .arg("-f")
+        .arg(compose_dir.join("docker-compose.yml"))
+        .args(["restart", "gateway"]);
+    check(&mut restart);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let jwks_after = loop {
+        if let Some(jwks) = public_jwks(&client, &jwks_url).await {
+            break jwks;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        jwks_after, jwks_before,
+        "the gateway's key changed on restart"
+    );
+    let _: Value = admin_get(&client, &base, &password, "/api/jobs").await;
+
     // A second compose/up changes nothing and prints no password.
     let mut again = Command::new(compose_dir.join("up"));
     env(&mut again);
@@ -203,6 +228,14 @@ impl Drop for DownOnDrop {
     fn drop(&mut self) {
         let _ = self.0.arg("--volumes").output();
     }
+}
+
+async fn public_jwks(client: &reqwest::Client, url: &str) -> Option<String> {
+    let response = client.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
 }
 
 async fn admin_get(client: &reqwest::Client, base: &str, password: &str, path: &str) -> Value {

@@ -154,6 +154,8 @@ pub struct Stack {
     pub gw_admin: SocketAddr,
     pub policy_path: PathBuf,
     pub docker_host: String,
+    /// Added to the scheduler's command line by [`Stack::spawn_scheduler`].
+    pub scheduler_args: Vec<String>,
     vars: Vec<(String, String)>,
     respawns: u32,
 }
@@ -241,6 +243,7 @@ impl Stack {
             http: SocketAddr::from(([127, 0, 0, 1], ports[4])),
             policy_path,
             docker_host: docker_host.to_owned(),
+            scheduler_args: Vec::new(),
             vars,
             respawns: 0,
         };
@@ -278,6 +281,7 @@ impl Stack {
         command
             .args(["run", "--policy"])
             .arg(&self.policy_path)
+            .args(&self.scheduler_args)
             .env("DOCKER_HOST", &self.docker_host)
             .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
         self.scheduler = Some(spawn(&mut command, &log));
@@ -322,6 +326,25 @@ impl Stack {
             .as_ref()
             .map(|s| s.log_text())
             .unwrap_or_default()
+    }
+
+    /// Stops the gateway and starts it again on the same policy (without
+    /// `[assertion] key_file`, so it signs with a newly generated key).
+    /// Returns when the new process is spawned, before it listens.
+    pub fn restart_gateway(&mut self) {
+        self.gateway.signal("TERM").expect("signal the gateway");
+        assert!(
+            self.gateway.wait_exit(Duration::from_secs(15)).is_some(),
+            "the gateway did not exit on TERM"
+        );
+        self.respawns += 1;
+        let log = self.dir().join(format!("gateway-{}.log", self.respawns));
+        self.gateway = spawn(
+            Command::new(gateway_bin())
+                .args(["run", "--policy"])
+                .arg(&self.policy_path),
+            &log,
+        );
     }
 
     pub fn kill_scheduler(&mut self, signal: &str) {
