@@ -16,6 +16,7 @@ mod convert_access;
 mod convert_allowances;
 mod convert_container;
 mod convert_identity;
+mod convert_job;
 mod convert_notify;
 mod convert_route;
 mod convert_scheduler;
@@ -36,7 +37,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use convert_scheduler::{is_env_name, validate_image_reference};
+pub use convert_job::{is_env_name, validate_image_reference};
 pub use error::{PolicyError, Problem};
 pub use identity::*;
 pub use model::*;
