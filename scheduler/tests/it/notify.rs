@@ -173,7 +173,12 @@ url_file = "{slack}"
         &mode,
         r#"{ to = ["hook", "chat"], on = ["failed", "recovered"] }"#,
     );
-    let stack = Stack::start_on(&shared_docker().host(), &notify, &jobs).await;
+    let stack = Stack::start_on(
+        &shared_docker().host(),
+        &with_secret_dir(&scratch, &notify),
+        &jobs,
+    )
+    .await;
 
     let run = run_to_end(&stack, "flaky").await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -296,7 +301,12 @@ secret = "{HOOK_SECRET}"
         &mode,
         r#"{ to = ["by-name", "decimal", "mapped"] }"#,
     );
-    let stack = Stack::start_on(&shared_docker().host(), &notify, &jobs).await;
+    let stack = Stack::start_on(
+        &shared_docker().host(),
+        &with_secret_dir(&scratch, &notify),
+        &jobs,
+    )
+    .await;
     assert_eq!(run_to_end(&stack, "probe").await["status"], "failed");
     let records = deliveries(&stack, 3).await;
     for record in &records {
@@ -349,7 +359,12 @@ secret = "{HOOK_SECRET}"
 "#
     );
     let jobs = flaky_job("hops", &mode, r#"{ to = ["to-metadata", "to-self"] }"#);
-    let stack = Stack::start_on(&shared_docker().host(), &notify, &jobs).await;
+    let stack = Stack::start_on(
+        &shared_docker().host(),
+        &with_secret_dir(&scratch, &notify),
+        &jobs,
+    )
+    .await;
     assert_eq!(run_to_end(&stack, "hops").await["status"], "failed");
     for record in deliveries(&stack, 2).await {
         assert_eq!(record["details"]["outcome"], "failed", "{record}");
@@ -459,7 +474,12 @@ password_file = "{password}"
         channel("untrusted", ""),
     );
     let jobs = flaky_job("mailer", &mode, r#"{ to = ["mail", "untrusted"] }"#);
-    let stack = Stack::start_on(&shared_docker().host(), &notify, &jobs).await;
+    let stack = Stack::start_on(
+        &shared_docker().host(),
+        &with_secret_dir(&scratch, &notify),
+        &jobs,
+    )
+    .await;
     assert_eq!(run_to_end(&stack, "mailer").await["status"], "failed");
     let records = deliveries(&stack, 2).await;
     let outcome = |channel: &str| {
@@ -493,4 +513,10 @@ password_file = "{password}"
         data.contains("token=***") && !data.contains(API_TOKEN),
         "{data}"
     );
+}
+
+/// `[scheduler]` keys that let the jobs read their `mode` file from the
+/// test's scratch directory (env files come only from `secret_dirs`).
+fn with_secret_dir(scratch: &tempfile::TempDir, keys: &str) -> String {
+    format!("secret_dirs = [\"{}\"]\n{keys}", scratch.path().display())
 }
