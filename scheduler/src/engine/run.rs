@@ -70,16 +70,16 @@ impl Engine {
         }
     }
 
-    /// One attempt. Returns the terminal status it recorded, or `None`
-    /// when the scheduler is shutting down and the run stays to be adopted.
-    async fn execute(
-        self: &Arc<Self>,
+    /// Step 1 of `execute`: a concurrency slot. `Err` carries what
+    /// `execute` returns: the recorded status of a run cancelled while
+    /// queued, or `None` when the scheduler is shutting down.
+    async fn wait_for_slot(
+        &self,
         job: &Job,
         id: i64,
         trigger: &Trigger,
         stop: &mut watch::Receiver<Option<StopReason>>,
-    ) -> Option<RunStatus> {
-        // 1. Wait for a slot; a cancel or replace while queued ends the run.
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<RunStatus>> {
         self.metrics.queued.inc();
         let mut shutdown = self.shutdown.clone();
         let permit = tokio::select! {
@@ -87,35 +87,37 @@ impl Engine {
             _ = wait_for_stop(stop) => None,
             _ = crate::engine::until_true(&mut shutdown) => {
                 self.metrics.queued.dec();
-                return None;
+                return Err(None);
             }
         };
         self.metrics.queued.dec();
-        let Some(_permit) = permit else {
-            let finish = match stop_reason(stop) {
-                Some(reason) => Finish::because(reason.code(), reason.describe()),
-                None => Finish::default(),
-            };
-            return Some(self.record(job, id, trigger, RunStatus::Cancelled, finish, None));
-        };
-        if let Some(reason) = stop_reason(stop) {
-            let finish = Finish::because(reason.code(), reason.describe());
-            return Some(self.record(job, id, trigger, RunStatus::Cancelled, finish, None));
+        match (permit, stop_reason(stop)) {
+            (Some(permit), None) => Ok(permit),
+            // Cancelled or replaced while queued (or as the slot came).
+            (_, reason) => {
+                let finish = match reason {
+                    Some(reason) => Finish::because(reason.code(), reason.describe()),
+                    None => Finish::default(),
+                };
+                let status = self.record(job, id, trigger, RunStatus::Cancelled, finish, None);
+                Err(Some(status))
+            }
         }
-        // A run queued while the daemon is away (a dockerd restart) waits
-        // for it, within its start window, rather than failing at once.
-        if let Err(outcome) = self.until_docker_ready(job, id, trigger, stop).await {
-            return outcome;
-        }
-        if let Err(e) = self.store.set_status(id, RunStatus::Starting) {
-            tracing::error!(run = id, error = %e, "cannot record the run's start");
-        }
+    }
 
-        // 2. Everything that can fail before Docker runs anything.
+    /// Step 2 of `execute`: the env, the image and the container's spec
+    /// with its mount sources checked on disk. A failure is recorded here;
+    /// its status is returned.
+    async fn prepare(
+        &self,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+    ) -> Result<(ContainerSpec, Masker), RunStatus> {
         let env = match resolve_env(job) {
             Ok(env) => env,
             Err(reason) => {
-                return Some(self.fail_before_start(job, id, trigger, reason, None));
+                return Err(self.fail_before_start(job, id, trigger, reason, None));
             }
         };
         let pull = match job.pull {
@@ -125,7 +127,7 @@ impl Engine {
         };
         if let Err(e) = self.docker.ensure_image(&job.image, pull).await {
             self.docker_error("ensure_image", &e);
-            return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
+            return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let mask = Masker::for_env(job, &env);
         let mut spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
@@ -136,8 +138,39 @@ impl Engine {
                 let reason = refused.to_string();
                 self.audit
                     .record(audit::run_refused(&job.name, id, trigger, &reason));
-                return Some(self.fail_before_start(job, id, trigger, reason, None));
+                return Err(self.fail_before_start(job, id, trigger, reason, None));
             }
+        };
+        Ok((spec, mask))
+    }
+
+    /// One attempt. Returns the terminal status it recorded, or `None`
+    /// when the scheduler is shutting down and the run stays to be adopted.
+    async fn execute(
+        self: &Arc<Self>,
+        job: &Job,
+        id: i64,
+        trigger: &Trigger,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Option<RunStatus> {
+        // 1. Wait for a slot; a cancel or replace while queued ends the run.
+        let _permit = match self.wait_for_slot(job, id, trigger, stop).await {
+            Ok(permit) => permit,
+            Err(outcome) => return outcome,
+        };
+        // A run queued while the daemon is away (a dockerd restart) waits
+        // for it, within its start window, rather than failing at once.
+        if let Err(outcome) = self.until_docker_ready(job, id, trigger, stop).await {
+            return outcome;
+        }
+        if let Err(e) = self.store.set_status(id, RunStatus::Starting) {
+            tracing::error!(run = id, error = %e, "cannot record the run's start");
+        }
+
+        // 2. Everything that can fail before Docker runs anything.
+        let (spec, mask) = match self.prepare(job, id, trigger).await {
+            Ok(prepared) => prepared,
+            Err(status) => return Some(status),
         };
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
