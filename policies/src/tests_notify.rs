@@ -7,41 +7,13 @@ use std::path::Path;
 use super::notify::*;
 use super::*;
 
-const HEAD: &str = r#"
-[listen]
-https = "127.0.0.1:8443"
-admin = "127.0.0.1:9090"
-public_origin = "https://localhost:8443"
-
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "server.pem"
-key = "server-key.pem"
-
-[roles]
-operator = []
-
-[[api_key]]
-name = "ci"
-sha256 = "abababababababababababababababababababababababababababababababab"
-roles = ["operator"]
-
-[[route]]
-name = "jobs"
-path = "/"
-upstream = "http://127.0.0.1:9100"
-roles = ["operator"]
-
-[scheduler]
-listen = "127.0.0.1:9100"
-database = "state/scheduler.db"
-allowed_images = ["busybox:*"]
-"#;
+// The gateway and `[scheduler]` part every scheduler test policy shares.
+use crate::tests_scheduler::HEAD;
 
 const JOB: &str = r#"
 [[job]]
 name = "nightly"
-image = "busybox:1"
+image = "local/busybox:1"
 command = ["true"]
 "#;
 
