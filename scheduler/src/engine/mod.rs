@@ -427,12 +427,6 @@ impl Engine {
 
 pub use reconcile::{reconcile, Reconciled};
 
-/// Whether every env value of `job` can be read now (for `check` and
-/// startup); the error names the variable, never a value.
-pub fn resolve_env_check(job: &Job) -> anyhow::Result<()> {
-    run::resolve_env(job).map(drop).map_err(anyhow::Error::msg)
-}
-
 /// Resolves once `flag` is true (or its sender is gone). The guard that
 /// `wait_for` returns is dropped here, so callers stay `Send`.
 pub(crate) async fn until_true(flag: &mut watch::Receiver<bool>) {

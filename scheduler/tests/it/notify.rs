@@ -137,9 +137,7 @@ async fn run_to_end(stack: &Stack, job: &str) -> Value {
 #[tokio::test]
 async fn a_failed_run_is_delivered_signed_and_its_secret_masked_everywhere() {
     let (receiver, addr) = Receiver::start().await;
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let mode = scratch.path().join("mode");
-    std::fs::write(&mode, "fail\n").expect("mode");
+    let (scratch, mode) = failing_mode();
     let secret_file = scratch.path().join("hook-secret");
     std::fs::write(&secret_file, format!("{HOOK_SECRET}\n")).expect("secret");
     let slack_url = scratch.path().join("slack-url");
@@ -269,9 +267,7 @@ async fn recovery_is_announced_once(stack: &Stack, receiver: &Receiver) {
 async fn ssrf_attempts_on_loopback_are_refused_without_an_allowance() {
     let (receiver, addr) = Receiver::start().await;
     let port = addr.port();
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let mode = scratch.path().join("mode");
-    std::fs::write(&mode, "fail\n").expect("mode");
+    let (scratch, mode) = failing_mode();
     // `localhost` resolves to loopback; 2130706433 is 127.0.0.1 in
     // decimal; ::ffff:127.0.0.1 is IPv4-mapped. All name the receiver.
     let notify = format!(
@@ -338,9 +334,7 @@ secret = "{HOOK_SECRET}"
 async fn redirects_are_never_followed() {
     let (receiver, addr) = Receiver::start().await;
     let port = addr.port();
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let mode = scratch.path().join("mode");
-    std::fs::write(&mode, "fail\n").expect("mode");
+    let (scratch, mode) = failing_mode();
     let notify = format!(
         r#"
 [scheduler.notify]
@@ -513,6 +507,15 @@ password_file = "{password}"
         data.contains("token=***") && !data.contains(API_TOKEN),
         "{data}"
     );
+}
+
+/// A scratch directory with a `mode` file that makes `flaky_job` fail
+/// until the test writes `ok` into it.
+fn failing_mode() -> (tempfile::TempDir, std::path::PathBuf) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mode = scratch.path().join("mode");
+    std::fs::write(&mode, "fail\n").expect("mode");
+    (scratch, mode)
 }
 
 /// `[scheduler]` keys that let the jobs read their `mode` file from the
