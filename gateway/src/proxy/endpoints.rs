@@ -5,11 +5,11 @@ use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use super::refusal::{Reason, Refusal};
+use super::respond::GatewayResponse;
 use super::{Gateway, RequestCtx};
-use crate::login::{LoginResponse, CALLBACK_PATH};
-use crate::path::NormalizedPath;
-use crate::refusal::{Reason, Refusal};
-use crate::respond::GatewayResponse;
+use crate::edge::path::NormalizedPath;
+use crate::identity::login::{LoginResponse, CALLBACK_PATH};
 
 impl Gateway {
     /// The answer of a login page, `None` when the path is not one (or
@@ -79,7 +79,8 @@ impl Gateway {
                     );
                     if let Some(limited) = snapshot.rate_limits.login_failed(client_ip) {
                         if limited.started {
-                            refusal = refusal.event(crate::audit::rate_limit_started(&limited));
+                            refusal =
+                                refusal.event(crate::admin::audit::rate_limit_started(&limited));
                         }
                     }
                 }

@@ -40,17 +40,19 @@ use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
+use super::refusal::{Reason, Refusal};
+use super::respond::GatewayResponse;
 use super::{Gateway, RequestCtx};
-use crate::assertion::JWKS_PATH;
-use crate::authz::{self, Denial};
+use crate::access::authz::{self, Denial};
+use crate::edge::path::NormalizedPath;
+use crate::edge::request_id::trusted_request_id;
+use crate::identity::assertion::JWKS_PATH;
+use crate::identity::login::LOGIN_PATH;
 use crate::identity::Principal;
-use crate::login::LOGIN_PATH;
-use crate::path::NormalizedPath;
-use crate::refusal::{Reason, Refusal};
-use crate::request_id::trusted_request_id;
-use crate::respond::GatewayResponse;
 use crate::snapshot::PreparedRoute;
-use crate::{client_addr, cors, framing, host, method, path, tls};
+use crate::{
+    access::cors, edge::client_addr, edge::framing, edge::host, edge::method, edge::path, edge::tls,
+};
 
 /// What the stages decided for a request they did not refuse.
 pub(super) enum Verdict {

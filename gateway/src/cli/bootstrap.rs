@@ -204,15 +204,22 @@ mod tests {
         bootstrap(dir.path()).unwrap();
         let path = dir.path().join(ASSERTION_KEY_FILE);
         let lifetime = std::time::Duration::from_secs(60);
-        let first =
-            crate::assertion::AssertionSigner::new(Some(&path), "https://gw.test", lifetime)
-                .expect("the bootstrap key is an Ed25519 PKCS#8 key");
-        let second =
-            crate::assertion::AssertionSigner::new(Some(&path), "https://gw.test", lifetime)
-                .unwrap();
+        let first = crate::identity::assertion::AssertionSigner::new(
+            Some(&path),
+            "https://gw.test",
+            lifetime,
+        )
+        .expect("the bootstrap key is an Ed25519 PKCS#8 key");
+        let second = crate::identity::assertion::AssertionSigner::new(
+            Some(&path),
+            "https://gw.test",
+            lifetime,
+        )
+        .unwrap();
         assert_eq!(first.jwks(), second.jwks());
         let generated =
-            crate::assertion::AssertionSigner::new(None, "https://gw.test", lifetime).unwrap();
+            crate::identity::assertion::AssertionSigner::new(None, "https://gw.test", lifetime)
+                .unwrap();
         assert_ne!(first.jwks(), generated.jwks());
     }
 

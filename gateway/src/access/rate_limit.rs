@@ -43,7 +43,7 @@ use ipnet::IpNet;
 
 use gatehouse_policy::{Policy, Rate, Route};
 
-use crate::client_addr::network_key;
+use crate::edge::client_addr::network_key;
 use crate::identity::Principal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::metrics::Metrics;
+use crate::admin::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {

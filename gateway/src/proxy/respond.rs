@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
-use crate::headers::PreparedHeaders;
+use crate::edge::headers::PreparedHeaders;
 
 /// A gateway-written response: status, optional extra headers, and whether
 /// the connection must close afterwards (framing errors, where the rest of

@@ -24,7 +24,7 @@ use dashmap::DashMap;
 use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
 use gatehouse_policy::Policy;
 
-use crate::rate_limit::{EngagementEnd, Limited};
+use crate::access::rate_limit::{EngagementEnd, Limited};
 
 /// Addresses remembered per API key; past this, a key's set starts over.
 const ADDRESSES_PER_KEY: usize = 256;

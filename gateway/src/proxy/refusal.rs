@@ -8,16 +8,16 @@
 use gatehouse_policy::audit::AuditEvent;
 use http::{HeaderName, HeaderValue};
 
-use crate::authz::Forbidden;
-use crate::framing::FramingViolation;
-use crate::host::HostRejection;
+use super::respond::GatewayResponse;
+use crate::access::authz::Forbidden;
+use crate::access::rate_limit::{self, retry_after_secs, Limited, Tier};
+use crate::edge::framing::FramingViolation;
+use crate::edge::host::HostRejection;
+use crate::edge::method::MethodRejection;
+use crate::edge::path::PathRejection;
+use crate::identity::login::LoginRefusal;
 use crate::identity::IdentityError;
 use crate::identity::Principal;
-use crate::login::LoginRefusal;
-use crate::method::MethodRejection;
-use crate::path::PathRejection;
-use crate::rate_limit::{self, retry_after_secs, Limited, Tier};
-use crate::respond::GatewayResponse;
 use crate::snapshot::RouteMiss;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl Refusal {
         if limited.started {
             refusal
                 .events
-                .push(crate::audit::rate_limit_started(&limited));
+                .push(crate::admin::audit::rate_limit_started(&limited));
         }
         refusal
     }

@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 
 use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 
-use crate::audit::Audit;
+use crate::admin::audit::Audit;
+use crate::admin::metrics::Metrics;
+use crate::edge::tls::CertStore;
 use crate::identity::IdentityState;
-use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::tls::CertStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

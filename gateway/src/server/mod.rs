@@ -1,6 +1,9 @@
 //! Assembles the Pingora server from a loaded snapshot: the TLS proxy, the
 //! redirect and admin listeners, reload, and graceful shutdown.
 
+pub mod connection;
+pub mod redirect;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,21 +20,22 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::assertion::AssertionSigner;
-use crate::audit::Audit;
-use crate::client_addr::PerNetwork;
-use crate::connection::ConnectionCap;
+use crate::admin::audit::Audit;
+use crate::admin::endpoints::Admin;
+use crate::edge::client_addr::PerNetwork;
+use crate::identity::assertion::AssertionSigner;
 use crate::identity::IdentityState;
-use crate::listeners::{Admin, RedirectToHttps};
+use connection::ConnectionCap;
+use redirect::RedirectToHttps;
 
 /// How long SIGTERM waits before trusting the in-flight counters.
 const DRAIN_SETTLE: Duration = Duration::from_millis(500);
-use crate::metrics::{InFlight, Metrics};
+use crate::admin::metrics::{InFlight, Metrics};
+use crate::admin::reload::{ReloadService, Reloader};
+use crate::edge::request_id::RequestIds;
+use crate::edge::tls::{self, SniResolver};
 use crate::proxy::Gateway;
-use crate::reload::{ReloadService, Reloader};
-use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
-use crate::tls::{self, SniResolver};
 
 pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) -> Result<()> {
     let identity = IdentityState::new().context("starting the password workers")?;
@@ -84,7 +88,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         request_ids: RequestIds::new(),
         in_flight: in_flight.clone(),
         assertion: assertion.clone(),
-        oidc: Arc::new(crate::login::OidcClients::new()),
+        oidc: Arc::new(crate::identity::login::OidcClients::new()),
         audit: audit.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
@@ -252,7 +256,7 @@ fn spawn_sweeper(
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(2));
             for ended in snapshot.load().rate_limits.sweep() {
-                audit.record(crate::audit::rate_limit_ended(&ended));
+                audit.record(crate::admin::audit::rate_limit_ended(&ended));
             }
             audit.summarise_anonymous_denials(false);
             identity

@@ -50,6 +50,24 @@ impl PreparedHeaders {
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.0.iter().map(|(n, v)| (n, v))
     }
+
+    /// A response the gateway's own listeners write (redirect, admin),
+    /// with these headers added. A builder that cannot make a response
+    /// (it never happens with the values we give it) becomes a bare 500.
+    pub fn finish(
+        &self,
+        mut builder: http::response::Builder,
+        body: Vec<u8>,
+    ) -> http::Response<Vec<u8>> {
+        for (name, value) in self.iter() {
+            builder = builder.header(name, value);
+        }
+        builder.body(body).unwrap_or_else(|_| {
+            let mut fallback = http::Response::new(Vec::new());
+            *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            fallback
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use gatehouse_policy::{Access, IdentityKind, Policy};
 
-use crate::authz::{self, Denial};
+use crate::access::authz::{self, Denial};
+use crate::edge::path::normalize;
 use crate::identity::Principal;
-use crate::path::normalize;
 use crate::snapshot::RouteTable;
 
 pub fn run(
