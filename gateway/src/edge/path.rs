@@ -105,13 +105,21 @@ pub fn normalize_path_and_query(
     Ok((path, query))
 }
 
-/// Normalises a raw path (no query).
+/// Normalises a raw path (no query): every byte checked and unreserved
+/// escapes decoded, the fully decoded text checked, then dot segments
+/// resolved.
 pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
     if raw.first() != Some(&b'/') {
         return Err(PathRejection::NotOriginForm);
     }
-    // Pass 1: validate bytes and decode unreserved escapes. Also collect
-    // the fully decoded bytes to check they form valid UTF-8.
+    let decoded = decode_unreserved(raw)?;
+    resolve_dot_segments(&decoded).map(NormalizedPath)
+}
+
+/// Pass 1: validates each byte and decodes escapes of unreserved
+/// characters (others stay escaped, in upper case). Also checks the fully
+/// decoded bytes, which is what an upstream that decodes everything sees.
+fn decode_unreserved(raw: &[u8]) -> Result<String, PathRejection> {
     let mut decoded = String::with_capacity(raw.len());
     let mut fully_decoded = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -119,25 +127,7 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
         let b = raw[i];
         match b {
             b'%' => {
-                let (hi, lo) = match (raw.get(i + 1), raw.get(i + 2)) {
-                    (Some(h), Some(l)) => (*h, *l),
-                    _ => return Err(PathRejection::BadEscape),
-                };
-                let value = match (hex_value(hi), hex_value(lo)) {
-                    (Some(h), Some(l)) => h * 16 + l,
-                    _ => return Err(PathRejection::BadEscape),
-                };
-                match value {
-                    b'/' | b'\\' => return Err(PathRejection::EncodedSeparator),
-                    b';' => return Err(PathRejection::Semicolon),
-                    0x00..=0x1f | 0x7f => return Err(PathRejection::ControlCharacter),
-                    b'%' if raw.get(i + 3).copied().and_then(hex_value).is_some()
-                        && raw.get(i + 4).copied().and_then(hex_value).is_some() =>
-                    {
-                        return Err(PathRejection::DoubleEncoding)
-                    }
-                    _ => {}
-                }
+                let value = escaped_byte(raw, i)?;
                 fully_decoded.push(value);
                 if is_unreserved(value) {
                     decoded.push(value as char);
@@ -168,16 +158,7 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
             }
         }
     }
-    let Ok(text) = std::str::from_utf8(&fully_decoded) else {
-        return Err(PathRejection::InvalidUtf8);
-    };
-    // C1 controls (U+0080..U+009F, e.g. NEL) are as invisible as C0 ones.
-    if text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
-        return Err(PathRejection::ControlCharacter);
-    }
-    if !text.is_ascii() && has_ascii_compatibility_form(text) {
-        return Err(PathRejection::ConfusableUnicode);
-    }
+    check_fully_decoded(&fully_decoded)?;
     // A `%25` that the decoding above turned into the start of an escape
     // (`%25%32%46` -> `%252F`) decodes again to something else upstream.
     if decoded
@@ -187,8 +168,52 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
     {
         return Err(PathRejection::DoubleEncoding);
     }
+    Ok(decoded)
+}
 
-    // Pass 2: resolve dot segments (RFC 3986 5.2.4), merge empty segments.
+/// The byte that the escape at `raw[i]` (a `%`) stands for, unless it is
+/// malformed or stands for something no path may hide in an escape.
+fn escaped_byte(raw: &[u8], i: usize) -> Result<u8, PathRejection> {
+    let (hi, lo) = match (raw.get(i + 1), raw.get(i + 2)) {
+        (Some(h), Some(l)) => (*h, *l),
+        _ => return Err(PathRejection::BadEscape),
+    };
+    let value = match (hex_value(hi), hex_value(lo)) {
+        (Some(h), Some(l)) => h * 16 + l,
+        _ => return Err(PathRejection::BadEscape),
+    };
+    match value {
+        b'/' | b'\\' => Err(PathRejection::EncodedSeparator),
+        b';' => Err(PathRejection::Semicolon),
+        0x00..=0x1f | 0x7f => Err(PathRejection::ControlCharacter),
+        b'%' if raw.get(i + 3).copied().and_then(hex_value).is_some()
+            && raw.get(i + 4).copied().and_then(hex_value).is_some() =>
+        {
+            Err(PathRejection::DoubleEncoding)
+        }
+        _ => Ok(value),
+    }
+}
+
+/// The path with every escape decoded must be UTF-8 without invisible
+/// controls and without characters that some upstream folds into ASCII.
+fn check_fully_decoded(fully_decoded: &[u8]) -> Result<(), PathRejection> {
+    let Ok(text) = std::str::from_utf8(fully_decoded) else {
+        return Err(PathRejection::InvalidUtf8);
+    };
+    // C1 controls (U+0080..U+009F, e.g. NEL) are as invisible as C0 ones.
+    if text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
+        return Err(PathRejection::ControlCharacter);
+    }
+    if !text.is_ascii() && has_ascii_compatibility_form(text) {
+        return Err(PathRejection::ConfusableUnicode);
+    }
+    Ok(())
+}
+
+/// Pass 2: resolves dot segments (RFC 3986 5.2.4) and merges empty
+/// segments; `..` above the root is refused, not clamped.
+fn resolve_dot_segments(decoded: &str) -> Result<String, PathRejection> {
     let trailing_slash = decoded.ends_with('/');
     let mut segments: Vec<&str> = Vec::new();
     let mut last_was_dot = false;
@@ -214,7 +239,7 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathRejection> {
     if (trailing_slash || last_was_dot) && !segments.is_empty() || out.is_empty() {
         out.push('/');
     }
-    Ok(NormalizedPath(out))
+    Ok(out)
 }
 
 /// Prefix match on segment boundaries: `/api` matches `/api`, `/api/` and

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -28,14 +30,15 @@ use crate::identity::IdentityState;
 use connection::ConnectionCap;
 use redirect::RedirectToHttps;
 
-/// How long SIGTERM waits before trusting the in-flight counters.
-const DRAIN_SETTLE: Duration = Duration::from_millis(500);
 use crate::admin::metrics::{InFlight, Metrics};
 use crate::admin::reload::{ReloadService, Reloader};
 use crate::edge::request_id::RequestIds;
 use crate::edge::tls::{self, SniResolver};
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
+
+/// How long SIGTERM waits before trusting the in-flight counters.
+const DRAIN_SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) -> Result<()> {
     let identity = IdentityState::new().context("starting the password workers")?;
@@ -58,9 +61,11 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     );
     let audit = Audit::open(policy).context("opening the audit log")?;
     let grace = policy.limits.shutdown_grace;
-    let max_connections = policy.limits.max_connections;
-    let h2_idle_timeout = policy.limits.client_read_timeout;
     let listen = policy.listen.clone();
+    let limits = HttpsLimits {
+        max_connections: policy.limits.max_connections,
+        h2_idle_timeout: policy.limits.client_read_timeout,
+    };
 
     metrics.set_cert_expiries(&snapshot.certs.not_after);
     let certs = Arc::new(ArcSwap::new(snapshot.certs.clone()));
@@ -68,20 +73,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     let in_flight = Arc::new(InFlight::new(metrics.requests_in_flight.clone()));
     let open_connections = Arc::new(AtomicUsize::new(0));
 
-    let conf = ServerConf {
-        threads: threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        }),
-        grace_period_seconds: Some(grace.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    let conf = server.configuration.clone();
-
-    // The TLS proxy.
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(threads, grace));
     let gateway = Gateway {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
@@ -91,52 +83,29 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         oidc: Arc::new(crate::identity::login::OidcClients::new()),
         audit: audit.clone(),
     };
-    let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
-    let mut options = HttpServerOptions::default();
-    options.h2c = false;
-    // An HTTP/2 connection without a complete request is closed after this
-    // long: HTTP/2's bound on slow or idle clients (HTTP/1 heads have
-    // `request_head_timeout`, see `connection.rs`).
-    options.h2_idle_timeout = Some(h2_idle_timeout);
-    proxy.server_options = Some(options);
-    let mut tls_settings = TlsSettings::with_callbacks(Box::new(tls::SniCallbacks))
-        .context("building TLS settings")?;
-    tls_settings.set_cert_resolver(Arc::new(SniResolver::new(certs.clone())));
-    tls_settings.enable_h2();
-    let capped = ConnectionCap {
-        inner: Arc::new(proxy),
-        snapshot: snapshot.clone(),
-        max: max_connections,
-        open: open_connections.clone(),
-        per_address: PerNetwork::default(),
-        metrics: metrics.clone(),
-    };
-    let mut https = Service::new("https".into(), capped);
+    let (mut https, tls_settings) = https_service(
+        &server.configuration,
+        gateway,
+        SniResolver::new(certs.clone()),
+        limits,
+        open_connections.clone(),
+    )?;
     https.add_tls_with_settings(&listen.https.to_string(), None, tls_settings);
     server.add_service(https);
-
     if let Some(addr) = listen.http_redirect {
-        let mut redirect = Service::new(
-            "http-redirect".into(),
-            pingora::apps::http_app::HttpServer::new_app(RedirectToHttps {
-                snapshot: snapshot.clone(),
-            }),
-        );
-        redirect.add_tcp(&addr.to_string());
-        server.add_service(redirect);
+        let redirect = RedirectToHttps {
+            snapshot: snapshot.clone(),
+        };
+        server.add_service(plain_http_service("http-redirect", addr, redirect));
     }
     if let Some(addr) = listen.admin {
-        let mut admin = Service::new(
-            "admin".into(),
-            pingora::apps::http_app::HttpServer::new_app(Admin {
-                snapshot: snapshot.clone(),
-                metrics: metrics.clone(),
-                assertion,
-                audit: audit.clone(),
-            }),
-        );
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
+        let admin = Admin {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            assertion,
+            audit: audit.clone(),
+        };
+        server.add_service(plain_http_service("admin", addr, admin));
     }
 
     let reloader = Arc::new(Reloader {
@@ -166,6 +135,70 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     );
     tracing::info!(https = %listen.https, "gatehouse gateway started");
     server.run_forever()
+}
+
+fn server_conf(threads: Option<usize>, grace: Duration) -> ServerConf {
+    ServerConf {
+        threads: threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
+/// The policy's bounds on the HTTPS listener's connections.
+struct HttpsLimits {
+    max_connections: usize,
+    /// An HTTP/2 connection without a complete request is closed after
+    /// this long: HTTP/2's bound on slow or idle clients (HTTP/1 heads
+    /// have `request_head_timeout`, see `edge/head_deadline.rs`).
+    h2_idle_timeout: Duration,
+}
+
+/// The TLS proxy on the public listener (h2 and HTTP/1.1, certificates by
+/// SNI), inside the connection cap. The caller adds the listening address.
+fn https_service(
+    conf: &Arc<ServerConf>,
+    gateway: Gateway,
+    certs: SniResolver,
+    limits: HttpsLimits,
+    open_connections: Arc<AtomicUsize>,
+) -> Result<(Service<ConnectionCap<HttpProxy<Gateway>>>, TlsSettings)> {
+    let snapshot = gateway.snapshot.clone();
+    let metrics = gateway.metrics.clone();
+    let mut proxy = pingora::proxy::http_proxy(conf, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = false;
+    options.h2_idle_timeout = Some(limits.h2_idle_timeout);
+    proxy.server_options = Some(options);
+    let mut tls_settings = TlsSettings::with_callbacks(Box::new(tls::SniCallbacks))
+        .context("building TLS settings")?;
+    tls_settings.set_cert_resolver(Arc::new(certs));
+    tls_settings.enable_h2();
+    let capped = ConnectionCap {
+        inner: Arc::new(proxy),
+        snapshot,
+        max: limits.max_connections,
+        open: open_connections,
+        per_address: PerNetwork::default(),
+        metrics,
+    };
+    Ok((Service::new("https".into(), capped), tls_settings))
+}
+
+/// A plain-HTTP listener (the redirect and the admin listener).
+fn plain_http_service<A: ServeHttp + Send + Sync + 'static>(
+    name: &str,
+    addr: SocketAddr,
+    app: A,
+) -> Service<HttpServer<A>> {
+    let mut service = Service::new(name.into(), HttpServer::new_app(app));
+    service.add_tcp(&addr.to_string());
+    service
 }
 
 /// Pingora panics the thread of a listener that cannot bind and keeps the

@@ -23,8 +23,9 @@ use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{OidcProvider, Policy, SessionSettings};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreClientAuthMethod, CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
@@ -271,86 +272,59 @@ impl OidcClients {
         params: &HashMap<String, String>,
         headers: &http::HeaderMap,
     ) -> LoginResponse {
-        let clear_flow = vec![clear_cookie(FLOW_COOKIE)];
-        let refuse = |reason| LoginResponse::Refused {
-            reason,
-            cookies: clear_flow.clone(),
-        };
-        let Some(flow) = cookie_value(headers, FLOW_COOKIE)
+        match self
+            .complete_login(policy, sealer, settings, params, headers)
+            .await
+        {
+            Ok(response) => response,
+            Err(reason) => LoginResponse::Refused {
+                reason,
+                cookies: vec![clear_cookie(FLOW_COOKIE)],
+            },
+        }
+    }
+
+    /// The callback's checks in order: our flow cookie, its state, the
+    /// code, the provider, the verified ID token, the email rule; then the
+    /// session cookie and the redirect back to where the login started.
+    async fn complete_login(
+        &self,
+        policy: &Policy,
+        sealer: &Sealer,
+        settings: &SessionSettings,
+        params: &HashMap<String, String>,
+        headers: &http::HeaderMap,
+    ) -> Result<LoginResponse, LoginRefusal> {
+        let flow = cookie_value(headers, FLOW_COOKIE)
             .and_then(|v| sealer.open(FLOW_COOKIE, v))
             .and_then(|bytes| serde_json::from_slice::<Flow>(&bytes).ok())
-        else {
-            return refuse(LoginRefusal::NoFlow);
-        };
+            .ok_or(LoginRefusal::NoFlow)?;
         if params.get("state").map(String::as_bytes) != Some(flow.state.as_bytes()) {
-            return refuse(LoginRefusal::StateMismatch);
+            return Err(LoginRefusal::StateMismatch);
         }
-        let Some(code) = params.get("code") else {
-            return refuse(LoginRefusal::DeniedByProvider);
-        };
-        let Some(provider) = policy.identities.oidc.iter().find(|p| p.name == flow.idp) else {
-            return refuse(LoginRefusal::UnknownProvider);
-        };
-        let Some(client) = self.client(policy, provider, false).await else {
-            return refuse(LoginRefusal::ProviderUnavailable);
-        };
-        let exchange = match client.exchange_code(AuthorizationCode::new(code.clone())) {
-            Ok(request) => {
-                request
-                    .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
-                    .request_async(&self.http)
-                    .await
-            }
-            Err(_) => return refuse(LoginRefusal::ProviderUnavailable),
-        };
-        let Ok(tokens) = exchange else {
-            return refuse(LoginRefusal::CodeRejected);
-        };
-        let Some(id_token) = tokens.extra_fields().id_token() else {
-            return refuse(LoginRefusal::NoIdToken);
-        };
-        let nonce = Nonce::new(flow.nonce.clone());
-        let verified = match id_token.claims(&client.id_token_verifier(), &nonce) {
-            Ok(claims) => Some(claims.clone()),
-            Err(_) => {
-                // The provider may have rotated its keys: rediscover once.
-                match self.client(policy, provider, true).await {
-                    Some(fresh) => id_token
-                        .claims(&fresh.id_token_verifier(), &nonce)
-                        .ok()
-                        .cloned(),
-                    None => None,
-                }
-            }
-        };
-        let Some(claims) = verified else {
-            return refuse(LoginRefusal::IdTokenInvalid);
-        };
+        let code = params.get("code").ok_or(LoginRefusal::DeniedByProvider)?;
+        let provider = policy
+            .identities
+            .oidc
+            .iter()
+            .find(|p| p.name == flow.idp)
+            .ok_or(LoginRefusal::UnknownProvider)?;
+        let (claims, raw) = self
+            .verified_id_token(policy, provider, &flow, code)
+            .await?;
         let email = claims.email().map(|e| e.as_str().to_ascii_lowercase());
         if !email_allowed(provider, email.as_deref(), claims.email_verified()) {
-            return refuse(LoginRefusal::EmailNotAllowed);
+            return Err(LoginRefusal::EmailNotAllowed);
         }
-        let raw = id_token.to_string();
-        let payload = raw
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .unwrap_or_default();
         let now = unix_now();
-        let Some(sid) = new_session_id() else {
-            return refuse(LoginRefusal::SealFailed);
-        };
         let session = SessionData {
-            sid,
+            sid: new_session_id().ok_or(LoginRefusal::SealFailed)?,
             sub: claims.subject().as_str().to_owned(),
             // Upstreams get an address only when the provider vouches for it.
             email: email.filter(|_| claims.email_verified() == Some(true)),
-            roles: roles_from(&payload, &provider.claims).into_iter().collect(),
+            roles: roles_from(&token_payload(&raw), &provider.claims)
+                .into_iter()
+                .collect(),
             idp: provider.name.clone(),
             iat: now,
             seen: now,
@@ -363,17 +337,59 @@ impl OidcClients {
             )
             .detail("provider", provider.name.as_str())
             .detail("roles", session.roles.clone());
-        match seal_session(sealer, session) {
-            Some(sealed) => LoginResponse::Redirect {
-                location: flow.rd,
-                cookies: vec![
-                    set_cookie(SESSION_COOKIE, &sealed, settings.lifetime),
-                    clear_cookie(FLOW_COOKIE),
-                ],
-                event: Some(event),
-            },
-            None => refuse(LoginRefusal::SealFailed),
-        }
+        let sealed = seal_session(sealer, session).ok_or(LoginRefusal::SealFailed)?;
+        Ok(LoginResponse::Redirect {
+            location: flow.rd,
+            cookies: vec![
+                set_cookie(SESSION_COOKIE, &sealed, settings.lifetime),
+                clear_cookie(FLOW_COOKIE),
+            ],
+            event: Some(event),
+        })
+    }
+
+    /// Exchanges the code (with the flow's PKCE verifier) and verifies the
+    /// ID token against the flow's nonce; on a failed signature check the
+    /// provider is rediscovered once, since it may have rotated its keys.
+    /// Returns the verified claims and the token as received.
+    async fn verified_id_token(
+        &self,
+        policy: &Policy,
+        provider: &OidcProvider,
+        flow: &Flow,
+        code: &str,
+    ) -> Result<(CoreIdTokenClaims, String), LoginRefusal> {
+        let client = self
+            .client(policy, provider, false)
+            .await
+            .ok_or(LoginRefusal::ProviderUnavailable)?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|_| LoginRefusal::ProviderUnavailable)?
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|_| LoginRefusal::CodeRejected)?;
+        let id_token = tokens
+            .extra_fields()
+            .id_token()
+            .ok_or(LoginRefusal::NoIdToken)?;
+        let nonce = Nonce::new(flow.nonce.clone());
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(claims) => claims.clone(),
+            Err(_) => {
+                let fresh = self
+                    .client(policy, provider, true)
+                    .await
+                    .ok_or(LoginRefusal::IdTokenInvalid)?;
+                let verifier = fresh.id_token_verifier();
+                let claims = id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|_| LoginRefusal::IdTokenInvalid)?;
+                claims.clone()
+            }
+        };
+        Ok((claims, id_token.to_string()))
     }
 
     async fn logout(
@@ -422,6 +438,20 @@ impl OidcClients {
             event,
         }
     }
+}
+
+/// The claims of a (verified) ID token as JSON, for the role mapping,
+/// which may name any claim, not only the standard ones.
+fn token_payload(raw: &str) -> serde_json::Value {
+    raw.split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Seals a session cookie that browsers will keep: when the id_token makes
