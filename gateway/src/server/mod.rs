@@ -92,21 +92,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     )?;
     https.add_tls_with_settings(&listen.https.to_string(), None, tls_settings);
     server.add_service(https);
-    if let Some(addr) = listen.http_redirect {
-        let redirect = RedirectToHttps {
-            snapshot: snapshot.clone(),
-        };
-        server.add_service(plain_http_service("http-redirect", addr, redirect));
-    }
-    if let Some(addr) = listen.admin {
-        let admin = Admin {
-            snapshot: snapshot.clone(),
-            metrics: metrics.clone(),
-            assertion,
-            audit: audit.clone(),
-        };
-        server.add_service(plain_http_service("admin", addr, admin));
-    }
+    add_plain_listeners(&mut server, &listen, &snapshot, &metrics, assertion, &audit);
 
     let reloader = Arc::new(Reloader {
         policy_path,
@@ -188,6 +174,32 @@ fn https_service(
         metrics,
     };
     Ok((Service::new("https".into(), capped), tls_settings))
+}
+
+/// The redirect and the admin listener, where the policy asks for them.
+fn add_plain_listeners(
+    server: &mut Server,
+    listen: &gatehouse_policy::Listen,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Arc<Metrics>,
+    assertion: Arc<AssertionSigner>,
+    audit: &Audit,
+) {
+    if let Some(addr) = listen.http_redirect {
+        let redirect = RedirectToHttps {
+            snapshot: snapshot.clone(),
+        };
+        server.add_service(plain_http_service("http-redirect", addr, redirect));
+    }
+    if let Some(addr) = listen.admin {
+        let admin = Admin {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            assertion,
+            audit: audit.clone(),
+        };
+        server.add_service(plain_http_service("admin", addr, admin));
+    }
 }
 
 /// A plain-HTTP listener (the redirect and the admin listener).
