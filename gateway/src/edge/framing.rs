@@ -60,10 +60,10 @@ impl FramingViolation {
         FramingViolation::ConnectionNominatesHeader,
     ];
 
-    pub fn status(self) -> u16 {
+    pub fn status(self) -> http::StatusCode {
         match self {
-            FramingViolation::HeadTooLarge => 431,
-            _ => 400,
+            FramingViolation::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            _ => http::StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -40,10 +40,10 @@ impl HostRejection {
         }
     }
 
-    pub fn status(self) -> u16 {
+    pub fn status(self) -> http::StatusCode {
         match self {
-            HostRejection::Misdirected => 421,
-            _ => 400,
+            HostRejection::Misdirected => http::StatusCode::MISDIRECTED_REQUEST,
+            _ => http::StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -30,10 +30,10 @@ impl MethodRejection {
         }
     }
 
-    pub fn status(self) -> u16 {
+    pub fn status(self) -> http::StatusCode {
         match self {
-            MethodRejection::NotUpperCase => 400,
-            MethodRejection::NotAllowed => 405,
+            MethodRejection::NotUpperCase => http::StatusCode::BAD_REQUEST,
+            MethodRejection::NotAllowed => http::StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }

@@ -59,12 +59,13 @@ impl Gateway {
                 }
                 let location =
                     HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
-                let response =
-                    GatewayResponse::status(302).with_header(http::header::LOCATION, location);
+                let response = GatewayResponse::status(http::StatusCode::FOUND)
+                    .with_header(http::header::LOCATION, location);
                 Ok(Some(with_cookies(response, cookies)))
             }
             LoginResponse::Page { html } => Ok(Some(
-                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html),
+                GatewayResponse::status(http::StatusCode::OK)
+                    .with_body("text/html; charset=utf-8", html),
             )),
             LoginResponse::Refused { reason, cookies } => {
                 let mut refusal = Refusal::new(Reason::Login(reason));

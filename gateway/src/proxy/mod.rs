@@ -289,11 +289,16 @@ impl ProxyHttp for Gateway {
                 .inc();
         }
         let already_answered = session.response_written().is_some();
-        if status > 0 && !already_answered {
-            let response = if status == 413 || status == 408 {
-                GatewayResponse::closing(status)
-            } else {
-                GatewayResponse::status(status)
+        // Pingora's code 0 means "write nothing" (the client is gone).
+        let answer = http::StatusCode::from_u16(status)
+            .ok()
+            .filter(|_| status > 0);
+        if let Some(answer) = answer.filter(|_| !already_answered) {
+            let response = match answer {
+                http::StatusCode::PAYLOAD_TOO_LARGE | http::StatusCode::REQUEST_TIMEOUT => {
+                    GatewayResponse::closing(answer)
+                }
+                _ => GatewayResponse::status(answer),
             };
             if let Err(write_error) =
                 respond::send(session, ctx.headers(), &ctx.request_id, response).await

@@ -9,6 +9,8 @@ use gatehouse_policy::audit::AuditEvent;
 use http::{HeaderName, HeaderValue};
 
 use super::respond::GatewayResponse;
+use http::StatusCode;
+
 use crate::access::authz::Forbidden;
 use crate::access::rate_limit::{self, retry_after_secs, Limited, Tier};
 use crate::edge::framing::FramingViolation;
@@ -76,22 +78,26 @@ impl Reason {
     }
 
     /// The status a refusal for this reason answers with.
-    pub fn status(self) -> u16 {
+    pub fn status(self) -> StatusCode {
         match self {
-            Reason::AuditUnavailable => 503,
-            Reason::NetworkDenied | Reason::RouteNetworkDenied => 403,
+            Reason::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NetworkDenied | Reason::RouteNetworkDenied => StatusCode::FORBIDDEN,
             Reason::Method(m) => m.status(),
             Reason::Framing(f) => f.status(),
             Reason::Host(h) => h.status(),
-            Reason::Path(_) => 400,
-            Reason::Route(_) => 404,
-            Reason::BodyTooLarge => 413,
-            Reason::CorsPreflightDenied | Reason::CsrfCrossSite | Reason::Forbidden(_) => 403,
+            Reason::Path(_) => StatusCode::BAD_REQUEST,
+            Reason::Route(_) => StatusCode::NOT_FOUND,
+            Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::CorsPreflightDenied | Reason::CsrfCrossSite | Reason::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             Reason::Login(l) => l.status(),
-            Reason::Credential(IdentityError::AttemptRefused | IdentityError::Busy) => 429,
-            Reason::Credential(_) | Reason::Unauthenticated => 401,
-            Reason::RateLimited => 429,
-            Reason::RedirectedToLogin => 302,
+            Reason::Credential(IdentityError::AttemptRefused | IdentityError::Busy) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Reason::Credential(_) | Reason::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reason::RedirectedToLogin => StatusCode::FOUND,
         }
     }
 

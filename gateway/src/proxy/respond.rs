@@ -6,7 +6,7 @@
 //! the request context for the access log, never in the response.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
@@ -16,7 +16,7 @@ use crate::edge::headers::PreparedHeaders;
 /// the connection must close afterwards (framing errors, where the rest of
 /// the stream cannot be trusted).
 pub struct GatewayResponse {
-    pub status: u16,
+    pub status: StatusCode,
     pub extra: Vec<(HeaderName, HeaderValue)>,
     pub close: bool,
     /// A body of the gateway's own (content type, text) instead of the
@@ -25,7 +25,7 @@ pub struct GatewayResponse {
 }
 
 impl GatewayResponse {
-    pub fn status(status: u16) -> Self {
+    pub fn status(status: StatusCode) -> Self {
         GatewayResponse {
             status,
             extra: Vec::new(),
@@ -44,7 +44,7 @@ impl GatewayResponse {
         self
     }
 
-    pub fn closing(status: u16) -> Self {
+    pub fn closing(status: StatusCode) -> Self {
         GatewayResponse {
             close: true,
             ..Self::status(status)
@@ -59,7 +59,7 @@ pub async fn send(
     headers: &PreparedHeaders,
     request_id: &str,
     response: GatewayResponse,
-) -> Result<u16> {
+) -> Result<StatusCode> {
     let (content_type, body) = match response.body {
         Some((content_type, body)) => (content_type, Bytes::from(body)),
         None => (
@@ -92,12 +92,9 @@ pub async fn send(
 }
 
 /// A short, fixed body per status: enough for a human, nothing for an attacker.
-fn phrase(status: u16) -> String {
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    format!("{status} {reason}\n")
+fn phrase(status: StatusCode) -> String {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    format!("{} {reason}\n", status.as_u16())
 }
 
 #[cfg(test)]
@@ -106,8 +103,9 @@ mod tests {
 
     #[test]
     fn phrases_name_only_the_status() {
-        assert_eq!(phrase(403), "403 Forbidden\n");
-        assert_eq!(phrase(431), "431 Request Header Fields Too Large\n");
-        assert_eq!(phrase(599), "599 Error\n");
+        let status = |code| StatusCode::from_u16(code).expect("a valid status");
+        assert_eq!(phrase(status(403)), "403 Forbidden\n");
+        assert_eq!(phrase(status(431)), "431 Request Header Fields Too Large\n");
+        assert_eq!(phrase(status(599)), "599 Error\n");
     }
 }

@@ -150,7 +150,7 @@ impl Gateway {
     /// The gateway's public keys, for upstreams verifying assertions.
     fn jwks(&self, req: &RequestHeader, path: &NormalizedPath) -> Option<GatewayResponse> {
         (req.method == http::Method::GET && path.as_str() == JWKS_PATH).then(|| {
-            GatewayResponse::status(200)
+            GatewayResponse::status(http::StatusCode::OK)
                 .with_body("application/jwk-set+json", self.assertion.jwks().to_owned())
         })
     }
@@ -260,7 +260,7 @@ fn cors_preflight(
         return Ok(None);
     }
     let headers = cors::preflight(rules, &req.headers).ok_or(Reason::CorsPreflightDenied)?;
-    let mut response = GatewayResponse::status(204);
+    let mut response = GatewayResponse::status(http::StatusCode::NO_CONTENT);
     for (name, value) in headers {
         response = response.with_header(name, value);
     }

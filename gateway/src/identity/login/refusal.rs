@@ -44,24 +44,25 @@ impl LoginRefusal {
         }
     }
 
-    pub fn status(self) -> u16 {
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode;
         match self {
             LoginRefusal::UnknownProvider | LoginRefusal::NoFlow | LoginRefusal::StateMismatch => {
-                400
+                StatusCode::BAD_REQUEST
             }
             LoginRefusal::DeniedByProvider
             | LoginRefusal::CodeRejected
             | LoginRefusal::NoIdToken
-            | LoginRefusal::IdTokenInvalid => 401,
-            LoginRefusal::EmailNotAllowed => 403,
-            LoginRefusal::SealFailed => 500,
-            LoginRefusal::ProviderUnavailable => 503,
+            | LoginRefusal::IdTokenInvalid => StatusCode::UNAUTHORIZED,
+            LoginRefusal::EmailNotAllowed => StatusCode::FORBIDDEN,
+            LoginRefusal::SealFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            LoginRefusal::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// A refusal that is the caller's failed login (and counts towards the
     /// lockout), not the provider or the gateway failing.
     pub fn is_login_failure(self) -> bool {
-        (400..500).contains(&self.status())
+        self.status().is_client_error()
     }
 }
