@@ -1,5 +1,5 @@
 //! Stage 8's login pages: `/.gatehouse/login`, `/callback` and `/logout`
-//! (see `login.rs`), when the policy has OIDC sessions.
+//! (see `identity/login/`), when the policy has OIDC sessions.
 
 use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
 use http::HeaderValue;
