@@ -11,23 +11,12 @@
 
 pub mod audit;
 mod convert;
-mod convert_abuse;
-mod convert_access;
-mod convert_allowances;
-mod convert_container;
-mod convert_identity;
-mod convert_job;
-mod convert_notify;
-mod convert_route;
-mod convert_scheduler;
 mod error;
 pub mod healthcheck;
 pub mod identity;
 pub mod model;
 pub mod notify;
 mod raw;
-mod raw_notify;
-mod raw_scheduler;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
@@ -37,7 +26,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use convert_job::{is_env_name, validate_image_reference};
+pub use convert::job::{is_env_name, validate_image_reference};
 pub use error::{PolicyError, Problem};
 pub use identity::*;
 pub use model::*;
@@ -126,11 +115,3 @@ fn syntax_hint(message: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_allowances;
-#[cfg(test)]
-mod tests_edge;
-#[cfg(test)]
-mod tests_notify;
-#[cfg(test)]
-mod tests_scheduler;

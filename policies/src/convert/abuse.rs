@@ -3,6 +3,8 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use toml::Spanned;
+
 use crate::convert::Converter;
 use crate::model::{AuditSettings, OnAuditFailure, Rate, RateLimits};
 use crate::raw::*;
@@ -68,7 +70,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
 }
 
 impl Converter<'_> {
-    pub(crate) fn rate(&mut self, raw: Option<&S<String>>, default: Rate) -> Rate {
+    pub(crate) fn rate(&mut self, raw: Option<&Spanned<String>>, default: Rate) -> Rate {
         let Some(raw) = raw else { return default };
         match parse_rate(raw.get_ref()) {
             Ok(rate) => rate,
@@ -109,7 +111,7 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn audit(&mut self, raw: &Option<S<RawAudit>>) -> Option<AuditSettings> {
+    pub(crate) fn audit(&mut self, raw: &Option<Spanned<RawAudit>>) -> Option<AuditSettings> {
         let raw = raw.as_ref()?.get_ref();
         if raw.path.get_ref().trim().is_empty() {
             self.problems

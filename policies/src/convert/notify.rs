@@ -9,19 +9,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::convert::identity::is_plain_name;
 use crate::convert::Converter;
-use crate::convert_identity::is_plain_name;
 use crate::notify::*;
-use crate::raw::S;
-use crate::raw_notify::*;
+use crate::raw::notify::*;
 use crate::secret::SecretSource;
+use toml::Spanned;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 const MAX_RETRIES: usize = 10;
 
 impl Converter<'_> {
-    pub(crate) fn notify_settings(&mut self, raw: &Option<S<RawNotify>>) -> NotifySettings {
+    pub(crate) fn notify_settings(&mut self, raw: &Option<Spanned<RawNotify>>) -> NotifySettings {
         let Some(raw) = raw else {
             return NotifySettings::default();
         };
@@ -37,12 +37,14 @@ impl Converter<'_> {
             max_response: self.size(&r.max_response, DEFAULT_MAX_RESPONSE),
         };
         if guard.timeout > MAX_TIMEOUT {
-            self.problems
-                .add(r.timeout.as_ref().map(S::span), "timeout may be at most 5m");
+            self.problems.add(
+                r.timeout.as_ref().map(Spanned::span),
+                "timeout may be at most 5m",
+            );
         }
         if guard.max_response > MAX_RESPONSE {
             self.problems.add(
-                r.max_response.as_ref().map(S::span),
+                r.max_response.as_ref().map(Spanned::span),
                 "max_response may be at most 16MiB",
             );
         }
@@ -91,7 +93,7 @@ impl Converter<'_> {
     /// A job's `notify`; missing keys come from `[scheduler.notify]`.
     pub(crate) fn job_notify(
         &mut self,
-        raw: &Option<S<RawJobNotify>>,
+        raw: &Option<Spanned<RawJobNotify>>,
         settings: &NotifySettings,
     ) -> JobNotify {
         let Some(raw) = raw else {
@@ -110,7 +112,7 @@ impl Converter<'_> {
         }
     }
 
-    fn channel_refs(&mut self, raw: &[S<String>], settings: &NotifySettings) -> Vec<String> {
+    fn channel_refs(&mut self, raw: &[Spanned<String>], settings: &NotifySettings) -> Vec<String> {
         let mut out = Vec::new();
         for name in raw {
             if settings.channel(name.get_ref()).is_none() {
@@ -126,7 +128,7 @@ impl Converter<'_> {
         out
     }
 
-    fn events(&mut self, raw: Option<&[S<String>]>) -> BTreeSet<NotifyEvent> {
+    fn events(&mut self, raw: Option<&[Spanned<String>]>) -> BTreeSet<NotifyEvent> {
         let Some(raw) = raw else {
             return NotifyEvent::DEFAULT.into_iter().collect();
         };
@@ -145,7 +147,7 @@ impl Converter<'_> {
             .collect()
     }
 
-    fn host_pattern(&mut self, raw: &S<String>) -> Option<HostPattern> {
+    fn host_pattern(&mut self, raw: &Spanned<String>) -> Option<HostPattern> {
         let text = raw.get_ref().trim().trim_end_matches('.');
         let unbracketed = text.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = IpAddr::from_str(unbracketed) {
@@ -155,7 +157,7 @@ impl Converter<'_> {
             Some(rest) => (true, rest),
             None => (false, text),
         };
-        let name = self.host_name(&S::new(raw.span(), name.to_owned()))?;
+        let name = self.host_name(&Spanned::new(raw.span(), name.to_owned()))?;
         Some(if wildcard {
             HostPattern::Suffix(name)
         } else {
@@ -165,7 +167,7 @@ impl Converter<'_> {
 
     /// Whether `host` (from a URL or `server`) matches `allow_hosts`; if
     /// not, says so at `span`.
-    fn allowed_host(&mut self, host: &url::Host<&str>, guard: &GuardSettings, span: S<()>) {
+    fn allowed_host(&mut self, host: &url::Host<&str>, guard: &GuardSettings, span: Spanned<()>) {
         if guard.allows_host(host) {
             return;
         }
@@ -176,7 +178,11 @@ impl Converter<'_> {
         );
     }
 
-    fn destination_url(&mut self, raw: &S<String>, guard: &GuardSettings) -> Option<url::Url> {
+    fn destination_url(
+        &mut self,
+        raw: &Spanned<String>,
+        guard: &GuardSettings,
+    ) -> Option<url::Url> {
         match url::Url::parse(raw.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 if !u.username().is_empty() || u.password().is_some() {
@@ -187,7 +193,7 @@ impl Converter<'_> {
                     return None;
                 }
                 if let Some(host) = u.host() {
-                    self.allowed_host(&host, guard, S::new(raw.span(), ()));
+                    self.allowed_host(&host, guard, Spanned::new(raw.span(), ()));
                 }
                 Some(u)
             }
@@ -207,15 +213,15 @@ impl Converter<'_> {
     fn secret_ref(
         &mut self,
         key: &str,
-        value: &Option<S<String>>,
-        file: &Option<S<String>>,
+        value: &Option<Spanned<String>>,
+        file: &Option<Spanned<String>>,
         span: std::ops::Range<usize>,
     ) -> Option<SecretRef> {
         let path = file.as_ref().map(|f| self.file_path(f));
         let at = value
             .as_ref()
             .or(file.as_ref())
-            .map(S::span)
+            .map(Spanned::span)
             .unwrap_or(span);
         match SecretSource::from_keys(
             key,
@@ -274,7 +280,7 @@ impl Converter<'_> {
     fn email(&mut self, r: &RawEmail, guard: &GuardSettings) -> Option<Channel> {
         let server = self.smtp_server(&r.server);
         if let Some((host, _)) = &server {
-            let span = S::new(r.server.span(), ());
+            let span = Spanned::new(r.server.span(), ());
             match IpAddr::from_str(host) {
                 Ok(ip) => self.allowed_host(&ip_host(ip), guard, span),
                 Err(_) => self.allowed_host(&url::Host::Domain(host), guard, span),
@@ -323,7 +329,7 @@ impl Converter<'_> {
     }
 
     /// `host`, `host:port`, `[v6]:port`.
-    fn smtp_server(&mut self, raw: &S<String>) -> Option<(String, u16)> {
+    fn smtp_server(&mut self, raw: &Spanned<String>) -> Option<(String, u16)> {
         let text = raw.get_ref().trim();
         let (host, port) = match text.rsplit_once(':') {
             Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
@@ -335,7 +341,7 @@ impl Converter<'_> {
             Some(_) => None,
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host = self.host_name(&S::new(raw.span(), host.to_owned()));
+        let host = self.host_name(&Spanned::new(raw.span(), host.to_owned()));
         if port.is_none() {
             self.problems.add_hint(
                 Some(raw.span()),

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use toml::Spanned;
+
 use crate::convert::Converter;
 use crate::identity::*;
 use crate::raw::*;
@@ -28,7 +30,7 @@ pub(crate) fn is_plain_name(name: &str) -> bool {
 }
 
 impl Converter<'_> {
-    pub(crate) fn roles(&mut self, raw: &BTreeMap<S<String>, Vec<S<String>>>) -> Roles {
+    pub(crate) fn roles(&mut self, raw: &BTreeMap<Spanned<String>, Vec<Spanned<String>>>) -> Roles {
         let mut roles = Roles::default();
         for (name, permissions) in raw {
             if !is_plain_name(name.get_ref()) {
@@ -55,7 +57,11 @@ impl Converter<'_> {
     }
 
     /// Role names that must exist in `roles`.
-    pub(crate) fn role_refs(&mut self, roles: &Roles, raw: &[S<String>]) -> BTreeSet<RoleName> {
+    pub(crate) fn role_refs(
+        &mut self,
+        roles: &Roles,
+        raw: &[Spanned<String>],
+    ) -> BTreeSet<RoleName> {
         let mut out = BTreeSet::new();
         for r in raw {
             if roles.0.contains_key(r.get_ref()) {
@@ -74,8 +80,8 @@ impl Converter<'_> {
     fn secret(
         &mut self,
         key: &str,
-        value: &Option<S<String>>,
-        file: &Option<S<String>>,
+        value: &Option<Spanned<String>>,
+        file: &Option<Spanned<String>>,
         min_bytes: usize,
         anchor: std::ops::Range<usize>,
     ) -> Option<Secret> {
@@ -414,7 +420,7 @@ impl Converter<'_> {
         }
     }
 
-    fn unique_name(&mut self, seen: &mut BTreeSet<String>, name: &S<String>, what: &str) {
+    fn unique_name(&mut self, seen: &mut BTreeSet<String>, name: &Spanned<String>, what: &str) {
         if !is_plain_name(name.get_ref()) {
             self.problems.add_hint(
                 Some(name.span()),
@@ -430,7 +436,7 @@ impl Converter<'_> {
     }
 
     /// An https URL, or http on a loopback host (for local providers).
-    fn issuer_url(&mut self, raw: &S<String>) -> Option<String> {
+    fn issuer_url(&mut self, raw: &Spanned<String>) -> Option<String> {
         let ok = url::Url::parse(raw.get_ref()).ok().filter(|u| {
             u.scheme() == "https"
                 || (u.scheme() == "http"

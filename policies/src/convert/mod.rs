@@ -1,6 +1,16 @@
 //! Turns the raw file into the validated model, collecting every problem
 //! instead of stopping at the first.
 
+mod abuse;
+mod access;
+mod allowances;
+pub(crate) mod container;
+mod identity;
+pub(crate) mod job;
+mod notify;
+mod route;
+mod scheduler;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -8,6 +18,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use toml::Spanned;
 
 use crate::error::Problems;
 use crate::model::*;
@@ -81,14 +93,14 @@ impl Converter<'_> {
         })
     }
 
-    fn listen(&mut self, raw: S<RawListen>) -> Option<Listen> {
+    fn listen(&mut self, raw: Spanned<RawListen>) -> Option<Listen> {
         let raw = raw.into_inner();
         let https = self.socket_addr(&raw.https);
         let http_redirect = raw.http_redirect.as_ref().map(|a| self.socket_addr(a));
         let admin = raw.admin.as_ref().map(|a| self.socket_addr(a));
         let public_origin = self.public_origin(&raw.public_origin);
 
-        let mut seen: Vec<(SocketAddr, &S<String>)> = Vec::new();
+        let mut seen: Vec<(SocketAddr, &Spanned<String>)> = Vec::new();
         let candidates = [
             (https, Some(&raw.https)),
             (http_redirect.flatten(), raw.http_redirect.as_ref()),
@@ -115,7 +127,7 @@ impl Converter<'_> {
         })
     }
 
-    pub(crate) fn socket_addr(&mut self, raw: &S<String>) -> Option<SocketAddr> {
+    pub(crate) fn socket_addr(&mut self, raw: &Spanned<String>) -> Option<SocketAddr> {
         match SocketAddr::from_str(raw.get_ref()) {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -129,7 +141,7 @@ impl Converter<'_> {
         }
     }
 
-    fn public_origin(&mut self, raw: &S<String>) -> Option<PublicOrigin> {
+    fn public_origin(&mut self, raw: &Spanned<String>) -> Option<PublicOrigin> {
         let hint =
             "an origin such as \"https://gatehouse.example.com\" or \"https://localhost:8443\"";
         let Ok(url) = url::Url::parse(raw.get_ref()) else {
@@ -153,7 +165,7 @@ impl Converter<'_> {
         Some(PublicOrigin::new(url.origin().ascii_serialization()))
     }
 
-    fn tls(&mut self, raw: S<RawTls>) -> Option<Tls> {
+    fn tls(&mut self, raw: Spanned<RawTls>) -> Option<Tls> {
         let span = raw.span();
         let raw = raw.into_inner();
         let min_version = match raw.min_version.as_ref().map(|v| (v.get_ref().as_str(), v)) {
@@ -210,7 +222,7 @@ impl Converter<'_> {
     }
 
     /// A lower-cased DNS name or IP literal.
-    pub(crate) fn host_name(&mut self, raw: &S<String>) -> Option<String> {
+    pub(crate) fn host_name(&mut self, raw: &Spanned<String>) -> Option<String> {
         let name = raw.get_ref().trim().to_ascii_lowercase();
         let is_ip = IpAddr::from_str(&name).is_ok();
         let is_dns = !name.is_empty()
@@ -236,7 +248,7 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn file_path(&self, raw: &S<String>) -> PathBuf {
+    pub(crate) fn file_path(&self, raw: &Spanned<String>) -> PathBuf {
         let path = Path::new(raw.get_ref());
         if path.is_absolute() {
             path.to_path_buf()
@@ -298,11 +310,11 @@ impl Converter<'_> {
         out
     }
 
-    pub(crate) fn cidrs(&mut self, raw: &[S<String>]) -> Vec<IpNet> {
+    pub(crate) fn cidrs(&mut self, raw: &[Spanned<String>]) -> Vec<IpNet> {
         raw.iter().filter_map(|entry| self.cidr(entry)).collect()
     }
 
-    fn cidr(&mut self, raw: &S<String>) -> Option<IpNet> {
+    fn cidr(&mut self, raw: &Spanned<String>) -> Option<IpNet> {
         let text = raw.get_ref().trim();
         let parsed = IpNet::from_str(text)
             .ok()
@@ -328,7 +340,11 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn duration(&mut self, raw: &Option<S<String>>, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
         let Some(raw) = raw else { return default };
         match humantime::parse_duration(raw.get_ref()) {
             Ok(d) if !d.is_zero() => d,
@@ -348,7 +364,7 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn size(&mut self, raw: &Option<S<String>>, default: u64) -> u64 {
+    pub(crate) fn size(&mut self, raw: &Option<Spanned<String>>, default: u64) -> u64 {
         let Some(raw) = raw else { return default };
         match bytesize::ByteSize::from_str(raw.get_ref()) {
             Ok(size) if size.as_u64() > 0 => size.as_u64(),
@@ -411,7 +427,7 @@ impl Converter<'_> {
     /// A positive whole number no larger than `max`, or `default` when absent.
     pub(crate) fn bounded_count(
         &mut self,
-        raw: &Option<S<i64>>,
+        raw: &Option<Spanned<i64>>,
         default: usize,
         range: std::ops::RangeInclusive<usize>,
         what: &str,
@@ -430,7 +446,7 @@ impl Converter<'_> {
         }
     }
 
-    fn client_ip_header(&mut self, raw: &Option<S<String>>) -> ClientIpHeader {
+    fn client_ip_header(&mut self, raw: &Option<Spanned<String>>) -> ClientIpHeader {
         let Some(raw) = raw else {
             return ClientIpHeader::default();
         };

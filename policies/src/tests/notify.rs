@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use super::notify::*;
-use super::*;
+use crate::notify::*;
+use crate::*;
 
 // The gateway and `[scheduler]` part every scheduler test policy shares.
-use crate::tests_scheduler::HEAD;
+use crate::tests::scheduler::HEAD;
 
 const JOB: &str = r#"
 [[job]]

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::tests_scheduler::{with_job, HEAD};
-use super::weakening::{mount_warnings, weakenings};
-use super::*;
+use crate::tests::scheduler::{with_job, HEAD};
+use crate::weakening::{mount_warnings, weakenings};
+use crate::*;
 
 fn problems(text: &str) -> Vec<Problem> {
     match parse(Path::new("policy.toml"), text) {

@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use toml::Spanned;
+
+use crate::convert::identity::HTTP_METHODS;
+use crate::convert::route::extension_method_problem;
 use crate::convert::Converter;
-use crate::convert_identity::HTTP_METHODS;
-use crate::convert_route::extension_method_problem;
 use crate::identity::*;
 use crate::model::{Cors, CorsOrigins};
 use crate::raw::*;
@@ -109,8 +111,8 @@ impl Converter<'_> {
 
     fn requirement(
         &mut self,
-        raw_roles: &[S<String>],
-        raw_permissions: &[S<String>],
+        raw_roles: &[Spanned<String>],
+        raw_permissions: &[Spanned<String>],
         roles: &Roles,
     ) -> Requirement {
         let any_role = self.role_refs(roles, raw_roles);
@@ -135,7 +137,7 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn cors(&mut self, raw: &Option<S<RawCors>>) -> Option<Cors> {
+    pub(crate) fn cors(&mut self, raw: &Option<Spanned<RawCors>>) -> Option<Cors> {
         let raw = raw.as_ref()?;
         let span = raw.span();
         let c = raw.get_ref();

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::convert::Converter;
-use crate::raw::S;
-use crate::raw_scheduler::{RawContainer, RawMount};
+use crate::raw::scheduler::{RawContainer, RawMount};
 use crate::scheduler::*;
+use toml::Spanned;
 
 pub(crate) const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
 pub(crate) const DEFAULT_CPUS: f64 = 1.0;
@@ -92,7 +92,7 @@ impl Converter<'_> {
         let memory = self.size(&r.memory, DEFAULT_MEMORY);
         if memory > s.max_memory || memory < MIN_MEMORY {
             self.problems.add_hint(
-                r.memory.as_ref().map(S::span),
+                r.memory.as_ref().map(Spanned::span),
                 "memory is outside what [scheduler] allows",
                 format!("between 6MiB and max_memory ({} bytes)", s.max_memory),
             );
@@ -105,7 +105,7 @@ impl Converter<'_> {
             .unwrap_or(DEFAULT_CPUS);
         if !(cpus >= 0.01 && cpus <= s.max_cpus) {
             self.problems.add_hint(
-                r.cpus.as_ref().map(S::span),
+                r.cpus.as_ref().map(Spanned::span),
                 "cpus is outside what [scheduler] allows",
                 format!("between 0.01 and max_cpus ({})", s.max_cpus),
             );
@@ -118,7 +118,7 @@ impl Converter<'_> {
             .unwrap_or(DEFAULT_PIDS);
         if !(1..=s.max_pids).contains(&pids) {
             self.problems.add_hint(
-                r.pids.as_ref().map(S::span),
+                r.pids.as_ref().map(Spanned::span),
                 "pids is outside what [scheduler] allows",
                 format!("between 1 and max_pids ({})", s.max_pids),
             );
@@ -161,7 +161,7 @@ impl Converter<'_> {
         })
     }
 
-    fn mount(&mut self, m: &S<RawMount>, s: &SchedulerSettings) -> Option<Mount> {
+    fn mount(&mut self, m: &Spanned<RawMount>, s: &SchedulerSettings) -> Option<Mount> {
         let raw = m.get_ref();
         let source = self.host_path(&raw.source)?;
         let target = raw.target.get_ref();
@@ -221,7 +221,7 @@ impl Converter<'_> {
 
     /// An absolute host path with no `..`, no `:` (Docker's bind syntax
     /// separator) and no symlink games resolved here: Docker resolves it.
-    pub(crate) fn host_path(&mut self, raw: &S<String>) -> Option<PathBuf> {
+    pub(crate) fn host_path(&mut self, raw: &Spanned<String>) -> Option<PathBuf> {
         let path = Path::new(raw.get_ref());
         let ok = path.is_absolute()
             && !raw.get_ref().contains(':')
@@ -240,7 +240,7 @@ impl Converter<'_> {
         }
     }
 
-    pub(crate) fn capability(&mut self, raw: &S<String>) -> Option<String> {
+    pub(crate) fn capability(&mut self, raw: &Spanned<String>) -> Option<String> {
         let upper = raw.get_ref().trim().to_ascii_uppercase();
         let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
         if name == "ALL"

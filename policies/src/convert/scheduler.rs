@@ -5,14 +5,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::convert::identity::is_plain_name;
+use crate::convert::job::{is_docker_name, MAX_JOB_NAME};
 use crate::convert::{listeners_overlap, Converter};
-use crate::convert_identity::is_plain_name;
-use crate::convert_job::{is_docker_name, MAX_JOB_NAME};
 use crate::identity::Roles;
 use crate::model::{Listen, Route};
-use crate::raw::S;
-use crate::raw_scheduler::*;
+use crate::raw::scheduler::*;
 use crate::scheduler::*;
+use toml::Spanned;
 
 const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 const DEFAULT_MAX_QUEUED_RUNS: usize = 100;
@@ -32,7 +32,7 @@ const MAX_JWKS_REFRESH: Duration = Duration::from_secs(86_400);
 impl Converter<'_> {
     pub(crate) fn scheduler(
         &mut self,
-        raw: &Option<S<RawScheduler>>,
+        raw: &Option<Spanned<RawScheduler>>,
         listen: Option<&Listen>,
         routes: &[Route],
     ) -> Option<SchedulerSettings> {
@@ -184,11 +184,11 @@ impl Converter<'_> {
                 .is_some_and(|b| *b.get_ref()),
             max_tmp_size: self.size(
                 &raw.max_tmp_size,
-                crate::convert_container::DEFAULT_TMP_SIZE,
+                crate::convert::container::DEFAULT_TMP_SIZE,
             ),
             max_shm_size: self.size(
                 &raw.max_shm_size,
-                crate::convert_container::DEFAULT_SHM_SIZE,
+                crate::convert::container::DEFAULT_SHM_SIZE,
             ),
             secret_dirs: self.secret_dirs(&raw.secret_dirs),
             log_cap,
@@ -210,7 +210,7 @@ impl Converter<'_> {
     /// assertions signed for another host's service on the same port.
     fn gateway_routes(
         &mut self,
-        raw: &S<RawScheduler>,
+        raw: &Spanned<RawScheduler>,
         addr: Option<std::net::SocketAddr>,
         routes: &[Route],
     ) -> Vec<String> {
@@ -248,7 +248,7 @@ impl Converter<'_> {
 
     pub(crate) fn jobs(
         &mut self,
-        raw: &[S<RawJob>],
+        raw: &[Spanned<RawJob>],
         scheduler: Option<&SchedulerSettings>,
         roles: &Roles,
     ) -> Vec<Job> {
@@ -287,7 +287,13 @@ impl Converter<'_> {
         jobs
     }
 
-    fn count(&mut self, raw: &Option<S<i64>>, default: usize, min: usize, max: usize) -> usize {
+    fn count(
+        &mut self,
+        raw: &Option<Spanned<i64>>,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> usize {
         let Some(n) = raw else { return default };
         match usize::try_from(*n.get_ref()) {
             Ok(v) if (min..=max).contains(&v) => v,

@@ -4,6 +4,11 @@ use std::path::Path;
 
 use super::*;
 
+mod allowances;
+mod edge;
+mod notify;
+mod scheduler;
+
 const MINIMAL: &str = r#"
 [listen]
 https = "127.0.0.1:8443"

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::*;
+use crate::*;
 
 const BASE: &str = r#"
 [listen]

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::scheduler::*;
-use super::*;
+use crate::scheduler::*;
+use crate::*;
 
 pub(crate) const HEAD: &str = r#"
 [listen]

@@ -9,9 +9,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::convert::Converter;
-use crate::raw::S;
-use crate::raw_scheduler::RawContainer;
+use crate::raw::scheduler::RawContainer;
 use crate::scheduler::SchedulerSettings;
+use toml::Spanned;
 
 impl SchedulerSettings {
     /// The outermost `secret_dirs` entry holding `path`, if any.
@@ -93,7 +93,7 @@ impl Converter<'_> {
 
     /// `secret_dirs`: absolute (or relative to the policy's directory),
     /// without `..`, never `/`.
-    pub(crate) fn secret_dirs(&mut self, raw: &[S<String>]) -> Vec<PathBuf> {
+    pub(crate) fn secret_dirs(&mut self, raw: &[Spanned<String>]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for dir in raw {
             let path = self.file_path(dir);
@@ -113,7 +113,7 @@ impl Converter<'_> {
     /// An env `file`: below one of `secret_dirs`, without `..`.
     pub(crate) fn secret_file(
         &mut self,
-        raw: &S<String>,
+        raw: &Spanned<String>,
         s: &SchedulerSettings,
     ) -> Option<PathBuf> {
         let path = self.file_path(raw);

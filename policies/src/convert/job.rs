@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::convert::Converter;
 use crate::identity::Roles;
-use crate::raw::S;
-use crate::raw_scheduler::*;
+use crate::raw::scheduler::*;
 use crate::schedule::{default_timezone, Schedule};
 use crate::scheduler::*;
+use toml::Spanned;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
@@ -59,7 +59,7 @@ impl Converter<'_> {
             Some("always") => PullPolicy::Always,
             Some(other) => {
                 self.problems.add_hint(
-                    r.pull.as_ref().map(S::span),
+                    r.pull.as_ref().map(Spanned::span),
                     format!("`{other}` is not a pull policy"),
                     "\"never\", \"if-missing\" or \"always\"",
                 );
@@ -71,7 +71,7 @@ impl Converter<'_> {
         let timeout = self.duration(&r.timeout, DEFAULT_TIMEOUT);
         if timeout > MAX_TIMEOUT {
             self.problems.add(
-                r.timeout.as_ref().map(S::span),
+                r.timeout.as_ref().map(Spanned::span),
                 "timeout may be at most 7 days",
             );
         }
@@ -81,7 +81,7 @@ impl Converter<'_> {
             Some("replace") => Overlap::Replace,
             Some(other) => {
                 self.problems.add_hint(
-                    r.overlap.as_ref().map(S::span),
+                    r.overlap.as_ref().map(Spanned::span),
                     format!("`{other}` is not an overlap mode"),
                     "\"forbid\" (skip), \"allow\" or \"replace\" (cancel the running one)",
                 );
@@ -103,7 +103,7 @@ impl Converter<'_> {
                 let backoff = raw
                     .backoff
                     .as_ref()
-                    .map(|b| S::new(spanned.span(), b.clone()));
+                    .map(|b| Spanned::new(spanned.span(), b.clone()));
                 Retries {
                     max: raw.max.clamp(0, MAX_RETRIES) as u32,
                     backoff: self.duration(&backoff, DEFAULT_RETRY_BACKOFF),
@@ -133,7 +133,7 @@ impl Converter<'_> {
         })
     }
 
-    fn image(&mut self, raw: &S<String>, scheduler: &SchedulerSettings) -> Option<String> {
+    fn image(&mut self, raw: &Spanned<String>, scheduler: &SchedulerSettings) -> Option<String> {
         let text = raw.get_ref().trim();
         if let Err(reason) = validate_image_reference(text) {
             self.problems.add_hint(
@@ -171,7 +171,7 @@ impl Converter<'_> {
             [script] => Some(vec!["/bin/sh".into(), "-c".into(), script.clone()]),
             _ => {
                 self.problems.add_hint(
-                    r.command.first().map(S::span).or(Some(r.name.span())),
+                    r.command.first().map(Spanned::span).or(Some(r.name.span())),
                     "with shell = true, command is one script string",
                     "command = [\"report --since 24h | gzip > /tmp/out\"]",
                 );
@@ -206,7 +206,7 @@ impl Converter<'_> {
                 RawEnvValue::Table(t) => match (&t.value, &t.file) {
                     (Some(v), None) => (self.env_literal(v), t.sensitive),
                     (None, Some(f)) => (
-                        self.secret_file(&S::new(value.span(), f.clone()), scheduler)
+                        self.secret_file(&Spanned::new(value.span(), f.clone()), scheduler)
                             .map(EnvSource::File),
                         t.sensitive,
                     ),
@@ -270,7 +270,7 @@ impl Converter<'_> {
             Some("latest") => {
                 if r.schedule.is_none() {
                     self.problems.add(
-                        r.catch_up.as_ref().map(S::span),
+                        r.catch_up.as_ref().map(Spanned::span),
                         "catch_up needs a schedule",
                     );
                 }
@@ -281,7 +281,7 @@ impl Converter<'_> {
             }
             Some(other) => {
                 self.problems.add_hint(
-                    r.catch_up.as_ref().map(S::span),
+                    r.catch_up.as_ref().map(Spanned::span),
                     format!("`{other}` is not a catch-up mode"),
                     "\"none\", or \"latest\" with a starting_deadline",
                 );

@@ -1,8 +1,10 @@
 //! Converting `[[route]]`s: names, host and path prefix (unique per host,
 //! whatever the case), upstream, and the per-route edge settings. Access
-//! and CORS rules are in `convert_access.rs`.
+//! and CORS rules are in `access.rs`.
 
 use std::collections::{BTreeSet, HashSet};
+
+use toml::Spanned;
 
 use crate::convert::{Converter, RouteDefaults};
 use crate::model::*;
@@ -11,7 +13,7 @@ use crate::raw::*;
 impl Converter<'_> {
     pub(crate) fn routes(
         &mut self,
-        raw: &[S<RawRoute>],
+        raw: &[Spanned<RawRoute>],
         headers: &SecurityHeaders,
         defaults: &RouteDefaults,
         roles: &crate::identity::Roles,
@@ -85,7 +87,7 @@ impl Converter<'_> {
         let rate_limit = r
             .rate_limit
             .as_ref()
-            .map(|raw| self.rate(Some(raw), crate::convert_abuse::DEFAULT_CLIENT_RATE));
+            .map(|raw| self.rate(Some(raw), crate::convert::abuse::DEFAULT_CLIENT_RATE));
         let pass_headers = self.pass_headers(&r.pass_headers);
         let mut extension_methods = self.extension_methods(&r.extension_methods);
         // A method with its own access rule is a method the route accepts.
@@ -118,7 +120,7 @@ impl Converter<'_> {
     /// A route prefix as the gateway compares it: `/`, or segments without a
     /// trailing `/` (`/admin/` and `/admin` are one route; both cover
     /// `/admin`, `/admin/` and `/admin/x`).
-    fn route_prefix(&mut self, raw: &S<String>) -> Option<RoutePrefix> {
+    fn route_prefix(&mut self, raw: &Spanned<String>) -> Option<RoutePrefix> {
         let text = raw.get_ref();
         let segments_ok = text
             .strip_prefix('/')
@@ -153,7 +155,7 @@ impl Converter<'_> {
 
     /// `pass_headers`: only names the gateway would strip, never its own
     /// identity headers.
-    fn pass_headers(&mut self, raw: &[S<String>]) -> Vec<String> {
+    fn pass_headers(&mut self, raw: &[Spanned<String>]) -> Vec<String> {
         let mut out = Vec::new();
         for name in raw {
             let lower = name.get_ref().to_ascii_lowercase();
@@ -184,7 +186,7 @@ impl Converter<'_> {
 
     /// `extension_methods`: upper-case tokens beyond the standard methods;
     /// never CONNECT or TRACE.
-    fn extension_methods(&mut self, raw: &[S<String>]) -> BTreeSet<String> {
+    fn extension_methods(&mut self, raw: &[Spanned<String>]) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for method in raw {
             if let Some(problem) = extension_method_problem(method.get_ref()) {
