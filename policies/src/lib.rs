@@ -11,13 +11,13 @@
 
 pub mod audit;
 mod convert;
+pub mod cron;
 mod error;
 pub mod healthcheck;
 pub mod identity;
 pub mod model;
 pub mod notify;
 mod raw;
-pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod weakening;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse_scheduler::cron::{default_timezone, Schedule};
 use gatehouse_scheduler::logging::{self, LogFormat};
-use gatehouse_scheduler::schedule::{default_timezone, Schedule};
 use gatehouse_scheduler::server;
 
 #[derive(Parser)]

@@ -6,9 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::convert::Converter;
+use crate::cron::{default_timezone, Schedule};
 use crate::identity::Roles;
 use crate::raw::scheduler::*;
-use crate::schedule::{default_timezone, Schedule};
 use crate::scheduler::*;
 use toml::Spanned;
 
@@ -38,9 +38,7 @@ impl Converter<'_> {
                 Ok(s) => Some(s),
                 Err(e) => {
                     let span = match (&e, &r.timezone) {
-                        (crate::schedule::ScheduleError::UnknownTimezone { .. }, Some(tz)) => {
-                            tz.span()
-                        }
+                        (crate::cron::ScheduleError::UnknownTimezone { .. }, Some(tz)) => tz.span(),
                         _ => expr.span(),
                     };
                     self.problems.add_hint(

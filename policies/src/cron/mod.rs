@@ -1,4 +1,6 @@
-//! Cron schedules for jobs: parsing, next fire times and catch-up.
+//! Cron schedules for jobs: parsing, next fire times and catch-up. (The
+//! scheduler's settings and jobs are `scheduler.rs`; this module only
+//! answers "when does this expression fire next".)
 //!
 //! Expressions are evaluated by the `croner` crate on *naive* local times;
 //! the DST rules are ours, and they are Vixie cron's (cron.c), which split
@@ -15,7 +17,7 @@
 //! * **Wildcard jobs** (minute or hour starts with `*`: `*/15 * * * *`,
 //!   `0 * * * *`, `@hourly`, `0 */2 * * *`) run on real time: at every
 //!   instant whose wall-clock time matches, so both passes of a repeated
-//!   hour and nothing for the skipped one (see `schedule/real_time.rs`).
+//!   hour and nothing for the skipped one (see `cron/real_time.rs`).
 //!
 //! A 6-field expression is classified by its minute and hour too: Vixie
 //! has no seconds field, and `0 30 2 * * *` is the job `30 2 * * *`.
