@@ -212,15 +212,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Healthcheck { addr, path } => {
-            match gatehouse_policy::healthcheck::probe(addr, &path) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gatehouse-gateway healthcheck: {e:#}");
-                    ExitCode::from(1)
-                }
+        Command::Healthcheck { addr, path } => match gatehouse_healthcheck::probe(addr, &path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse-gateway healthcheck: {e:#}");
+                ExitCode::from(1)
             }
-        }
+        },
         Command::Bootstrap { dir, user } => bootstrap_command(&dir, &user),
         Command::Explain {
             policy,
@@ -298,7 +296,7 @@ fn bootstrap_command(dir: &std::path::Path, user: &str) -> ExitCode {
 }
 
 fn audit_verify(files: &[PathBuf]) -> ExitCode {
-    let report = match gatehouse_policy::audit::verify(files) {
+    let report = match gatehouse_audit::verify(files) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("gatehouse-gateway audit verify: {e}");

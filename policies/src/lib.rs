@@ -2,18 +2,22 @@
 //!
 //! [`load`] reads a TOML file and returns a validated [`Policy`] or a
 //! [`PolicyError`] listing every problem with its file, line and column.
-//! The gateway and the scheduler consume only the types in [`model`];
-//! the raw serde structs stay private.
+//! The pipeline is the folder tree: the file is read into `raw/` (serde
+//! structs, every key spanned), `convert/` validates it section by section,
+//! and the result is the typed model ([`model`], [`identity`], [`scheduler`],
+//! [`notify`], [`cron`] for job fire times). The gateway and the scheduler
+//! consume only those types; the raw serde structs stay private.
 //!
-//! Architecture invariant: this crate does no IO except reading the policy
-//! file (and secret files, on request). Certificates and keys are loaded by
-//! the programs, which report their own errors with the path.
+//! What this crate is not: a runtime. Architecture invariant: it does no
+//! IO except reading the policy file and, on request, secret files (and the
+//! process environment for `${VAR}` secrets). It opens no socket, spawns no
+//! thread and writes no file. The audit log is `gatehouse-audit`, the
+//! health probe `gatehouse-healthcheck`; certificates and keys are loaded
+//! by the programs, which report their own errors with the path.
 
-pub mod audit;
 mod convert;
 pub mod cron;
 mod error;
-pub mod healthcheck;
 pub mod identity;
 pub mod model;
 pub mod notify;

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Healthcheck { addr, path } => {
-            gatehouse_policy::healthcheck::probe(addr, &path).map_err(anyhow::Error::from)
+            gatehouse_healthcheck::probe(addr, &path).map_err(anyhow::Error::from)
         }
         Command::Next {
             expression,

@@ -1,7 +1,9 @@
-//! `healthcheck`, shared by both programs: a container health probe that
-//! needs no curl or shell in the image. One HTTP GET to an admin listener;
-//! success is a 200. It lives here because the policy crate is the one
-//! both binaries share, as with the audit log.
+//! `gatehouse-healthcheck`: the `healthcheck` subcommand of both programs,
+//! a container health probe that needs no curl or shell in the image. One
+//! HTTP GET to an admin listener; success is a 200.
+//!
+//! A crate of its own because both binaries use it and neither may depend
+//! on the other; it knows nothing of the policy.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

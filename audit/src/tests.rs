@@ -1,8 +1,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::*;
-use crate::model::{AuditSettings, OnAuditFailure};
+use gatehouse_policy::{AuditSettings, OnAuditFailure};
+
+use crate::rotated::rotated_files;
+use crate::*;
 
 fn settings(dir: &Path, max_file_size: u64) -> AuditSettings {
     AuditSettings {
@@ -31,7 +33,7 @@ fn write_events(settings: &AuditSettings, count: usize) {
 }
 
 fn all_files(settings: &AuditSettings) -> Vec<PathBuf> {
-    let mut files = writer::rotated_files(&settings.path);
+    let mut files = rotated_files(&settings.path);
     files.push(settings.path.clone());
     files
 }
@@ -228,7 +230,7 @@ fn retention_keeps_the_log_under_max_total_size_deleting_the_oldest_files() {
         assert!(log.flush(Duration::from_secs(5)));
         // At every point: the active file plus what is left of the rotated
         // ones, with room for the active file to fill up.
-        let rotated: u64 = writer::rotated_files(&s.path)
+        let rotated: u64 = rotated_files(&s.path)
             .iter()
             .map(|f| std::fs::metadata(f).unwrap().len())
             .sum();
@@ -256,7 +258,7 @@ fn retention_deletes_rotated_files_past_max_age_oldest_first_and_never_the_activ
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path(), 2_000);
     write_events(&s, 60);
-    let rotated = writer::rotated_files(&s.path);
+    let rotated = rotated_files(&s.path);
     assert!(rotated.len() >= 4, "expected rotation, got {rotated:?}");
     // The oldest and the third are past the age; the second is not, so
     // only the oldest may go: deleting the third would cut the chain.
@@ -287,7 +289,7 @@ fn retention_with_the_total_at_one_file_keeps_only_the_active_file() {
     let mut s = settings(dir.path(), 2_000);
     s.max_total_size = 2_000;
     write_events(&s, 40);
-    assert_eq!(writer::rotated_files(&s.path), Vec::<PathBuf>::new());
+    assert_eq!(rotated_files(&s.path), Vec::<PathBuf>::new());
     let report = verify(std::slice::from_ref(&s.path)).unwrap();
     assert_eq!(report.problem, None, "{:?}", report.problem);
     assert_eq!(report.last_seq, Some(40));

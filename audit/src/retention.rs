@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::writer::rotated_files;
-use crate::model::AuditSettings;
+use gatehouse_policy::AuditSettings;
+
+use crate::rotated::rotated_files;
 
 /// Why a file went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

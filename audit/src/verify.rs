@@ -12,7 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{line_hash, AuditRecord, GENESIS};
+use crate::record::{line_hash, AuditRecord, GENESIS};
+use crate::rotated::rotated_seq;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProblemKind {
@@ -223,16 +224,6 @@ fn altered(previous: Option<&Line<'_>>, line: &Line<'_>, seq: u64) -> ChainProbl
             "the first record does not start a chain (`prev` is not the genesis hash)".into(),
         ),
     }
-}
-
-/// `audit.jsonl.00000000000000000042` → 42: the name the writer gives a
-/// rotated file after its first record. Other names (the active file, a
-/// copy) say nothing.
-fn rotated_seq(path: &Path) -> Option<u64> {
-    let ext = path.extension()?.to_str()?;
-    (ext.len() == 20 && ext.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| ext.parse().ok())
-        .flatten()
 }
 
 /// Files sort by their first whole record's `seq`; a file with none (only

@@ -25,8 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{line_hash, retention, AuditEvent, AuditRecord, GENESIS};
-use crate::model::{AuditSettings, OnAuditFailure};
+use gatehouse_policy::{AuditSettings, OnAuditFailure};
+
+use crate::record::{line_hash, AuditEvent, AuditRecord, GENESIS};
+use crate::retention;
+use crate::rotated::{rotated_files, rotated_name};
 
 /// Records waiting in the channel before `record` counts a failure.
 const CHANNEL_CAPACITY: usize = 65_536;
@@ -399,39 +402,6 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .append(true)
         .mode(0o600)
         .open(path)
-}
-
-/// `audit.jsonl` → `audit.jsonl.00000000000000000042` for a file whose
-/// first record is seq 42; names sort in chain order.
-pub(crate) fn rotated_name(path: &Path, first_seq: u64) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{first_seq:020}"));
-    PathBuf::from(name)
-}
-
-/// The rotated files of `path`, oldest first.
-pub(crate) fn rotated_files(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.", base.to_string_lossy());
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let seq = name.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-            Some((seq, entry.path()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
 }
 
 struct Chain {

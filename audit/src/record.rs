@@ -1,29 +1,11 @@
-//! The audit log both programs write: append-only JSON Lines, one record
-//! per security event, each chained to the one before it.
-//!
-//! Tamper evidence: every record carries `seq` (1, 2, 3, ...) and `prev`,
-//! the SHA-256 of the previous record's exact bytes (its line without the
-//! newline); the first record's `prev` is 64 zeros. Editing, deleting or
-//! reordering a record breaks the chain at that line, and [`verify`] names
-//! it. What a hash chain cannot show is a cut at a line boundary at the very
-//! end; ship the records elsewhere too (`stdout = true`) to anchor the tail.
-//!
-//! Records are built with [`AuditEvent`] and handed to an [`AuditLog`],
-//! whose single writer thread assigns `seq` and `prev`, so the chain order
-//! is the file order. Secrets never go in: callers put only names, reasons
-//! and addresses in `details`, and the gateway's tests grep for leaks.
-
-mod retention;
-mod verify;
-mod writer;
+//! One audit record: what happened ([`EventKind`], [`Outcome`]), the
+//! builder callers fill ([`AuditEvent`]) and the line format on disk
+//! ([`AuditRecord`]), chained by [`line_hash`].
 
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-
-pub use verify::{verify, ChainProblem, ProblemKind, TornRecord, VerifyReport};
-pub use writer::{AuditError, AuditLog, AuditStats};
 
 /// `prev` of the first record of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -209,7 +191,7 @@ impl AuditEvent {
         self
     }
 
-    fn into_record(self, seq: u64, prev: String) -> AuditRecord {
+    pub(crate) fn into_record(self, seq: u64, prev: String) -> AuditRecord {
         AuditRecord {
             ts: humantime::format_rfc3339_micros(self.at).to_string(),
             seq,
@@ -230,6 +212,3 @@ pub fn line_hash(line: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(line))
 }
-
-#[cfg(test)]
-mod tests;
