@@ -74,7 +74,7 @@ pub fn parse_with_env(
         path: path.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
-    let mut converter = convert::Converter {
+    let mut converter = convert::context::Converter {
         problems: error::Problems::new(text),
         env,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::convert::Converter;
+use crate::convert::context::Converter;
 use crate::model::{AuditSettings, OnAuditFailure, Rate, RateLimits};
 use crate::raw::*;
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::convert::context::Converter;
 use crate::convert::identity::HTTP_METHODS;
 use crate::convert::route::extension_method_problem;
-use crate::convert::Converter;
 use crate::identity::*;
 use crate::model::{Cors, CorsOrigins};
 use crate::raw::*;

@@ -8,7 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::convert::Converter;
+use crate::convert::context::Converter;
 use crate::raw::scheduler::RawContainer;
 use crate::scheduler::SchedulerSettings;
 use toml::Spanned;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use crate::convert::Converter;
+use crate::convert::context::Converter;
 use crate::raw::scheduler::{RawContainer, RawMount};
 use crate::scheduler::*;
 use toml::Spanned;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::convert::Converter;
+use crate::convert::context::Converter;
 use crate::identity::*;
 use crate::raw::*;
 use crate::secret::{Secret, SecretSource};

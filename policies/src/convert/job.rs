@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::convert::Converter;
+use crate::convert::context::Converter;
 use crate::cron::{default_timezone, Schedule};
 use crate::identity::Roles;
 use crate::raw::scheduler::*;

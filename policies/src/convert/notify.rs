@@ -9,8 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::convert::context::Converter;
 use crate::convert::identity::is_plain_name;
-use crate::convert::Converter;
 use crate::notify::*;
 use crate::raw::notify::*;
 use crate::secret::SecretSource;

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use toml::Spanned;
 
-use crate::convert::{Converter, RouteDefaults};
+use crate::convert::context::{Converter, RouteDefaults};
 use crate::model::*;
 use crate::raw::*;
 

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::convert::context::{listeners_overlap, Converter};
 use crate::convert::identity::is_plain_name;
 use crate::convert::job::{is_docker_name, MAX_JOB_NAME};
-use crate::convert::{listeners_overlap, Converter};
 use crate::identity::Roles;
 use crate::model::{Listen, Route};
 use crate::raw::scheduler::*;
