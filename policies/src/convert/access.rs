@@ -43,6 +43,28 @@ impl Converter<'_> {
             );
         }
         let default = self.requirement(&r.roles, &r.permissions, roles);
+        let per_method = self.per_method(r, roles);
+        let accept = self.accepted_kinds(r, identities);
+        if accept.is_empty() && names_requirements {
+            self.problems.add_hint(
+                Some(r.name.span()),
+                format!(
+                    "route `{}` requires roles but no identity source could provide them",
+                    r.name.get_ref()
+                ),
+                "declare [[oidc]], [[jwt]], [[api_key]] or [[basic_user]]",
+            );
+        }
+        Access::Restricted {
+            default,
+            per_method,
+            accept,
+        }
+    }
+
+    /// `[route.methods.X]`: a requirement per method, for methods that may
+    /// have one of their own.
+    fn per_method(&mut self, r: &RawRoute, roles: &Roles) -> BTreeMap<String, Requirement> {
         let mut per_method = BTreeMap::new();
         for (method, req) in &r.methods {
             let name = method.get_ref().as_str();
@@ -62,8 +84,14 @@ impl Converter<'_> {
                 self.requirement(&req.roles, &req.permissions, roles),
             );
         }
+        per_method
+    }
+
+    /// The identity kinds a route accepts: its `accept` list, each known
+    /// and configured, or every configured kind when it names none.
+    fn accepted_kinds(&mut self, r: &RawRoute, identities: &Identities) -> BTreeSet<IdentityKind> {
         let configured = identities.configured_kinds();
-        let accept: BTreeSet<IdentityKind> = if r.accept.is_empty() {
+        if r.accept.is_empty() {
             configured.clone()
         } else {
             r.accept
@@ -91,21 +119,6 @@ impl Converter<'_> {
                     kind
                 })
                 .collect()
-        };
-        if accept.is_empty() && names_requirements {
-            self.problems.add_hint(
-                Some(r.name.span()),
-                format!(
-                    "route `{}` requires roles but no identity source could provide them",
-                    r.name.get_ref()
-                ),
-                "declare [[oidc]], [[jwt]], [[api_key]] or [[basic_user]]",
-            );
-        }
-        Access::Restricted {
-            default,
-            per_method,
-            accept,
         }
     }
 
