@@ -166,16 +166,9 @@ mod tests {
     use super::*;
     use crate::{parse, Policy, Problem};
 
-    const POLICY: &str = r#"
-[listen]
-https = "127.0.0.1:8443"
-public_origin = "https://localhost:8443"
-
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "server.pem"
-key = "server-key.pem"
-
+    const POLICY: &str = concat!(
+        crate::tests::policy_head!(),
+        r#"
 [[route]]
 name = "app"
 path = "/"
@@ -184,7 +177,8 @@ public = true
 
 [audit]
 path = "audit.jsonl"
-"#;
+"#
+    );
 
     fn audit_with(keys: &str) -> Result<Policy, Vec<Problem>> {
         parse(

@@ -7,16 +7,7 @@ use std::time::Duration;
 
 use crate::*;
 
-const BASE: &str = r#"
-[listen]
-https = "127.0.0.1:8443"
-public_origin = "https://localhost:8443"
-
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "server.pem"
-key = "server-key.pem"
-"#;
+const BASE: &str = crate::tests::policy_head!();
 
 const ROLES: &str = "[roles]\nadmin = [\"*\"]\n[[api_key]]\nname = \"ci\"\nsha256 = \"abababababababababababababababababababababababababababababababab\"\nroles = [\"admin\"]\n";
 

@@ -9,7 +9,11 @@ mod edge;
 mod notify;
 mod scheduler;
 
-const MINIMAL: &str = r#"
+/// `[listen]` and one `[[tls.cert]]`: the head of every test policy here.
+/// A macro, so that constants can `concat!` it.
+macro_rules! policy_head {
+    () => {
+        r#"
 [listen]
 https = "127.0.0.1:8443"
 public_origin = "https://localhost:8443"
@@ -18,13 +22,22 @@ public_origin = "https://localhost:8443"
 hosts = ["localhost"]
 cert = "server.pem"
 key = "server-key.pem"
+"#
+    };
+}
+pub(crate) use policy_head;
 
+/// The head and one public route: the smallest valid policy.
+const MINIMAL: &str = concat!(
+    policy_head!(),
+    r#"
 [[route]]
 name = "app"
 path = "/"
 upstream = "http://127.0.0.1:9000"
 public = true
-"#;
+"#
+);
 
 fn parse_ok(text: &str) -> Policy {
     match parse(Path::new("/etc/gatehouse/policy.toml"), text) {
