@@ -22,11 +22,11 @@ fn line_of(text: &str, needle: &str) -> usize {
 /// at its own line and column, all in one report.
 #[test]
 fn weakening_a_default_or_reading_any_file_needs_an_allowance() {
-    let text = with_job(
-        "name = \"j\"\nimage = \"local/busybox:1\"\n\
-         container = { read_only = false, tmp_size = \"100GiB\" }\n\
-         env = { KEY = { file = \"/root/.ssh/id_ed25519\", sensitive = true } }",
-    );
+    let text = with_job(concat!(
+        "name = \"j\"\nimage = \"local/busybox:1\"\n",
+        "container = { read_only = false, tmp_size = \"100GiB\" }\n",
+        "env = { KEY = { file = \"/root/.ssh/id_ed25519\", sensitive = true } }",
+    ));
     let found = problems(&text);
     let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
     assert_eq!(found.len(), 3, "{messages:?}");
