@@ -3,7 +3,7 @@
 //! accepted is printed, and layouts that are valid but risky are warned
 //! about.
 
-use crate::convert_container::{
+use crate::convert::container::{
     DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
 };
 use crate::scheduler::{EnvSource, Job, DEFAULT_CONTAINER_USER};

@@ -1,6 +1,6 @@
 //! The gateway's side of the audit log: which events it records, and the
 //! fail-closed switch. The record format, the chain and the writer are the
-//! shared `gatehouse_policy::audit`, so the scheduler writes the same thing.
+//! shared `gatehouse_audit`, so the scheduler writes the same thing.
 //!
 //! Recorded: logins (success, failure with reason), logouts, authorization
 //! denials (with rule and reason), rate-limit engagements (start and one
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
+use gatehouse_audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
 use gatehouse_policy::Policy;
 
 use crate::access::rate_limit::{EngagementEnd, Limited};

@@ -18,7 +18,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 
 use crate::admin::audit::Audit;
 use crate::admin::metrics::Metrics;
@@ -59,7 +59,7 @@ impl Reloader {
             .inc();
         // The digest of what is on disk now, even when it was refused.
         let after = std::fs::read(&self.policy_path)
-            .map(|bytes| gatehouse_policy::audit::line_hash(&bytes))
+            .map(|bytes| gatehouse_audit::line_hash(&bytes))
             .unwrap_or_else(|_| "unreadable".to_owned());
         let mut event = AuditEvent::new(
             EventKind::PolicyReload,

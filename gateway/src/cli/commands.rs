@@ -89,7 +89,7 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 pub fn healthcheck(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
-    Ok(gatehouse_policy::healthcheck::probe(addr, path)?)
+    Ok(gatehouse_healthcheck::probe(addr, path)?)
 }
 
 pub fn bootstrap(dir: &Path, user: &str) -> anyhow::Result<()> {
@@ -149,7 +149,7 @@ pub fn certs_dev(out: &Path, hosts: &[String], if_absent: bool) -> anyhow::Resul
 /// Exits 0 when the chain is intact, 1 when it is broken (or the files
 /// cannot be read), 2 when intact but a file ends in a torn record.
 pub fn audit_verify(files: &[PathBuf]) -> ExitCode {
-    let report = match gatehouse_policy::audit::verify(files) {
+    let report = match gatehouse_audit::verify(files) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("gatehouse-gateway audit verify: {e}");

@@ -1,7 +1,7 @@
 //! Stage 8's login pages: `/.gatehouse/login`, `/callback` and `/logout`
 //! (see `identity/login/`), when the policy has OIDC sessions.
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 

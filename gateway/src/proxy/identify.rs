@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{Access, IdentityKind, Route};
 use http::HeaderValue;
 use pingora::http::RequestHeader;

@@ -2,7 +2,7 @@
 //! metrics and audit records, and keeping what a passed request leaves
 //! behind (rate-limit headers, engagement ends, API key addresses).
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use pingora::prelude::*;
 
 use super::refusal::Refusal;

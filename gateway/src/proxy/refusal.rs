@@ -5,7 +5,7 @@
 //! decides the status; a [`Refusal`] adds what the answer and the audit log
 //! need.
 
-use gatehouse_policy::audit::AuditEvent;
+use gatehouse_audit::AuditEvent;
 use http::{HeaderName, HeaderValue};
 
 use super::respond::GatewayResponse;

@@ -34,7 +34,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{Access, IdentityKind, Route};
 use http::HeaderValue;
 use pingora::http::RequestHeader;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
