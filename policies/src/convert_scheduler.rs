@@ -182,14 +182,8 @@ impl Converter<'_> {
                 .allow_writable_rootfs
                 .as_ref()
                 .is_some_and(|b| *b.get_ref()),
-            max_tmp_size: self.size(
-                &raw.max_tmp_size,
-                crate::convert_container::DEFAULT_TMP_SIZE,
-            ),
-            max_shm_size: self.size(
-                &raw.max_shm_size,
-                crate::convert_container::DEFAULT_SHM_SIZE,
-            ),
+            max_tmp_size: self.size(&raw.max_tmp_size, crate::scheduler::DEFAULT_TMP_SIZE),
+            max_shm_size: self.size(&raw.max_shm_size, crate::scheduler::DEFAULT_SHM_SIZE),
             secret_dirs: self.secret_dirs(&raw.secret_dirs),
             log_cap,
             stop_grace: self.duration(&raw.stop_grace, DEFAULT_STOP_GRACE),

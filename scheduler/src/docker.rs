@@ -5,7 +5,8 @@
 //! asks for: no privileges, all capabilities dropped (only `cap_add` comes
 //! back), `no-new-privileges`, a memory limit without swap, a CPU and pids
 //! limit, a size-limited `noexec` `/tmp`, and a capped json-file log. The
-//! spec only chooses the numbers. `host_config` and `container_config` are
+//! job's `ContainerSettings` (the policy's validated model, borrowed as
+//! is) only choose the numbers. `host_config` and `container_config` are
 //! pure so the exact request we send is unit-tested.
 //!
 //! Containers carry the labels [`LABEL_JOB`] and [`LABEL_RUN`] so a
@@ -22,6 +23,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use gatehouse_policy::scheduler::PullPolicy;
 
 pub mod mounts;
 mod spec;
@@ -117,17 +119,6 @@ fn status_code(err: &BollardError) -> Option<u16> {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
-}
-
-/// Whether [`Engine::ensure_image`] may pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// The image must already be present.
-    Never,
-    /// Pull only when the image is absent.
-    IfMissing,
-    /// Pull every time; a failed pull is an error even if a copy exists.
-    Always,
 }
 
 /// How a container ended.
@@ -361,7 +352,7 @@ impl Engine {
     }
 
     /// Creates (does not start) the hardened container for `spec`.
-    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+    pub async fn create(&self, spec: &ContainerSpec<'_>) -> Result<String, DockerError> {
         validate(spec)?;
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),

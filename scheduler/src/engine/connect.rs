@@ -19,7 +19,7 @@ use gatehouse_policy::scheduler::Job;
 use tokio::sync::watch;
 
 use super::run::{stop_reason, wait_for_stop};
-use super::{reconcile, start_window, Engine, Reconciled, StopReason};
+use super::{reconcile, start_window, Engine, Reconciled, RunJob, StopReason};
 use crate::docker::DockerError;
 use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
 
@@ -157,7 +157,7 @@ impl Engine {
             DockerWait::Stopped(reason) => {
                 let finish = Finish::because(reason.code(), reason.describe());
                 Err(Some(self.record(
-                    job,
+                    RunJob::Current(job),
                     id,
                     trigger,
                     RunStatus::Cancelled,
@@ -174,7 +174,7 @@ impl Engine {
                 tracing::warn!(job = %job.name, run = id, %reason, "run could not start");
                 let finish = Finish::because(ReasonCode::DockerUnavailable, reason);
                 Err(Some(self.record(
-                    job,
+                    RunJob::Current(job),
                     id,
                     trigger,
                     RunStatus::Failed,

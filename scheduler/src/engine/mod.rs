@@ -25,6 +25,7 @@
 mod connect;
 mod reconcile;
 mod run;
+mod run_job;
 mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::store::{ReasonCode, Run, RunStatus, Store, StoreError, Trigger};
 
 pub use connect::{connect_and_reconcile, monitor_docker, DockerStatus};
+pub(crate) use run_job::RunJob;
 
 /// The jobs of the policy in force, by name. Replaced whole on reload;
 /// runs in flight keep the `Arc<Job>` they started with.

@@ -1,11 +1,13 @@
 //! One run, from waiting for a slot to its recorded outcome.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use gatehouse_policy::scheduler::{Job, PullPolicy};
+use gatehouse_policy::scheduler::Job;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::run_job::RunJob;
 use super::supervise::{exit_outcome, Ending};
 use super::{Engine, StopReason};
 use crate::audit;
@@ -99,6 +101,7 @@ impl Engine {
                     Some(reason) => Finish::because(reason.code(), reason.describe()),
                     None => Finish::default(),
                 };
+                let job = RunJob::Current(job);
                 let status = self.record(job, id, trigger, RunStatus::Cancelled, finish, None);
                 Err(Some(status))
             }
@@ -108,24 +111,19 @@ impl Engine {
     /// Step 2 of `execute`: the env, the image and the container's spec
     /// with its mount sources checked on disk. A failure is recorded here;
     /// its status is returned.
-    async fn prepare(
+    async fn prepare<'j>(
         &self,
-        job: &Job,
+        job: &'j Job,
         id: i64,
         trigger: &Trigger,
-    ) -> Result<(ContainerSpec, Masker), RunStatus> {
-        let env = match resolve_env(job) {
+    ) -> Result<(ContainerSpec<'j>, Masker), RunStatus> {
+        let env = match crate::job_env::resolve_all(job) {
             Ok(env) => env,
             Err(reason) => {
                 return Err(self.fail_before_start(job, id, trigger, reason, None));
             }
         };
-        let pull = match job.pull {
-            PullPolicy::Never => docker::PullPolicy::Never,
-            PullPolicy::IfMissing => docker::PullPolicy::IfMissing,
-            PullPolicy::Always => docker::PullPolicy::Always,
-        };
-        if let Err(e) = self.docker.ensure_image(&job.image, pull).await {
+        if let Err(e) = self.docker.ensure_image(&job.image, job.pull).await {
             self.docker_error("ensure_image", &e);
             return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
@@ -208,7 +206,14 @@ impl Engine {
         // 4. Supervise until it ends, then record.
         let deadline = Instant::now() + job.timeout;
         self.supervise_and_record(
-            job, id, trigger, &container, started_at, deadline, stop, &mask,
+            RunJob::Current(job),
+            id,
+            trigger,
+            &container,
+            started_at,
+            deadline,
+            stop,
+            &mask,
         )
         .await
     }
@@ -216,7 +221,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn supervise_and_record(
         &self,
-        job: &Job,
+        job: RunJob<'_>,
         id: i64,
         trigger: &Trigger,
         container: &str,
@@ -244,7 +249,7 @@ impl Engine {
                     ReasonCode::Timeout,
                     format!(
                         "timed out after {}",
-                        humantime::format_duration(job.timeout)
+                        humantime::format_duration(job.timeout(&self.settings))
                     ),
                 )),
             ),
@@ -311,7 +316,7 @@ impl Engine {
             _ => ReasonCode::StartFailed,
         };
         self.record(
-            job,
+            RunJob::Current(job),
             id,
             trigger,
             RunStatus::Failed,
@@ -323,7 +328,7 @@ impl Engine {
     /// Writes the terminal state, metrics and the audit record.
     pub(super) fn record(
         &self,
-        job: &Job,
+        job: RunJob<'_>,
         id: i64,
         trigger: &Trigger,
         status: RunStatus,
@@ -335,7 +340,7 @@ impl Engine {
             Ok(false) => return status, // already recorded by another path
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the run's outcome"),
         }
-        let name = job.name.as_str();
+        let name = job.name();
         self.metrics
             .runs
             .with_label_values(&[name, status.as_str()])
@@ -386,56 +391,29 @@ pub(super) fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<
     stop.borrow().clone()
 }
 
-/// Reads the job's env now, so secret files can rotate without a reload.
-/// Errors name the variable, never its value.
-pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
-    job.env
-        .iter()
-        .map(|e| Ok((e.name.clone(), crate::job_env::resolve(e)?)))
-        .collect()
-}
-
 /// Container names are unique per Docker daemon, and two schedulers (two
 /// databases) may share one: the instance id keeps their run 1s apart.
 pub(crate) fn container_name(instance: &str, job: &str, run: i64) -> String {
     format!("gatehouse-{instance}-{job}-{run}")
 }
 
-/// The hardened container for a run: every field comes from the validated
-/// job, whose loosenings the policy crate already bounded.
-pub(crate) fn container_spec(
-    job: &Job,
+/// The container for a run: the job's validated container settings,
+/// borrowed as they are (the policy crate already bounded each loosening),
+/// and what this run adds. The mounts are filled in once checked on disk.
+pub(crate) fn container_spec<'j>(
+    job: &'j Job,
     run: i64,
     env: Vec<(String, String)>,
     log_cap: usize,
     instance: &str,
-) -> ContainerSpec {
-    let c = &job.container;
+) -> ContainerSpec<'j> {
     ContainerSpec {
         name: container_name(instance, &job.name, run),
         image: job.image.clone(),
         command: job.command.clone(),
         env,
-        user: c.user.clone(),
-        read_only_rootfs: c.read_only_rootfs,
-        cap_add: c.cap_add.clone(),
-        network: c.network.clone(),
-        memory_bytes: c.memory as i64,
-        nano_cpus: (c.cpus * 1e9) as i64,
-        pids_limit: c.pids,
-        tmpfs_size_bytes: c.tmp_size,
-        shm_size_bytes: c.shm_size as i64,
-        nofile: c.nofile as i64,
-        nproc: c.nproc as i64,
-        mounts: c
-            .mounts
-            .iter()
-            .map(|m| docker::BindMount {
-                source: m.source.clone(),
-                target: m.target.clone(),
-                read_only: !m.writable,
-            })
-            .collect(),
+        settings: Cow::Borrowed(&job.container),
+        mounts: Vec::new(),
         job: job.name.clone(),
         run,
         instance: instance.to_owned(),

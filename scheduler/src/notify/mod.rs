@@ -31,12 +31,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_policy::notify::{ChannelKind, NotifyEvent, NotifySettings};
-use gatehouse_policy::scheduler::Job;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::audit::Audit;
-use crate::engine::Engine;
+use crate::engine::{Engine, RunJob};
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Finish, RunStatus};
 
@@ -144,8 +143,15 @@ impl Notifier {
 }
 
 /// Step 1: called by `Engine::record` once a run's outcome is stored.
-pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus, finish: &Finish) {
-    if job.notify.to.is_empty() {
+pub(crate) fn on_recorded(
+    engine: &Engine,
+    job: RunJob<'_>,
+    id: i64,
+    status: RunStatus,
+    finish: &Finish,
+) {
+    let notify = job.notify(engine.settings());
+    if notify.to.is_empty() {
         return;
     }
     let attempt = match engine.store.get(id) {
@@ -153,7 +159,7 @@ pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus
         _ => 1,
     };
     let retried = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
-        && attempt <= job.retries.max
+        && attempt <= job.max_retries()
         && !engine.shutting_down();
     if retried {
         return;
@@ -162,14 +168,14 @@ pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus
         RunStatus::Failed => NotifyEvent::Failed,
         RunStatus::TimedOut => NotifyEvent::TimedOut,
         RunStatus::Lost => NotifyEvent::Lost,
-        RunStatus::Succeeded if job.notify.on.contains(&NotifyEvent::Recovered) => {
-            match engine.store.previous_outcome(&job.name, id) {
+        RunStatus::Succeeded if notify.on.contains(&NotifyEvent::Recovered) => {
+            match engine.store.previous_outcome(job.name(), id) {
                 Ok(Some(RunStatus::Failed | RunStatus::TimedOut | RunStatus::Lost)) => {
                     NotifyEvent::Recovered
                 }
                 Ok(_) => NotifyEvent::Succeeded,
                 Err(e) => {
-                    tracing::warn!(job = %job.name, run = id, error = %e, "cannot read the job's history for a recovery notification");
+                    tracing::warn!(job = %job.name(), run = id, error = %e, "cannot read the job's history for a recovery notification");
                     NotifyEvent::Succeeded
                 }
             }
@@ -177,7 +183,7 @@ pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus
         RunStatus::Succeeded => NotifyEvent::Succeeded,
         _ => return,
     };
-    if !job.notify.on.contains(&event) {
+    if !notify.on.contains(&event) {
         return;
     }
     let log_tail = finish
@@ -189,7 +195,7 @@ pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus
         .unwrap_or_default();
     let notice = RunNotice {
         event: event.as_str(),
-        job: job.name.clone(),
+        job: job.name().to_owned(),
         run: id,
         attempt,
         status: status.as_str(),
@@ -198,7 +204,7 @@ pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus
         finished_at: now_ms(),
         log_tail,
     };
-    engine.notifier.enqueue(notice, &job.notify.to);
+    engine.notifier.enqueue(notice, &notify.to);
 }
 
 /// What `check` and start-up verify: every secret is readable, a Slack URL

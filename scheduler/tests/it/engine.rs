@@ -9,12 +9,15 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
+use gatehouse_policy::scheduler::{ContainerSettings, PullPolicy};
 use gatehouse_scheduler::docker::{
-    BindMount, CapturedLogs, ContainerSpec, DockerError, Engine, Exit, PullPolicy,
+    BindMount, CapturedLogs, ContainerSpec, DockerError, Engine, Exit,
 };
 use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 
-const MIB: i64 = 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// This binary's scheduler instance label, so parallel test binaries
 /// sharing nothing still never list each other's containers.
@@ -32,7 +35,7 @@ async fn engine() -> (Engine, &'static PrivateDocker) {
 
 /// The hardened spec of the brief: nobody, read-only rootfs, no caps, no
 /// network, 256 MiB, 1 CPU, 128 pids, 16 MiB /tmp. Names are unique per run.
-fn hardened(job: &str, command: &[&str]) -> ContainerSpec {
+fn hardened(job: &str, command: &[&str]) -> ContainerSpec<'static> {
     static RUN: AtomicI64 = AtomicI64::new(1);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     ContainerSpec {
@@ -40,25 +43,20 @@ fn hardened(job: &str, command: &[&str]) -> ContainerSpec {
         image: TEST_IMAGE.to_owned(),
         command: command.iter().map(|s| (*s).to_owned()).collect(),
         env: Vec::new(),
-        user: "65534:65534".to_owned(),
-        read_only_rootfs: true,
-        cap_add: Vec::new(),
-        network: "none".to_owned(),
-        memory_bytes: 256 * MIB,
-        nano_cpus: 1_000_000_000,
-        pids_limit: 128,
-        tmpfs_size_bytes: 16 * 1024 * 1024,
+        settings: Cow::Owned(ContainerSettings {
+            tmp_size: 16 * MIB,
+            ..ContainerSettings::hardened(4096)
+        }),
         mounts: Vec::new(),
         job: job.to_owned(),
         run,
         log_cap_bytes: 64 * 1024,
         instance: instance(),
-        ..ContainerSpec::default()
     }
 }
 
 /// Creates, starts, waits, reads logs, removes.
-async fn run_to_end(engine: &Engine, spec: &ContainerSpec) -> (Exit, CapturedLogs) {
+async fn run_to_end(engine: &Engine, spec: &ContainerSpec<'_>) -> (Exit, CapturedLogs) {
     let id = engine.create(spec).await.expect("create");
     engine.start(&id).await.expect("start");
     let exit = engine.wait(&id).await.expect("wait");
@@ -160,7 +158,7 @@ async fn forking_beyond_the_pids_limit_fails() {
             "i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo spawned",
         ],
     );
-    spec.pids_limit = 16;
+    spec.settings.to_mut().pids = 16;
     let (_, logs) = run_to_end(&engine, &spec).await;
     let out = String::from_utf8_lossy(&logs.bytes);
     assert!(out.contains("can't fork"), "{out}");
@@ -171,7 +169,7 @@ async fn memory_hog_is_oom_killed() {
     let (engine, _) = engine().await;
     // busybox `tail` buffers the current line; /dev/zero never ends one.
     let mut spec = hardened("oom", &["tail", "/dev/zero"]);
-    spec.memory_bytes = 32 * MIB;
+    spec.settings.to_mut().memory = 32 * MIB;
     let (exit, logs) = run_to_end(&engine, &spec).await;
     assert!(
         exit.oom_killed,
