@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{AuthError, Caller, Verifier, ASSERTION_HEADER};
-use crate::engine::{CancelError, Engine, TriggerError, Triggered};
+use crate::engine::{CancelError, RunEngine, TriggerError, Triggered};
 use crate::metrics::Metrics;
 use crate::store::{Run, RunFilter, RunStatus};
 
@@ -27,7 +27,7 @@ const NEXT_RUNS_SHOWN: usize = 5;
 
 #[derive(Clone)]
 pub struct Api {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<RunEngine>,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -217,7 +217,7 @@ pub struct JobView {
     pub last_run: Option<Run>,
 }
 
-pub(crate) fn job_view(engine: &Engine, job: &Job, caller: &Caller) -> JobView {
+pub(crate) fn job_view(engine: &RunEngine, job: &Job, caller: &Caller) -> JobView {
     let now = Utc::now();
     let last_run = engine
         .store()

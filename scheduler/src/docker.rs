@@ -1,4 +1,4 @@
-//! The Docker engine: runs one job as one hardened container through the
+//! The Docker client: runs one job as one hardened container through the
 //! Docker Engine API (bollard).
 //!
 //! Every container we create is locked down the same way, whatever the job
@@ -10,7 +10,7 @@
 //! pure so the exact request we send is unit-tested.
 //!
 //! Containers carry the labels [`LABEL_JOB`] and [`LABEL_RUN`] so a
-//! restarted scheduler can find what it started ([`Engine::list_ours`]).
+//! restarted scheduler can find what it started ([`DockerClient::list_ours`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -189,7 +189,7 @@ impl TailBuffer {
 /// while the socket file does not exist, and the scheduler must be able to
 /// start before dockerd does. Once made, it reconnects per request.
 #[derive(Debug, Clone)]
-pub struct Engine {
+pub struct DockerClient {
     socket: Arc<str>,
     /// Per request, until the response headers arrive.
     timeout: Duration,
@@ -199,26 +199,26 @@ pub struct Engine {
 /// bollard's default per-request timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-impl Engine {
+impl DockerClient {
     /// Connects to `DOCKER_HOST` (a `unix://` socket) or the default socket,
     /// negotiates the API version and pings.
-    pub async fn connect() -> Result<Engine, DockerError> {
-        let engine = Engine::from_env()?;
+    pub async fn connect() -> Result<DockerClient, DockerError> {
+        let engine = DockerClient::from_env()?;
         engine.negotiate().await?;
         Ok(engine)
     }
 
     /// Connects to `host`, a `unix://` URL or a socket path.
-    pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
-        let engine = Engine::new(host)?;
+    pub async fn connect_to(host: &str) -> Result<DockerClient, DockerError> {
+        let engine = DockerClient::new(host)?;
         engine.negotiate().await?;
         Ok(engine)
     }
 
     /// The client for `DOCKER_HOST` or the default socket, without talking
-    /// to the daemon yet (see [`Engine::negotiate`]).
-    pub fn from_env() -> Result<Engine, DockerError> {
-        Engine::new(&Engine::host_from_env())
+    /// to the daemon yet (see [`DockerClient::negotiate`]).
+    pub fn from_env() -> Result<DockerClient, DockerError> {
+        DockerClient::new(&DockerClient::host_from_env())
     }
 
     /// `DOCKER_HOST`, or the default socket.
@@ -232,13 +232,13 @@ impl Engine {
     /// A client for `host` (a `unix://` URL or a socket path) that has not
     /// talked to the daemon yet: this works while Docker is down, and only
     /// a host we cannot use is an error.
-    pub fn new(host: &str) -> Result<Engine, DockerError> {
+    pub fn new(host: &str) -> Result<DockerClient, DockerError> {
         let path = match host.strip_prefix("unix://") {
             Some(path) => path,
             None if host.starts_with('/') => host,
             None => return Err(DockerError::UnsupportedHost(host.to_owned())),
         };
-        Ok(Engine {
+        Ok(DockerClient {
             socket: Arc::from(path),
             timeout: DEFAULT_TIMEOUT,
             client: Arc::default(),
@@ -277,12 +277,12 @@ impl Engine {
     /// The same connection with another per-request timeout. The timeout
     /// covers a request until the response headers arrive, not streamed
     /// bodies (logs, wait, pull).
-    pub fn with_timeout(self, timeout: Duration) -> Engine {
+    pub fn with_timeout(self, timeout: Duration) -> DockerClient {
         let client = match self.client.get() {
             Some(client) => OnceLock::from(client.clone().with_timeout(timeout)),
             None => OnceLock::new(),
         };
-        Engine {
+        DockerClient {
             socket: self.socket,
             timeout,
             client: Arc::new(client),
@@ -472,7 +472,7 @@ impl Engine {
             .await
     }
 
-    /// [`Engine::logs`], masked as they stream (before the cut, so no
+    /// [`DockerClient::logs`], masked as they stream (before the cut, so no
     /// value is half-kept).
     pub async fn logs_masked(
         &self,

@@ -22,7 +22,7 @@ use crate::api::{self, Api};
 use crate::audit::{self as audit_records, Audit};
 use crate::auth::{self, Verifier};
 use crate::docker;
-use crate::engine::{self, Engine};
+use crate::engine::{self, RunEngine};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ticker;
@@ -96,13 +96,13 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
     // not answer yet is waited for (see `start_scheduling`).
     let docker = Arc::new(
-        docker::Engine::from_env()
+        docker::DockerClient::from_env()
             .context("the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
     );
     let audit = Audit::open(&policy).context("opening the audit log")?;
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let engine = Engine::new(
+    let engine = RunEngine::new(
         settings.clone(),
         &policy.jobs,
         store.clone(),
@@ -186,7 +186,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
 /// passed while the scheduler was down or Docker away, then schedules and
 /// is ready; then follows the daemon until shutdown.
 async fn start_scheduling(
-    engine: Arc<Engine>,
+    engine: Arc<RunEngine>,
     reloaded: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -228,7 +228,7 @@ async fn prune_loop(store: Arc<Store>, keep: usize, max_age: Duration) {
 fn spawn_reloader(
     path: PathBuf,
     current: Policy,
-    engine: Arc<Engine>,
+    engine: Arc<RunEngine>,
     metrics: Arc<Metrics>,
     audit: Audit,
     reloaded: watch::Sender<u64>,

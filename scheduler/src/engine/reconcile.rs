@@ -28,7 +28,7 @@ use gatehouse_policy::audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 
-use super::{start_window, Engine, RunJob};
+use super::{start_window, RunEngine, RunJob};
 use crate::audit::{self, Adoption};
 use crate::docker::{ContainerState, DockerError, OurContainer};
 use crate::store::{now_ms, Finish, ReasonCode, Run, RunStatus};
@@ -112,7 +112,7 @@ fn plan(run: &Run, job: Option<&Job>, state: Option<&ContainerState>, now: i64) 
 /// Settles every unfinished run. A connection error ends it early (the
 /// caller connects again and calls it again); runs this process already
 /// adopted are left alone then.
-pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> {
+pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerError> {
     let containers: HashMap<i64, OurContainer> = engine
         .docker
         .list_ours(&engine.instance)
@@ -164,7 +164,7 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> 
 
 /// Settles one run against Docker's word on its container.
 async fn settle(
-    engine: &Arc<Engine>,
+    engine: &Arc<RunEngine>,
     run: Run,
     container: Option<&OurContainer>,
     done: &mut Reconciled,
@@ -193,7 +193,7 @@ async fn settle(
 
 /// `job` is `None` when the policy no longer has the run's job.
 async fn carry_out(
-    engine: &Arc<Engine>,
+    engine: &Arc<RunEngine>,
     job: Option<Arc<Job>>,
     run: Run,
     container: Option<&OurContainer>,
@@ -274,7 +274,7 @@ async fn carry_out(
     }
 }
 
-async fn remove(engine: &Engine, container: &str) -> bool {
+async fn remove(engine: &RunEngine, container: &str) -> bool {
     match engine.docker.remove(container).await {
         Ok(()) => true,
         Err(e) => {
@@ -285,7 +285,7 @@ async fn remove(engine: &Engine, container: &str) -> bool {
 }
 
 fn adopt(
-    engine: &Arc<Engine>,
+    engine: &Arc<RunEngine>,
     job: Option<Arc<Job>>,
     run: Run,
     container: String,

@@ -8,14 +8,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::run_job::RunJob;
+use super::stop::{stop_reason, wait_for_stop};
 use super::supervise::{exit_outcome, Ending};
-use super::{Engine, StopReason};
+use super::{RunEngine, StopReason};
 use crate::audit;
 use crate::docker::{self, ContainerSpec, DockerError};
 use crate::mask::Masker;
 use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
 
-impl Engine {
+impl RunEngine {
     /// Runs attempt after attempt while the job's retries allow. Returns the
     /// id of the last attempt, under which the run is registered as active.
     pub(super) async fn drive(
@@ -367,28 +368,9 @@ impl Engine {
             finish.reason.as_deref(),
             finish.reason_code,
         ));
-        crate::notify::on_recorded(self, job, id, status, &finish);
+        self.notify_outcome(job, id, status, &finish);
         status
     }
-
-    pub(super) fn docker_error(&self, operation: &str, error: &DockerError) {
-        tracing::warn!(operation, %error, "Docker API call failed");
-        self.metrics
-            .docker_errors
-            .with_label_values(&[operation])
-            .inc();
-    }
-}
-
-pub(super) async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) {
-    // A closed channel means nobody can stop us any more: wait forever.
-    if stop.wait_for(Option::is_some).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-pub(super) fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
-    stop.borrow().clone()
 }
 
 /// Container names are unique per Docker daemon, and two schedulers (two

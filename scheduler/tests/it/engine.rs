@@ -1,7 +1,7 @@
 //! The Docker engine against a real, private dockerd (engine API 1.41):
 //! every hardening promise of `ContainerSpec` is checked from inside a
 //! running container, and every outcome (exit codes, OOM, stop, logs,
-//! daemon restart) through the same `Engine` calls the scheduler uses.
+//! daemon restart) through the same `DockerClient` calls the scheduler uses.
 //!
 //! One daemon is shared by the whole binary (`PrivateDocker::shared`); the
 //! restart test starts its own because it takes the daemon down.
@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use gatehouse_policy::scheduler::{ContainerSettings, PullPolicy};
 use gatehouse_scheduler::docker::{
-    BindMount, CapturedLogs, ContainerSpec, DockerError, Engine, Exit,
+    BindMount, CapturedLogs, ContainerSpec, DockerClient, DockerError, Exit,
 };
 use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 
@@ -25,9 +25,9 @@ fn instance() -> String {
     format!("engine-tests-{}", std::process::id())
 }
 
-async fn engine() -> (Engine, &'static PrivateDocker) {
+async fn engine() -> (DockerClient, &'static PrivateDocker) {
     let docker = PrivateDocker::shared().expect("private dockerd");
-    let engine = Engine::connect_to(&docker.host())
+    let engine = DockerClient::connect_to(&docker.host())
         .await
         .expect("connect to the private dockerd");
     (engine, docker)
@@ -56,7 +56,7 @@ fn hardened(job: &str, command: &[&str]) -> ContainerSpec<'static> {
 }
 
 /// Creates, starts, waits, reads logs, removes.
-async fn run_to_end(engine: &Engine, spec: &ContainerSpec<'_>) -> (Exit, CapturedLogs) {
+async fn run_to_end(engine: &DockerClient, spec: &ContainerSpec<'_>) -> (Exit, CapturedLogs) {
     let id = engine.create(spec).await.expect("create");
     engine.start(&id).await.expect("start");
     let exit = engine.wait(&id).await.expect("wait");
@@ -66,7 +66,7 @@ async fn run_to_end(engine: &Engine, spec: &ContainerSpec<'_>) -> (Exit, Capture
 }
 
 /// Runs `sh -c script` hardened and returns (exit code, output).
-async fn sh(engine: &Engine, job: &str, script: &str) -> (Exit, String) {
+async fn sh(engine: &DockerClient, job: &str, script: &str) -> (Exit, String) {
     let (exit, logs) = run_to_end(engine, &hardened(job, &["sh", "-c", script])).await;
     (exit, String::from_utf8_lossy(&logs.bytes).into_owned())
 }
@@ -509,11 +509,11 @@ async fn duplicate_names_are_reported() {
 
 #[tokio::test]
 async fn unreachable_daemon_is_a_connection_error() {
-    let err = Engine::connect_to("unix:///tmp/gatehouse-no-such-dockerd.sock")
+    let err = DockerClient::connect_to("unix:///tmp/gatehouse-no-such-dockerd.sock")
         .await
         .expect_err("no daemon");
     assert!(err.is_connection_error(), "{err:?}");
-    let err = Engine::connect_to("tcp://127.0.0.1:2375")
+    let err = DockerClient::connect_to("tcp://127.0.0.1:2375")
         .await
         .expect_err("tcp");
     assert!(matches!(err, DockerError::UnsupportedHost(_)), "{err}");
@@ -522,7 +522,9 @@ async fn unreachable_daemon_is_a_connection_error() {
 #[tokio::test]
 async fn daemon_restart_kills_running_containers_and_engine_reconnects() {
     let mut docker = PrivateDocker::start().expect("own private dockerd");
-    let engine = Engine::connect_to(&docker.host()).await.expect("connect");
+    let engine = DockerClient::connect_to(&docker.host())
+        .await
+        .expect("connect");
     let spec = hardened("restart", &["sleep", "600"]);
     let id = engine.create(&spec).await.expect("create");
     engine.start(&id).await.expect("start");
@@ -544,7 +546,7 @@ async fn daemon_restart_kills_running_containers_and_engine_reconnects() {
         .expect("restart");
 
     // While the daemon was down a request would fail as a connection error;
-    // now the same Engine works again (hyper reconnects per request).
+    // now the same DockerClient works again (hyper reconnects per request).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match engine.ping().await {
