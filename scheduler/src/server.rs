@@ -17,12 +17,12 @@ use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Admin};
-use crate::api::{self, Api};
 use crate::audit::{self as audit_records, Audit};
 use crate::auth::{self, Verifier};
 use crate::docker;
 use crate::engine::{self, RunEngine};
+use crate::http::access::Api;
+use crate::http::admin::{self, Admin};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ticker;
@@ -138,7 +138,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         reloaded_tx,
     )?;
 
-    let api_router = api::router(Api {
+    let api_router = crate::http::router(Api {
         engine: engine.clone(),
         verifier: verifier.clone(),
         metrics: metrics.clone(),

@@ -1,7 +1,9 @@
 use std::borrow::Cow;
 
-use super::spec::{log_max_size, LOG_MIN_FILE_BYTES};
+use super::logs::TailBuffer;
+use super::spec::{log_max_size, validate, LOG_MIN_FILE_BYTES};
 use super::*;
+use bollard::errors::Error as BollardError;
 use bollard::models::{MountType, RestartPolicyNameEnum};
 use gatehouse_policy::scheduler::{ContainerSettings, User};
 
