@@ -213,28 +213,7 @@ async fn carry_out(
             done.adopted += 1;
         }
         (Plan::Record { started_at }, Some(c)) => {
-            if run.started_at.is_none() {
-                let _ = engine.store.mark_running(run.id, started_at);
-            }
-            engine
-                .audit
-                .record(audit::run_adopted(&run, Adoption::Record, Some(&c.id)));
-            // Ended while we were away: supervision returns at once.
-            let mut stop = engine.register_adopted(run.id, &run.job);
-            let deadline = Instant::now() + Duration::from_secs(3600);
-            engine
-                .supervise_and_record(
-                    run_job,
-                    run.id,
-                    &run.trigger,
-                    &c.id,
-                    started_at,
-                    deadline,
-                    &mut stop,
-                    &run_job.adopted_mask(),
-                )
-                .await;
-            engine.unregister(run.id);
+            record_ended(engine, run_job, &run, &c.id, started_at).await;
             done.recorded += 1;
         }
         // `plan` resumes only a run whose job the policy still has.
@@ -272,6 +251,38 @@ async fn carry_out(
         // Supervise and Record come only from a container's state.
         (Plan::Supervise { .. } | Plan::Record { .. }, None) => {}
     }
+}
+
+/// A run whose container ended while no scheduler watched: its outcome,
+/// exit code and logs are recorded (supervision returns at once).
+async fn record_ended(
+    engine: &Arc<RunEngine>,
+    run_job: RunJob<'_>,
+    run: &Run,
+    container: &str,
+    started_at: i64,
+) {
+    if run.started_at.is_none() {
+        let _ = engine.store.mark_running(run.id, started_at);
+    }
+    engine
+        .audit
+        .record(audit::run_adopted(run, Adoption::Record, Some(container)));
+    let mut stop = engine.register_adopted(run.id, &run.job);
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    engine
+        .supervise_and_record(
+            run_job,
+            run.id,
+            &run.trigger,
+            container,
+            started_at,
+            deadline,
+            &mut stop,
+            &run_job.adopted_mask(),
+        )
+        .await;
+    engine.unregister(run.id);
 }
 
 async fn remove(engine: &RunEngine, container: &str) -> bool {

@@ -234,48 +234,7 @@ impl RunEngine {
         self.metrics.running.inc();
         let ending = self.supervise(container, deadline, stop).await;
         self.metrics.running.dec();
-        let (status, exit, reason) = match ending {
-            Ending::Abandoned => return None,
-            Ending::Exited {
-                exit,
-                during_outage,
-            } => {
-                let (status, reason) = exit_outcome(exit, during_outage);
-                (status, Some(exit), reason)
-            }
-            Ending::TimedOut(exit) => (
-                RunStatus::TimedOut,
-                exit,
-                Some((
-                    ReasonCode::Timeout,
-                    format!(
-                        "timed out after {}",
-                        humantime::format_duration(job.timeout(&self.settings))
-                    ),
-                )),
-            ),
-            Ending::Stopped(reason, exit) => (
-                RunStatus::Cancelled,
-                exit,
-                Some((reason.code(), reason.describe())),
-            ),
-            Ending::Vanished => (
-                RunStatus::Lost,
-                None,
-                Some((
-                    ReasonCode::ContainerVanished,
-                    "the container vanished".to_owned(),
-                )),
-            ),
-            Ending::NeverStarted => (
-                RunStatus::Lost,
-                None,
-                Some((
-                    ReasonCode::NeverStarted,
-                    "never started: Docker says the container was never started".to_owned(),
-                )),
-            ),
-        };
+        let (status, exit, reason) = outcome(ending, job.timeout(&self.settings))?;
         let logs = match self
             .docker
             .logs_masked(container, self.settings.log_cap as usize, mask)
@@ -371,6 +330,58 @@ impl RunEngine {
         self.notify_outcome(job, id, status, &finish);
         status
     }
+}
+
+/// A run's status, its exit if it has one, and the reason.
+type Outcome = (
+    RunStatus,
+    Option<docker::Exit>,
+    Option<(ReasonCode, String)>,
+);
+
+/// What a supervised run's ending is recorded as: its status, its exit if
+/// it has one, and the reason; `None` when supervision was abandoned (the
+/// scheduler is shutting down) and the run is left to be adopted.
+fn outcome(ending: Ending, timeout: std::time::Duration) -> Option<Outcome> {
+    Some(match ending {
+        Ending::Abandoned => return None,
+        Ending::Exited {
+            exit,
+            during_outage,
+        } => {
+            let (status, reason) = exit_outcome(exit, during_outage);
+            (status, Some(exit), reason)
+        }
+        Ending::TimedOut(exit) => (
+            RunStatus::TimedOut,
+            exit,
+            Some((
+                ReasonCode::Timeout,
+                format!("timed out after {}", humantime::format_duration(timeout)),
+            )),
+        ),
+        Ending::Stopped(reason, exit) => (
+            RunStatus::Cancelled,
+            exit,
+            Some((reason.code(), reason.describe())),
+        ),
+        Ending::Vanished => (
+            RunStatus::Lost,
+            None,
+            Some((
+                ReasonCode::ContainerVanished,
+                "the container vanished".to_owned(),
+            )),
+        ),
+        Ending::NeverStarted => (
+            RunStatus::Lost,
+            None,
+            Some((
+                ReasonCode::NeverStarted,
+                "never started: Docker says the container was never started".to_owned(),
+            )),
+        ),
+    })
 }
 
 /// Container names are unique per Docker daemon, and two schedulers (two
