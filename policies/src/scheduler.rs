@@ -11,7 +11,19 @@ use crate::identity::RoleName;
 use std::collections::BTreeSet;
 
 /// The uid:gid containers run as unless a job says otherwise: `nobody`.
-pub const DEFAULT_CONTAINER_USER: &str = "65534:65534";
+pub const DEFAULT_CONTAINER_USER: User = User {
+    uid: 65534,
+    gid: 65534,
+};
+/// A job's container limits unless it asks for more (within `[scheduler]`).
+pub const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_CPUS: f64 = 1.0;
+pub const DEFAULT_PIDS: i64 = 128;
+pub const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_SHM_SIZE: u64 = 16 * 1024 * 1024;
+/// Enough for ordinary programs; Docker would pass the daemon's (often
+/// 1M or more) through.
+pub const DEFAULT_NOFILE: u64 = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerSettings {
@@ -175,10 +187,14 @@ impl Job {
     }
 }
 
+/// Whether the scheduler may pull a job's image before a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
+    /// The image must already be present.
     Never,
+    /// Pull only when the image is absent (the default).
     IfMissing,
+    /// Pull every time; a failed pull is an error even if a copy exists.
     Always,
 }
 
@@ -238,12 +254,17 @@ pub struct Retries {
     pub backoff: Duration,
 }
 
+/// The hardened container a job runs in: the one model of it. The policy
+/// builds it (bounded by `[scheduler]`), and the scheduler's Docker layer
+/// turns it into the create request as it is, adding only what varies per
+/// run (name, labels, env, mounts checked on disk).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSettings {
-    pub user: String,
+    pub user: User,
     pub read_only_rootfs: bool,
+    /// Capabilities added back after dropping ALL.
     pub cap_add: Vec<String>,
-    pub network: String,
+    pub network: Network,
     pub memory: u64,
     pub cpus: f64,
     pub pids: i64,
@@ -257,6 +278,62 @@ pub struct ContainerSettings {
     /// bounds each container.
     pub nproc: u64,
     pub mounts: Vec<Mount>,
+}
+
+impl ContainerSettings {
+    /// What a job gets when its `container` table says nothing: nobody, a
+    /// read-only root, no capabilities, no network, and the default limits.
+    /// `nproc` depends on `[scheduler]`, so it is given.
+    pub fn hardened(nproc: u64) -> ContainerSettings {
+        ContainerSettings {
+            user: DEFAULT_CONTAINER_USER,
+            read_only_rootfs: true,
+            cap_add: Vec::new(),
+            network: Network::None,
+            memory: DEFAULT_MEMORY,
+            cpus: DEFAULT_CPUS,
+            pids: DEFAULT_PIDS,
+            tmp_size: DEFAULT_TMP_SIZE,
+            shm_size: DEFAULT_SHM_SIZE,
+            nofile: DEFAULT_NOFILE,
+            nproc,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// A numeric `uid:gid`: names cannot be resolved on this side of the
+/// Docker daemon, and root (0 in either part) is refused at policy load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `uid:gid`, the form Docker takes.
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// The network a job's container joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// Docker's `none`: only a loopback interface (the default).
+    None,
+    /// A Docker network named in `[scheduler] allowed_networks`.
+    Named(String),
+}
+
+impl Network {
+    /// Docker's network mode for it.
+    pub fn mode(&self) -> &str {
+        match self {
+            Network::None => "none",
+            Network::Named(name) => name,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,10 +3,10 @@
 //! accepted is printed, and layouts that are valid but risky are warned
 //! about.
 
-use crate::convert::container::{
-    DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
+use crate::scheduler::{
+    EnvSource, Job, Network, DEFAULT_CONTAINER_USER, DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS,
+    DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
 };
-use crate::scheduler::{EnvSource, Job, DEFAULT_CONTAINER_USER};
 
 /// Layouts that pass validation but let one job influence another's
 /// container: a writable mount that holds another mount's source. A run
@@ -53,8 +53,8 @@ pub fn weakenings(job: &Job) -> Vec<String> {
     if !c.cap_add.is_empty() {
         out.push(format!("capabilities {}", c.cap_add.join(", ")));
     }
-    if c.network != "none" {
-        out.push(format!("network {}", c.network));
+    if let Network::Named(network) = &c.network {
+        out.push(format!("network {network}"));
     }
     let bigger = [
         ("memory", c.memory, DEFAULT_MEMORY),

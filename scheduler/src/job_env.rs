@@ -7,10 +7,19 @@
 
 use std::path::Path;
 
-use gatehouse_policy::scheduler::{EnvSource, JobEnv};
+use gatehouse_policy::scheduler::{EnvSource, Job, JobEnv};
 use gatehouse_policy::Policy;
 
 use crate::beneath::{self, Symlinks};
+
+/// Reads the job's env now, so secret files can rotate without a reload.
+/// Errors name the variable, never its value.
+pub(crate) fn resolve_all(job: &Job) -> Result<Vec<(String, String)>, String> {
+    job.env
+        .iter()
+        .map(|e| Ok((e.name.clone(), resolve(e)?)))
+        .collect()
+}
 
 /// The value of one variable; the error names the variable, never a value.
 pub fn resolve(e: &JobEnv) -> Result<String, String> {

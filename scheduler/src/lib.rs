@@ -6,14 +6,12 @@
 //! only the gateway can call (its signed assertion is checked on every
 //! request). See ARCHITECTURE.md for the map.
 
-pub mod admin;
-pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod beneath;
-pub mod dashboard;
 pub mod docker;
 pub mod engine;
+pub mod http;
 pub mod job_env;
 pub mod logging;
 pub mod mask;

@@ -44,144 +44,145 @@ fn must<T>(metric: Result<T, prometheus::Error>) -> T {
     metric.unwrap_or_else(|e| panic!("invalid static metric definition: {e}"))
 }
 
+/// A metric's name and help text.
+#[derive(Clone, Copy)]
+struct Def {
+    name: &'static str,
+    help: &'static str,
+}
+
+impl Def {
+    fn opts(self) -> Opts {
+        Opts::new(self.name, self.help)
+    }
+}
+
+const RUNS: Def = Def {
+    name: "gatehouse_scheduler_runs_total",
+    help:
+        "Finished runs, by job and outcome (succeeded, failed, timed_out, cancelled, skipped, lost)",
+};
+const RUN_DURATION: Def = Def {
+    name: "gatehouse_scheduler_run_duration_seconds",
+    help: "Time from container start to exit, by job",
+};
+const RUN_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+];
+const LAST_SUCCESS: Def = Def {
+    name: "gatehouse_scheduler_last_success_timestamp_seconds",
+    help: "Unix time of the job's last successful run",
+};
+const RUNNING: Def = Def {
+    name: "gatehouse_scheduler_runs_running",
+    help: "Runs whose container is running",
+};
+const QUEUED: Def = Def {
+    name: "gatehouse_scheduler_runs_queued",
+    help: "Runs waiting for a free slot (max_concurrent_runs)",
+};
+const SCHEDULE_JITTER: Def = Def {
+    name: "gatehouse_scheduler_schedule_jitter_seconds",
+    help: "Delay from a run's planned time to its container start request, by job",
+};
+const SCHEDULE_JITTER_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+const DOCKER_ERRORS: Def = Def {
+    name: "gatehouse_scheduler_docker_errors_total",
+    help: "Docker API calls that failed, by operation",
+};
+const DOCKER_UP: Def = Def {
+    name: "gatehouse_scheduler_docker_up",
+    help: "1 while the Docker daemon is connected and answering",
+};
+const MISSED_RUNS: Def = Def {
+    name: "gatehouse_scheduler_missed_runs_total",
+    help: "Scheduled times that passed while the scheduler was down or not connected to Docker and were not run, by job",
+};
+const API_DENIALS: Def = Def {
+    name: "gatehouse_scheduler_api_denials_total",
+    help:
+        "API requests refused, by reason (unauthenticated, replayed, replay_cache_full, forbidden)",
+};
+const POLICY_RELOADS: Def = Def {
+    name: "gatehouse_scheduler_policy_reloads_total",
+    help: "Policy reloads, by result",
+};
+const AUDIT_RECORDS: Def = Def {
+    name: "gatehouse_scheduler_audit_records_total",
+    help: "Audit records written",
+};
+const AUDIT_HEALTHY: Def = Def {
+    name: "gatehouse_scheduler_audit_log_healthy",
+    help: "1 while the audit log can be written",
+};
+const AUDIT_FILES_DELETED: Def = Def {
+    name: "gatehouse_scheduler_audit_files_deleted_total",
+    help: "Rotated audit files deleted by retention (max_age, max_total_size)",
+};
+const ASSERTIONS_REMEMBERED: Def = Def {
+    name: "gatehouse_scheduler_assertions_remembered",
+    help: "Live gateway assertions held for the replay check (new ones are refused at 100000)",
+};
+const NOTIFICATIONS: Def = Def {
+    name: "gatehouse_scheduler_notifications_total",
+    help: "Notification deliveries, by channel and outcome (delivered, failed, refused by the SSRF guard, dropped on a full queue)",
+};
+
+/// Registers `metric` in `registry` and hands it back.
+fn registered<T>(registry: &Registry, metric: Result<T, prometheus::Error>) -> T
+where
+    T: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = must(metric);
+    must(registry.register(Box::new(metric.clone())));
+    metric
+}
+
+fn counters(registry: &Registry, def: Def, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(def.opts(), labels))
+}
+
+fn counter(registry: &Registry, def: Def) -> IntCounter {
+    registered(registry, IntCounter::new(def.name, def.help))
+}
+
+fn gauge(registry: &Registry, def: Def) -> IntGauge {
+    registered(registry, IntGauge::new(def.name, def.help))
+}
+
+fn histograms(registry: &Registry, def: Def, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(def.name, def.help).buckets(buckets.to_vec());
+    registered(registry, HistogramVec::new(opts, labels))
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
-        let runs = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_runs_total",
-                "Finished runs, by job and outcome (succeeded, failed, timed_out, cancelled, skipped, lost)",
-            ),
-            &["job_name", "outcome"],
-        ));
-        let run_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "gatehouse_scheduler_run_duration_seconds",
-                "Time from container start to exit, by job",
-            )
-            .buckets(vec![
-                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
-            ]),
-            &["job_name"],
-        ));
-        let last_success = must(GaugeVec::new(
-            Opts::new(
-                "gatehouse_scheduler_last_success_timestamp_seconds",
-                "Unix time of the job's last successful run",
-            ),
-            &["job_name"],
-        ));
-        let running = must(IntGauge::new(
-            "gatehouse_scheduler_runs_running",
-            "Runs whose container is running",
-        ));
-        let queued = must(IntGauge::new(
-            "gatehouse_scheduler_runs_queued",
-            "Runs waiting for a free slot (max_concurrent_runs)",
-        ));
-        let schedule_jitter = must(HistogramVec::new(
-            HistogramOpts::new(
-                "gatehouse_scheduler_schedule_jitter_seconds",
-                "Delay from a run's planned time to its container start request, by job",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
-            ]),
-            &["job_name"],
-        ));
-        let docker_errors = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_docker_errors_total",
-                "Docker API calls that failed, by operation",
-            ),
-            &["operation"],
-        ));
-        let docker_up = must(IntGauge::new(
-            "gatehouse_scheduler_docker_up",
-            "1 while the Docker daemon is connected and answering",
-        ));
-        let missed_runs = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_missed_runs_total",
-                "Scheduled times that passed while the scheduler was down or not connected to Docker and were not run, by job",
-            ),
-            &["job_name"],
-        ));
-        let api_denials = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_api_denials_total",
-                "API requests refused, by reason (unauthenticated, replayed, replay_cache_full, forbidden)",
-            ),
-            &["reason"],
-        ));
-        let policy_reloads = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_policy_reloads_total",
-                "Policy reloads, by result",
-            ),
-            &["result"],
-        ));
-        let audit_records = must(IntCounter::new(
-            "gatehouse_scheduler_audit_records_total",
-            "Audit records written",
-        ));
-        let audit_healthy = must(IntGauge::new(
-            "gatehouse_scheduler_audit_log_healthy",
-            "1 while the audit log can be written",
-        ));
-        let audit_files_deleted = must(IntCounter::new(
-            "gatehouse_scheduler_audit_files_deleted_total",
-            "Rotated audit files deleted by retention (max_age, max_total_size)",
-        ));
-        let assertions_remembered = must(IntGauge::new(
-            "gatehouse_scheduler_assertions_remembered",
-            "Live gateway assertions held for the replay check (new ones are refused at 100000)",
-        ));
-        let notifications = must(IntCounterVec::new(
-            Opts::new(
-                "gatehouse_scheduler_notifications_total",
-                "Notification deliveries, by channel and outcome (delivered, failed, refused by the SSRF guard, dropped on a full queue)",
-            ),
-            &["channel", "outcome"],
-        ));
-        for c in [
-            Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(run_duration.clone()),
-            Box::new(last_success.clone()),
-            Box::new(running.clone()),
-            Box::new(queued.clone()),
-            Box::new(schedule_jitter.clone()),
-            Box::new(docker_errors.clone()),
-            Box::new(docker_up.clone()),
-            Box::new(missed_runs.clone()),
-            Box::new(api_denials.clone()),
-            Box::new(policy_reloads.clone()),
-            Box::new(audit_records.clone()),
-            Box::new(audit_healthy.clone()),
-            Box::new(audit_files_deleted.clone()),
-            Box::new(assertions_remembered.clone()),
-            Box::new(notifications.clone()),
-        ] {
-            must(registry.register(c));
-        }
         Arc::new(Metrics {
+            runs: counters(&registry, RUNS, &["job_name", "outcome"]),
+            run_duration: histograms(&registry, RUN_DURATION, RUN_DURATION_BUCKETS, &["job_name"]),
+            last_success: registered(&registry, GaugeVec::new(LAST_SUCCESS.opts(), &["job_name"])),
+            running: gauge(&registry, RUNNING),
+            queued: gauge(&registry, QUEUED),
+            schedule_jitter: histograms(
+                &registry,
+                SCHEDULE_JITTER,
+                SCHEDULE_JITTER_BUCKETS,
+                &["job_name"],
+            ),
+            docker_errors: counters(&registry, DOCKER_ERRORS, &["operation"]),
+            docker_up: gauge(&registry, DOCKER_UP),
+            missed_runs: counters(&registry, MISSED_RUNS, &["job_name"]),
+            api_denials: counters(&registry, API_DENIALS, &["reason"]),
+            policy_reloads: counters(&registry, POLICY_RELOADS, &["result"]),
+            audit_records: counter(&registry, AUDIT_RECORDS),
+            audit_healthy: gauge(&registry, AUDIT_HEALTHY),
+            audit_files_deleted: counter(&registry, AUDIT_FILES_DELETED),
+            assertions_remembered: gauge(&registry, ASSERTIONS_REMEMBERED),
+            notifications: counters(&registry, NOTIFICATIONS, &["channel", "outcome"]),
             registry,
-            runs,
-            run_duration,
-            last_success,
-            running,
-            queued,
-            schedule_jitter,
-            docker_errors,
-            docker_up,
-            missed_runs,
-            api_denials,
-            policy_reloads,
-            audit_records,
-            audit_healthy,
-            audit_files_deleted,
-            assertions_remembered,
-            notifications,
         })
     }
 

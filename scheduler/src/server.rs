@@ -12,17 +12,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gatehouse_audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_policy::scheduler::SchedulerSettings;
 use gatehouse_policy::Policy;
 use notify::{RecursiveMode, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, Admin};
-use crate::api::{self, Api};
 use crate::audit::{self as audit_records, Audit};
 use crate::auth::{self, Verifier};
 use crate::docker;
-use crate::engine::{self, Engine};
+use crate::engine::{self, RunEngine};
+use crate::http::access::Api;
+use crate::http::admin::{self, Admin};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ticker;
@@ -78,31 +79,19 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         .context("the policy has no [scheduler] section")?;
     // Before the port is ours: assertions issued from here on cannot have
     // been accepted by a previous process, and older ones are refused.
-    let jwks = auth::JwksSource::new(
-        settings.gateway_jwks.clone(),
-        settings.gateway_jwks_refresh,
-        settings.gateway_jwks_ca.as_deref(),
-    )
-    .context("the gateway's JWKS ([scheduler] gateway_jwks)")?;
-    let verifier = Arc::new(
-        Verifier::new(&settings.gateway_issuer, &settings.gateway_routes).with_source(jwks),
-    );
-    let api_listener = bind(settings.listen, "scheduler API").await?;
-    let admin_listener = match settings.admin {
-        Some(addr) => Some(bind(addr, "scheduler admin").await?),
-        None => None,
-    };
+    let verifier = gateway_verifier(&settings)?;
+    let (api_listener, admin_listener) = bind_listeners(&settings).await?;
     let store = Arc::new(Store::open(&settings.database)?);
     // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
     // not answer yet is waited for (see `start_scheduling`).
     let docker = Arc::new(
-        docker::Engine::from_env()
+        docker::DockerClient::from_env()
             .context("the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
     );
     let audit = Audit::open(&policy).context("opening the audit log")?;
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let engine = Engine::new(
+    let engine = RunEngine::new(
         settings.clone(),
         &policy.jobs,
         store.clone(),
@@ -111,14 +100,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         audit.clone(),
         shutdown_rx.clone(),
     );
-    audit.record(audit_records::lifecycle(
-        EventKind::Startup,
-        &[
-            ("policy", policy_path.display().to_string().into()),
-            ("sha256", policy.origin.sha256.clone().into()),
-            ("jobs", policy.jobs.len().into()),
-        ],
-    ));
+    record_startup(&audit, &policy_path, &policy);
 
     let (reloaded_tx, reloaded_rx) = watch::channel(0u64);
     tokio::spawn(start_scheduling(
@@ -138,33 +120,19 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         reloaded_tx,
     )?;
 
-    let api_router = api::router(Api {
+    let api_router = crate::http::router(Api {
         engine: engine.clone(),
         verifier: verifier.clone(),
         metrics: metrics.clone(),
     });
-    let mut api_shutdown = shutdown_rx.clone();
-    let api_server = tokio::spawn(async move {
-        axum::serve(api_listener, api_router)
-            .with_graceful_shutdown(async move {
-                let _ = api_shutdown.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let api_server = serve(api_listener, api_router, shutdown_rx.clone());
     if let Some(listener) = admin_listener {
         let router = admin::router(Admin {
             engine: engine.clone(),
             verifier,
             metrics,
         });
-        let mut admin_shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_shutdown.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        serve(listener, router, shutdown_rx.clone());
     }
     tracing::info!(api = %settings.listen, admin = ?settings.admin, "gatehouse-scheduler is running");
 
@@ -182,11 +150,63 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API listener and, when configured, the admin one.
+async fn bind_listeners(
+    settings: &SchedulerSettings,
+) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let api = bind(settings.listen, "scheduler API").await?;
+    let admin = match settings.admin {
+        Some(addr) => Some(bind(addr, "scheduler admin").await?),
+        None => None,
+    };
+    Ok((api, admin))
+}
+
+fn record_startup(audit: &Audit, policy_path: &Path, policy: &Policy) {
+    audit.record(audit_records::lifecycle(
+        EventKind::Startup,
+        &[
+            ("policy", policy_path.display().to_string().into()),
+            ("sha256", policy.origin.sha256.clone().into()),
+            ("jobs", policy.jobs.len().into()),
+        ],
+    ));
+}
+
+/// The verifier of the gateway's assertions, with its key source.
+fn gateway_verifier(settings: &SchedulerSettings) -> anyhow::Result<Arc<Verifier>> {
+    let jwks = auth::JwksSource::new(
+        settings.gateway_jwks.clone(),
+        settings.gateway_jwks_refresh,
+        settings.gateway_jwks_ca.as_deref(),
+    )
+    .context("the gateway's JWKS ([scheduler] gateway_jwks)")?;
+    Ok(Arc::new(
+        Verifier::new(&settings.gateway_issuer, &settings.gateway_routes).with_source(jwks),
+    ))
+}
+
+/// Serves `router` on `listener` until shutdown, letting requests in
+/// flight finish.
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    })
+}
+
 /// Connects to Docker (retrying with backoff), reconciles, catches up what
 /// passed while the scheduler was down or Docker away, then schedules and
 /// is ready; then follows the daemon until shutdown.
 async fn start_scheduling(
-    engine: Arc<Engine>,
+    engine: Arc<RunEngine>,
     reloaded: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -228,7 +248,7 @@ async fn prune_loop(store: Arc<Store>, keep: usize, max_age: Duration) {
 fn spawn_reloader(
     path: PathBuf,
     current: Policy,
-    engine: Arc<Engine>,
+    engine: Arc<RunEngine>,
     metrics: Arc<Metrics>,
     audit: Audit,
     reloaded: watch::Sender<u64>,

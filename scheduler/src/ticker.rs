@@ -10,7 +10,7 @@ use gatehouse_policy::cron::Schedule;
 use gatehouse_policy::scheduler::{CatchUp, Job};
 use tokio::sync::watch;
 
-use crate::engine::{Engine, Triggered};
+use crate::engine::{RunEngine, Triggered};
 use crate::store::Trigger;
 
 /// Upper bound on one sleep, so a wall-clock step (NTP, suspend) is
@@ -27,7 +27,7 @@ const MAX_MISSED_COUNTED: u64 = 10_000;
 /// run (reason code `missed`) at the latest of them, saying how many there
 /// were, and `gatehouse_scheduler_missed_runs_total` counts each. Every
 /// job's "seen up to" moves to now.
-pub fn catch_up(engine: &Arc<Engine>, now: DateTime<Utc>) {
+pub fn catch_up(engine: &Arc<RunEngine>, now: DateTime<Utc>) {
     for job in engine.jobs().values() {
         let Some(schedule) = &job.schedule else {
             continue;
@@ -46,7 +46,7 @@ pub fn catch_up(engine: &Arc<Engine>, now: DateTime<Utc>) {
 }
 
 fn account_for_missed(
-    engine: &Arc<Engine>,
+    engine: &Arc<RunEngine>,
     job: &Job,
     schedule: &Schedule,
     from: DateTime<Utc>,
@@ -115,7 +115,7 @@ fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) ->
 
 /// Fires jobs until shutdown. `reloaded` ticks when the job table changed.
 pub async fn run(
-    engine: Arc<Engine>,
+    engine: Arc<RunEngine>,
     mut reloaded: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {

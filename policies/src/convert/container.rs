@@ -9,14 +9,6 @@ use crate::raw::scheduler::{RawContainer, RawMount};
 use crate::scheduler::*;
 use toml::Spanned;
 
-pub(crate) const DEFAULT_MEMORY: u64 = 256 * 1024 * 1024;
-pub(crate) const DEFAULT_CPUS: f64 = 1.0;
-pub(crate) const DEFAULT_PIDS: i64 = 128;
-pub(crate) const DEFAULT_TMP_SIZE: u64 = 64 * 1024 * 1024;
-pub(crate) const DEFAULT_SHM_SIZE: u64 = 16 * 1024 * 1024;
-/// Enough for ordinary programs; Docker would pass the daemon's (often
-/// 1M or more) through.
-pub(crate) const DEFAULT_NOFILE: u64 = 1024;
 /// Below this a container cannot start reliably.
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
@@ -24,36 +16,80 @@ const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 const FORBIDDEN_MOUNT_TARGETS: [&str; 5] = ["/", "/proc", "/sys", "/dev", "/etc"];
 
 impl Converter<'_> {
+    /// The job's container: the hardened defaults, with each loosening the
+    /// job asks for checked against `[scheduler]`. Every problem is
+    /// reported before `None` is returned.
     pub(crate) fn container(
         &mut self,
         r: &RawContainer,
         s: &SchedulerSettings,
     ) -> Option<ContainerSettings> {
-        let mut ok = true;
-        let user = match &r.user {
-            None => DEFAULT_CONTAINER_USER.to_owned(),
-            Some(u) => match parse_user(u.get_ref()) {
-                Some((0, _)) | Some((_, 0)) => {
-                    self.problems.add_hint(
-                        Some(u.span()),
-                        "jobs never run as root",
-                        "use an unprivileged uid:gid such as \"1000:1000\"",
-                    );
-                    ok = false;
-                    String::new()
-                }
-                Some((uid, gid)) => format!("{uid}:{gid}"),
-                None => {
-                    self.problems.add_hint(
-                        Some(u.span()),
-                        format!("`{}` is not a numeric uid:gid", u.get_ref()),
-                        "for example \"65534:65534\"",
-                    );
-                    ok = false;
-                    String::new()
-                }
-            },
+        // Every run may use its pids limit at once without one run's fork
+        // failing for another's processes under the same uid.
+        let nproc = (s.max_pids as u64).saturating_mul(s.max_concurrent_runs as u64);
+        let defaults = ContainerSettings::hardened(nproc);
+        let user = self.container_user(r, defaults.user);
+        let cap_add = self.cap_add(r, s);
+        let network = self.container_network(r, s, defaults.network);
+        let memory = self.container_memory(r, s, defaults.memory);
+        let cpus = self.container_cpus(r, s, defaults.cpus);
+        let pids = self.container_pids(r, s, defaults.pids);
+        let tmp_size = self.size(&r.tmp_size, defaults.tmp_size);
+        let tmp_ok = self.within_allowances(r, s, tmp_size);
+        let shm_size = self.size(&r.shm_size, defaults.shm_size);
+        let shm_ok = self.shm_within(r, s, shm_size);
+        let mounts = self.container_mounts(r, s);
+        if !(tmp_ok && shm_ok) {
+            return None;
+        }
+        Some(ContainerSettings {
+            user: user?,
+            read_only_rootfs: r
+                .read_only
+                .as_ref()
+                .map(|b| *b.get_ref())
+                .unwrap_or(defaults.read_only_rootfs),
+            cap_add: cap_add?,
+            network: network?,
+            memory: memory?,
+            cpus: cpus?,
+            pids: pids?,
+            tmp_size,
+            shm_size,
+            mounts: mounts?,
+            ..defaults
+        })
+    }
+
+    /// `user`: a numeric `uid:gid`, never root.
+    fn container_user(&mut self, r: &RawContainer, default: User) -> Option<User> {
+        let Some(u) = &r.user else {
+            return Some(default);
         };
+        match parse_user(u.get_ref()) {
+            Some(User { uid: 0, .. }) | Some(User { gid: 0, .. }) => {
+                self.problems.add_hint(
+                    Some(u.span()),
+                    "jobs never run as root",
+                    "use an unprivileged uid:gid such as \"1000:1000\"",
+                );
+                None
+            }
+            Some(user) => Some(user),
+            None => {
+                self.problems.add_hint(
+                    Some(u.span()),
+                    format!("`{}` is not a numeric uid:gid", u.get_ref()),
+                    "for example \"65534:65534\"",
+                );
+                None
+            }
+        }
+    }
+
+    /// `cap_add`: each one a single capability `[scheduler]` allows.
+    fn cap_add(&mut self, r: &RawContainer, s: &SchedulerSettings) -> Option<Vec<String>> {
+        let mut ok = true;
         let mut cap_add = Vec::new();
         for c in &r.cap_add {
             let Some(cap) = self.capability(c) else {
@@ -71,10 +107,21 @@ impl Converter<'_> {
                 ok = false;
             }
         }
-        let network = match &r.network {
-            None => "none".to_owned(),
-            Some(n) if n.get_ref() == "none" || s.allowed_networks.contains(n.get_ref()) => {
-                n.get_ref().clone()
+        ok.then_some(cap_add)
+    }
+
+    /// `network`: `none`, or one of `[scheduler] allowed_networks`.
+    fn container_network(
+        &mut self,
+        r: &RawContainer,
+        s: &SchedulerSettings,
+        default: Network,
+    ) -> Option<Network> {
+        match &r.network {
+            None => Some(default),
+            Some(n) if n.get_ref() == "none" => Some(Network::None),
+            Some(n) if s.allowed_networks.contains(n.get_ref()) => {
+                Some(Network::Named(n.get_ref().clone()))
             }
             Some(n) => {
                 self.problems.add_hint(
@@ -85,49 +132,68 @@ impl Converter<'_> {
                     ),
                     "jobs have no network unless the operator allows one",
                 );
-                ok = false;
-                String::new()
+                None
             }
-        };
-        let memory = self.size(&r.memory, DEFAULT_MEMORY);
+        }
+    }
+
+    fn container_memory(
+        &mut self,
+        r: &RawContainer,
+        s: &SchedulerSettings,
+        default: u64,
+    ) -> Option<u64> {
+        let memory = self.size(&r.memory, default);
         if memory > s.max_memory || memory < MIN_MEMORY {
             self.problems.add_hint(
                 r.memory.as_ref().map(Spanned::span),
                 "memory is outside what [scheduler] allows",
                 format!("between 6MiB and max_memory ({} bytes)", s.max_memory),
             );
-            ok = false;
+            return None;
         }
-        let cpus = r
-            .cpus
-            .as_ref()
-            .map(|c| *c.get_ref())
-            .unwrap_or(DEFAULT_CPUS);
+        Some(memory)
+    }
+
+    fn container_cpus(
+        &mut self,
+        r: &RawContainer,
+        s: &SchedulerSettings,
+        default: f64,
+    ) -> Option<f64> {
+        let cpus = r.cpus.as_ref().map(|c| *c.get_ref()).unwrap_or(default);
         if !(cpus >= 0.01 && cpus <= s.max_cpus) {
             self.problems.add_hint(
                 r.cpus.as_ref().map(Spanned::span),
                 "cpus is outside what [scheduler] allows",
                 format!("between 0.01 and max_cpus ({})", s.max_cpus),
             );
-            ok = false;
+            return None;
         }
-        let pids = r
-            .pids
-            .as_ref()
-            .map(|p| *p.get_ref())
-            .unwrap_or(DEFAULT_PIDS);
+        Some(cpus)
+    }
+
+    fn container_pids(
+        &mut self,
+        r: &RawContainer,
+        s: &SchedulerSettings,
+        default: i64,
+    ) -> Option<i64> {
+        let pids = r.pids.as_ref().map(|p| *p.get_ref()).unwrap_or(default);
         if !(1..=s.max_pids).contains(&pids) {
             self.problems.add_hint(
                 r.pids.as_ref().map(Spanned::span),
                 "pids is outside what [scheduler] allows",
                 format!("between 1 and max_pids ({})", s.max_pids),
             );
-            ok = false;
+            return None;
         }
-        let tmp_size = self.size(&r.tmp_size, DEFAULT_TMP_SIZE);
-        ok &= self.within_allowances(r, s, tmp_size);
-        let shm_size = self.size(&r.shm_size, DEFAULT_SHM_SIZE);
-        ok &= self.shm_within(r, s, shm_size);
+        Some(pids)
+    }
+
+    /// `mounts`: each allowed, no two on the same target.
+    fn container_mounts(&mut self, r: &RawContainer, s: &SchedulerSettings) -> Option<Vec<Mount>> {
+        let mut ok = true;
         let mut mounts = Vec::new();
         let mut targets = HashSet::new();
         for m in &r.mounts {
@@ -143,22 +209,7 @@ impl Converter<'_> {
                 None => ok = false,
             }
         }
-        ok.then_some(ContainerSettings {
-            user,
-            read_only_rootfs: r.read_only.as_ref().map(|b| *b.get_ref()).unwrap_or(true),
-            cap_add,
-            network,
-            memory,
-            cpus,
-            pids,
-            tmp_size,
-            shm_size,
-            nofile: DEFAULT_NOFILE,
-            // Every run may use its pids limit at once without one run's
-            // fork failing for another's processes under the same uid.
-            nproc: (s.max_pids as u64).saturating_mul(s.max_concurrent_runs as u64),
-            mounts,
-        })
+        ok.then_some(mounts)
     }
 
     fn mount(&mut self, m: &Spanned<RawMount>, s: &SchedulerSettings) -> Option<Mount> {
@@ -259,7 +310,10 @@ impl Converter<'_> {
     }
 }
 
-fn parse_user(text: &str) -> Option<(u32, u32)> {
+fn parse_user(text: &str) -> Option<User> {
     let (uid, gid) = text.split_once(':')?;
-    Some((uid.parse().ok()?, gid.parse().ok()?))
+    Some(User {
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+    })
 }

@@ -27,43 +27,9 @@ impl Converter<'_> {
         scheduler: &SchedulerSettings,
         roles: &Roles,
     ) -> Option<Job> {
-        let timezone = r
-            .timezone
-            .as_ref()
-            .map(|t| t.get_ref().as_str())
-            .unwrap_or(default_timezone());
-        let schedule = match &r.schedule {
-            None => None,
-            Some(expr) => match Schedule::parse(expr.get_ref(), timezone) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    let span = match (&e, &r.timezone) {
-                        (crate::cron::ScheduleError::UnknownTimezone { .. }, Some(tz)) => tz.span(),
-                        _ => expr.span(),
-                    };
-                    self.problems.add_hint(
-                        Some(span),
-                        e.to_string(),
-                        "check it with `gatehouse-scheduler next 'EXPR' --timezone TZ`",
-                    );
-                    None
-                }
-            },
-        };
+        let schedule = self.job_schedule(r);
         let image = self.image(&r.image, scheduler);
-        let pull = match r.pull.as_ref().map(|p| p.get_ref().as_str()) {
-            None | Some("if-missing") => PullPolicy::IfMissing,
-            Some("never") => PullPolicy::Never,
-            Some("always") => PullPolicy::Always,
-            Some(other) => {
-                self.problems.add_hint(
-                    r.pull.as_ref().map(Spanned::span),
-                    format!("`{other}` is not a pull policy"),
-                    "\"never\", \"if-missing\" or \"always\"",
-                );
-                PullPolicy::IfMissing
-            }
-        };
+        let pull = self.pull_policy(r);
         let command = self.command(r);
         let env = self.job_env(r, scheduler);
         let timeout = self.duration(&r.timeout, DEFAULT_TIMEOUT);
@@ -73,41 +39,9 @@ impl Converter<'_> {
                 "timeout may be at most 7 days",
             );
         }
-        let overlap = match r.overlap.as_ref().map(|o| o.get_ref().as_str()) {
-            None | Some("forbid") => Overlap::Forbid,
-            Some("allow") => Overlap::Allow,
-            Some("replace") => Overlap::Replace,
-            Some(other) => {
-                self.problems.add_hint(
-                    r.overlap.as_ref().map(Spanned::span),
-                    format!("`{other}` is not an overlap mode"),
-                    "\"forbid\" (skip), \"allow\" or \"replace\" (cancel the running one)",
-                );
-                Overlap::Forbid
-            }
-        };
+        let overlap = self.overlap(r);
         let catch_up = self.catch_up(r);
-        let retries = match &r.retries {
-            None => Retries {
-                max: 0,
-                backoff: DEFAULT_RETRY_BACKOFF,
-            },
-            Some(spanned) => {
-                let raw = spanned.get_ref();
-                if !(0..=MAX_RETRIES).contains(&raw.max) {
-                    self.problems
-                        .add(Some(spanned.span()), "retries.max must be between 0 and 10");
-                }
-                let backoff = raw
-                    .backoff
-                    .as_ref()
-                    .map(|b| Spanned::new(spanned.span(), b.clone()));
-                Retries {
-                    max: raw.max.clamp(0, MAX_RETRIES) as u32,
-                    backoff: self.duration(&backoff, DEFAULT_RETRY_BACKOFF),
-                }
-            }
-        };
+        let retries = self.retries(r);
         let container = self.container(&r.container, scheduler);
         Some(Job {
             name: r.name.get_ref().clone(),
@@ -129,6 +63,90 @@ impl Converter<'_> {
             container: container?,
             notify: self.job_notify(&r.notify, &scheduler.notify),
         })
+    }
+
+    /// `schedule` in `timezone`; a problem points at the timezone when it
+    /// is the unknown part.
+    fn job_schedule(&mut self, r: &RawJob) -> Option<Schedule> {
+        let timezone = r
+            .timezone
+            .as_ref()
+            .map(|t| t.get_ref().as_str())
+            .unwrap_or(default_timezone());
+        match &r.schedule {
+            None => None,
+            Some(expr) => match Schedule::parse(expr.get_ref(), timezone) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let span = match (&e, &r.timezone) {
+                        (crate::cron::ScheduleError::UnknownTimezone { .. }, Some(tz)) => tz.span(),
+                        _ => expr.span(),
+                    };
+                    self.problems.add_hint(
+                        Some(span),
+                        e.to_string(),
+                        "check it with `gatehouse-scheduler next 'EXPR' --timezone TZ`",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn pull_policy(&mut self, r: &RawJob) -> PullPolicy {
+        match r.pull.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("if-missing") => PullPolicy::IfMissing,
+            Some("never") => PullPolicy::Never,
+            Some("always") => PullPolicy::Always,
+            Some(other) => {
+                self.problems.add_hint(
+                    r.pull.as_ref().map(Spanned::span),
+                    format!("`{other}` is not a pull policy"),
+                    "\"never\", \"if-missing\" or \"always\"",
+                );
+                PullPolicy::IfMissing
+            }
+        }
+    }
+
+    fn overlap(&mut self, r: &RawJob) -> Overlap {
+        match r.overlap.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("forbid") => Overlap::Forbid,
+            Some("allow") => Overlap::Allow,
+            Some("replace") => Overlap::Replace,
+            Some(other) => {
+                self.problems.add_hint(
+                    r.overlap.as_ref().map(Spanned::span),
+                    format!("`{other}` is not an overlap mode"),
+                    "\"forbid\" (skip), \"allow\" or \"replace\" (cancel the running one)",
+                );
+                Overlap::Forbid
+            }
+        }
+    }
+
+    fn retries(&mut self, r: &RawJob) -> Retries {
+        match &r.retries {
+            None => Retries {
+                max: 0,
+                backoff: DEFAULT_RETRY_BACKOFF,
+            },
+            Some(spanned) => {
+                let raw = spanned.get_ref();
+                if !(0..=MAX_RETRIES).contains(&raw.max) {
+                    self.problems
+                        .add(Some(spanned.span()), "retries.max must be between 0 and 10");
+                }
+                let backoff = raw
+                    .backoff
+                    .as_ref()
+                    .map(|b| Spanned::new(spanned.span(), b.clone()));
+                Retries {
+                    max: raw.max.clamp(0, MAX_RETRIES) as u32,
+                    backoff: self.duration(&backoff, DEFAULT_RETRY_BACKOFF),
+                }
+            }
+        }
     }
 
     fn image(&mut self, raw: &Spanned<String>, scheduler: &SchedulerSettings) -> Option<String> {

@@ -3,6 +3,7 @@
 //! default beyond what the operator allowed never reaches Docker.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::convert::context::{listeners_overlap, Converter};
@@ -38,46 +39,8 @@ impl Converter<'_> {
     ) -> Option<SchedulerSettings> {
         let spanned = raw.as_ref()?;
         let raw = spanned.get_ref();
-        let addr = self.socket_addr(&raw.listen);
-        let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(a));
-        if let (Some(addr), Some(listen)) = (addr, listen) {
-            let gateway = [Some(listen.https), listen.http_redirect, listen.admin];
-            for ours in [Some(addr), admin].into_iter().flatten() {
-                if gateway
-                    .iter()
-                    .flatten()
-                    .any(|g| listeners_overlap(*g, ours))
-                {
-                    self.problems.add_hint(
-                        Some(raw.listen.span()),
-                        format!("the scheduler's {ours} overlaps a gateway listener"),
-                        "give the scheduler its own ports",
-                    );
-                }
-            }
-        }
-        let gateway_jwks = match (&raw.gateway_jwks, listen.and_then(|l| l.admin)) {
-            (Some(url), _) => match url::Url::parse(url.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-                _ => {
-                    self.problems.add_hint(
-                        Some(url.span()),
-                        "gateway_jwks is not an http(s) URL",
-                        "for example \"http://127.0.0.1:9090/jwks.json\" (the gateway's admin listener)",
-                    );
-                    None
-                }
-            },
-            (None, Some(admin)) => url::Url::parse(&format!("http://{admin}/jwks.json")).ok(),
-            (None, None) => {
-                self.problems.add_hint(
-                    Some(spanned.span()),
-                    "the scheduler cannot find the gateway's public key",
-                    "set [listen] admin (it serves /jwks.json) or [scheduler] gateway_jwks",
-                );
-                None
-            }
-        };
+        let (addr, admin) = self.scheduler_listeners(raw, listen);
+        let gateway_jwks = self.gateway_jwks(spanned, listen);
         let gateway_jwks_refresh = self.duration(&raw.gateway_jwks_refresh, DEFAULT_JWKS_REFRESH);
         if gateway_jwks_refresh < Duration::from_secs(1) || gateway_jwks_refresh > MAX_JWKS_REFRESH
         {
@@ -99,22 +62,7 @@ impl Converter<'_> {
             self.file_path(ca)
         });
         let gateway_routes = self.gateway_routes(spanned, addr, routes);
-        let allowed_images = raw
-            .allowed_images
-            .iter()
-            .filter_map(|p| {
-                let text = p.get_ref().trim();
-                if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    self.problems.add(
-                        Some(p.span()),
-                        "an image pattern must be non-empty, without spaces",
-                    );
-                    None
-                } else {
-                    Some(ImagePattern(text.to_owned()))
-                }
-            })
-            .collect();
+        let allowed_images = self.allowed_images(raw);
         let allowed_mounts = raw
             .allowed_mounts
             .iter()
@@ -126,33 +74,13 @@ impl Converter<'_> {
                 })
             })
             .collect();
-        let mut allowed_networks = Vec::new();
-        for n in &raw.allowed_networks {
-            let name = n.get_ref();
-            if name == "host" || name.starts_with("container:") || !is_docker_name(name) {
-                self.problems.add_hint(
-                    Some(n.span()),
-                    format!("network `{name}` cannot be allowed"),
-                    "name a user-defined Docker network; host and container: networks share a namespace with something else",
-                );
-            } else {
-                allowed_networks.push(name.clone());
-            }
-        }
+        let allowed_networks = self.allowed_networks(raw);
         let allowed_capabilities = raw
             .allowed_capabilities
             .iter()
             .filter_map(|c| self.capability(c))
             .collect();
-        let max_cpus = match &raw.max_cpus {
-            None => DEFAULT_MAX_CPUS,
-            Some(c) if *c.get_ref() > 0.0 && *c.get_ref() <= 1024.0 => *c.get_ref(),
-            Some(c) => {
-                self.problems
-                    .add(Some(c.span()), "max_cpus must be between 0 and 1024");
-                DEFAULT_MAX_CPUS
-            }
-        };
+        let max_cpus = self.max_cpus(raw);
         let log_cap = self.size(&raw.log_cap, DEFAULT_LOG_CAP);
         if log_cap > MAX_LOG_CAP {
             if let Some(r) = &raw.log_cap {
@@ -182,14 +110,8 @@ impl Converter<'_> {
                 .allow_writable_rootfs
                 .as_ref()
                 .is_some_and(|b| *b.get_ref()),
-            max_tmp_size: self.size(
-                &raw.max_tmp_size,
-                crate::convert::container::DEFAULT_TMP_SIZE,
-            ),
-            max_shm_size: self.size(
-                &raw.max_shm_size,
-                crate::convert::container::DEFAULT_SHM_SIZE,
-            ),
+            max_tmp_size: self.size(&raw.max_tmp_size, crate::scheduler::DEFAULT_TMP_SIZE),
+            max_shm_size: self.size(&raw.max_shm_size, crate::scheduler::DEFAULT_SHM_SIZE),
             secret_dirs: self.secret_dirs(&raw.secret_dirs),
             log_cap,
             stop_grace: self.duration(&raw.stop_grace, DEFAULT_STOP_GRACE),
@@ -202,6 +124,117 @@ impl Converter<'_> {
             gateway_routes,
             notify: self.notify_settings(&raw.notify),
         })
+    }
+
+    /// The scheduler's listen and admin addresses, neither of which may
+    /// overlap a gateway listener.
+    fn scheduler_listeners(
+        &mut self,
+        raw: &RawScheduler,
+        listen: Option<&Listen>,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let addr = self.socket_addr(&raw.listen);
+        let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(a));
+        if let (Some(addr), Some(listen)) = (addr, listen) {
+            let gateway = [Some(listen.https), listen.http_redirect, listen.admin];
+            for ours in [Some(addr), admin].into_iter().flatten() {
+                if gateway
+                    .iter()
+                    .flatten()
+                    .any(|g| listeners_overlap(*g, ours))
+                {
+                    self.problems.add_hint(
+                        Some(raw.listen.span()),
+                        format!("the scheduler's {ours} overlaps a gateway listener"),
+                        "give the scheduler its own ports",
+                    );
+                }
+            }
+        }
+        (addr, admin)
+    }
+
+    /// Where the gateway's public key is: `gateway_jwks`, or else the
+    /// gateway's admin listener.
+    fn gateway_jwks(
+        &mut self,
+        spanned: &Spanned<RawScheduler>,
+        listen: Option<&Listen>,
+    ) -> Option<url::Url> {
+        match (
+            &spanned.get_ref().gateway_jwks,
+            listen.and_then(|l| l.admin),
+        ) {
+            (Some(url), _) => match url::Url::parse(url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                _ => {
+                    self.problems.add_hint(
+                        Some(url.span()),
+                        "gateway_jwks is not an http(s) URL",
+                        "for example \"http://127.0.0.1:9090/jwks.json\" (the gateway's admin listener)",
+                    );
+                    None
+                }
+            },
+            (None, Some(admin)) => url::Url::parse(&format!("http://{admin}/jwks.json")).ok(),
+            (None, None) => {
+                self.problems.add_hint(
+                    Some(spanned.span()),
+                    "the scheduler cannot find the gateway's public key",
+                    "set [listen] admin (it serves /jwks.json) or [scheduler] gateway_jwks",
+                );
+                None
+            }
+        }
+    }
+
+    fn allowed_images(&mut self, raw: &RawScheduler) -> Vec<ImagePattern> {
+        raw.allowed_images
+            .iter()
+            .filter_map(|p| {
+                let text = p.get_ref().trim();
+                if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.problems.add(
+                        Some(p.span()),
+                        "an image pattern must be non-empty, without spaces",
+                    );
+                    None
+                } else {
+                    Some(ImagePattern(text.to_owned()))
+                }
+            })
+            .collect()
+    }
+
+    /// User-defined Docker networks only: `host` and `container:` would
+    /// share a namespace with something else.
+    fn allowed_networks(&mut self, raw: &RawScheduler) -> Vec<String> {
+        let mut allowed_networks = Vec::new();
+        for n in &raw.allowed_networks {
+            let name = n.get_ref();
+            if name == "host" || name.starts_with("container:") || !is_docker_name(name) {
+                self.problems.add_hint(
+                    Some(n.span()),
+                    format!("network `{name}` cannot be allowed"),
+                    "name a user-defined Docker network; host and container: networks share a namespace with something else",
+                );
+            } else {
+                allowed_networks.push(name.clone());
+            }
+        }
+        allowed_networks
+    }
+
+    fn max_cpus(&mut self, raw: &RawScheduler) -> f64 {
+        match &raw.max_cpus {
+            None => DEFAULT_MAX_CPUS,
+            Some(c) if *c.get_ref() > 0.0 && *c.get_ref() <= 1024.0 => *c.get_ref(),
+            Some(c) => {
+                self.problems
+                    .add(Some(c.span()), "max_cpus must be between 0 and 1024");
+                DEFAULT_MAX_CPUS
+            }
+        }
     }
 
     /// The routes whose assertions the scheduler accepts: those named, or

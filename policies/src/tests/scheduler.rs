@@ -83,10 +83,10 @@ fn a_minimal_job_gets_every_hardened_default() {
     assert_eq!(scheduler.log_cap, 1024 * 1024);
     let job = &policy.jobs[0];
     let c = &job.container;
-    assert_eq!(c.user, "65534:65534");
+    assert_eq!(c.user.to_string(), "65534:65534");
     assert!(c.read_only_rootfs);
     assert!(c.cap_add.is_empty());
-    assert_eq!(c.network, "none");
+    assert_eq!(c.network, Network::None);
     assert_eq!(c.memory, 256 * 1024 * 1024);
     assert_eq!(c.cpus, 1.0);
     assert_eq!(c.pids, 128);
@@ -133,7 +133,7 @@ container = { network = "jobs-net", cap_add = ["cap_net_bind_service"], memory =
     );
     assert_eq!(job.retries.max, 2);
     assert_eq!(job.container.cap_add, vec!["NET_BIND_SERVICE".to_owned()]);
-    assert_eq!(job.container.network, "jobs-net");
+    assert_eq!(job.container.network, Network::Named("jobs-net".into()));
     assert!(job.container.mounts[0].writable);
     let token = job.env.iter().find(|e| e.name == "TOKEN").expect("TOKEN");
     assert!(token.sensitive);

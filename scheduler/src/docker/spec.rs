@@ -1,6 +1,8 @@
-//! What a job's container is: the spec that varies per run, and the
-//! create request with the hardening that never varies.
+//! What a job's container is: the policy's `ContainerSettings` plus what
+//! varies per run, and the create request with the hardening that never
+//! varies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -8,6 +10,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
     RestartPolicy, RestartPolicyNameEnum,
 };
+
+use gatehouse_policy::scheduler::{ContainerSettings, Network, User};
 
 use super::{DockerError, LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER};
 
@@ -27,34 +31,22 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-/// Everything that varies between job containers; the hardening does not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerSpec {
-    /// Container name, e.g. `gatehouse-<job>-<run>`.
+/// One run's container: the job's [`ContainerSettings`] as the policy
+/// validated them (user, root filesystem, capabilities, network, limits),
+/// plus what varies per run. The hardening does not vary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec<'a> {
+    /// Container name, e.g. `gatehouse-<instance>-<job>-<run>`.
     pub name: String,
     pub image: String,
     /// The argv, run as is (never through a shell); empty runs the image's
     /// default entrypoint and command.
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// `uid:gid`, e.g. `65534:65534`.
-    pub user: String,
-    pub read_only_rootfs: bool,
-    /// Capabilities added back after dropping ALL.
-    pub cap_add: Vec<String>,
-    /// Docker network mode; `none` by default.
-    pub network: String,
-    pub memory_bytes: i64,
-    pub nano_cpus: i64,
-    pub pids_limit: i64,
-    /// Size of the `/tmp` tmpfs (rw,noexec,nosuid, owned by the user).
-    pub tmpfs_size_bytes: u64,
-    /// Size of `/dev/shm` (Docker would give 64MiB).
-    pub shm_size_bytes: i64,
-    /// RLIMIT_NOFILE and RLIMIT_NPROC, soft = hard (Docker would pass the
-    /// daemon's own through).
-    pub nofile: i64,
-    pub nproc: i64,
+    /// Borrowed from the job; its `mounts` are not used, see `mounts`.
+    pub settings: Cow<'a, ContainerSettings>,
+    /// The job's mounts as checked on disk right before this run
+    /// ([`super::mounts::confine`]).
     pub mounts: Vec<BindMount>,
     /// Becomes label [`LABEL_JOB`].
     pub job: String,
@@ -66,40 +58,31 @@ pub struct ContainerSpec {
     pub log_cap_bytes: usize,
 }
 
-impl Default for ContainerSpec {
-    fn default() -> Self {
-        ContainerSpec {
-            name: String::new(),
-            image: String::new(),
-            command: Vec::new(),
-            env: Vec::new(),
-            user: "65534:65534".to_owned(),
-            read_only_rootfs: true,
-            cap_add: Vec::new(),
-            network: "none".to_owned(),
-            memory_bytes: 256 * 1024 * 1024,
-            nano_cpus: 1_000_000_000,
-            pids_limit: 128,
-            tmpfs_size_bytes: 16 * 1024 * 1024,
-            shm_size_bytes: 16 * 1024 * 1024,
-            nofile: 1024,
-            nproc: 4096,
-            mounts: Vec::new(),
-            job: String::new(),
-            run: 0,
-            instance: String::new(),
-            log_cap_bytes: 1024 * 1024,
-        }
-    }
+/// The settings' limits in the units and integer types the Engine API
+/// takes. A value that does not fit comes out as zero or negative, which
+/// [`validate`] refuses.
+struct Limits {
+    memory_bytes: i64,
+    nano_cpus: i64,
+    pids: i64,
+    tmpfs_bytes: u64,
+    shm_bytes: i64,
+    nofile: i64,
+    nproc: i64,
 }
 
-/// Parses `uid[:gid]` when both parts are numeric (names cannot be
-/// resolved on this side of the daemon).
-pub(super) fn numeric_user(user: &str) -> (Option<u32>, Option<u32>) {
-    let mut parts = user.splitn(2, ':');
-    let uid = parts.next().and_then(|u| u.parse::<u32>().ok());
-    let gid = parts.next().and_then(|g| g.parse::<u32>().ok());
-    (uid, gid)
+impl Limits {
+    fn of(settings: &ContainerSettings) -> Limits {
+        Limits {
+            memory_bytes: settings.memory as i64,
+            nano_cpus: (settings.cpus * 1e9) as i64,
+            pids: settings.pids,
+            tmpfs_bytes: settings.tmp_size,
+            shm_bytes: settings.shm_size as i64,
+            nofile: settings.nofile as i64,
+            nproc: settings.nproc as i64,
+        }
+    }
 }
 
 /// The json-file driver's `max-size`: twice the cap, because the driver
@@ -116,22 +99,20 @@ pub(super) fn validate(spec: &ContainerSpec) -> Result<(), DockerError> {
     if spec.image.is_empty() {
         return invalid("image is empty".into());
     }
-    if spec.user.is_empty() {
-        // An empty user would run as the image's user, usually root.
-        return invalid("user is empty".into());
-    }
     // Zero means "unlimited" to Docker; this runner never starts unlimited
     // containers.
-    if spec.memory_bytes <= 0 || spec.nano_cpus <= 0 || spec.pids_limit <= 0 {
+    let limits = Limits::of(&spec.settings);
+    if limits.memory_bytes <= 0 || limits.nano_cpus <= 0 || limits.pids <= 0 {
         return invalid("memory, CPU and pids limits must be positive".into());
     }
-    if spec.shm_size_bytes <= 0 || spec.nofile <= 0 || spec.nproc <= 0 {
+    if limits.shm_bytes <= 0 || limits.nofile <= 0 || limits.nproc <= 0 {
         return invalid("the /dev/shm size and the ulimits must be positive".into());
     }
-    if spec.tmpfs_size_bytes == 0 {
+    if limits.tmpfs_bytes == 0 {
         return invalid("the /tmp tmpfs size must be positive".into());
     }
-    if spec.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+    let cap_add = &spec.settings.cap_add;
+    if cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
         return invalid("cap_add must name capabilities, not ALL".into());
     }
     for (key, _) in &spec.env {
@@ -151,27 +132,23 @@ pub(super) fn validate(spec: &ContainerSpec) -> Result<(), DockerError> {
     Ok(())
 }
 
-/// The HostConfig for `spec`, with the hardening that is always applied.
-pub fn host_config(spec: &ContainerSpec) -> HostConfig {
-    let mut tmpfs_opts = vec![
+/// The `/tmp` tmpfs: rw but noexec, nosuid, nodev, size-limited, and owned
+/// by the job's user, so it is writable without a world-writable mode.
+fn tmpfs_options(tmpfs_bytes: u64, user: User) -> String {
+    [
         "rw".to_owned(),
         "noexec".to_owned(),
         "nosuid".to_owned(),
         "nodev".to_owned(),
-        format!("size={}", spec.tmpfs_size_bytes),
-    ];
-    // Owned by the job's user, so /tmp is writable without a world-writable
-    // mode.
-    let (uid, gid) = numeric_user(&spec.user);
-    if let Some(uid) = uid {
-        tmpfs_opts.push(format!("uid={uid}"));
-    }
-    if let Some(gid) = gid {
-        tmpfs_opts.push(format!("gid={gid}"));
-    }
+        format!("size={tmpfs_bytes}"),
+        format!("uid={}", user.uid),
+        format!("gid={}", user.gid),
+    ]
+    .join(",")
+}
 
-    let mounts = spec
-        .mounts
+fn bind_mounts(mounts: &[BindMount]) -> Vec<Mount> {
+    mounts
         .iter()
         .map(|m| Mount {
             // The Mount API (unlike Binds) fails if the source is missing
@@ -182,51 +159,68 @@ pub fn host_config(spec: &ContainerSpec) -> HostConfig {
             read_only: Some(m.read_only),
             ..Default::default()
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
 
-    let log_config = HostConfigLogConfig {
+fn log_config(log_cap_bytes: usize) -> HostConfigLogConfig {
+    HostConfigLogConfig {
         typ: Some("json-file".to_owned()),
         config: Some(HashMap::from([
             (
                 "max-size".to_owned(),
-                log_max_size(spec.log_cap_bytes).to_string(),
+                log_max_size(log_cap_bytes).to_string(),
             ),
             ("max-file".to_owned(), LOG_MAX_FILES.to_owned()),
             // Compressed rotated files could not be bounded by max-size.
             ("compress".to_owned(), "false".to_owned()),
         ])),
-    };
+    }
+}
 
+/// RLIMIT_NOFILE and RLIMIT_NPROC, soft = hard (Docker would pass the
+/// daemon's own through).
+fn ulimits(limits: &Limits) -> Vec<ResourcesUlimits> {
+    vec![
+        ResourcesUlimits {
+            name: Some("nofile".to_owned()),
+            soft: Some(limits.nofile),
+            hard: Some(limits.nofile),
+        },
+        ResourcesUlimits {
+            name: Some("nproc".to_owned()),
+            soft: Some(limits.nproc),
+            hard: Some(limits.nproc),
+        },
+    ]
+}
+
+/// The HostConfig for `spec`, with the hardening that is always applied.
+pub fn host_config(spec: &ContainerSpec) -> HostConfig {
+    let settings = &spec.settings;
+    let limits = Limits::of(settings);
     HostConfig {
         privileged: Some(false),
         cap_drop: Some(vec!["ALL".to_owned()]),
-        cap_add: Some(spec.cap_add.clone()),
+        cap_add: Some(settings.cap_add.clone()),
         // Engine 1.41 accepts both "no-new-privileges" and the
         // "no-new-privileges:true" form; the latter is unambiguous.
         security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-        readonly_rootfs: Some(spec.read_only_rootfs),
-        network_mode: Some(spec.network.clone()),
-        memory: Some(spec.memory_bytes),
+        readonly_rootfs: Some(settings.read_only_rootfs),
+        network_mode: Some(settings.network.mode().to_owned()),
+        memory: Some(limits.memory_bytes),
         // Equal to memory: no swap on top of the limit, so a hog is
         // OOM-killed instead of swapping the host.
-        memory_swap: Some(spec.memory_bytes),
-        nano_cpus: Some(spec.nano_cpus),
-        pids_limit: Some(spec.pids_limit),
-        shm_size: Some(spec.shm_size_bytes),
-        ulimits: Some(vec![
-            ResourcesUlimits {
-                name: Some("nofile".to_owned()),
-                soft: Some(spec.nofile),
-                hard: Some(spec.nofile),
-            },
-            ResourcesUlimits {
-                name: Some("nproc".to_owned()),
-                soft: Some(spec.nproc),
-                hard: Some(spec.nproc),
-            },
-        ]),
-        tmpfs: Some(HashMap::from([(TMP_PATH.to_owned(), tmpfs_opts.join(","))])),
-        mounts: Some(mounts),
+        memory_swap: Some(limits.memory_bytes),
+        nano_cpus: Some(limits.nano_cpus),
+        pids_limit: Some(limits.pids),
+        // Docker would give 64MiB.
+        shm_size: Some(limits.shm_bytes),
+        ulimits: Some(ulimits(&limits)),
+        tmpfs: Some(HashMap::from([(
+            TMP_PATH.to_owned(),
+            tmpfs_options(limits.tmpfs_bytes, settings.user),
+        )])),
+        mounts: Some(bind_mounts(&spec.mounts)),
         // We read the exit code, OOM flag and logs before removing.
         auto_remove: Some(false),
         restart_policy: Some(RestartPolicy {
@@ -239,7 +233,7 @@ pub fn host_config(spec: &ContainerSpec) -> HostConfig {
         init: Some(true),
         ipc_mode: Some("private".to_owned()),
         oom_kill_disable: Some(false),
-        log_config: Some(log_config),
+        log_config: Some(log_config(spec.log_cap_bytes)),
         ..Default::default()
     }
 }
@@ -263,7 +257,7 @@ pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
         entrypoint,
         cmd,
         env: Some(env),
-        user: Some(spec.user.clone()),
+        user: Some(spec.settings.user.to_string()),
         labels: Some(HashMap::from([
             (LABEL_JOB.to_owned(), spec.job.clone()),
             (LABEL_RUN.to_owned(), spec.run.to_string()),
@@ -274,7 +268,7 @@ pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
         attach_stderr: Some(false),
         open_stdin: Some(false),
         tty: Some(false),
-        network_disabled: Some(spec.network == "none"),
+        network_disabled: Some(spec.settings.network == Network::None),
         host_config: Some(host_config(spec)),
         ..Default::default()
     }

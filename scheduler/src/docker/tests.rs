@@ -1,8 +1,25 @@
-use super::spec::{log_max_size, numeric_user, LOG_MIN_FILE_BYTES};
-use super::*;
-use bollard::models::{MountType, RestartPolicyNameEnum};
+use std::borrow::Cow;
 
-fn spec() -> ContainerSpec {
+use super::logs::TailBuffer;
+use super::spec::{log_max_size, validate, LOG_MIN_FILE_BYTES};
+use super::*;
+use bollard::errors::Error as BollardError;
+use bollard::models::{MountType, RestartPolicyNameEnum};
+use gatehouse_policy::scheduler::{ContainerSettings, User};
+
+const MIB: u64 = 1024 * 1024;
+
+/// The policy's hardened settings, with a 16 MiB /tmp and room for 4096
+/// processes under the job's uid.
+fn settings() -> ContainerSettings {
+    ContainerSettings {
+        tmp_size: 16 * MIB,
+        cap_add: vec!["NET_BIND_SERVICE".into()],
+        ..ContainerSettings::hardened(4096)
+    }
+}
+
+fn spec() -> ContainerSpec<'static> {
     ContainerSpec {
         name: "gatehouse-job-7".into(),
         image: "img:1".into(),
@@ -16,8 +33,16 @@ fn spec() -> ContainerSpec {
             target: "/in".into(),
             read_only: true,
         }],
-        cap_add: vec!["NET_BIND_SERVICE".into()],
-        ..ContainerSpec::default()
+        settings: Cow::Owned(settings()),
+        instance: String::new(),
+    }
+}
+
+/// `spec()` with other container settings.
+fn with_settings(settings: ContainerSettings) -> ContainerSpec<'static> {
+    ContainerSpec {
+        settings: Cow::Owned(settings),
+        ..spec()
     }
 }
 
@@ -87,15 +112,15 @@ fn log_driver_is_capped_json_file() {
 }
 
 #[test]
-fn tmpfs_owner_only_for_numeric_users() {
-    let named = ContainerSpec {
-        user: "nobody".into(),
-        ..spec()
-    };
-    let tmpfs = host_config(&named).tmpfs.expect("tmpfs");
-    assert!(!tmpfs["/tmp"].contains("uid="));
-    assert_eq!(numeric_user("1000"), (Some(1000), None));
-    assert_eq!(numeric_user("1000:50"), (Some(1000), Some(50)));
+fn tmpfs_is_owned_by_the_jobs_user() {
+    let other = with_settings(ContainerSettings {
+        user: User { uid: 1000, gid: 50 },
+        ..settings()
+    });
+    let tmpfs = host_config(&other).tmpfs.expect("tmpfs");
+    assert!(tmpfs["/tmp"].ends_with(",uid=1000,gid=50"), "{tmpfs:?}");
+    let config = container_config(&other);
+    assert_eq!(config.user.as_deref(), Some("1000:50"));
 }
 
 #[test]
@@ -140,22 +165,23 @@ fn serialized_request_uses_engine_field_names() {
 #[test]
 fn validation_rejects_weakening_specs() {
     let bad = [
-        ContainerSpec {
-            memory_bytes: 0,
-            ..spec()
-        },
-        ContainerSpec {
-            pids_limit: -1,
-            ..spec()
-        },
-        ContainerSpec {
+        with_settings(ContainerSettings {
+            memory: 0,
+            ..settings()
+        }),
+        with_settings(ContainerSettings {
+            pids: -1,
+            ..settings()
+        }),
+        with_settings(ContainerSettings {
             cap_add: vec!["all".into()],
-            ..spec()
-        },
-        ContainerSpec {
-            user: String::new(),
-            ..spec()
-        },
+            ..settings()
+        }),
+        // Too big for the Engine API's signed sizes.
+        with_settings(ContainerSettings {
+            memory: u64::MAX,
+            ..settings()
+        }),
         ContainerSpec {
             env: vec![("A=B".into(), "c".into())],
             ..spec()
@@ -229,4 +255,17 @@ fn only_transport_failures_are_connection_errors() {
         "x",
     );
     assert!(matches!(gone, DockerError::NotFound { id } if id == "x"));
+}
+
+#[test]
+fn a_named_network_is_joined_and_none_disables_networking() {
+    assert_eq!(container_config(&spec()).network_disabled, Some(true));
+    let joined = with_settings(ContainerSettings {
+        network: gatehouse_policy::scheduler::Network::Named("jobs-net".into()),
+        ..settings()
+    });
+    let config = container_config(&joined);
+    assert_eq!(config.network_disabled, Some(false));
+    let mode = config.host_config.and_then(|hc| hc.network_mode);
+    assert_eq!(mode.as_deref(), Some("jobs-net"));
 }

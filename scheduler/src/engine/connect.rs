@@ -18,8 +18,8 @@ use backon::{ExponentialBuilder, Retryable};
 use gatehouse_policy::scheduler::Job;
 use tokio::sync::watch;
 
-use super::run::{stop_reason, wait_for_stop};
-use super::{reconcile, start_window, Engine, Reconciled, StopReason};
+use super::stop::{stop_reason, wait_for_stop};
+use super::{reconcile, start_window, Reconciled, RunEngine, RunJob, StopReason};
 use crate::docker::DockerError;
 use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
 
@@ -90,7 +90,7 @@ impl DockerStatus {
 /// reconciles. A reconcile that fails because the daemon went away again
 /// starts over (runs already adopted are left to their tasks). Returns
 /// `None` when the scheduler is told to stop first.
-pub async fn connect_and_reconcile(engine: &Arc<Engine>) -> Option<Reconciled> {
+pub async fn connect_and_reconcile(engine: &Arc<RunEngine>) -> Option<Reconciled> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(FIRST_CONNECT_DELAY)
         .with_max_delay(MAX_CONNECT_DELAY)
@@ -133,7 +133,7 @@ pub async fn connect_and_reconcile(engine: &Arc<Engine>) -> Option<Reconciled> {
     Some(reconciled)
 }
 
-impl Engine {
+impl RunEngine {
     /// Reconciled and caught up: runs may start, triggers are accepted.
     pub fn mark_ready(&self) {
         self.set_docker_status(DockerStatus::Ready);
@@ -157,7 +157,7 @@ impl Engine {
             DockerWait::Stopped(reason) => {
                 let finish = Finish::because(reason.code(), reason.describe());
                 Err(Some(self.record(
-                    job,
+                    RunJob::Current(job),
                     id,
                     trigger,
                     RunStatus::Cancelled,
@@ -174,7 +174,7 @@ impl Engine {
                 tracing::warn!(job = %job.name, run = id, %reason, "run could not start");
                 let finish = Finish::because(ReasonCode::DockerUnavailable, reason);
                 Err(Some(self.record(
-                    job,
+                    RunJob::Current(job),
                     id,
                     trigger,
                     RunStatus::Failed,
@@ -225,7 +225,7 @@ enum DockerWait {
 }
 
 /// Follows the daemon after start-up until shutdown.
-pub async fn monitor_docker(engine: Arc<Engine>) {
+pub async fn monitor_docker(engine: Arc<RunEngine>) {
     let mut shutdown = engine.shutdown.clone();
     loop {
         let every = match engine.docker_status() {

@@ -23,8 +23,11 @@
 //! adopts them (`reconcile`).
 
 mod connect;
+mod notice;
 mod reconcile;
 mod run;
+mod run_job;
+mod stop;
 mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,33 +44,12 @@ use crate::metrics::Metrics;
 use crate::store::{ReasonCode, Run, RunStatus, Store, StoreError, Trigger};
 
 pub use connect::{connect_and_reconcile, monitor_docker, DockerStatus};
+pub(crate) use run_job::RunJob;
+pub use stop::StopReason;
 
 /// The jobs of the policy in force, by name. Replaced whole on reload;
 /// runs in flight keep the `Arc<Job>` they started with.
 pub type JobTable = BTreeMap<String, Arc<Job>>;
-
-/// Why a supervised run is being stopped early.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    Cancelled { by: String },
-    Replaced { by_run: i64 },
-}
-
-impl StopReason {
-    fn describe(&self) -> String {
-        match self {
-            StopReason::Cancelled { by } => format!("cancelled by {by}"),
-            StopReason::Replaced { by_run } => format!("replaced by run {by_run}"),
-        }
-    }
-
-    fn code(&self) -> ReasonCode {
-        match self {
-            StopReason::Cancelled { .. } => ReasonCode::Cancelled,
-            StopReason::Replaced { .. } => ReasonCode::Replaced,
-        }
-    }
-}
 
 struct ActiveRun {
     job: String,
@@ -99,10 +81,13 @@ pub enum CancelError {
     NotActive,
 }
 
-pub struct Engine {
+/// Turns triggers into runs and runs into containers (see the module
+/// doc): the one owner of the run history, the concurrency slots, the
+/// active runs and the Docker connection's status.
+pub struct RunEngine {
     pub(crate) settings: SchedulerSettings,
     pub(crate) store: Arc<Store>,
-    pub(crate) docker: Arc<docker::Engine>,
+    pub(crate) docker: Arc<docker::DockerClient>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
     pub(crate) notifier: crate::notify::Notifier,
@@ -118,21 +103,21 @@ pub struct Engine {
     docker_status: watch::Sender<DockerStatus>,
 }
 
-impl Engine {
+impl RunEngine {
     pub fn new(
         settings: SchedulerSettings,
         jobs: &[Job],
         store: Arc<Store>,
-        docker: Arc<docker::Engine>,
+        docker: Arc<docker::DockerClient>,
         metrics: Arc<Metrics>,
         audit: Audit,
         shutdown: watch::Receiver<bool>,
-    ) -> Arc<Engine> {
+    ) -> Arc<RunEngine> {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs));
         let instance = instance_id(&settings.database);
         let notifier =
             crate::notify::Notifier::start(&settings.notify, metrics.clone(), audit.clone());
-        let engine = Arc::new(Engine {
+        let engine = Arc::new(RunEngine {
             notifier,
             instance,
             settings,
@@ -178,6 +163,15 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Logs and counts a failed Docker API call.
+    pub(super) fn docker_error(&self, operation: &str, error: &docker::DockerError) {
+        tracing::warn!(operation, %error, "Docker API call failed");
+        self.metrics
+            .docker_errors
+            .with_label_values(&[operation])
+            .inc();
     }
 
     pub fn settings(&self) -> &SchedulerSettings {

@@ -28,7 +28,7 @@ use gatehouse_audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 
-use super::{start_window, Engine};
+use super::{start_window, RunEngine, RunJob};
 use crate::audit::{self, Adoption};
 use crate::docker::{ContainerState, DockerError, OurContainer};
 use crate::store::{now_ms, Finish, ReasonCode, Run, RunStatus};
@@ -112,7 +112,7 @@ fn plan(run: &Run, job: Option<&Job>, state: Option<&ContainerState>, now: i64) 
 /// Settles every unfinished run. A connection error ends it early (the
 /// caller connects again and calls it again); runs this process already
 /// adopted are left alone then.
-pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> {
+pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerError> {
     let containers: HashMap<i64, OurContainer> = engine
         .docker
         .list_ours(&engine.instance)
@@ -164,7 +164,7 @@ pub async fn reconcile(engine: &Arc<Engine>) -> Result<Reconciled, DockerError> 
 
 /// Settles one run against Docker's word on its container.
 async fn settle(
-    engine: &Arc<Engine>,
+    engine: &Arc<RunEngine>,
     run: Run,
     container: Option<&OurContainer>,
     done: &mut Reconciled,
@@ -180,7 +180,6 @@ async fn settle(
                 engine.docker_error("inspect", &e);
                 let reason = format!("Docker's state of the container could not be read: {e}");
                 let decided = Plan::Lost(ReasonCode::OutcomeUnknown, reason);
-                let job = job.unwrap_or_else(|| Arc::new(placeholder_job(engine, &run.job)));
                 carry_out(engine, job, run, Some(c), decided, done).await;
                 return Ok(());
             }
@@ -188,19 +187,20 @@ async fn settle(
     };
     let decided = plan(&run, job.as_deref(), state.as_ref(), now_ms());
     tracing::info!(job = %run.job, run = run.id, status = run.status.as_str(), container = ?container.map(|c| &c.id), ?state, plan = ?decided, "reconciling a run of the previous process");
-    let job = job.unwrap_or_else(|| Arc::new(placeholder_job(engine, &run.job)));
     carry_out(engine, job, run, container, decided, done).await;
     Ok(())
 }
 
+/// `job` is `None` when the policy no longer has the run's job.
 async fn carry_out(
-    engine: &Arc<Engine>,
-    job: Arc<Job>,
+    engine: &Arc<RunEngine>,
+    job: Option<Arc<Job>>,
     run: Run,
     container: Option<&OurContainer>,
     decided: Plan,
     done: &mut Reconciled,
 ) {
+    let run_job = RunJob::new(job.as_deref(), &run.job);
     match (decided, container) {
         (Plan::Supervise { started_at }, Some(c)) => {
             if run.status != RunStatus::Running || run.started_at.is_none() {
@@ -209,42 +209,23 @@ async fn carry_out(
             engine
                 .audit
                 .record(audit::run_adopted(&run, Adoption::Supervise, Some(&c.id)));
-            adopt(engine, job, run, c.id.clone(), started_at);
+            adopt(engine, job.clone(), run, c.id.clone(), started_at);
             done.adopted += 1;
         }
         (Plan::Record { started_at }, Some(c)) => {
-            if run.started_at.is_none() {
-                let _ = engine.store.mark_running(run.id, started_at);
-            }
-            engine
-                .audit
-                .record(audit::run_adopted(&run, Adoption::Record, Some(&c.id)));
-            // Ended while we were away: supervision returns at once.
-            let mut stop = engine.register_adopted(run.id, &run.job);
-            let deadline = Instant::now() + Duration::from_secs(3600);
-            engine
-                .supervise_and_record(
-                    &job,
-                    run.id,
-                    &run.trigger,
-                    &c.id,
-                    started_at,
-                    deadline,
-                    &mut stop,
-                    &adopted_mask(&job),
-                )
-                .await;
-            engine.unregister(run.id);
+            record_ended(engine, run_job, &run, &c.id, started_at).await;
             done.recorded += 1;
         }
+        // `plan` resumes only a run whose job the policy still has.
         (Plan::Resume, container) => {
+            let Some(job) = job.clone() else { return };
             // The created container holds the env of its day; a fresh one
             // is made from the job as it is now, under the same name.
             if let Some(c) = container {
                 if !remove(engine, &c.id).await {
                     let reason = "never started: its unstarted container could not be removed to start it again";
                     let finish = Finish::because(ReasonCode::NeverStarted, reason);
-                    engine.record(&job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+                    engine.record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None);
                     done.lost += 1;
                     return;
                 }
@@ -264,7 +245,7 @@ async fn carry_out(
                 remove(engine, &c.id).await;
             }
             let finish = Finish::because(code, reason);
-            engine.record(&job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+            engine.record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None);
             done.lost += 1;
         }
         // Supervise and Record come only from a container's state.
@@ -272,7 +253,39 @@ async fn carry_out(
     }
 }
 
-async fn remove(engine: &Engine, container: &str) -> bool {
+/// A run whose container ended while no scheduler watched: its outcome,
+/// exit code and logs are recorded (supervision returns at once).
+async fn record_ended(
+    engine: &Arc<RunEngine>,
+    run_job: RunJob<'_>,
+    run: &Run,
+    container: &str,
+    started_at: i64,
+) {
+    if run.started_at.is_none() {
+        let _ = engine.store.mark_running(run.id, started_at);
+    }
+    engine
+        .audit
+        .record(audit::run_adopted(run, Adoption::Record, Some(container)));
+    let mut stop = engine.register_adopted(run.id, &run.job);
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    engine
+        .supervise_and_record(
+            run_job,
+            run.id,
+            &run.trigger,
+            container,
+            started_at,
+            deadline,
+            &mut stop,
+            &run_job.adopted_mask(),
+        )
+        .await;
+    engine.unregister(run.id);
+}
+
+async fn remove(engine: &RunEngine, container: &str) -> bool {
     match engine.docker.remove(container).await {
         Ok(()) => true,
         Err(e) => {
@@ -282,77 +295,35 @@ async fn remove(engine: &Engine, container: &str) -> bool {
     }
 }
 
-fn adopt(engine: &Arc<Engine>, job: Arc<Job>, run: Run, container: String, started_at: i64) {
+fn adopt(
+    engine: &Arc<RunEngine>,
+    job: Option<Arc<Job>>,
+    run: Run,
+    container: String,
+    started_at: i64,
+) {
     tracing::info!(job = %run.job, run = run.id, %container, "adopting a running container");
     let mut stop = engine.register_adopted(run.id, &run.job);
     let elapsed = Duration::from_millis((now_ms() - started_at).max(0) as u64);
-    let deadline = Instant::now() + job.timeout.saturating_sub(elapsed);
+    let timeout = RunJob::new(job.as_deref(), &run.job).timeout(&engine.settings);
+    let deadline = Instant::now() + timeout.saturating_sub(elapsed);
     let engine = engine.clone();
     tokio::spawn(async move {
+        let run_job = RunJob::new(job.as_deref(), &run.job);
         engine
             .supervise_and_record(
-                &job,
+                run_job,
                 run.id,
                 &run.trigger,
                 &container,
                 started_at,
                 deadline,
                 &mut stop,
-                &adopted_mask(&job),
+                &run_job.adopted_mask(),
             )
             .await;
         engine.unregister(run.id);
     });
-}
-
-/// An adopted run's masker, from the job's env read now: the previous
-/// process's values are gone, and a secret rotated meanwhile is missed.
-fn adopted_mask(job: &Job) -> crate::mask::Masker {
-    match super::run::resolve_env(job) {
-        Ok(env) => crate::mask::Masker::for_env(job, &env),
-        Err(reason) => {
-            tracing::warn!(job = %job.name, %reason, "cannot read the env to mask an adopted run's output");
-            crate::mask::Masker::default()
-        }
-    }
-}
-
-/// A run of a job the current policy no longer has is still settled, with
-/// the scheduler's defaults for what it needs (its timeout).
-fn placeholder_job(engine: &Engine, name: &str) -> Job {
-    Job {
-        name: name.to_owned(),
-        schedule: None,
-        image: String::new(),
-        image_pinned: false,
-        pull: gatehouse_policy::scheduler::PullPolicy::Never,
-        command: Vec::new(),
-        env: Vec::new(),
-        timeout: engine.settings.stop_grace.max(Duration::from_secs(3600)),
-        overlap: gatehouse_policy::scheduler::Overlap::Allow,
-        catch_up: gatehouse_policy::scheduler::CatchUp::None,
-        retries: gatehouse_policy::scheduler::Retries {
-            max: 0,
-            backoff: Duration::from_secs(30),
-        },
-        run_roles: Default::default(),
-        view_roles: Default::default(),
-        container: gatehouse_policy::scheduler::ContainerSettings {
-            user: String::new(),
-            read_only_rootfs: true,
-            cap_add: Vec::new(),
-            network: "none".into(),
-            memory: 0,
-            cpus: 0.0,
-            pids: 0,
-            tmp_size: 0,
-            shm_size: 0,
-            nofile: 0,
-            nproc: 0,
-            mounts: Vec::new(),
-        },
-        notify: engine.settings.notify.default.clone(),
-    }
 }
 
 #[cfg(test)]

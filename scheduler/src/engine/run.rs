@@ -1,19 +1,22 @@
 //! One run, from waiting for a slot to its recorded outcome.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use gatehouse_policy::scheduler::{Job, PullPolicy};
+use gatehouse_policy::scheduler::Job;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::run_job::RunJob;
+use super::stop::{stop_reason, wait_for_stop};
 use super::supervise::{exit_outcome, Ending};
-use super::{Engine, StopReason};
+use super::{RunEngine, StopReason};
 use crate::audit;
 use crate::docker::{self, ContainerSpec, DockerError};
 use crate::mask::Masker;
 use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
 
-impl Engine {
+impl RunEngine {
     /// Runs attempt after attempt while the job's retries allow. Returns the
     /// id of the last attempt, under which the run is registered as active.
     pub(super) async fn drive(
@@ -99,6 +102,7 @@ impl Engine {
                     Some(reason) => Finish::because(reason.code(), reason.describe()),
                     None => Finish::default(),
                 };
+                let job = RunJob::Current(job);
                 let status = self.record(job, id, trigger, RunStatus::Cancelled, finish, None);
                 Err(Some(status))
             }
@@ -108,24 +112,19 @@ impl Engine {
     /// Step 2 of `execute`: the env, the image and the container's spec
     /// with its mount sources checked on disk. A failure is recorded here;
     /// its status is returned.
-    async fn prepare(
+    async fn prepare<'j>(
         &self,
-        job: &Job,
+        job: &'j Job,
         id: i64,
         trigger: &Trigger,
-    ) -> Result<(ContainerSpec, Masker), RunStatus> {
-        let env = match resolve_env(job) {
+    ) -> Result<(ContainerSpec<'j>, Masker), RunStatus> {
+        let env = match crate::job_env::resolve_all(job) {
             Ok(env) => env,
             Err(reason) => {
                 return Err(self.fail_before_start(job, id, trigger, reason, None));
             }
         };
-        let pull = match job.pull {
-            PullPolicy::Never => docker::PullPolicy::Never,
-            PullPolicy::IfMissing => docker::PullPolicy::IfMissing,
-            PullPolicy::Always => docker::PullPolicy::Always,
-        };
-        if let Err(e) = self.docker.ensure_image(&job.image, pull).await {
+        if let Err(e) = self.docker.ensure_image(&job.image, job.pull).await {
             self.docker_error("ensure_image", &e);
             return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
@@ -208,7 +207,14 @@ impl Engine {
         // 4. Supervise until it ends, then record.
         let deadline = Instant::now() + job.timeout;
         self.supervise_and_record(
-            job, id, trigger, &container, started_at, deadline, stop, &mask,
+            RunJob::Current(job),
+            id,
+            trigger,
+            &container,
+            started_at,
+            deadline,
+            stop,
+            &mask,
         )
         .await
     }
@@ -216,7 +222,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn supervise_and_record(
         &self,
-        job: &Job,
+        job: RunJob<'_>,
         id: i64,
         trigger: &Trigger,
         container: &str,
@@ -228,48 +234,7 @@ impl Engine {
         self.metrics.running.inc();
         let ending = self.supervise(container, deadline, stop).await;
         self.metrics.running.dec();
-        let (status, exit, reason) = match ending {
-            Ending::Abandoned => return None,
-            Ending::Exited {
-                exit,
-                during_outage,
-            } => {
-                let (status, reason) = exit_outcome(exit, during_outage);
-                (status, Some(exit), reason)
-            }
-            Ending::TimedOut(exit) => (
-                RunStatus::TimedOut,
-                exit,
-                Some((
-                    ReasonCode::Timeout,
-                    format!(
-                        "timed out after {}",
-                        humantime::format_duration(job.timeout)
-                    ),
-                )),
-            ),
-            Ending::Stopped(reason, exit) => (
-                RunStatus::Cancelled,
-                exit,
-                Some((reason.code(), reason.describe())),
-            ),
-            Ending::Vanished => (
-                RunStatus::Lost,
-                None,
-                Some((
-                    ReasonCode::ContainerVanished,
-                    "the container vanished".to_owned(),
-                )),
-            ),
-            Ending::NeverStarted => (
-                RunStatus::Lost,
-                None,
-                Some((
-                    ReasonCode::NeverStarted,
-                    "never started: Docker says the container was never started".to_owned(),
-                )),
-            ),
-        };
+        let (status, exit, reason) = outcome(ending, job.timeout(&self.settings))?;
         let logs = match self
             .docker
             .logs_masked(container, self.settings.log_cap as usize, mask)
@@ -311,7 +276,7 @@ impl Engine {
             _ => ReasonCode::StartFailed,
         };
         self.record(
-            job,
+            RunJob::Current(job),
             id,
             trigger,
             RunStatus::Failed,
@@ -323,7 +288,7 @@ impl Engine {
     /// Writes the terminal state, metrics and the audit record.
     pub(super) fn record(
         &self,
-        job: &Job,
+        job: RunJob<'_>,
         id: i64,
         trigger: &Trigger,
         status: RunStatus,
@@ -335,7 +300,7 @@ impl Engine {
             Ok(false) => return status, // already recorded by another path
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the run's outcome"),
         }
-        let name = job.name.as_str();
+        let name = job.name();
         self.metrics
             .runs
             .with_label_values(&[name, status.as_str()])
@@ -362,37 +327,61 @@ impl Engine {
             finish.reason.as_deref(),
             finish.reason_code,
         ));
-        crate::notify::on_recorded(self, job, id, status, &finish);
+        self.notify_outcome(job, id, status, &finish);
         status
     }
-
-    pub(super) fn docker_error(&self, operation: &str, error: &DockerError) {
-        tracing::warn!(operation, %error, "Docker API call failed");
-        self.metrics
-            .docker_errors
-            .with_label_values(&[operation])
-            .inc();
-    }
 }
 
-pub(super) async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) {
-    // A closed channel means nobody can stop us any more: wait forever.
-    if stop.wait_for(Option::is_some).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
+/// A run's status, its exit if it has one, and the reason.
+type Outcome = (
+    RunStatus,
+    Option<docker::Exit>,
+    Option<(ReasonCode, String)>,
+);
 
-pub(super) fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
-    stop.borrow().clone()
-}
-
-/// Reads the job's env now, so secret files can rotate without a reload.
-/// Errors name the variable, never its value.
-pub(crate) fn resolve_env(job: &Job) -> Result<Vec<(String, String)>, String> {
-    job.env
-        .iter()
-        .map(|e| Ok((e.name.clone(), crate::job_env::resolve(e)?)))
-        .collect()
+/// What a supervised run's ending is recorded as: its status, its exit if
+/// it has one, and the reason; `None` when supervision was abandoned (the
+/// scheduler is shutting down) and the run is left to be adopted.
+fn outcome(ending: Ending, timeout: std::time::Duration) -> Option<Outcome> {
+    Some(match ending {
+        Ending::Abandoned => return None,
+        Ending::Exited {
+            exit,
+            during_outage,
+        } => {
+            let (status, reason) = exit_outcome(exit, during_outage);
+            (status, Some(exit), reason)
+        }
+        Ending::TimedOut(exit) => (
+            RunStatus::TimedOut,
+            exit,
+            Some((
+                ReasonCode::Timeout,
+                format!("timed out after {}", humantime::format_duration(timeout)),
+            )),
+        ),
+        Ending::Stopped(reason, exit) => (
+            RunStatus::Cancelled,
+            exit,
+            Some((reason.code(), reason.describe())),
+        ),
+        Ending::Vanished => (
+            RunStatus::Lost,
+            None,
+            Some((
+                ReasonCode::ContainerVanished,
+                "the container vanished".to_owned(),
+            )),
+        ),
+        Ending::NeverStarted => (
+            RunStatus::Lost,
+            None,
+            Some((
+                ReasonCode::NeverStarted,
+                "never started: Docker says the container was never started".to_owned(),
+            )),
+        ),
+    })
 }
 
 /// Container names are unique per Docker daemon, and two schedulers (two
@@ -401,41 +390,23 @@ pub(crate) fn container_name(instance: &str, job: &str, run: i64) -> String {
     format!("gatehouse-{instance}-{job}-{run}")
 }
 
-/// The hardened container for a run: every field comes from the validated
-/// job, whose loosenings the policy crate already bounded.
-pub(crate) fn container_spec(
-    job: &Job,
+/// The container for a run: the job's validated container settings,
+/// borrowed as they are (the policy crate already bounded each loosening),
+/// and what this run adds. The mounts are filled in once checked on disk.
+pub(crate) fn container_spec<'j>(
+    job: &'j Job,
     run: i64,
     env: Vec<(String, String)>,
     log_cap: usize,
     instance: &str,
-) -> ContainerSpec {
-    let c = &job.container;
+) -> ContainerSpec<'j> {
     ContainerSpec {
         name: container_name(instance, &job.name, run),
         image: job.image.clone(),
         command: job.command.clone(),
         env,
-        user: c.user.clone(),
-        read_only_rootfs: c.read_only_rootfs,
-        cap_add: c.cap_add.clone(),
-        network: c.network.clone(),
-        memory_bytes: c.memory as i64,
-        nano_cpus: (c.cpus * 1e9) as i64,
-        pids_limit: c.pids,
-        tmpfs_size_bytes: c.tmp_size,
-        shm_size_bytes: c.shm_size as i64,
-        nofile: c.nofile as i64,
-        nproc: c.nproc as i64,
-        mounts: c
-            .mounts
-            .iter()
-            .map(|m| docker::BindMount {
-                source: m.source.clone(),
-                target: m.target.clone(),
-                read_only: !m.writable,
-            })
-            .collect(),
+        settings: Cow::Borrowed(&job.container),
+        mounts: Vec::new(),
         job: job.name.clone(),
         run,
         instance: instance.to_owned(),

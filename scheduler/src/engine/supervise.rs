@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::run::{stop_reason, wait_for_stop};
-use super::{Engine, StopReason};
+use super::stop::{stop_reason, wait_for_stop};
+use super::{RunEngine, StopReason};
 use crate::docker::{ContainerState, DockerError, Exit};
 use crate::store::{now_ms, ReasonCode, RunStatus};
 
@@ -66,7 +66,7 @@ impl Outage {
     }
 }
 
-impl Engine {
+impl RunEngine {
     /// Waits for the container to end, for the deadline, for a stop, or for
     /// shutdown, riding out a daemon that goes away and comes back. An exit
     /// is reported only once inspect says the container ran and ended.

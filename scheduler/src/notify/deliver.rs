@@ -10,7 +10,8 @@ use gatehouse_audit::{AuditEvent, EventKind, Outcome as AuditOutcome};
 use gatehouse_policy::notify::{ChannelKind, NotifySettings};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::guard::{Guard, Refusal};
+use super::error::DeliveryError;
+use super::guard::Guard;
 use super::{email, http, slack, webhook, Delivery, RunNotice};
 use crate::audit::Audit;
 use crate::metrics::Metrics;
@@ -19,45 +20,6 @@ use crate::metrics::Metrics;
 const IN_FLIGHT: usize = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Why one attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    // Not `#[from]`: that would also make the refusal the error's source,
-    // and reports that print the chain would say it twice.
-    #[error("refused by the SSRF guard: {0}")]
-    Refused(Refusal),
-    #[error("cannot read the channel's secret: {0}")]
-    Secret(String),
-    #[error("the receiver answered with a redirect ({0}), which is not followed")]
-    Redirect(u16),
-    #[error("the receiver answered {0}")]
-    Status(u16),
-    #[error("{0}")]
-    Transport(String),
-    #[error("SMTP: {message}")]
-    Smtp { message: String, transient: bool },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<Refusal> for DeliveryError {
-    fn from(refusal: Refusal) -> Self {
-        DeliveryError::Refused(refusal)
-    }
-}
-
-impl DeliveryError {
-    /// Whether trying again may help: network trouble, 5xx, 408 and 429.
-    fn is_transient(&self) -> bool {
-        match self {
-            DeliveryError::Transport(_) => true,
-            DeliveryError::Status(code) => *code >= 500 || *code == 408 || *code == 429,
-            DeliveryError::Smtp { transient, .. } => *transient,
-            _ => false,
-        }
-    }
-}
 
 /// How a delivery ended: the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::deliver::DeliveryError;
+use super::error::DeliveryError;
 use super::guard::{Guard, ResolveError};
 use super::RunNotice;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use reqwest::header::HeaderMap;
 
-use super::deliver::DeliveryError;
+use super::error::DeliveryError;
 use super::guard::{Guard, GuardedResolver, ResolveError};
 
 pub fn client(guard: &Guard) -> Result<reqwest::Client, reqwest::Error> {

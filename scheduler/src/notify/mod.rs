@@ -2,8 +2,8 @@
 //! incoming webhook, and email (SMTP with STARTTLS).
 //!
 //! A notification's life, in order:
-//! 1. `Engine::record` writes a run's outcome, then calls [`on_recorded`],
-//!    which picks the event (failed, timed_out, lost, recovered,
+//! 1. `RunEngine::record` writes a run's outcome, then calls
+//!    `RunEngine::notify_outcome` (`engine/notice.rs`), which picks the event (failed, timed_out, lost, recovered,
 //!    succeeded) from the status and the job's history, and keeps it only
 //!    if the job's `notify.on` asks for it. A failure that a retry follows
 //!    is not announced: its retry's outcome is;
@@ -22,6 +22,7 @@
 
 mod deliver;
 mod email;
+mod error;
 pub mod guard;
 mod http;
 mod slack;
@@ -31,16 +32,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_policy::notify::{ChannelKind, NotifyEvent, NotifySettings};
-use gatehouse_policy::scheduler::Job;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::audit::Audit;
-use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Finish, RunStatus};
 
-pub use deliver::DeliveryError;
+pub use error::DeliveryError;
 
 /// Bytes of the end of a run's (masked) output a notification carries.
 const LOG_TAIL: usize = 2048;
@@ -63,6 +62,36 @@ pub struct RunNotice {
 }
 
 impl RunNotice {
+    /// The notice of `event` for run `run` of `job`, with the end of its
+    /// recorded output.
+    pub(crate) fn new(
+        event: NotifyEvent,
+        job: &str,
+        run: i64,
+        attempt: u32,
+        status: RunStatus,
+        finish: &Finish,
+    ) -> RunNotice {
+        let log_tail = finish
+            .logs
+            .as_deref()
+            .map(|logs| {
+                String::from_utf8_lossy(&logs[logs.len().saturating_sub(LOG_TAIL)..]).into_owned()
+            })
+            .unwrap_or_default();
+        RunNotice {
+            event: event.as_str(),
+            job: job.to_owned(),
+            run,
+            attempt,
+            status: status.as_str(),
+            exit_code: finish.exit_code,
+            reason: finish.reason.clone(),
+            finished_at: now_ms(),
+            log_tail,
+        }
+    }
+
     /// One line for chat and mail subjects.
     pub fn summary(&self) -> String {
         let mut text = format!(
@@ -141,64 +170,6 @@ impl Notifier {
             }
         }
     }
-}
-
-/// Step 1: called by `Engine::record` once a run's outcome is stored.
-pub(crate) fn on_recorded(engine: &Engine, job: &Job, id: i64, status: RunStatus, finish: &Finish) {
-    if job.notify.to.is_empty() {
-        return;
-    }
-    let attempt = match engine.store.get(id) {
-        Ok(Some(run)) => run.attempt,
-        _ => 1,
-    };
-    let retried = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
-        && attempt <= job.retries.max
-        && !engine.shutting_down();
-    if retried {
-        return;
-    }
-    let event = match status {
-        RunStatus::Failed => NotifyEvent::Failed,
-        RunStatus::TimedOut => NotifyEvent::TimedOut,
-        RunStatus::Lost => NotifyEvent::Lost,
-        RunStatus::Succeeded if job.notify.on.contains(&NotifyEvent::Recovered) => {
-            match engine.store.previous_outcome(&job.name, id) {
-                Ok(Some(RunStatus::Failed | RunStatus::TimedOut | RunStatus::Lost)) => {
-                    NotifyEvent::Recovered
-                }
-                Ok(_) => NotifyEvent::Succeeded,
-                Err(e) => {
-                    tracing::warn!(job = %job.name, run = id, error = %e, "cannot read the job's history for a recovery notification");
-                    NotifyEvent::Succeeded
-                }
-            }
-        }
-        RunStatus::Succeeded => NotifyEvent::Succeeded,
-        _ => return,
-    };
-    if !job.notify.on.contains(&event) {
-        return;
-    }
-    let log_tail = finish
-        .logs
-        .as_deref()
-        .map(|logs| {
-            String::from_utf8_lossy(&logs[logs.len().saturating_sub(LOG_TAIL)..]).into_owned()
-        })
-        .unwrap_or_default();
-    let notice = RunNotice {
-        event: event.as_str(),
-        job: job.name.clone(),
-        run: id,
-        attempt,
-        status: status.as_str(),
-        exit_code: finish.exit_code,
-        reason: finish.reason.clone(),
-        finished_at: now_ms(),
-        log_tail,
-    };
-    engine.notifier.enqueue(notice, &job.notify.to);
 }
 
 /// What `check` and start-up verify: every secret is readable, a Slack URL

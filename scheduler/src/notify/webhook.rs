@@ -14,7 +14,7 @@
 use gatehouse_policy::notify::SecretRef;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 
-use super::deliver::DeliveryError;
+use super::error::DeliveryError;
 use super::guard::Guard;
 use super::RunNotice;
 

@@ -1,7 +1,7 @@
 //! The Docker engine against a real, private dockerd (engine API 1.41):
 //! every hardening promise of `ContainerSpec` is checked from inside a
 //! running container, and every outcome (exit codes, OOM, stop, logs,
-//! daemon restart) through the same `Engine` calls the scheduler uses.
+//! daemon restart) through the same `DockerClient` calls the scheduler uses.
 //!
 //! One daemon is shared by the whole binary (`PrivateDocker::shared`); the
 //! restart test starts its own because it takes the daemon down.
@@ -9,12 +9,15 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
+use gatehouse_policy::scheduler::{ContainerSettings, PullPolicy};
 use gatehouse_scheduler::docker::{
-    BindMount, CapturedLogs, ContainerSpec, DockerError, Engine, Exit, PullPolicy,
+    BindMount, CapturedLogs, ContainerSpec, DockerClient, DockerError, Exit,
 };
 use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 
-const MIB: i64 = 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// This binary's scheduler instance label, so parallel test binaries
 /// sharing nothing still never list each other's containers.
@@ -22,9 +25,9 @@ fn instance() -> String {
     format!("engine-tests-{}", std::process::id())
 }
 
-async fn engine() -> (Engine, &'static PrivateDocker) {
+async fn engine() -> (DockerClient, &'static PrivateDocker) {
     let docker = PrivateDocker::shared().expect("private dockerd");
-    let engine = Engine::connect_to(&docker.host())
+    let engine = DockerClient::connect_to(&docker.host())
         .await
         .expect("connect to the private dockerd");
     (engine, docker)
@@ -32,7 +35,7 @@ async fn engine() -> (Engine, &'static PrivateDocker) {
 
 /// The hardened spec of the brief: nobody, read-only rootfs, no caps, no
 /// network, 256 MiB, 1 CPU, 128 pids, 16 MiB /tmp. Names are unique per run.
-fn hardened(job: &str, command: &[&str]) -> ContainerSpec {
+fn hardened(job: &str, command: &[&str]) -> ContainerSpec<'static> {
     static RUN: AtomicI64 = AtomicI64::new(1);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     ContainerSpec {
@@ -40,25 +43,20 @@ fn hardened(job: &str, command: &[&str]) -> ContainerSpec {
         image: TEST_IMAGE.to_owned(),
         command: command.iter().map(|s| (*s).to_owned()).collect(),
         env: Vec::new(),
-        user: "65534:65534".to_owned(),
-        read_only_rootfs: true,
-        cap_add: Vec::new(),
-        network: "none".to_owned(),
-        memory_bytes: 256 * MIB,
-        nano_cpus: 1_000_000_000,
-        pids_limit: 128,
-        tmpfs_size_bytes: 16 * 1024 * 1024,
+        settings: Cow::Owned(ContainerSettings {
+            tmp_size: 16 * MIB,
+            ..ContainerSettings::hardened(4096)
+        }),
         mounts: Vec::new(),
         job: job.to_owned(),
         run,
         log_cap_bytes: 64 * 1024,
         instance: instance(),
-        ..ContainerSpec::default()
     }
 }
 
 /// Creates, starts, waits, reads logs, removes.
-async fn run_to_end(engine: &Engine, spec: &ContainerSpec) -> (Exit, CapturedLogs) {
+async fn run_to_end(engine: &DockerClient, spec: &ContainerSpec<'_>) -> (Exit, CapturedLogs) {
     let id = engine.create(spec).await.expect("create");
     engine.start(&id).await.expect("start");
     let exit = engine.wait(&id).await.expect("wait");
@@ -68,7 +66,7 @@ async fn run_to_end(engine: &Engine, spec: &ContainerSpec) -> (Exit, CapturedLog
 }
 
 /// Runs `sh -c script` hardened and returns (exit code, output).
-async fn sh(engine: &Engine, job: &str, script: &str) -> (Exit, String) {
+async fn sh(engine: &DockerClient, job: &str, script: &str) -> (Exit, String) {
     let (exit, logs) = run_to_end(engine, &hardened(job, &["sh", "-c", script])).await;
     (exit, String::from_utf8_lossy(&logs.bytes).into_owned())
 }
@@ -160,7 +158,7 @@ async fn forking_beyond_the_pids_limit_fails() {
             "i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo spawned",
         ],
     );
-    spec.pids_limit = 16;
+    spec.settings.to_mut().pids = 16;
     let (_, logs) = run_to_end(&engine, &spec).await;
     let out = String::from_utf8_lossy(&logs.bytes);
     assert!(out.contains("can't fork"), "{out}");
@@ -171,7 +169,7 @@ async fn memory_hog_is_oom_killed() {
     let (engine, _) = engine().await;
     // busybox `tail` buffers the current line; /dev/zero never ends one.
     let mut spec = hardened("oom", &["tail", "/dev/zero"]);
-    spec.memory_bytes = 32 * MIB;
+    spec.settings.to_mut().memory = 32 * MIB;
     let (exit, logs) = run_to_end(&engine, &spec).await;
     assert!(
         exit.oom_killed,
@@ -511,11 +509,11 @@ async fn duplicate_names_are_reported() {
 
 #[tokio::test]
 async fn unreachable_daemon_is_a_connection_error() {
-    let err = Engine::connect_to("unix:///tmp/gatehouse-no-such-dockerd.sock")
+    let err = DockerClient::connect_to("unix:///tmp/gatehouse-no-such-dockerd.sock")
         .await
         .expect_err("no daemon");
     assert!(err.is_connection_error(), "{err:?}");
-    let err = Engine::connect_to("tcp://127.0.0.1:2375")
+    let err = DockerClient::connect_to("tcp://127.0.0.1:2375")
         .await
         .expect_err("tcp");
     assert!(matches!(err, DockerError::UnsupportedHost(_)), "{err}");
@@ -524,7 +522,9 @@ async fn unreachable_daemon_is_a_connection_error() {
 #[tokio::test]
 async fn daemon_restart_kills_running_containers_and_engine_reconnects() {
     let mut docker = PrivateDocker::start().expect("own private dockerd");
-    let engine = Engine::connect_to(&docker.host()).await.expect("connect");
+    let engine = DockerClient::connect_to(&docker.host())
+        .await
+        .expect("connect");
     let spec = hardened("restart", &["sleep", "600"]);
     let id = engine.create(&spec).await.expect("create");
     engine.start(&id).await.expect("start");
@@ -546,7 +546,7 @@ async fn daemon_restart_kills_running_containers_and_engine_reconnects() {
         .expect("restart");
 
     // While the daemon was down a request would fail as a connection error;
-    // now the same Engine works again (hyper reconnects per request).
+    // now the same DockerClient works again (hyper reconnects per request).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match engine.ping().await {

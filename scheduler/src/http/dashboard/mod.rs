@@ -1,8 +1,8 @@
 //! The dashboard: server-rendered HTML for browsers, reached only through
 //! the gateway (which logs the user in, sets the CSP and checks CSRF on
 //! every POST). It shares the API's authentication stage and its
-//! authorization functions (`api::visible_job`, `api::trigger`,
-//! `api::cancel`), so a page can never show or do more than the API would.
+//! authorization functions (`access::visible_job`, `access::trigger`,
+//! `access::cancel`), so a page can never show or do more than the API would.
 //!
 //! Pages work without JavaScript; `/static/dashboard.js` only refreshes a
 //! run's status and logs, and the jobs' last outcomes, in place. There is no
@@ -18,17 +18,17 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-use crate::api::{self, Api, ApiError};
 use crate::auth::Caller;
 use crate::engine::Triggered;
+use crate::http::access::{self, Api, ApiError};
 use crate::store::RunFilter;
 
 /// Runs listed on a job's page.
 const RUNS_SHOWN: usize = 50;
 
-const SCRIPT: &str = include_str!("../../static/dashboard.js");
-const STYLE: &str = include_str!("../../static/dashboard.css");
-const ICON: &str = include_str!("../../static/favicon.svg");
+const SCRIPT: &str = include_str!("../../../static/dashboard.js");
+const STYLE: &str = include_str!("../../../static/dashboard.css");
+const ICON: &str = include_str!("../../../static/favicon.svg");
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -73,12 +73,12 @@ fn html(status: StatusCode, page: maud::Markup) -> Response {
 }
 
 async fn jobs_page(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
-    let jobs: Vec<api::JobView> = api
+    let jobs: Vec<access::JobView> = api
         .engine
         .jobs()
         .values()
         .filter(|job| job.may_view(&caller.roles))
-        .map(|job| api::job_view(&api.engine, job, &caller))
+        .map(|job| access::job_view(&api.engine, job, &caller))
         .collect();
     html(StatusCode::OK, pages::jobs(&caller, &jobs))
 }
@@ -88,8 +88,8 @@ async fn job_page(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    let job = api::visible_job(&api, &name, &caller)?;
-    let view = api::job_view(&api.engine, &job, &caller);
+    let job = access::visible_job(&api, &name, &caller)?;
+    let view = access::job_view(&api.engine, &job, &caller);
     let runs = api
         .engine
         .store()
@@ -110,7 +110,7 @@ async fn run_now(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Redirect, PageError> {
-    let id = match api::trigger(&api, &name, &caller)? {
+    let id = match access::trigger(&api, &name, &caller)? {
         Triggered::Queued(id) | Triggered::Skipped(id, _) => id,
     };
     Ok(Redirect::to(&format!("/runs/{id}")))
@@ -121,8 +121,8 @@ async fn run_page(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let id = api::run_id(&id)?;
-    let (run, job) = api::visible_run(&api, id, &caller)?;
+    let id = access::run_id(&id)?;
+    let (run, job) = access::visible_run(&api, id, &caller)?;
     let (logs, _) = api
         .engine
         .store()
@@ -141,8 +141,8 @@ async fn cancel_now(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Redirect, PageError> {
-    let id = api::run_id(&id)?;
-    api::cancel(&api, id, &caller)?;
+    let id = access::run_id(&id)?;
+    access::cancel(&api, id, &caller)?;
     Ok(Redirect::to(&format!("/runs/{id}")))
 }
 

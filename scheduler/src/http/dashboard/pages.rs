@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use crate::api::JobView;
 use crate::auth::Caller;
+use crate::http::access::JobView;
 use crate::store::{ReasonCode, Run, RunStatus, Trigger};
 
 /// Upcoming fire times shown in the jobs table (the job page shows all).

@@ -11,12 +11,12 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::auth::Verifier;
-use crate::engine::Engine;
+use crate::engine::RunEngine;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct Admin {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<RunEngine>,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -85,7 +85,7 @@ fn gateway_keys_check(admin: &Admin) -> Result<(), String> {
 /// The Docker part of readiness: connected, reconciled and scheduling
 /// (the scheduler starts without Docker and says so here), and answering
 /// a ping now.
-async fn docker_check(engine: &Engine) -> Result<(), String> {
+async fn docker_check(engine: &RunEngine) -> Result<(), String> {
     engine.docker_status().ready()?;
     match tokio::time::timeout(Duration::from_secs(2), engine.docker.ping()).await {
         Ok(Ok(())) => Ok(()),

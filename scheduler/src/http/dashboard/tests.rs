@@ -3,8 +3,8 @@ use std::collections::BTreeSet;
 use axum::http::StatusCode;
 
 use super::pages::{self, format_duration};
-use crate::api::JobView;
 use crate::auth::Caller;
+use crate::http::access::JobView;
 use crate::store::{ReasonCode, Run, RunStatus, Trigger};
 
 fn caller(roles: &[&str]) -> Caller {

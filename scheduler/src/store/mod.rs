@@ -7,10 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
 
 mod reason;
+mod run;
+mod schema;
 pub use reason::ReasonCode;
+pub use run::{Finish, Run, RunFilter, RunStatus, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,190 +27,13 @@ pub enum StoreError {
     Poisoned,
 }
 
-/// Where a run is in its life. Terminal states never change again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Queued,
-    Starting,
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-    Skipped,
-    Lost,
-}
-
-impl RunStatus {
-    pub const ALL: [RunStatus; 9] = [
-        RunStatus::Queued,
-        RunStatus::Starting,
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::TimedOut,
-        RunStatus::Cancelled,
-        RunStatus::Skipped,
-        RunStatus::Lost,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Starting => "starting",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::TimedOut => "timed_out",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Skipped => "skipped",
-            RunStatus::Lost => "lost",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunStatus> {
-        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        !matches!(
-            self,
-            RunStatus::Queued | RunStatus::Starting | RunStatus::Running
-        )
-    }
-}
-
-/// Why a run exists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Trigger {
-    /// Due by the job's schedule at `planned` (unix ms).
-    Schedule { planned: i64 },
-    /// The most recent occurrence missed while the scheduler was down.
-    CatchUp { planned: i64 },
-    /// Started by hand through the API.
-    Manual { by: String },
-    /// Another attempt after a failed run.
-    Retry { of: i64, by: Option<String> },
-}
-
-impl Trigger {
-    fn kind(&self) -> &'static str {
-        match self {
-            Trigger::Schedule { .. } => "schedule",
-            Trigger::CatchUp { .. } => "catch_up",
-            Trigger::Manual { .. } => "manual",
-            Trigger::Retry { .. } => "retry",
-        }
-    }
-
-    pub fn planned(&self) -> Option<i64> {
-        match self {
-            Trigger::Schedule { planned } | Trigger::CatchUp { planned } => Some(*planned),
-            _ => None,
-        }
-    }
-
-    /// The person behind the run, if a person started it.
-    pub fn by(&self) -> Option<&str> {
-        match self {
-            Trigger::Manual { by } => Some(by),
-            Trigger::Retry { by, .. } => by.as_deref(),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Run {
-    pub id: i64,
-    pub job: String,
-    pub trigger: Trigger,
-    pub attempt: u32,
-    pub status: RunStatus,
-    /// Unix milliseconds.
-    pub queued_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-    pub container_id: Option<String>,
-    pub logs_truncated: bool,
-    /// Why it was skipped, failed, lost or cancelled.
-    pub reason: Option<String>,
-    /// The same as a stable name, where there is one (see [`ReasonCode`]).
-    pub reason_code: Option<ReasonCode>,
-}
-
-/// What a finished run leaves behind.
-#[derive(Debug, Clone, Default)]
-pub struct Finish {
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-    pub logs: Option<Vec<u8>>,
-    pub logs_truncated: bool,
-    pub reason: Option<String>,
-    pub reason_code: Option<ReasonCode>,
-}
-
-impl Finish {
-    /// Nothing ran: only a reason.
-    pub fn because(code: ReasonCode, reason: impl Into<String>) -> Finish {
-        Finish {
-            reason: Some(reason.into()),
-            reason_code: Some(code),
-            ..Finish::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub job: Option<String>,
-    pub status: Option<RunStatus>,
-    pub limit: usize,
-}
-
 pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job TEXT NOT NULL,
-    trigger_kind TEXT NOT NULL,
-    triggered_by TEXT,
-    planned_at INTEGER,
-    retry_of INTEGER,
-    attempt INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    queued_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    exit_code INTEGER,
-    oom_killed INTEGER NOT NULL DEFAULT 0,
-    container_id TEXT,
-    logs BLOB,
-    logs_truncated INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    reason_code TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, id);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
-CREATE TABLE IF NOT EXISTS job_state (
-    job TEXT PRIMARY KEY,
-    last_planned INTEGER NOT NULL
-);
-";
-
 const RUN_COLUMNS: &str = "id, job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, \
      queued_at, started_at, finished_at, exit_code, oom_killed, container_id, logs_truncated, reason, \
      reason_code";
-
-/// Columns added after the first release, added to older databases on open.
-const ADDED_COLUMNS: [(&str, &str); 1] = [("reason_code", "TEXT")];
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -230,8 +55,7 @@ impl Store {
         // loss, never consistency; reconciliation covers the gap.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        add_missing_columns(&conn).map_err(open_err)?;
+        schema::create_or_upgrade(&conn).map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -528,21 +352,6 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
             .as_deref()
             .and_then(ReasonCode::parse),
     })
-}
-
-/// `ALTER TABLE … ADD COLUMN` for each of [`ADDED_COLUMNS`] an older
-/// database lacks; rows written before have NULL there.
-fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let existing: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('runs')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (name, kind) in ADDED_COLUMNS {
-        if !existing.iter().any(|e| e == name) {
-            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
-        }
-    }
-    Ok(())
 }
 
 pub fn now_ms() -> i64 {

@@ -1,0 +1,253 @@
+//! What the API and the dashboard share: the handlers' state, the error a
+//! client sees, the job view, and the only ways to see or act on a job or
+//! run (`visible_job`, `visible_run`, `trigger`, `cancel`), so a page can
+//! never show or do more than the API would.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use gatehouse_policy::scheduler::Job;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::{Caller, Verifier};
+use crate::engine::{CancelError, RunEngine, TriggerError, Triggered};
+use crate::metrics::Metrics;
+use crate::store::{Run, RunFilter};
+
+const NEXT_RUNS_SHOWN: usize = 5;
+
+#[derive(Clone)]
+pub struct Api {
+    pub engine: Arc<RunEngine>,
+    pub verifier: Arc<Verifier>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error as the client sees it: a status and a message, never internals.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Seconds for `Retry-After`, when trying again later may work.
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503: Docker is not connected, so nothing was queued.
+    fn docker_unavailable(reason: &str) -> Self {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "docker_unavailable",
+                format!(
+                    "the run was not queued: Docker is not available ({reason}); try again once the scheduler is ready"
+                ),
+            )
+        }
+    }
+
+    pub(super) fn not_found(what: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn forbidden(message: &'static str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the scheduler could not complete the request",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, no_store(), body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+pub(super) fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+}
+
+#[derive(Serialize)]
+pub struct JobView {
+    pub name: String,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub description: Option<String>,
+    pub next_runs: Vec<String>,
+    pub image: String,
+    pub image_pinned: bool,
+    pub timeout_seconds: u64,
+    pub overlap: &'static str,
+    pub may_run: bool,
+    pub last_run: Option<Run>,
+}
+
+pub(crate) fn job_view(engine: &RunEngine, job: &Job, caller: &Caller) -> JobView {
+    let now = Utc::now();
+    let last_run = engine
+        .store()
+        .list(&RunFilter {
+            job: Some(job.name.clone()),
+            status: None,
+            limit: 1,
+        })
+        .ok()
+        .and_then(|mut runs| runs.pop());
+    JobView {
+        name: job.name.clone(),
+        schedule: job.schedule.as_ref().map(|s| s.expression().to_owned()),
+        timezone: job.schedule.as_ref().map(|s| s.timezone_name().to_owned()),
+        description: job.schedule.as_ref().map(|s| s.describe()),
+        next_runs: job
+            .schedule
+            .as_ref()
+            .map(|s| {
+                s.upcoming(now, NEXT_RUNS_SHOWN)
+                    .iter()
+                    .map(|t| t.to_rfc3339())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        image: job.image.clone(),
+        image_pinned: job.image_pinned,
+        timeout_seconds: job.timeout.as_secs(),
+        overlap: match job.overlap {
+            gatehouse_policy::scheduler::Overlap::Forbid => "forbid",
+            gatehouse_policy::scheduler::Overlap::Allow => "allow",
+            gatehouse_policy::scheduler::Overlap::Replace => "replace",
+        },
+        may_run: job.may_run(&caller.roles),
+        last_run,
+    }
+}
+
+/// The job, if it exists and the caller may see it.
+pub(crate) fn visible_job(api: &Api, name: &str, caller: &Caller) -> Result<Arc<Job>, ApiError> {
+    match api.engine.job(name) {
+        Some(job) if job.may_view(&caller.roles) => Ok(job),
+        Some(_) => {
+            api.metrics
+                .api_denials
+                .with_label_values(&["forbidden"])
+                .inc();
+            Err(ApiError::not_found("job"))
+        }
+        None => Err(ApiError::not_found("job")),
+    }
+}
+
+/// A manual run of `name`, if `caller` may see and run it. Shared by the
+/// API and the dashboard so both authorize and audit the same way.
+pub(crate) fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggered, ApiError> {
+    let job = visible_job(api, name, caller)?;
+    if !job.may_run(&caller.roles) {
+        api.metrics
+            .api_denials
+            .with_label_values(&["forbidden"])
+            .inc();
+        api.engine
+            .audit
+            .record(crate::audit::trigger_denied(name, caller));
+        return Err(ApiError::forbidden(
+            "your roles may view this job but not run it",
+        ));
+    }
+    match api.engine.trigger_by(name, caller) {
+        Ok(triggered) => Ok(triggered),
+        Err(TriggerError::UnknownJob) => Err(ApiError::not_found("job")),
+        Err(TriggerError::DockerUnavailable(reason)) => Err(ApiError::docker_unavailable(&reason)),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Run ids are positive integers; anything else names no run.
+pub(crate) fn run_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found("run"))
+}
+
+pub(crate) fn visible_run(
+    api: &Api,
+    id: i64,
+    caller: &Caller,
+) -> Result<(Run, Arc<Job>), ApiError> {
+    let run = api
+        .engine
+        .store()
+        .get(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    let job = visible_job(api, &run.job, caller).map_err(|_| ApiError::not_found("run"))?;
+    Ok((run, job))
+}
+
+/// Cancels run `id`, if `caller` may see and run its job. Shared by the API
+/// and the dashboard.
+pub(crate) fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError> {
+    let (run, job) = visible_run(api, id, caller)?;
+    if !job.may_run(&caller.roles) {
+        api.metrics
+            .api_denials
+            .with_label_values(&["forbidden"])
+            .inc();
+        api.engine.audit.record(crate::audit::cancel(
+            &run,
+            caller,
+            gatehouse_audit::Outcome::Denied,
+        ));
+        return Err(ApiError::forbidden(
+            "your roles may view this job but not cancel its runs",
+        ));
+    }
+    match api.engine.cancel(&run, caller) {
+        Ok(()) => Ok(()),
+        Err(CancelError::NotActive) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_active",
+            format!("run {id} is {}", run.status.as_str()),
+        )),
+    }
+}
