@@ -283,7 +283,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let principal =
-        identity::Principal::hypothetical(["viewer".to_owned()].into(), IdentityKind::ApiKey);
+        identity::Principal::hypothetical(["viewer".into()].into(), IdentityKind::ApiKey);
     let route = &f.policy.routes[0];
     c.bench_function("authz decide", |b| {
         b.iter(|| authz::decide(route, &f.policy.roles, Some(&principal), "GET").unwrap())

@@ -10,20 +10,83 @@ use ipnet::IpNet;
 
 use crate::secret::Secret;
 
-/// A role name declared under `[roles]`.
-pub type RoleName = String;
+/// Declares a name newtype: compared, ordered and hashed as its text,
+/// serialized as a plain string, and looked up in sets by `&str`.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-/// `[roles]`: role → permissions. `"*"` grants every permission.
+        impl $name {
+            pub fn new(name: impl Into<String>) -> Self {
+                $name(name.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(name: &str) -> Self {
+                $name(name.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(name: String) -> Self {
+                $name(name)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A role name declared under `[roles]`, or one a claim mapping,
+    /// API key or basic user grants.
+    RoleName
+);
+
+name_type!(
+    /// A permission a role grants under `[roles]` and a route may require.
+    /// `*` in a role grants every permission.
+    Permission
+);
+
+impl Permission {
+    /// Whether this is `*`, which grants every permission.
+    pub fn is_every_permission(&self) -> bool {
+        self.0 == "*"
+    }
+}
+
+/// `[roles]`: role → permissions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Roles(pub BTreeMap<RoleName, BTreeSet<String>>);
+pub struct Roles(pub BTreeMap<RoleName, BTreeSet<Permission>>);
 
 impl Roles {
     /// Whether any of `roles` grants `permission`.
-    pub fn grants(&self, roles: &BTreeSet<RoleName>, permission: &str) -> bool {
+    pub fn grants(&self, roles: &BTreeSet<RoleName>, permission: &Permission) -> bool {
         roles.iter().any(|role| {
-            self.0
-                .get(role)
-                .is_some_and(|perms| perms.contains("*") || perms.contains(permission))
+            self.0.get(role).is_some_and(|perms| {
+                perms.contains(permission) || perms.iter().any(Permission::is_every_permission)
+            })
         })
     }
 }
@@ -60,7 +123,7 @@ impl IdentityKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirement {
     pub any_role: BTreeSet<RoleName>,
-    pub all_permissions: BTreeSet<String>,
+    pub all_permissions: BTreeSet<Permission>,
 }
 
 /// A route's access rule. There is no "allow everyone authenticated"

@@ -20,6 +20,7 @@
 mod jwks;
 mod replay;
 
+use gatehouse_policy::RoleName;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,7 +53,7 @@ const MAX_JTI_LEN: usize = 64;
 pub struct Caller {
     pub subject: String,
     pub email: Option<String>,
-    pub roles: BTreeSet<String>,
+    pub roles: BTreeSet<RoleName>,
     /// How the gateway identified them: oidc, jwt, api_key or basic.
     pub auth: String,
 }
@@ -273,7 +274,7 @@ impl Verifier {
         Ok(Caller {
             subject: claims.sub,
             email: claims.email,
-            roles: claims.roles.into_iter().collect(),
+            roles: claims.roles.into_iter().map(RoleName::from).collect(),
             auth: claims.auth,
         })
     }

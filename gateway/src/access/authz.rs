@@ -162,7 +162,10 @@ roles = ["operator", "admin"]
     }
 
     fn with_roles(roles: &[&str]) -> Principal {
-        let roles = roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>();
+        let roles = roles
+            .iter()
+            .map(|r| gatehouse_policy::RoleName::from(*r))
+            .collect::<BTreeSet<_>>();
         Principal::hypothetical(roles, gatehouse_policy::IdentityKind::ApiKey)
     }
 
@@ -214,10 +217,8 @@ roles = ["operator", "admin"]
     fn identity_kind_must_be_accepted() {
         let p = policy();
         // The policy only configures API keys.
-        let jwt_caller = Principal::hypothetical(
-            ["admin".to_owned()].into(),
-            gatehouse_policy::IdentityKind::Jwt,
-        );
+        let jwt_caller =
+            Principal::hypothetical(["admin".into()].into(), gatehouse_policy::IdentityKind::Jwt);
         let denial = decide(route(&p, "jobs"), &p.roles, Some(&jwt_caller), "GET").unwrap_err();
         assert_eq!(denial.reason(), "identity-kind-not-accepted");
     }

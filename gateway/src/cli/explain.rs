@@ -1,6 +1,7 @@
 //! `gatehouse-gateway explain`: the decision for a hypothetical caller, the
 //! rule that made it, and a table of which roles reach which routes.
 
+use gatehouse_policy::RoleName;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::Path;
@@ -20,7 +21,11 @@ pub fn run(
 ) -> miette::Result<String> {
     let policy = gatehouse_policy::load(policy_path).map_err(|e| e.report())?;
     let path = normalize(path.as_bytes()).map_err(|e| miette::miette!("path {path}: {e}"))?;
-    let roles: BTreeSet<String> = roles.iter().filter(|r| !r.is_empty()).cloned().collect();
+    let roles: BTreeSet<RoleName> = roles
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| RoleName::new(r.as_str()))
+        .collect();
     let method = method.to_ascii_uppercase();
     let mut out = String::new();
 
@@ -58,7 +63,7 @@ pub fn run(
 }
 
 /// A caller with `roles`, signed in with a kind the route accepts.
-fn principal_for(route: &gatehouse_policy::Route, roles: &BTreeSet<String>) -> Option<Principal> {
+fn principal_for(route: &gatehouse_policy::Route, roles: &BTreeSet<RoleName>) -> Option<Principal> {
     if roles.is_empty() {
         return None;
     }
@@ -73,7 +78,7 @@ fn principal_for(route: &gatehouse_policy::Route, roles: &BTreeSet<String>) -> O
 
 /// Rows: routes (and their method rules); columns: roles and anonymous.
 fn reach_table(policy: &Policy) -> String {
-    let roles: Vec<&String> = policy.roles.0.keys().collect();
+    let roles: Vec<&RoleName> = policy.roles.0.keys().collect();
     let mut out = String::from("route / method");
     for role in &roles {
         write!(out, "\t{role}").ok();
@@ -105,6 +110,6 @@ fn reach_table(policy: &Policy) -> String {
     out
 }
 
-fn join(roles: &BTreeSet<String>) -> String {
+fn join(roles: &BTreeSet<RoleName>) -> String {
     roles.iter().cloned().collect::<Vec<_>>().join(",")
 }

@@ -69,7 +69,7 @@ mod tests {
         ApiKey {
             name: "ci".into(),
             sha256: Sha256::digest(key.as_bytes()).into(),
-            roles: ["operator".to_owned()].into(),
+            roles: ["operator".into()].into(),
             allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
             expires,
         }

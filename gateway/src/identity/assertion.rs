@@ -8,6 +8,7 @@
 //! assertion it has already accepted: one captured between the gateway and
 //! the upstream (a plaintext hop, a log) is worth nothing afterwards.
 
+use gatehouse_policy::RoleName;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -132,7 +133,7 @@ impl AssertionSigner {
             exp: now + self.lifetime.as_secs(),
             jti: &jti,
             email: principal.email.as_deref(),
-            roles: principal.roles.iter().map(String::as_str).collect(),
+            roles: principal.roles.iter().map(RoleName::as_str).collect(),
             auth: principal.kind.as_str(),
             method,
             path,
@@ -154,7 +155,7 @@ mod tests {
         let signer =
             AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
         let principal = Principal::hypothetical(
-            ["viewer".to_owned()].into(),
+            ["viewer".into()].into(),
             gatehouse_policy::IdentityKind::ApiKey,
         );
         let token = signer.sign(&principal, "jobs", "GET", "/jobs/1").unwrap();
@@ -178,7 +179,7 @@ mod tests {
         let signer =
             AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
         let principal = Principal::hypothetical(
-            ["viewer".to_owned()].into(),
+            ["viewer".into()].into(),
             gatehouse_policy::IdentityKind::ApiKey,
         );
         let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap();

@@ -1,5 +1,6 @@
 //! Claims to roles, the same way for OIDC id_tokens and JWTs.
 
+use gatehouse_policy::RoleName;
 use std::collections::BTreeSet;
 
 use gatehouse_policy::ClaimMapping;
@@ -7,7 +8,7 @@ use serde_json::Value;
 
 /// The default roles plus the roles mapped from each value of the roles
 /// claim (a string or an array of strings). Unknown values grant nothing.
-pub fn roles_from(claims: &Value, mapping: &ClaimMapping) -> BTreeSet<String> {
+pub fn roles_from(claims: &Value, mapping: &ClaimMapping) -> BTreeSet<RoleName> {
     let mut roles = mapping.default_roles.clone();
     let values: Vec<&str> = match claims.get(&mapping.roles_claim) {
         Some(Value::String(s)) => vec![s.as_str()],
@@ -30,15 +31,15 @@ mod tests {
     fn mapping() -> ClaimMapping {
         ClaimMapping {
             roles_claim: "groups".into(),
-            role_map: [("ops".to_owned(), ["operator".to_owned()].into())].into(),
-            default_roles: ["viewer".to_owned()].into(),
+            role_map: [("ops".to_owned(), ["operator".into()].into())].into(),
+            default_roles: ["viewer".into()].into(),
         }
     }
 
     #[test]
     fn array_and_string_claims_map_to_roles() {
         let roles = roles_from(&json!({"groups": ["ops", "unknown"]}), &mapping());
-        assert_eq!(roles, ["operator".to_owned(), "viewer".to_owned()].into());
+        assert_eq!(roles, ["operator".into(), "viewer".into()].into());
         let roles = roles_from(&json!({"groups": "ops"}), &mapping());
         assert!(roles.contains("operator"));
     }
@@ -46,10 +47,7 @@ mod tests {
     #[test]
     fn missing_or_odd_claims_grant_only_defaults() {
         for claims in [json!({}), json!({"groups": 7}), json!({"groups": [1, 2]})] {
-            assert_eq!(
-                roles_from(&claims, &mapping()),
-                ["viewer".to_owned()].into()
-            );
+            assert_eq!(roles_from(&claims, &mapping()), ["viewer".into()].into());
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod password;
 pub mod revocation;
 pub mod session;
 
+use gatehouse_policy::RoleName;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub struct Principal {
     pub subject: String,
     /// Only an address the provider or token says is verified.
     pub email: Option<String>,
-    pub roles: BTreeSet<String>,
+    pub roles: BTreeSet<RoleName>,
     pub kind: IdentityKind,
     /// The configured source: API key name, JWT issuer name or user name.
     pub source: String,
@@ -77,7 +78,7 @@ impl Principal {
     fn new(
         subject: String,
         email: Option<String>,
-        roles: BTreeSet<String>,
+        roles: BTreeSet<RoleName>,
         kind: IdentityKind,
         source: String,
     ) -> Self {
@@ -93,7 +94,7 @@ impl Principal {
 
     /// A principal for `explain`: what a caller with these roles, signed
     /// in as `kind`, could do. It authenticates nothing.
-    pub fn hypothetical(roles: BTreeSet<String>, kind: IdentityKind) -> Self {
+    pub fn hypothetical(roles: BTreeSet<RoleName>, kind: IdentityKind) -> Self {
         Principal::new("explain".into(), None, roles, kind, "explain".into())
     }
 }
@@ -347,7 +348,7 @@ impl Authenticator {
         Ok(Principal::new(
             format!("oidc:{}:{}", data.idp, data.sub),
             data.email,
-            data.roles.into_iter().collect(),
+            data.roles.into_iter().map(RoleName::from).collect(),
             IdentityKind::Oidc,
             data.idp,
         ))

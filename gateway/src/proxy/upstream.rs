@@ -3,6 +3,7 @@
 //! verified, and none of the headers a client could use to pose as
 //! something it is not.
 
+use gatehouse_policy::RoleName;
 use gatehouse_policy::{Route, IDENTITY_HEADER_PREFIXES, STRIPPED_REQUEST_HEADERS};
 use http::HeaderName;
 use pingora::http::RequestHeader;
@@ -103,7 +104,7 @@ fn identity_headers(
     let roles = principal
         .roles
         .iter()
-        .map(String::as_str)
+        .map(RoleName::as_str)
         .collect::<Vec<_>>()
         .join(",");
     request.insert_header("x-gatehouse-roles", roles)?;

@@ -134,7 +134,7 @@ impl Converter<'_> {
             let granted = roles
                 .0
                 .values()
-                .any(|perms| perms.contains("*") || perms.contains(p.get_ref()));
+                .any(|perms| perms.contains("*") || perms.contains(p.get_ref().as_str()));
             if !granted {
                 self.problems.add_hint(
                     Some(p.span()),
@@ -142,7 +142,7 @@ impl Converter<'_> {
                     "add it to a role under [roles], or the route can never be reached",
                 );
             }
-            all_permissions.insert(p.get_ref().clone());
+            all_permissions.insert(Permission::new(p.get_ref().as_str()));
         }
         Requirement {
             any_role,

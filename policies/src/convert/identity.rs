@@ -50,9 +50,9 @@ impl Converter<'_> {
                         format!("permission `{text}` is not allowed"),
                     );
                 }
-                set.insert(text.clone());
+                set.insert(Permission::new(text.as_str()));
             }
-            roles.0.insert(name.get_ref().clone(), set);
+            roles.0.insert(RoleName::new(name.get_ref().as_str()), set);
         }
         roles
     }
@@ -65,8 +65,8 @@ impl Converter<'_> {
     ) -> BTreeSet<RoleName> {
         let mut out = BTreeSet::new();
         for r in raw {
-            if roles.0.contains_key(r.get_ref()) {
-                out.insert(r.get_ref().clone());
+            if roles.0.contains_key(r.get_ref().as_str()) {
+                out.insert(RoleName::new(r.get_ref().as_str()));
             } else {
                 self.problems.add_hint(
                     Some(r.span()),

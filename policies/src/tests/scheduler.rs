@@ -144,9 +144,9 @@ container = { network = "jobs-net", cap_add = ["cap_net_bind_service"], memory =
         .find(|e| e.name == "FROM_ENV")
         .expect("FROM_ENV");
     assert_eq!(from_env.value, EnvSource::Env("HOME".into()));
-    assert!(job.may_run(&["operator".to_owned()].into()));
-    assert!(job.may_view(&["viewer".to_owned()].into()));
-    assert!(!job.may_run(&["viewer".to_owned()].into()));
+    assert!(job.may_run(&["operator".into()].into()));
+    assert!(job.may_view(&["viewer".into()].into()));
+    assert!(!job.may_run(&["viewer".into()].into()));
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn users(hash: String, per_address: usize) -> BasicUsers {
         &[BasicUser {
             name: "alice".into(),
             password_hash: hash,
-            roles: ["admin".to_owned()].into(),
+            roles: ["admin".into()].into(),
         }],
         PasswordPool::start(2).unwrap(),
         &limits,

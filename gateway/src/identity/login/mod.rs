@@ -324,6 +324,7 @@ impl OidcClients {
             email: email.filter(|_| claims.email_verified() == Some(true)),
             roles: roles_from(&token_payload(&raw), &provider.claims)
                 .into_iter()
+                .map(|role| role.as_str().to_owned())
                 .collect(),
             idp: provider.name.clone(),
             iat: now,

@@ -1,3 +1,4 @@
+use gatehouse_policy::RoleName;
 use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
@@ -11,7 +12,10 @@ fn caller(roles: &[&str]) -> Caller {
     Caller {
         subject: "sub-1".into(),
         email: Some("ann@example.com".into()),
-        roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
+        roles: roles
+            .iter()
+            .map(|r| RoleName::from(*r))
+            .collect::<BTreeSet<_>>(),
         auth: "oidc".into(),
     }
 }
