@@ -268,8 +268,22 @@ async fn record_ended(
     engine
         .audit
         .record(audit::run_adopted(run, Adoption::Record, Some(container)));
-    let mut stop = engine.register_adopted(run.id, &run.job);
+    let stop = engine.register_adopted(run.id, &run.job);
     let deadline = Instant::now() + Duration::from_secs(3600);
+    supervise_adopted(engine, run_job, run, container, started_at, deadline, stop).await;
+}
+
+/// Supervises an adopted run (registered as active, with `stop`) until
+/// its outcome is recorded, masking its output with the job's env now.
+async fn supervise_adopted(
+    engine: &RunEngine,
+    run_job: RunJob<'_>,
+    run: &Run,
+    container: &str,
+    started_at: i64,
+    deadline: Instant,
+    mut stop: tokio::sync::watch::Receiver<Option<super::StopReason>>,
+) {
     engine
         .supervise_and_record(
             run_job,
@@ -303,26 +317,17 @@ fn adopt(
     started_at: i64,
 ) {
     tracing::info!(job = %run.job, run = run.id, %container, "adopting a running container");
-    let mut stop = engine.register_adopted(run.id, &run.job);
+    let stop = engine.register_adopted(run.id, &run.job);
     let elapsed = Duration::from_millis((now_ms() - started_at).max(0) as u64);
     let timeout = RunJob::new(job.as_deref(), &run.job).timeout(&engine.settings);
     let deadline = Instant::now() + timeout.saturating_sub(elapsed);
     let engine = engine.clone();
     tokio::spawn(async move {
         let run_job = RunJob::new(job.as_deref(), &run.job);
-        engine
-            .supervise_and_record(
-                run_job,
-                run.id,
-                &run.trigger,
-                &container,
-                started_at,
-                deadline,
-                &mut stop,
-                &run_job.adopted_mask(),
-            )
-            .await;
-        engine.unregister(run.id);
+        supervise_adopted(
+            &engine, run_job, &run, &container, started_at, deadline, stop,
+        )
+        .await;
     });
 }
 
