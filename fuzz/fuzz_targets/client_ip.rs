@@ -26,7 +26,7 @@
 
 use std::net::IpAddr;
 
-use gatehouse_gateway::client_addr::client_ip;
+use gatehouse_gateway::edge::client_addr::client_ip;
 use gatehouse_policy::ClientIpHeader;
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;

@@ -8,7 +8,7 @@
 #![no_main]
 
 use chrono::{DateTime, Duration, Utc};
-use gatehouse_policy::schedule::Schedule;
+use gatehouse_policy::cron::Schedule;
 use libfuzzer_sys::fuzz_target;
 
 /// Fire times are searched from "now"; keep starts within 1970..2200.

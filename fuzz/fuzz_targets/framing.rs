@@ -9,8 +9,8 @@
 //! nominating a header.
 #![no_main]
 
-use gatehouse_gateway::framing::{check_request_head, check_upgrade, RequestHead};
-use gatehouse_gateway::method;
+use gatehouse_gateway::edge::framing::{check_request_head, check_upgrade, RequestHead};
+use gatehouse_gateway::edge::method;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use libfuzzer_sys::fuzz_target;
 

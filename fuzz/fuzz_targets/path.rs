@@ -5,7 +5,7 @@
 //! nothing: a second reading that differed would be a routing bypass.
 #![no_main]
 
-use gatehouse_gateway::path::{normalize, normalize_path_and_query};
+use gatehouse_gateway::edge::path::{normalize, normalize_path_and_query};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|raw: &[u8]| {

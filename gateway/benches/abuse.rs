@@ -15,9 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gatehouse_audit::{AuditEvent, AuditLog, EventKind, Outcome};
+use gatehouse_gateway::access::rate_limit::RateLimits;
 use gatehouse_gateway::identity::Principal;
-use gatehouse_gateway::rate_limit::RateLimits;
-use gatehouse_policy::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use gatehouse_policy::{AuditSettings, IdentityKind, OnAuditFailure};
 
 fn policy() -> gatehouse_policy::Policy {

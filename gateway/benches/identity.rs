@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gatehouse_gateway::identity::{
     credential, new_api_key, session, Authenticator, IdentityState, LoginAttempts,
 };
-use gatehouse_gateway::{authz, identity};
+use gatehouse_gateway::{access::authz, identity};
 use gatehouse_policy::IdentityKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};

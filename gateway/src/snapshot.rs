@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use gatehouse_policy::{Policy, PolicyError, Route};
 
-use crate::headers::PreparedHeaders;
+use crate::access::rate_limit::RateLimits;
+use crate::edge::headers::PreparedHeaders;
+use crate::edge::path::{matches_prefix, NormalizedPath};
+use crate::edge::tls::{CertStore, TlsError};
 use crate::identity::{Authenticator, IdentityState};
-use crate::path::{matches_prefix, NormalizedPath};
-use crate::rate_limit::RateLimits;
-use crate::tls::{CertStore, TlsError};
 
 pub struct Snapshot {
     pub policy: Policy,
@@ -168,7 +168,7 @@ mod tests {
     }
 
     fn matched<'a>(table: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
-        let path = crate::path::normalize(path.as_bytes()).unwrap();
+        let path = crate::edge::path::normalize(path.as_bytes()).unwrap();
         table.find(host, &path).ok().map(|r| r.route.name.as_str())
     }
 
@@ -243,7 +243,7 @@ public = true
         assert_eq!(matched(&routes, None, "/ADMIN/x"), Some("admin"));
         assert_eq!(matched(&routes, None, "/admin"), Some("admin"));
         assert_eq!(matched(&routes, None, "/Exact/x"), Some("exact"));
-        let path = crate::path::normalize(b"/EXACT/x").unwrap();
+        let path = crate::edge::path::normalize(b"/EXACT/x").unwrap();
         assert_eq!(
             routes.find(None, &path).err(),
             Some(RouteMiss::CaseMismatch),

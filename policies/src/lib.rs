@@ -2,33 +2,26 @@
 //!
 //! [`load`] reads a TOML file and returns a validated [`Policy`] or a
 //! [`PolicyError`] listing every problem with its file, line and column.
-//! The gateway and the scheduler consume only the types in [`model`];
-//! the raw serde structs stay private.
+//! The pipeline is the folder tree: the file is read into `raw/` (serde
+//! structs, every key spanned), `convert/` validates it section by section,
+//! and the result is the typed model ([`model`], [`identity`], [`scheduler`],
+//! [`notify`], [`cron`] for job fire times). The gateway and the scheduler
+//! consume only those types; the raw serde structs stay private.
 //!
-//! Architecture invariant: this crate does no IO except reading the policy
-//! file (and secret files, on request). Certificates and keys are loaded by
-//! the programs, which report their own errors with the path.
+//! What this crate is not: a runtime. Architecture invariant: it does no
+//! IO except reading the policy file and, on request, secret files (and the
+//! process environment for `${VAR}` secrets). It opens no socket, spawns no
+//! thread and writes no file. The audit log is `gatehouse-audit`, the
+//! health probe `gatehouse-healthcheck`; certificates and keys are loaded
+//! by the programs, which report their own errors with the path.
 
-pub mod audit;
 mod convert;
-mod convert_abuse;
-mod convert_access;
-mod convert_allowances;
-mod convert_container;
-mod convert_identity;
-mod convert_job;
-mod convert_notify;
-mod convert_route;
-mod convert_scheduler;
+pub mod cron;
 mod error;
-pub mod healthcheck;
 pub mod identity;
 pub mod model;
 pub mod notify;
 mod raw;
-mod raw_notify;
-mod raw_scheduler;
-pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod weakening;
@@ -37,7 +30,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use convert_job::{is_env_name, validate_image_reference};
+pub use convert::job::{is_env_name, validate_image_reference};
 pub use error::{PolicyError, Problem};
 pub use identity::*;
 pub use model::*;
@@ -81,7 +74,7 @@ pub fn parse_with_env(
         path: path.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
-    let mut converter = convert::Converter {
+    let mut converter = convert::context::Converter {
         problems: error::Problems::new(text),
         env,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -126,11 +119,3 @@ fn syntax_hint(message: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_allowances;
-#[cfg(test)]
-mod tests_edge;
-#[cfg(test)]
-mod tests_notify;
-#[cfg(test)]
-mod tests_scheduler;

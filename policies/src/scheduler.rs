@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cron::Schedule;
 use crate::identity::RoleName;
-use crate::schedule::Schedule;
 use std::collections::BTreeSet;
 
 /// The uid:gid containers run as unless a job says otherwise: `nobody`.

@@ -1,5 +1,5 @@
 //! The scheduler's side of the audit log. The format, hash chain and writer
-//! are the shared `gatehouse_policy::audit`; the scheduler writes its own
+//! are the shared `gatehouse_audit`; the scheduler writes its own
 //! chain next to the gateway's (`audit.jsonl` → `audit.scheduler.jsonl`),
 //! because two processes appending to one chain would break it.
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_policy::audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
+use gatehouse_audit::{AuditError, AuditEvent, AuditLog, AuditStats, EventKind, Outcome};
 use gatehouse_policy::{AuditSettings, Policy};
 
 use crate::auth::Caller;

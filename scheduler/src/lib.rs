@@ -22,4 +22,4 @@ pub mod store;
 pub mod ticker;
 
 /// The cron schedules, shared with the policy crate, which validates them.
-pub use gatehouse_policy::schedule;
+pub use gatehouse_policy::cron;

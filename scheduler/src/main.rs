@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse_scheduler::cron::{default_timezone, Schedule};
 use gatehouse_scheduler::logging::{self, LogFormat};
-use gatehouse_scheduler::schedule::{default_timezone, Schedule};
 use gatehouse_scheduler::server;
 
 #[derive(Parser)]
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Healthcheck { addr, path } => {
-            gatehouse_policy::healthcheck::probe(addr, &path).map_err(anyhow::Error::from)
+            gatehouse_healthcheck::probe(addr, &path).map_err(anyhow::Error::from)
         }
         Command::Next {
             expression,

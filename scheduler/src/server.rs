@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::scheduler::SchedulerSettings;
 use gatehouse_policy::Policy;
 use notify::{RecursiveMode, Watcher};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gatehouse_policy::schedule::Schedule;
+use gatehouse_policy::cron::Schedule;
 use gatehouse_policy::scheduler::{CatchUp, Job};
 use tokio::sync::watch;
 

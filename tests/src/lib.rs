@@ -14,6 +14,8 @@ pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod recording;
+#[cfg(test)]
+mod repository;
 pub mod upstream;
 
 pub use browser::Browser;

@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 
 use super::password::PasswordPool;
 use super::{IdentityError, LoginAttempts, Principal};
-use crate::client_addr::{network_key, PerNetwork};
+use crate::edge::client_addr::{network_key, PerNetwork};
 
 /// Delay added to every failed login, to slow online guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(300);

@@ -4,9 +4,11 @@
 //! "anonymous".
 
 mod api_key;
+pub mod assertion;
 mod basic;
 pub mod claims;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod revocation;
 pub mod session;

@@ -1,15 +1,15 @@
 //! Stage 8's login pages: `/.gatehouse/login`, `/callback` and `/logout`
-//! (see `login.rs`), when the policy has OIDC sessions.
+//! (see `identity/login/`), when the policy has OIDC sessions.
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use super::refusal::{Reason, Refusal};
+use super::respond::GatewayResponse;
 use super::{Gateway, RequestCtx};
-use crate::login::{LoginResponse, CALLBACK_PATH};
-use crate::path::NormalizedPath;
-use crate::refusal::{Reason, Refusal};
-use crate::respond::GatewayResponse;
+use crate::edge::path::NormalizedPath;
+use crate::identity::login::{LoginResponse, CALLBACK_PATH};
 
 impl Gateway {
     /// The answer of a login page, `None` when the path is not one (or
@@ -59,12 +59,13 @@ impl Gateway {
                 }
                 let location =
                     HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/"));
-                let response =
-                    GatewayResponse::status(302).with_header(http::header::LOCATION, location);
+                let response = GatewayResponse::status(http::StatusCode::FOUND)
+                    .with_header(http::header::LOCATION, location);
                 Ok(Some(with_cookies(response, cookies)))
             }
             LoginResponse::Page { html } => Ok(Some(
-                GatewayResponse::status(200).with_body("text/html; charset=utf-8", html),
+                GatewayResponse::status(http::StatusCode::OK)
+                    .with_body("text/html; charset=utf-8", html),
             )),
             LoginResponse::Refused { reason, cookies } => {
                 let mut refusal = Refusal::new(Reason::Login(reason));
@@ -79,7 +80,8 @@ impl Gateway {
                     );
                     if let Some(limited) = snapshot.rate_limits.login_failed(client_ip) {
                         if limited.started {
-                            refusal = refusal.event(crate::audit::rate_limit_started(&limited));
+                            refusal =
+                                refusal.event(crate::admin::audit::rate_limit_started(&limited));
                         }
                     }
                 }

@@ -10,16 +10,16 @@
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{Access, IdentityKind, Route};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use super::refusal::{Reason, Refusal};
 use super::stages::{challenged, wants_login_page};
 use super::{Gateway, RequestCtx};
+use crate::access::rate_limit::{Limited, RateLimits};
 use crate::identity::{self, IdentityError, LoginAttempts, Principal};
-use crate::rate_limit::{Limited, RateLimits};
-use crate::refusal::{Reason, Refusal};
 use crate::snapshot::Snapshot;
 
 impl Gateway {
@@ -60,7 +60,7 @@ impl Gateway {
             .await;
         for limited in attempts.locked_now().iter().filter(|l| l.started) {
             let event =
-                crate::audit::rate_limit_started(limited).detail("cause", "password-checks");
+                crate::admin::audit::rate_limit_started(limited).detail("cause", "password-checks");
             self.audit.record(self.request_event(ctx, event));
         }
         match verified {
@@ -109,7 +109,7 @@ fn login_failure(
             if limited.started {
                 refusal
                     .events
-                    .push(crate::audit::rate_limit_started(&limited));
+                    .push(crate::admin::audit::rate_limit_started(&limited));
             }
         }
     }

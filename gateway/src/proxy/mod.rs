@@ -20,7 +20,10 @@
 
 mod endpoints;
 mod identify;
+pub mod outcome;
 mod record;
+pub mod refusal;
+pub mod respond;
 mod stages;
 mod upstream;
 
@@ -40,19 +43,19 @@ use pingora::ErrorType;
 
 use http::HeaderValue;
 
-use crate::assertion::AssertionSigner;
-use crate::audit::Audit;
-use crate::authz::Permit;
-use crate::connection;
-use crate::cors;
+use crate::access::authz::Permit;
+use crate::access::cors;
+use crate::admin::audit::Audit;
+use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
+use crate::edge::head_deadline;
+use crate::edge::request_id::RequestIds;
+use crate::identity::assertion::AssertionSigner;
+use crate::identity::login::OidcClients;
 use crate::identity::Principal;
-use crate::login::OidcClients;
-use crate::metrics::{InFlight, InFlightGuard, Metrics};
-use crate::outcome::{classify_failure, status_label};
-use crate::refusal::Reason;
-use crate::request_id::RequestIds;
-use crate::respond::{self, GatewayResponse};
 use crate::snapshot::Snapshot;
+use outcome::{classify_failure, status_label};
+use refusal::Reason;
+use respond::GatewayResponse;
 
 pub struct Gateway {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -94,7 +97,7 @@ impl RequestCtx {
             .unwrap_or("-")
     }
 
-    fn headers(&self) -> &crate::headers::PreparedHeaders {
+    fn headers(&self) -> &crate::edge::headers::PreparedHeaders {
         self.admission
             .as_ref()
             .map(|a| &a.route.headers)
@@ -129,7 +132,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        connection::mark_head_received(session);
+        head_deadline::mark_head_received(session);
         // Slow clients: bound every read of the body, so a trickling upload
         // cannot hold a connection forever.
         let timeout = ctx.snapshot.policy.limits.client_read_timeout;
@@ -286,11 +289,16 @@ impl ProxyHttp for Gateway {
                 .inc();
         }
         let already_answered = session.response_written().is_some();
-        if status > 0 && !already_answered {
-            let response = if status == 413 || status == 408 {
-                GatewayResponse::closing(status)
-            } else {
-                GatewayResponse::status(status)
+        // Pingora's code 0 means "write nothing" (the client is gone).
+        let answer = http::StatusCode::from_u16(status)
+            .ok()
+            .filter(|_| status > 0);
+        if let Some(answer) = answer.filter(|_| !already_answered) {
+            let response = match answer {
+                http::StatusCode::PAYLOAD_TOO_LARGE | http::StatusCode::REQUEST_TIMEOUT => {
+                    GatewayResponse::closing(answer)
+                }
+                _ => GatewayResponse::status(answer),
             };
             if let Err(write_error) =
                 respond::send(session, ctx.headers(), &ctx.request_id, response).await
@@ -305,7 +313,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        connection::mark_request_done(session);
+        head_deadline::mark_request_done(session);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -2,16 +2,16 @@
 //! metrics and audit records, and keeping what a passed request leaves
 //! behind (rate-limit headers, engagement ends, API key addresses).
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use pingora::prelude::*;
 
+use super::refusal::Refusal;
+use super::respond;
 use super::{Gateway, RequestCtx};
-use crate::audit;
-use crate::authz::Permit;
+use crate::access::authz::Permit;
+use crate::access::rate_limit::{self, Allowance};
+use crate::admin::audit;
 use crate::identity::Principal;
-use crate::rate_limit::{self, Allowance};
-use crate::refusal::Refusal;
-use crate::respond;
 
 impl Gateway {
     /// Writes a refusal and records why: metrics, and its audit records.

@@ -34,23 +34,25 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use gatehouse_policy::{Access, IdentityKind, Route};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
+use super::refusal::{Reason, Refusal};
+use super::respond::GatewayResponse;
 use super::{Gateway, RequestCtx};
-use crate::assertion::JWKS_PATH;
-use crate::authz::{self, Denial};
+use crate::access::authz::{self, Denial};
+use crate::edge::path::NormalizedPath;
+use crate::edge::request_id::trusted_request_id;
+use crate::identity::assertion::JWKS_PATH;
+use crate::identity::login::LOGIN_PATH;
 use crate::identity::Principal;
-use crate::login::LOGIN_PATH;
-use crate::path::NormalizedPath;
-use crate::refusal::{Reason, Refusal};
-use crate::request_id::trusted_request_id;
-use crate::respond::GatewayResponse;
 use crate::snapshot::PreparedRoute;
-use crate::{client_addr, cors, framing, host, method, path, tls};
+use crate::{
+    access::cors, edge::client_addr, edge::framing, edge::host, edge::method, edge::path, edge::tls,
+};
 
 /// What the stages decided for a request they did not refuse.
 pub(super) enum Verdict {
@@ -148,7 +150,7 @@ impl Gateway {
     /// The gateway's public keys, for upstreams verifying assertions.
     fn jwks(&self, req: &RequestHeader, path: &NormalizedPath) -> Option<GatewayResponse> {
         (req.method == http::Method::GET && path.as_str() == JWKS_PATH).then(|| {
-            GatewayResponse::status(200)
+            GatewayResponse::status(http::StatusCode::OK)
                 .with_body("application/jwk-set+json", self.assertion.jwks().to_owned())
         })
     }
@@ -258,7 +260,7 @@ fn cors_preflight(
         return Ok(None);
     }
     let headers = cors::preflight(rules, &req.headers).ok_or(Reason::CorsPreflightDenied)?;
-    let mut response = GatewayResponse::status(204);
+    let mut response = GatewayResponse::status(http::StatusCode::NO_CONTENT);
     for (name, value) in headers {
         response = response.with_header(name, value);
     }

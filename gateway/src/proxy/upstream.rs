@@ -10,7 +10,7 @@ use pingora::prelude::*;
 use pingora::ErrorType;
 
 use super::stages::Admission;
-use crate::assertion::AssertionSigner;
+use crate::identity::assertion::AssertionSigner;
 use crate::identity::session::{self, FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::Principal;
 

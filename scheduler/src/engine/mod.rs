@@ -33,7 +33,7 @@ mod supervise;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use gatehouse_policy::audit::Outcome;
+use gatehouse_audit::Outcome;
 use gatehouse_policy::scheduler::{CatchUp, Job, Overlap, SchedulerSettings};
 use tokio::sync::{watch, Semaphore};
 

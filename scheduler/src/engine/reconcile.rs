@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_policy::audit::EventKind;
+use gatehouse_audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 

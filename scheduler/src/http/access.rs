@@ -152,7 +152,7 @@ pub(crate) fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError
         api.engine.audit.record(crate::audit::cancel(
             &run,
             caller,
-            gatehouse_policy::audit::Outcome::Denied,
+            gatehouse_audit::Outcome::Denied,
         ));
         return Err(ApiError::forbidden(
             "your roles may view this job but not cancel its runs",

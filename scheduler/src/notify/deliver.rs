@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use gatehouse_policy::audit::{AuditEvent, EventKind, Outcome as AuditOutcome};
+use gatehouse_audit::{AuditEvent, EventKind, Outcome as AuditOutcome};
 use gatehouse_policy::notify::{ChannelKind, NotifySettings};
 use tokio::sync::{mpsc, Semaphore};
 

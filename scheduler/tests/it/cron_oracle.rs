@@ -53,7 +53,7 @@ use std::process::{Command, Stdio};
 
 use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use gatehouse_scheduler::schedule::Schedule;
+use gatehouse_scheduler::cron::Schedule;
 use serde::{Deserialize, Serialize};
 
 mod classify;
