@@ -28,6 +28,7 @@ use gatehouse_audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 
+use super::DockerCall;
 use super::{start_window, RunEngine, RunJob};
 use crate::audit::{self, Adoption};
 use crate::docker::{ContainerState, DockerError, OurContainer};
@@ -177,7 +178,7 @@ async fn settle(
             Err(DockerError::NotFound { .. }) => None,
             Err(e) if e.is_connection_error() => return Err(e),
             Err(e) => {
-                engine.docker_error("inspect", &e);
+                engine.docker_error(DockerCall::Inspect, &e);
                 let reason = format!("Docker's state of the container could not be read: {e}");
                 let decided = Plan::Lost(ReasonCode::OutcomeUnknown, reason);
                 carry_out(engine, job, run, Some(c), decided, done).await;
@@ -303,7 +304,7 @@ async fn remove(engine: &RunEngine, container: &str) -> bool {
     match engine.docker.remove(container).await {
         Ok(()) => true,
         Err(e) => {
-            engine.docker_error("remove", &e);
+            engine.docker_error(DockerCall::Remove, &e);
             false
         }
     }
