@@ -17,37 +17,55 @@ fn repository_root() -> PathBuf {
 
 /// The repository paths a markdown text names in backticks (outside
 /// fenced blocks): spans ending in a source or config file extension, and
-/// spans with a `/` whose first part is a top-level directory. Both must
-/// exist, so a bare `stages.rs` fails: the map names whole paths. A path
-/// may be followed by `::item` (`gateway/src/proxy/stages.rs::decide`).
-fn paths_named(text: &str, root: &Path) -> Vec<String> {
+/// spans with a `/` whose first part is a top-level directory. A path may
+/// be followed by `::item` (`gateway/src/proxy/stages.rs::decide`).
+///
+/// A code map item names its folder first and then the files in it
+/// (`- \`gateway/src/proxy/\`: \`stages.rs\` ...`), so a name that does
+/// not start at the root is read inside the folder that opens its list
+/// item or paragraph; with no such folder it is read from the root, where
+/// it will not exist.
+fn paths_named(text: &str, root: &Path) -> Vec<PathBuf> {
     const EXTENSIONS: [&str; 9] = [
         ".rs", ".toml", ".md", ".py", ".mjs", ".yml", ".yaml", ".json", ".js",
     ];
+    let mut named = Vec::new();
     let mut in_fence = false;
-    let mut prose = String::new();
+    let mut folder = PathBuf::new();
+    let mut opening = true;
     for line in text.lines() {
         if line.trim_start().starts_with("```") {
             in_fence = !in_fence;
-        } else if !in_fence {
-            prose.push_str(line);
-            prose.push('\n');
-        }
-    }
-    let mut named = Vec::new();
-    for span in prose.split('`').skip(1).step_by(2) {
-        let path = span.split("::").next().unwrap_or_default().trim();
-        let plain = !path.is_empty()
-            && path
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
-        if !plain || path.starts_with('/') || path.starts_with('.') {
             continue;
         }
-        let top = path.split('/').next().unwrap_or_default();
-        let in_a_directory = path.contains('/') && root.join(top).is_dir();
-        if in_a_directory || EXTENSIONS.iter().any(|ext| path.ends_with(ext)) {
-            named.push(path.to_owned());
+        if in_fence {
+            continue;
+        }
+        if line.trim_start().starts_with("- ") || line.trim().is_empty() {
+            folder = PathBuf::new();
+            opening = true;
+        }
+        for span in line.split('`').skip(1).step_by(2) {
+            let first_in_item = std::mem::replace(&mut opening, false);
+            let path = span.split("::").next().unwrap_or_default().trim();
+            let plain = !path.is_empty()
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+            if !plain || path.starts_with('/') || path.starts_with('.') {
+                continue;
+            }
+            let top = path.split('/').next().unwrap_or_default();
+            let from_root = path.contains('/') && root.join(top).is_dir();
+            let is_file = EXTENSIONS.iter().any(|ext| path.ends_with(ext));
+            if from_root {
+                if first_in_item && path.ends_with('/') {
+                    folder = PathBuf::from(path);
+                }
+                named.push(PathBuf::from(path));
+            } else if is_file || (path.ends_with('/') && !folder.as_os_str().is_empty()) {
+                named.push(folder.join(path));
+            }
         }
     }
     named
@@ -61,7 +79,7 @@ fn every_path_architecture_md_names_exists() {
     // The code map names well over a hundred paths; finding few means the
     // reader above broke, not that the map is clean.
     assert!(named.len() > 100, "only {} paths found", named.len());
-    let missing: BTreeSet<&String> = named
+    let missing: BTreeSet<&PathBuf> = named
         .iter()
         .filter(|path| !root.join(path).exists())
         .collect();
@@ -72,13 +90,26 @@ fn every_path_architecture_md_names_exists() {
 }
 
 #[test]
-fn the_path_reader_finds_whole_paths_and_refuses_bare_names() {
+fn the_path_reader_resolves_names_in_the_folder_named_before_them() {
     let root = repository_root();
-    let text = "`gateway/src/proxy/stages.rs::Gateway::decide`, `stages.rs`, \
-        `tests/run`, `/readyz`, `30/min`, `X-Forwarded-For`\n```\n`policy.toml`\n```\n";
+    let text = "- `gateway/src/proxy/`: `stages.rs` (the path), `login/`\n\
+        - `stages.rs`, `tests/run`, `gateway/src/edge/path.rs::normalize` and \
+        `proptests.rs`; `/readyz`, `30/min`, `X-Forwarded-For`\n```\n`policy.toml`\n```\n";
+    let named: Vec<String> = paths_named(text, &root)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     assert_eq!(
-        paths_named(text, &root),
-        ["gateway/src/proxy/stages.rs", "stages.rs", "tests/run"]
+        named,
+        [
+            "gateway/src/proxy/",
+            "gateway/src/proxy/stages.rs",
+            "gateway/src/proxy/login/",
+            "stages.rs",
+            "tests/run",
+            "gateway/src/edge/path.rs",
+            "proptests.rs",
+        ]
     );
 }
 
