@@ -242,6 +242,22 @@ async fn prune_loop(store: Arc<Store>, keep: usize, max_age: Duration) {
     }
 }
 
+/// What asked for a reload; the audit record's `trigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReloadTrigger {
+    Hangup,
+    FileChanged,
+}
+
+impl ReloadTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Hangup => "SIGHUP",
+            ReloadTrigger::FileChanged => "file changed",
+        }
+    }
+}
+
 /// SIGHUP or a change to the policy file reloads the jobs. A policy that
 /// does not load, or that changes `[scheduler]` (which needs a restart),
 /// is refused and the old one stays; runs in flight are never touched.
@@ -253,13 +269,13 @@ fn spawn_reloader(
     audit: Audit,
     reloaded: watch::Sender<u64>,
 ) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<&'static str>(8);
+    let (tx, mut rx) = mpsc::channel::<ReloadTrigger>(8);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let hup_tx = tx.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            let _ = hup_tx.send("SIGHUP").await;
+            let _ = hup_tx.send(ReloadTrigger::Hangup).await;
         }
     });
     let watcher = watch_file(&path, tx);
@@ -288,7 +304,7 @@ fn spawn_reloader(
                 },
             )
             .actor("scheduler", "system")
-            .detail("trigger", why)
+            .detail("trigger", why.as_str())
             .detail("sha256_before", before);
             match result {
                 Ok(policy) => {
@@ -324,7 +340,7 @@ fn spawn_reloader(
     Ok(())
 }
 
-fn watch_file(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
+fn watch_file(path: &Path, tx: mpsc::Sender<ReloadTrigger>) -> Option<notify::RecommendedWatcher> {
     let file_name = path.file_name()?.to_owned();
     let dir = path
         .parent()
@@ -337,7 +353,7 @@ fn watch_file(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::Rec
                 .iter()
                 .any(|p| p.file_name() == Some(&file_name))
             {
-                let _ = tx.blocking_send("file changed");
+                let _ = tx.blocking_send(ReloadTrigger::FileChanged);
             }
         }
     })

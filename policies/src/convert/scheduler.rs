@@ -41,16 +41,7 @@ impl Converter<'_> {
         let raw = spanned.get_ref();
         let (addr, admin) = self.scheduler_listeners(raw, listen);
         let gateway_jwks = self.gateway_jwks(spanned, listen);
-        let gateway_jwks_refresh = self.duration(&raw.gateway_jwks_refresh, DEFAULT_JWKS_REFRESH);
-        if gateway_jwks_refresh < Duration::from_secs(1) || gateway_jwks_refresh > MAX_JWKS_REFRESH
-        {
-            if let Some(r) = &raw.gateway_jwks_refresh {
-                self.problems.add(
-                    Some(r.span()),
-                    "gateway_jwks_refresh must be between 1s and 1d",
-                );
-            }
-        }
+        let gateway_jwks_refresh = self.gateway_jwks_refresh(raw);
         let gateway_jwks_ca = raw.gateway_jwks_ca.as_ref().map(|ca| {
             if gateway_jwks.as_ref().is_some_and(|u| u.scheme() != "https") {
                 self.problems.add_hint(
@@ -63,17 +54,7 @@ impl Converter<'_> {
         });
         let gateway_routes = self.gateway_routes(spanned, addr, routes);
         let allowed_images = self.allowed_images(raw);
-        let allowed_mounts = raw
-            .allowed_mounts
-            .iter()
-            .filter_map(|m| {
-                let source = self.host_path(&m.get_ref().source)?;
-                Some(AllowedMount {
-                    source,
-                    writable: m.get_ref().writable,
-                })
-            })
-            .collect();
+        let allowed_mounts = self.allowed_mounts(raw);
         let allowed_networks = self.allowed_networks(raw);
         let allowed_capabilities = raw
             .allowed_capabilities
@@ -81,13 +62,7 @@ impl Converter<'_> {
             .filter_map(|c| self.capability(c))
             .collect();
         let max_cpus = self.max_cpus(raw);
-        let log_cap = self.size(&raw.log_cap, DEFAULT_LOG_CAP);
-        if log_cap > MAX_LOG_CAP {
-            if let Some(r) = &raw.log_cap {
-                self.problems
-                    .add(Some(r.span()), "log_cap may be at most 64MiB");
-            }
-        }
+        let log_cap = self.log_cap(raw);
         Some(SchedulerSettings {
             listen: addr?,
             admin,
@@ -186,6 +161,45 @@ impl Converter<'_> {
                 None
             }
         }
+    }
+
+    /// How often the gateway's keys are fetched again: 1s to 1d.
+    fn gateway_jwks_refresh(&mut self, raw: &RawScheduler) -> Duration {
+        let refresh = self.duration(&raw.gateway_jwks_refresh, DEFAULT_JWKS_REFRESH);
+        if refresh < Duration::from_secs(1) || refresh > MAX_JWKS_REFRESH {
+            if let Some(r) = &raw.gateway_jwks_refresh {
+                self.problems.add(
+                    Some(r.span()),
+                    "gateway_jwks_refresh must be between 1s and 1d",
+                );
+            }
+        }
+        refresh
+    }
+
+    fn allowed_mounts(&mut self, raw: &RawScheduler) -> Vec<AllowedMount> {
+        raw.allowed_mounts
+            .iter()
+            .filter_map(|m| {
+                let source = self.host_path(&m.get_ref().source)?;
+                Some(AllowedMount {
+                    source,
+                    writable: m.get_ref().writable,
+                })
+            })
+            .collect()
+    }
+
+    /// Bytes of output kept per run: at most 64MiB.
+    fn log_cap(&mut self, raw: &RawScheduler) -> u64 {
+        let log_cap = self.size(&raw.log_cap, DEFAULT_LOG_CAP);
+        if log_cap > MAX_LOG_CAP {
+            if let Some(r) = &raw.log_cap {
+                self.problems
+                    .add(Some(r.span()), "log_cap may be at most 64MiB");
+            }
+        }
+        log_cap
     }
 
     fn allowed_images(&mut self, raw: &RawScheduler) -> Vec<ImagePattern> {

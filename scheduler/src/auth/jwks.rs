@@ -43,10 +43,13 @@ pub enum JwksError {
     Request(#[source] reqwest::Error),
     /// Never followed: the key set must come from the URL in the policy,
     /// not from wherever that URL points us.
-    #[error("answered {status} with a redirect to `{location}`; redirects are not followed, so set gateway_jwks to the final URL")]
-    Redirected { status: u16, location: String },
-    #[error("answered {0}")]
-    Status(u16),
+    #[error("answered {} with a redirect to `{location}`; redirects are not followed, so set gateway_jwks to the final URL", .status.as_u16())]
+    Redirected {
+        status: reqwest::StatusCode,
+        location: String,
+    },
+    #[error("answered {}", .0.as_u16())]
+    Status(reqwest::StatusCode),
     #[error("the answer is not a JWKS: {0}")]
     NotJwks(#[source] reqwest::Error),
     #[error("the key set is empty")]
@@ -93,13 +96,10 @@ pub async fn fetch_keys(client: &reqwest::Client, url: &url::Url) -> Result<JwkS
             .chars()
             .take(200)
             .collect();
-        return Err(JwksError::Redirected {
-            status: status.as_u16(),
-            location,
-        });
+        return Err(JwksError::Redirected { status, location });
     }
     if !status.is_success() {
-        return Err(JwksError::Status(status.as_u16()));
+        return Err(JwksError::Status(status));
     }
     let keys: JwkSet = response.json().await.map_err(JwksError::NotJwks)?;
     if keys.keys.is_empty() {

@@ -19,6 +19,7 @@ use gatehouse_policy::scheduler::Job;
 use tokio::sync::watch;
 
 use super::stop::{stop_reason, wait_for_stop};
+use super::DockerCall;
 use super::{reconcile, start_window, Reconciled, RunEngine, RunJob, StopReason};
 use crate::docker::DockerError;
 use crate::store::{now_ms, Finish, ReasonCode, RunStatus, Trigger};
@@ -248,7 +249,7 @@ pub async fn monitor_docker(engine: Arc<RunEngine>) {
             }
             (DockerStatus::Ready, Err(error)) => {
                 tracing::warn!(%error, "Docker stopped answering; manual triggers are refused until it is back");
-                engine.docker_error("ping", &DockerError::Protocol(error.clone()));
+                engine.docker_error(DockerCall::Ping, &DockerError::Protocol(error.clone()));
                 engine.set_docker_status(DockerStatus::Unreachable {
                     since: now_ms(),
                     error,

@@ -51,6 +51,37 @@ pub use stop::StopReason;
 /// runs in flight keep the `Arc<Job>` they started with.
 pub type JobTable = BTreeMap<String, Arc<Job>>;
 
+/// A Docker API call the engine makes: the `operation` label of
+/// `gatehouse_scheduler_docker_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DockerCall {
+    Ping,
+    EnsureImage,
+    Create,
+    Start,
+    Wait,
+    Inspect,
+    Stop,
+    Logs,
+    Remove,
+}
+
+impl DockerCall {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DockerCall::Ping => "ping",
+            DockerCall::EnsureImage => "ensure_image",
+            DockerCall::Create => "create",
+            DockerCall::Start => "start",
+            DockerCall::Wait => "wait",
+            DockerCall::Inspect => "inspect",
+            DockerCall::Stop => "stop",
+            DockerCall::Logs => "logs",
+            DockerCall::Remove => "remove",
+        }
+    }
+}
+
 struct ActiveRun {
     job: String,
     stop: watch::Sender<Option<StopReason>>,
@@ -166,7 +197,8 @@ impl RunEngine {
     }
 
     /// Logs and counts a failed Docker API call.
-    pub(super) fn docker_error(&self, operation: &str, error: &docker::DockerError) {
+    pub(super) fn docker_error(&self, call: DockerCall, error: &docker::DockerError) {
+        let operation = call.as_str();
         tracing::warn!(operation, %error, "Docker API call failed");
         self.metrics
             .docker_errors

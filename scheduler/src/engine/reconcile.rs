@@ -28,6 +28,7 @@ use gatehouse_audit::EventKind;
 use gatehouse_policy::scheduler::Job;
 use tokio::time::Instant;
 
+use super::DockerCall;
 use super::{start_window, RunEngine, RunJob};
 use crate::audit::{self, Adoption};
 use crate::docker::{ContainerState, DockerError, OurContainer};
@@ -177,7 +178,7 @@ async fn settle(
             Err(DockerError::NotFound { .. }) => None,
             Err(e) if e.is_connection_error() => return Err(e),
             Err(e) => {
-                engine.docker_error("inspect", &e);
+                engine.docker_error(DockerCall::Inspect, &e);
                 let reason = format!("Docker's state of the container could not be read: {e}");
                 let decided = Plan::Lost(ReasonCode::OutcomeUnknown, reason);
                 carry_out(engine, job, run, Some(c), decided, done).await;
@@ -268,8 +269,22 @@ async fn record_ended(
     engine
         .audit
         .record(audit::run_adopted(run, Adoption::Record, Some(container)));
-    let mut stop = engine.register_adopted(run.id, &run.job);
+    let stop = engine.register_adopted(run.id, &run.job);
     let deadline = Instant::now() + Duration::from_secs(3600);
+    supervise_adopted(engine, run_job, run, container, started_at, deadline, stop).await;
+}
+
+/// Supervises an adopted run (registered as active, with `stop`) until
+/// its outcome is recorded, masking its output with the job's env now.
+async fn supervise_adopted(
+    engine: &RunEngine,
+    run_job: RunJob<'_>,
+    run: &Run,
+    container: &str,
+    started_at: i64,
+    deadline: Instant,
+    mut stop: tokio::sync::watch::Receiver<Option<super::StopReason>>,
+) {
     engine
         .supervise_and_record(
             run_job,
@@ -289,7 +304,7 @@ async fn remove(engine: &RunEngine, container: &str) -> bool {
     match engine.docker.remove(container).await {
         Ok(()) => true,
         Err(e) => {
-            engine.docker_error("remove", &e);
+            engine.docker_error(DockerCall::Remove, &e);
             false
         }
     }
@@ -303,26 +318,17 @@ fn adopt(
     started_at: i64,
 ) {
     tracing::info!(job = %run.job, run = run.id, %container, "adopting a running container");
-    let mut stop = engine.register_adopted(run.id, &run.job);
+    let stop = engine.register_adopted(run.id, &run.job);
     let elapsed = Duration::from_millis((now_ms() - started_at).max(0) as u64);
     let timeout = RunJob::new(job.as_deref(), &run.job).timeout(&engine.settings);
     let deadline = Instant::now() + timeout.saturating_sub(elapsed);
     let engine = engine.clone();
     tokio::spawn(async move {
         let run_job = RunJob::new(job.as_deref(), &run.job);
-        engine
-            .supervise_and_record(
-                run_job,
-                run.id,
-                &run.trigger,
-                &container,
-                started_at,
-                deadline,
-                &mut stop,
-                &run_job.adopted_mask(),
-            )
-            .await;
-        engine.unregister(run.id);
+        supervise_adopted(
+            &engine, run_job, &run, &container, started_at, deadline, stop,
+        )
+        .await;
     });
 }
 

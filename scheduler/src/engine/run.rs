@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::run_job::RunJob;
 use super::stop::{stop_reason, wait_for_stop};
 use super::supervise::{exit_outcome, Ending};
+use super::DockerCall;
 use super::{RunEngine, StopReason};
 use crate::audit;
 use crate::docker::{self, ContainerSpec, DockerError};
@@ -125,7 +126,7 @@ impl RunEngine {
             }
         };
         if let Err(e) = self.docker.ensure_image(&job.image, job.pull).await {
-            self.docker_error("ensure_image", &e);
+            self.docker_error(DockerCall::EnsureImage, &e);
             return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let mask = Masker::for_env(job, &env);
@@ -174,7 +175,7 @@ impl RunEngine {
         let container = match self.docker.create(&spec).await {
             Ok(container) => container,
             Err(e) => {
-                self.docker_error("create", &e);
+                self.docker_error(DockerCall::Create, &e);
                 return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
             }
         };
@@ -191,7 +192,7 @@ impl RunEngine {
                 .observe(late);
         }
         if let Err(e) = self.docker.start(&container).await {
-            self.docker_error("start", &e);
+            self.docker_error(DockerCall::Start, &e);
             let _ = self.docker.remove(&container).await;
             return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
@@ -243,13 +244,13 @@ impl RunEngine {
             Ok(logs) => Some(logs),
             Err(e) => {
                 if !matches!(e, DockerError::NotFound { .. }) {
-                    self.docker_error("logs", &e);
+                    self.docker_error(DockerCall::Logs, &e);
                 }
                 None
             }
         };
         if let Err(e) = self.docker.remove(container).await {
-            self.docker_error("remove", &e);
+            self.docker_error(DockerCall::Remove, &e);
         }
         let finish = Finish {
             exit_code: exit.map(|e| e.exit_code),

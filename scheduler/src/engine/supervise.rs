@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::stop::{stop_reason, wait_for_stop};
+use super::DockerCall;
 use super::{RunEngine, StopReason};
 use crate::docker::{ContainerState, DockerError, Exit};
 use crate::store::{now_ms, ReasonCode, RunStatus};
@@ -96,7 +97,7 @@ impl RunEngine {
                         if e.is_connection_error() {
                             outage.lost();
                         }
-                        self.docker_error("wait", &e);
+                        self.docker_error(DockerCall::Wait, &e);
                         // The daemon may be restarting: ask again until it
                         // answers, then trust what it says.
                         tokio::time::sleep(delay).await;
@@ -151,12 +152,12 @@ impl RunEngine {
     /// SIGTERM, the grace period, then SIGKILL; returns how it exited.
     async fn stop_container(&self, container: &str) -> Option<Exit> {
         if let Err(e) = self.docker.stop(container, self.settings.stop_grace).await {
-            self.docker_error("stop", &e);
+            self.docker_error(DockerCall::Stop, &e);
         }
         match self.docker.inspect_exit(container).await {
             Ok(exit) => exit,
             Err(e) => {
-                self.docker_error("inspect", &e);
+                self.docker_error(DockerCall::Inspect, &e);
                 None
             }
         }

@@ -5,14 +5,11 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::Utc;
 use gatehouse_policy::scheduler::Job;
 use serde::Serialize;
-use serde_json::json;
 
+use super::error::{ApiError, ErrorCode};
 use crate::auth::{Caller, Verifier};
 use crate::engine::{CancelError, RunEngine, TriggerError, Triggered};
 use crate::metrics::Metrics;
@@ -25,87 +22,6 @@ pub struct Api {
     pub engine: Arc<RunEngine>,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
-}
-
-/// An error as the client sees it: a status and a message, never internals.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    /// Seconds for `Retry-After`, when trying again later may work.
-    retry_after: Option<u32>,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// 503: Docker is not connected, so nothing was queued.
-    fn docker_unavailable(reason: &str) -> Self {
-        ApiError {
-            retry_after: Some(5),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "docker_unavailable",
-                format!(
-                    "the run was not queued: Docker is not available ({reason}); try again once the scheduler is ready"
-                ),
-            )
-        }
-    }
-
-    pub(super) fn not_found(what: &str) -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such {what}"),
-        )
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn forbidden(message: &'static str) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "API request failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the scheduler could not complete the request",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, no_store(), body).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-pub(super) fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
-    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
 }
 
 #[derive(Serialize)]
@@ -245,8 +161,7 @@ pub(crate) fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError
     match api.engine.cancel(&run, caller) {
         Ok(()) => Ok(()),
         Err(CancelError::NotActive) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_active",
+            ErrorCode::NotActive,
             format!("run {id} is {}", run.status.as_str()),
         )),
     }

@@ -12,9 +12,8 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::{
-    cancel, job_view, no_store, run_id, trigger, visible_job, visible_run, Api, ApiError, JobView,
-};
+use super::access::{cancel, job_view, run_id, trigger, visible_job, visible_run, Api, JobView};
+use super::error::{no_store, ApiError, ErrorCode};
 use crate::auth::Caller;
 use crate::engine::Triggered;
 use crate::store::{Run, RunFilter, RunStatus};
@@ -103,9 +102,10 @@ async fn list_runs(
 ) -> Result<Response, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "unknown status")
-        })?),
+        Some(s) => Some(
+            RunStatus::parse(s)
+                .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "unknown status"))?,
+        ),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     if let Some(job) = query.job.as_deref().filter(|j| !j.is_empty()) {

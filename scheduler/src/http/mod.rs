@@ -8,15 +8,17 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod dashboard;
+pub mod error;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::auth::{AuthError, ASSERTION_HEADER};
-use access::{Api, ApiError};
+use access::Api;
+use error::{ApiError, ErrorCode};
 
 /// The JSON API and the dashboard, behind one authentication stage.
 pub fn router(api: Api) -> Router {
@@ -25,11 +27,7 @@ pub fn router(api: Api) -> Router {
         .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            )
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
         })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
@@ -77,12 +75,9 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
 /// the replay check is full (the assertion may be fine; retry shortly).
 fn refuse(error: AuthError) -> Response {
     if error == AuthError::ReplayCacheFull {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the scheduler is busy; try again shortly",
-        )
-        .into_response();
+        let mut response =
+            ApiError::new(ErrorCode::Busy, "the scheduler is busy; try again shortly")
+                .into_response();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -92,8 +87,7 @@ fn refuse(error: AuthError) -> Response {
         AuthError::KeysUnavailable => "the scheduler cannot verify callers yet",
         _ => "a valid gateway assertion is required",
     };
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response();
+    let mut response = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Gatehouse-Assertion"),

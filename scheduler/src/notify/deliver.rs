@@ -67,14 +67,14 @@ pub(super) fn record(
         .detail("channel", channel)
         .detail("job", notice.job.clone())
         .detail("run", notice.run)
-        .detail("event", notice.event)
+        .detail("event", notice.event.as_str())
         .detail("outcome", outcome.as_str())
         .detail("attempts", attempts);
     if let Some(error) = error {
         event = event.detail("error", error);
         tracing::warn!(channel, job = %notice.job, run = notice.run, outcome = outcome.as_str(), attempts, %error, "notification not delivered");
     } else {
-        tracing::info!(channel, job = %notice.job, run = notice.run, event = notice.event, "notification delivered");
+        tracing::info!(channel, job = %notice.job, run = notice.run, event = notice.event.as_str(), "notification delivered");
     }
     audit.record(event);
 }
@@ -234,11 +234,11 @@ mod tests {
         Delivery {
             channel: "hook".into(),
             notice: Arc::new(RunNotice {
-                event: "failed",
+                event: gatehouse_policy::notify::NotifyEvent::Failed,
                 job: "nightly".into(),
                 run: 1,
                 attempt: 1,
-                status: "failed",
+                status: crate::store::RunStatus::Failed,
                 exit_code: Some(1),
                 reason: None,
                 finished_at: 0,

@@ -63,7 +63,9 @@ fn message(mail: &EmailChannel, notice: &RunNotice) -> Result<Message, DeliveryE
     let mut body = notice.summary();
     body.push_str(&format!(
         "\n\njob: {}\nrun: {}\nstatus: {}\n",
-        notice.job, notice.run, notice.status
+        notice.job,
+        notice.run,
+        notice.status.as_str()
     ));
     if !notice.log_tail.is_empty() {
         body.push_str("\nThe end of its output:\n\n");

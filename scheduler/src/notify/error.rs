@@ -1,5 +1,7 @@
 //! Why one delivery attempt failed, for every channel alike.
 
+use reqwest::StatusCode;
+
 use super::guard::Refusal;
 
 /// Why one attempt failed.
@@ -11,10 +13,10 @@ pub enum DeliveryError {
     Refused(Refusal),
     #[error("cannot read the channel's secret: {0}")]
     Secret(String),
-    #[error("the receiver answered with a redirect ({0}), which is not followed")]
-    Redirect(u16),
-    #[error("the receiver answered {0}")]
-    Status(u16),
+    #[error("the receiver answered with a redirect ({}), which is not followed", .0.as_u16())]
+    Redirect(StatusCode),
+    #[error("the receiver answered {}", .0.as_u16())]
+    Status(StatusCode),
     #[error("{0}")]
     Transport(String),
     #[error("SMTP: {message}")]
@@ -34,7 +36,11 @@ impl DeliveryError {
     pub(super) fn is_transient(&self) -> bool {
         match self {
             DeliveryError::Transport(_) => true,
-            DeliveryError::Status(code) => *code >= 500 || *code == 408 || *code == 429,
+            DeliveryError::Status(code) => {
+                code.as_u16() >= 500
+                    || *code == StatusCode::REQUEST_TIMEOUT
+                    || *code == StatusCode::TOO_MANY_REQUESTS
+            }
             DeliveryError::Smtp { transient, .. } => *transient,
             _ => false,
         }

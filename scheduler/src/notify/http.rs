@@ -50,10 +50,10 @@ pub async fn post(
         }
     }
     if status.is_redirection() {
-        return Err(DeliveryError::Redirect(status.as_u16()));
+        return Err(DeliveryError::Redirect(status));
     }
     if !status.is_success() {
-        return Err(DeliveryError::Status(status.as_u16()));
+        return Err(DeliveryError::Status(status));
     }
     Ok(())
 }

@@ -48,11 +48,13 @@ const LOG_TAIL: usize = 2048;
 /// text of Slack messages and mails.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunNotice {
-    pub event: &'static str,
+    #[serde(serialize_with = "event_name")]
+    pub event: NotifyEvent,
     pub job: String,
     pub run: i64,
     pub attempt: u32,
-    pub status: &'static str,
+    #[serde(serialize_with = "status_name")]
+    pub status: RunStatus,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     /// Unix milliseconds.
@@ -80,11 +82,11 @@ impl RunNotice {
             })
             .unwrap_or_default();
         RunNotice {
-            event: event.as_str(),
+            event,
             job: job.to_owned(),
             run,
             attempt,
-            status: status.as_str(),
+            status,
             exit_code: finish.exit_code,
             reason: finish.reason.clone(),
             finished_at: now_ms(),
@@ -98,11 +100,11 @@ impl RunNotice {
             "Gatehouse: job {} {} (run {}, attempt {}",
             self.job,
             match self.event {
-                "recovered" => "recovered",
-                "succeeded" => "succeeded",
-                "timed_out" => "timed out",
-                "lost" => "was lost",
-                _ => "failed",
+                NotifyEvent::Recovered => "recovered",
+                NotifyEvent::Succeeded => "succeeded",
+                NotifyEvent::TimedOut => "timed out",
+                NotifyEvent::Lost => "was lost",
+                NotifyEvent::Failed => "failed",
             },
             self.run,
             self.attempt
@@ -117,6 +119,16 @@ impl RunNotice {
         }
         text
     }
+}
+
+/// The event by its wire name, e.g. `timed_out`.
+fn event_name<S: serde::Serializer>(event: &NotifyEvent, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(event.as_str())
+}
+
+/// The run's status by its wire name, e.g. `timed_out`.
+fn status_name<S: serde::Serializer>(status: &RunStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_str())
 }
 
 struct Delivery {
@@ -203,11 +215,11 @@ mod tests {
 
     fn notice() -> RunNotice {
         RunNotice {
-            event: "failed",
+            event: NotifyEvent::Failed,
             job: "nightly".into(),
             run: 7,
             attempt: 1,
-            status: "failed",
+            status: RunStatus::Failed,
             exit_code: Some(3),
             reason: None,
             finished_at: 0,

@@ -51,10 +51,10 @@ pub async fn send(
             "x-gatehouse-signature",
             signature(secret.expose(), timestamp, &body),
         ),
-        ("x-gatehouse-event", notice.event.to_owned()),
+        ("x-gatehouse-event", notice.event.as_str().to_owned()),
         (
             "x-gatehouse-delivery",
-            format!("{}.{}", notice.run, notice.event),
+            format!("{}.{}", notice.run, notice.event.as_str()),
         ),
     ];
     for (name, value) in values {

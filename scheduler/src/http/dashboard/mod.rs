@@ -20,7 +20,8 @@ use axum::{Extension, Router};
 
 use crate::auth::Caller;
 use crate::engine::Triggered;
-use crate::http::access::{self, Api, ApiError};
+use crate::http::access::{self, Api};
+use crate::http::error::ApiError;
 use crate::store::RunFilter;
 
 /// Runs listed on a job's page.
