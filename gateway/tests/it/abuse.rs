@@ -7,14 +7,17 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 
-use crate::support::*;
+use gatehouse_tests::binaries;
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::GatewayUnderTest;
 
 const RIGHT_PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "Tr0ub4dor&3-wrong";
 const WRONG_API_KEY: &str = "gh_definitelyNotAValidKeyButLongEnough0123456789";
 
 fn hash_password(password: &str) -> String {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(binaries::gateway())
         .arg("hash-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -66,7 +69,7 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
         "[roles]\nadmin = [\"*\"]\n[[basic_user]]\nname = \"alice\"\npassword_hash = \"{}\"\nroles = [\"admin\"]\n",
         hash_password(RIGHT_PASSWORD)
     );
-    let g = Gateway::start_with(&template, &extra).await;
+    let g = GatewayUnderTest::start_with(&template, &extra).await;
     let attacker = g.client_from(ip("127.0.0.1"));
     let url = format!("{}/private", g.origin());
     let attempt = |client: &reqwest::Client, password: &str| {
@@ -160,7 +163,7 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
 #[tokio::test]
 async fn requests_over_the_quota_get_429_with_retry_after_and_ratelimit_headers() {
     let template = with_rate_limits("client = \"3/min\"");
-    let g = Gateway::start_with(&template, "").await;
+    let g = GatewayUnderTest::start_with(&template, "").await;
     let client = g.client();
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -211,7 +214,7 @@ async fn a_flood_from_thousands_of_addresses_keeps_tracked_keys_under_the_cap() 
     // Per hour: a per-minute refill during a slow flood would let extra
     // requests through and blur the count below.
     let template = with_rate_limits(&format!("client = \"2/h\"\nmax_tracked_keys = {CAP}"));
-    let g = Gateway::start_with(&template, "").await;
+    let g = GatewayUnderTest::start_with(&template, "").await;
     let url = format!("{}/", g.origin());
     let mut statuses = Vec::new();
     for chunk in (0..ADDRESSES).collect::<Vec<_>>().chunks(100) {

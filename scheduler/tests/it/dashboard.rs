@@ -7,9 +7,15 @@
 
 use std::time::Duration;
 
-use crate::support::{job, Stack, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
-async fn page(stack: &Stack, key: &str, method: reqwest::Method, path: &str) -> reqwest::Response {
+async fn page(
+    stack: &SchedulerUnderTest,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::Response {
     stack
         .client()
         .request(method, stack.url(path))
@@ -20,7 +26,7 @@ async fn page(stack: &Stack, key: &str, method: reqwest::Method, path: &str) -> 
         .expect("request")
 }
 
-async fn html(stack: &Stack, key: &str, path: &str) -> (u16, String) {
+async fn html(stack: &SchedulerUnderTest, key: &str, path: &str) -> (u16, String) {
     let r = page(stack, key, reqwest::Method::GET, path).await;
     let status = r.status().as_u16();
     let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
@@ -45,7 +51,7 @@ async fn the_dashboard_runs_and_cancels_jobs_for_runners_and_only_shows_them_to_
         "schedule = \"0 3 * * *\"\ncommand = [\"echo\", \"hello from <the> job\"]",
     ) + &job("sleeper", "command = [\"sleep\", \"300\"]")
         + "\n[[job]]\nname = \"secret\"\nimage = \"gatehouse-test/busybox:latest\"\npull = \"never\"\nrun_roles = [\"operator\"]\n";
-    let stack = Stack::start(&jobs).await;
+    let stack = SchedulerUnderTest::start(&jobs).await;
     stack.wait_job("hello").await;
 
     // The operator's overview: every job, with buttons, under the gateway's CSP.
@@ -198,7 +204,7 @@ async fn the_dashboard_runs_and_cancels_jobs_for_runners_and_only_shows_them_to_
 /// HTTP-to-HTTPS redirect.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_observatory_grades_the_dashboard_pages_a_plus() {
-    let stack = Stack::start(&job("hello", "command = [\"true\"]")).await;
+    let stack = SchedulerUnderTest::start(&job("hello", "command = [\"true\"]")).await;
     stack.wait_job("hello").await;
     let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/observatory");
     for (path, key, status) in [
@@ -218,7 +224,7 @@ async fn the_observatory_grades_the_dashboard_pages_a_plus() {
         });
         let out = tokio::process::Command::new(tool)
             .arg("localhost")
-            .arg(stack.pki.ca_path())
+            .arg(stack.gateway.pki.ca_path())
             .arg("A+")
             .env("OBSERVATORY_OPTIONS", options.to_string())
             .output()

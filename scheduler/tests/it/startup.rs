@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use gatehouse_tests::docker::PrivateDocker;
 
-use crate::support::{job, metric_value, Stack, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 const LONG: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers() {
     let mut docker = PrivateDocker::start().expect("a private dockerd of its own");
-    let mut stack = Stack::start_on(
+    let mut stack = SchedulerUnderTest::start_on(
         &docker.host(),
         "",
         &job("hello", "command = [\"echo\", \"hello\"]"),

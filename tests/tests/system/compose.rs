@@ -15,7 +15,7 @@ use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 use gatehouse_tests::free_port;
 use serde_json::Value;
 
-use crate::support::{gateway_bin, SCHEDULER};
+use gatehouse_tests::binaries;
 
 const COMPOSE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose");
 /// The uid:gid compose/Dockerfile gives its user.
@@ -31,8 +31,8 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     let docker = PrivateDocker::start().expect("a private dockerd");
     let work = tempfile::tempdir().expect("temp dir");
 
-    seed_image(&docker, work.path(), &gateway_bin(), "gateway");
-    seed_image(&docker, work.path(), Path::new(SCHEDULER), "scheduler");
+    seed_image(&docker, work.path(), binaries::gateway(), "gateway");
+    seed_image(&docker, work.path(), binaries::scheduler(), "scheduler");
     check(
         docker
             .docker_cli()

@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::{RecordingUpstream, TestPki};
 
-use crate::support::Gateway;
 pub use client::{req, H1Response};
+use gatehouse_tests::GatewayUnderTest;
 pub use policy::*;
 pub use report::*;
 pub use vector::*;
@@ -86,7 +86,7 @@ login = "100000/s"
 
 /// A gateway under attack and the upstream that records what reached it.
 pub struct Target {
-    pub gateway: Gateway,
+    pub gateway: GatewayUnderTest,
     pub upstream: RecordingUpstream,
     tls_h1: Arc<rustls::ClientConfig>,
     tls_h2: Arc<rustls::ClientConfig>,
@@ -109,7 +109,7 @@ impl Target {
             .await
             .expect("recording upstream");
         let policy = format!("{LISTEN}{sections}").replace("{upstream}", &upstream.url());
-        let mut gateway = Gateway::prepare_with(&policy, "", setup).await;
+        let mut gateway = GatewayUnderTest::prepare_with(&policy, "", setup).await;
         wait_up(&mut gateway).await?;
         let tls_h1 = Arc::new(gateway.pki.client_config(&[b"http/1.1"]));
         let tls_h2 = Arc::new(gateway.pki.client_config(&[b"h2"]));
@@ -233,7 +233,7 @@ impl Sender {
 
 /// Waits for the three listeners, or for the process to exit (a refused
 /// policy), whichever comes first.
-async fn wait_up(gateway: &mut Gateway) -> Result<(), String> {
+async fn wait_up(gateway: &mut GatewayUnderTest) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for addr in [gateway.https, gateway.http, gateway.admin] {
         loop {

@@ -19,7 +19,8 @@ use gatehouse_tests::browser::{spki_sha256_base64, ConsoleEntry, SameSite};
 use gatehouse_tests::{free_port, Browser, DocumentServer, Idp};
 use serde_json::json;
 
-use crate::support::{gateway_bin, job, shared_docker, Stack, OPERATOR_KEY};
+use gatehouse_tests::scheduler::{job, shared_docker, OPERATOR_KEY};
+use gatehouse_tests::{binaries, SchedulerUnderTest};
 
 const SESSION_COOKIE: &str = "__Host-gatehouse";
 
@@ -46,10 +47,7 @@ role_map = {{ ops = ["operator"], staff = ["viewer"] }}
 }
 
 fn artifacts() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/artifacts/browser"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/artifacts/browser"))
 }
 
 /// From wherever the provider's pages start, logs in as `user` (its
@@ -90,7 +88,7 @@ fn run_id(url: &str) -> i64 {
 }
 
 /// The gateway's audit log, for failure messages: it names every refusal.
-fn gateway_audit(stack: &Stack) -> String {
+fn gateway_audit(stack: &SchedulerUnderTest) -> String {
     std::fs::read_to_string(stack.dir().join("audit.jsonl")).unwrap_or_default()
 }
 
@@ -124,9 +122,13 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
             "nightly-report",
             "schedule = \"30 2 * * *\"\ncommand = [\"echo\", \"report\"]",
         );
-    let stack =
-        Stack::start_with_gateway(&shared_docker().host(), &gateway_login(&issuer), "", &jobs)
-            .await;
+    let stack = SchedulerUnderTest::start_with_gateway(
+        &shared_docker().host(),
+        &gateway_login(&issuer),
+        "",
+        &jobs,
+    )
+    .await;
     stack.wait_job("hello").await;
     let origin = stack.url("");
     let _idp = Idp::start(
@@ -339,7 +341,7 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
 /// An argon2id hash of `password`, from the gateway's own `hash-password`.
 fn password_hash(password: &str) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new(gateway_bin())
+    let mut child = std::process::Command::new(binaries::gateway())
         .arg("hash-password")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -364,7 +366,9 @@ async fn a_cross_site_form_post_with_cached_basic_credentials_is_refused() {
         password_hash(PASSWORD)
     );
     let jobs = job("hello", "command = [\"echo\", \"hello\"]");
-    let stack = Stack::start_with_gateway(&shared_docker().host(), &basic_user, "", &jobs).await;
+    let stack =
+        SchedulerUnderTest::start_with_gateway(&shared_docker().host(), &basic_user, "", &jobs)
+            .await;
     stack.wait_job("hello").await;
     let pin = spki_sha256_base64(&stack.dir().join("server-key.pem")).unwrap();
     let browser = Browser::start(&[pin], &artifacts()).await.unwrap();
