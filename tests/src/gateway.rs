@@ -20,11 +20,14 @@ use crate::raw_response::{read_until_quiet, RawResponse};
 use crate::template::Placeholders;
 use crate::{binaries, EchoUpstream, TestPki};
 
-/// The policy most gateway tests start from. Placeholders: `{https}`,
-/// `{http}`, `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{dir}`, `{extra}`
-/// (appended). Rate limits are out of the way here; the abuse tests set
-/// their own. Every test writes an audit log.
-pub const BASE_POLICY: &str = r#"
+/// The start of every gateway policy under test, as a literal for
+/// `concat!`: the three listeners on loopback and the server certificate.
+/// Placeholders `{https}`, `{http}`, `{admin}`, `{cert}`, `{key}` (see
+/// [`server_placeholders`]).
+#[macro_export]
+macro_rules! listen_and_tls {
+    () => {
+        r#"
 [listen]
 https = "127.0.0.1:{https}"
 http_redirect = "127.0.0.1:{http}"
@@ -35,15 +38,36 @@ public_origin = "https://localhost:{https}"
 hosts = ["localhost", "127.0.0.1"]
 cert = "{cert}"
 key = "{key}"
+"#
+    };
+}
 
-[limits]
-shutdown_grace = "5s"
-
+/// Rate limits out of the way, as a literal for `concat!`, for tests that
+/// are not about them.
+#[macro_export]
+macro_rules! no_rate_limits {
+    () => {
+        r#"
 [rate_limit]
 client = "100000/s"
 identity = "100000/s"
 login = "100000/s"
+"#
+    };
+}
 
+/// The policy most gateway tests start from. Placeholders: `{https}`,
+/// `{http}`, `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{dir}`, `{extra}`
+/// (appended). Rate limits are out of the way here; the abuse tests set
+/// their own. Every test writes an audit log.
+pub const BASE_POLICY: &str = concat!(
+    crate::listen_and_tls!(),
+    r#"
+[limits]
+shutdown_grace = "5s"
+"#,
+    crate::no_rate_limits!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
 
@@ -54,7 +78,8 @@ upstream = "{upstream}"
 max_body = "1KiB"
 public = true
 {extra}
-"#;
+"#
+);
 
 /// How long the gateway may take to listen on all its ports.
 const STARTUP: Duration = Duration::from_secs(15);

@@ -43,26 +43,14 @@ fn sha256_hex(text: &str) -> String {
 /// [`server_placeholders`]) plus `{sched}`, `{sched_admin}`,
 /// `{sched_upstream}` (the `jobs` route's upstream), the key hashes, and
 /// the sections `{gateway_extra}`, `{scheduler_extra}` and `{jobs}`.
-pub const STACK_POLICY: &str = r#"
-[listen]
-https = "127.0.0.1:{https}"
-http_redirect = "127.0.0.1:{http}"
-admin = "127.0.0.1:{gw_admin}"
-public_origin = "https://localhost:{https}"
-
-[[tls.cert]]
-hosts = ["localhost", "127.0.0.1"]
-cert = "{cert}"
-key = "{key}"
-
+pub const STACK_POLICY: &str = concat!(
+    crate::listen_and_tls!(),
+    r#"
 [limits]
 shutdown_grace = "2s"
-
-[rate_limit]
-client = "100000/s"
-identity = "100000/s"
-login = "100000/s"
-
+"#,
+    crate::no_rate_limits!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
 
@@ -96,7 +84,8 @@ stop_grace = "2s"
 max_concurrent_runs = 4
 {scheduler_extra}
 {jobs}
-"#;
+"#
+);
 
 /// A job table with the test image and both roles; `body` adds keys.
 pub fn job(name: &str, body: &str) -> String {

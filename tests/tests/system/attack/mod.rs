@@ -60,29 +60,16 @@ pub const SETTLE: Duration = Duration::from_millis(150);
 /// Listener, certificate and audit log of every attack gateway; a topic
 /// appends its own sections and routes. `{upstream}` is the recording
 /// upstream.
-pub const LISTEN: &str = r#"
-[listen]
-https = "127.0.0.1:{https}"
-http_redirect = "127.0.0.1:{http}"
-admin = "127.0.0.1:{admin}"
-public_origin = "https://localhost:{https}"
-
-[[tls.cert]]
-hosts = ["localhost", "127.0.0.1"]
-cert = "{cert}"
-key = "{key}"
-
+pub const LISTEN: &str = concat!(
+    gatehouse_tests::listen_and_tls!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
-"#;
+"#
+);
 
 /// Rate limits out of the way, for topics that are not about them.
-pub const NO_RATE_LIMITS: &str = r#"
-[rate_limit]
-client = "100000/s"
-identity = "100000/s"
-login = "100000/s"
-"#;
+pub const NO_RATE_LIMITS: &str = gatehouse_tests::no_rate_limits!();
 
 /// A gateway under attack and the upstream that records what reached it.
 pub struct Target {
