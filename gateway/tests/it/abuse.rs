@@ -115,6 +115,13 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
     let other = g.client_from(ip("127.0.0.2"));
     assert_eq!(attempt(&other, RIGHT_PASSWORD).await.unwrap().status(), 200);
 
+    audit_and_metrics_count_the_checked_attempts(&g).await;
+    nothing_secret_reaches_the_audit_log(&g);
+}
+
+/// Five failures (the checked attempts), one rate-limit start record, and
+/// the metrics to match.
+async fn audit_and_metrics_count_the_checked_attempts(g: &GatewayUnderTest) {
     let failures = g.audit_events("login.failure", 5).await;
     assert_eq!(failures.len(), 5, "only checked attempts are failures");
     for failure in &failures {
@@ -144,8 +151,10 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
         ),
         Some(5.0)
     );
+}
 
-    // Nothing secret reaches the audit log.
+/// No password, API key or Authorization header reaches the audit log.
+fn nothing_secret_reaches_the_audit_log(g: &GatewayUnderTest) {
     let text = std::fs::read_to_string(g.audit_path()).unwrap();
     let right_header = basic("alice", RIGHT_PASSWORD);
     for secret in [
