@@ -440,3 +440,22 @@ pub fn audit_verify(files: &[PathBuf]) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
+
+/// An argon2id hash of `password`, from the gateway's own `hash-password`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binaries::gateway())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    writeln!(child.stdin.take().expect("stdin is piped"), "{password}")
+        .expect("write the password");
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("the hash is text")
+        .trim()
+        .to_owned()
+}

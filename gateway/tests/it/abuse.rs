@@ -1,33 +1,17 @@
 //! Rate limits and brute-force protection, against the real gateway, from
 //! many real source addresses (all of 127.0.0.0/8 is loopback on Linux).
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use base64::Engine;
 
-use gatehouse_tests::binaries;
-use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::gateway::{hash_password, BASE_POLICY};
 use gatehouse_tests::metrics::metric_value;
 use gatehouse_tests::GatewayUnderTest;
 
 const RIGHT_PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "Tr0ub4dor&3-wrong";
 const WRONG_API_KEY: &str = "gh_definitelyNotAValidKeyButLongEnough0123456789";
-
-fn hash_password(password: &str) -> String {
-    let mut child = Command::new(binaries::gateway())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn basic(user: &str, password: &str) -> String {
     format!(

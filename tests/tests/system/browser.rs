@@ -19,8 +19,9 @@ use gatehouse_tests::browser::{spki_sha256_base64, ConsoleEntry, SameSite};
 use gatehouse_tests::{free_port, Browser, DocumentServer, Idp};
 use serde_json::json;
 
+use gatehouse_tests::gateway::hash_password;
 use gatehouse_tests::scheduler::{job, shared_docker, OPERATOR_KEY};
-use gatehouse_tests::{binaries, SchedulerUnderTest};
+use gatehouse_tests::SchedulerUnderTest;
 
 const SESSION_COOKIE: &str = "__Host-gatehouse";
 
@@ -388,21 +389,6 @@ async fn viewer_cannot_forge_runs_or_cancels(
     assert_eq!(stack.run(running).await["status"], "running");
 }
 
-/// An argon2id hash of `password`, from the gateway's own `hash-password`.
-fn password_hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(binaries::gateway())
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Browsers keep basic credentials after the `WWW-Authenticate: Basic`
 /// prompt and send them with every later request to the site, a hostile
 /// site's form posts included. The gateway's CSRF stage must treat them
@@ -413,7 +399,7 @@ async fn a_cross_site_form_post_with_cached_basic_credentials_is_refused() {
     const PASSWORD: &str = "correct horse battery staple";
     let basic_user = format!(
         "[[basic_user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"operator\"]\n",
-        password_hash(PASSWORD)
+        hash_password(PASSWORD)
     );
     let jobs = job("hello", "command = [\"echo\", \"hello\"]");
     let stack =
