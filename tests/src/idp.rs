@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use reqwest::header::{HeaderMap, LOCATION};
 
 use crate::process::{wait_for_port, ChildProcess};
 
@@ -49,4 +50,73 @@ impl Idp {
             _dir: dir,
         })
     }
+}
+
+/// The provider's side of a login, as a browser with `client`'s cookie jar
+/// would do it: follow its redirects, submit its login and consent forms,
+/// until it redirects to `gateway_origin`. Returns that callback URL.
+pub async fn walk_provider(
+    client: &reqwest::Client,
+    issuer: &str,
+    gateway_origin: &str,
+    authorize_url: &str,
+    user: &str,
+) -> String {
+    let mut url = authorize_url.to_owned();
+    for _ in 0..12 {
+        if url.starts_with(gateway_origin) {
+            return url;
+        }
+        let response = client.get(&url).send().await.expect("provider answers");
+        if response.status().is_redirection() {
+            url = absolute(issuer, &location(response.headers()));
+            continue;
+        }
+        let html = response.text().await.expect("provider page");
+        let action = absolute(issuer, &form_action(&html));
+        let form: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", user), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let posted = client
+            .post(&action)
+            .form(&form)
+            .send()
+            .await
+            .expect("provider answers");
+        assert!(
+            posted.status().is_redirection(),
+            "{}: {}",
+            posted.status(),
+            posted.text().await.unwrap_or_default()
+        );
+        url = absolute(issuer, &location(posted.headers()));
+    }
+    panic!("the provider never redirected back");
+}
+
+/// The `Location` header of a redirect.
+pub fn location(headers: &HeaderMap) -> String {
+    headers[LOCATION]
+        .to_str()
+        .expect("Location is ASCII")
+        .to_owned()
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+fn form_action(html: &str) -> String {
+    let start = html.find("action=\"").expect("a form") + "action=\"".len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("split yields at least one piece")
+        .replace("&amp;", "&")
 }

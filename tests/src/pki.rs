@@ -1,5 +1,6 @@
 //! A throwaway CA and server certificates signed by it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -80,6 +81,20 @@ impl TestPki {
         write_atomically(&issued.key, key.serialize_pem().as_bytes())?;
         write_atomically(&issued.cert, cert.pem().as_bytes())?;
         Ok(issued)
+    }
+
+    /// An HTTPS client that trusts only this CA (not the system's roots),
+    /// resolves `localhost` to `localhost_addr` and does not follow
+    /// redirects, so tests see them. Callers set the timeout they need.
+    pub fn https_client(&self, localhost_addr: SocketAddr) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("our own CA parses"),
+            )
+            .resolve("localhost", localhost_addr)
+            .redirect(reqwest::redirect::Policy::none())
     }
 
     /// A rustls client config that trusts only this CA.

@@ -120,3 +120,43 @@ impl Drop for ChildProcess {
         let _ = self.child.wait();
     }
 }
+
+/// How much of a child's log a failing test shows.
+const LOG_TAIL_LINES: usize = 40;
+
+/// When the current thread is panicking (a test is failing), prints the
+/// last lines of `process`'s log to stderr, which the test harness shows
+/// with the failure. `what` names the program.
+pub fn show_log_on_failure(what: &str, process: &ChildProcess) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let log = process.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!(
+        "--- last {} lines of the {what} log ({}) ---\n{}",
+        tail.len(),
+        process.log.display(),
+        tail.join("\n")
+    );
+}
+
+/// Running a command with bytes on its stdin (which the caller set to
+/// `Stdio::piped()`), collecting its stdout and stderr.
+pub trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input)?;
+        child.wait_with_output()
+    }
+}

@@ -166,3 +166,22 @@ impl Drop for DocumentServer {
         self.task.abort();
     }
 }
+
+/// The JSON the echo upstream returns.
+pub async fn echoed(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.expect("echo JSON")
+}
+
+/// The values of header `name` the upstream received, from an echo body.
+pub fn upstream_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|pair| pair[0].as_str() == Some(name))
+                .filter_map(|pair| pair[1].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,30 +1,17 @@
 //! Rate limits and brute-force protection, against the real gateway, from
 //! many real source addresses (all of 127.0.0.0/8 is loopback on Linux).
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use base64::Engine;
 
-use crate::support::*;
+use gatehouse_tests::gateway::{hash_password, BASE_POLICY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::GatewayUnderTest;
 
 const RIGHT_PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "Tr0ub4dor&3-wrong";
 const WRONG_API_KEY: &str = "gh_definitelyNotAValidKeyButLongEnough0123456789";
-
-fn hash_password(password: &str) -> String {
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn basic(user: &str, password: &str) -> String {
     format!(
@@ -66,7 +53,7 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
         "[roles]\nadmin = [\"*\"]\n[[basic_user]]\nname = \"alice\"\npassword_hash = \"{}\"\nroles = [\"admin\"]\n",
         hash_password(RIGHT_PASSWORD)
     );
-    let g = Gateway::start_with(&template, &extra).await;
+    let g = GatewayUnderTest::start_with(&template, &extra).await;
     let attacker = g.client_from(ip("127.0.0.1"));
     let url = format!("{}/private", g.origin());
     let attempt = |client: &reqwest::Client, password: &str| {
@@ -112,6 +99,13 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
     let other = g.client_from(ip("127.0.0.2"));
     assert_eq!(attempt(&other, RIGHT_PASSWORD).await.unwrap().status(), 200);
 
+    audit_and_metrics_count_the_checked_attempts(&g).await;
+    nothing_secret_reaches_the_audit_log(&g);
+}
+
+/// Five failures (the checked attempts), one rate-limit start record, and
+/// the metrics to match.
+async fn audit_and_metrics_count_the_checked_attempts(g: &GatewayUnderTest) {
     let failures = g.audit_events("login.failure", 5).await;
     assert_eq!(failures.len(), 5, "only checked attempts are failures");
     for failure in &failures {
@@ -141,8 +135,10 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
         ),
         Some(5.0)
     );
+}
 
-    // Nothing secret reaches the audit log.
+/// No password, API key or Authorization header reaches the audit log.
+fn nothing_secret_reaches_the_audit_log(g: &GatewayUnderTest) {
     let text = std::fs::read_to_string(g.audit_path()).unwrap();
     let right_header = basic("alice", RIGHT_PASSWORD);
     for secret in [
@@ -160,7 +156,7 @@ async fn wrong_passwords_lock_out_one_address_and_the_audit_log_shows_it() {
 #[tokio::test]
 async fn requests_over_the_quota_get_429_with_retry_after_and_ratelimit_headers() {
     let template = with_rate_limits("client = \"3/min\"");
-    let g = Gateway::start_with(&template, "").await;
+    let g = GatewayUnderTest::start_with(&template, "").await;
     let client = g.client();
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -211,7 +207,7 @@ async fn a_flood_from_thousands_of_addresses_keeps_tracked_keys_under_the_cap() 
     // Per hour: a per-minute refill during a slow flood would let extra
     // requests through and blur the count below.
     let template = with_rate_limits(&format!("client = \"2/h\"\nmax_tracked_keys = {CAP}"));
-    let g = Gateway::start_with(&template, "").await;
+    let g = GatewayUnderTest::start_with(&template, "").await;
     let url = format!("{}/", g.origin());
     let mut statuses = Vec::new();
     for chunk in (0..ADDRESSES).collect::<Vec<_>>().chunks(100) {

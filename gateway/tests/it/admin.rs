@@ -1,11 +1,12 @@
 //! The admin listener: metrics that Prometheus' own checker accepts, and
 //! health endpoints, never on the public port.
 
-use crate::support::{metric_value, Gateway};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::GatewayUnderTest;
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_requests_and_denials() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     assert_eq!(gateway.get("/").await.status(), 200);
     let bad = gateway
         .raw_request(b"GET /a%2Fb HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -54,7 +55,7 @@ async fn metrics_pass_promtool_and_count_requests_and_denials() {
 
 #[tokio::test]
 async fn health_endpoints_answer_on_admin_only() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     for path in ["/healthz", "/readyz"] {
         let response = reqwest::get(format!("http://{}{path}", gateway.admin))
             .await

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 
-use crate::support::*;
+use gatehouse_tests::gateway::{audit_verify, BASE_POLICY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::GatewayUnderTest;
 
 /// This policy's route needs the admin role, so a caller without it is an
 /// authorization denial. Use with [`keys`].
@@ -34,7 +36,7 @@ fn keys() -> String {
 }
 
 /// `count` requests refused for a missing role, one record each.
-async fn denials(g: &Gateway, count: usize) {
+async fn denials(g: &GatewayUnderTest, count: usize) {
     let client = g.client();
     for _ in 0..count {
         let status = client
@@ -49,7 +51,7 @@ async fn denials(g: &Gateway, count: usize) {
 }
 
 /// `count` anonymous requests (401).
-async fn anonymous(g: &Gateway, count: usize) {
+async fn anonymous(g: &GatewayUnderTest, count: usize) {
     let client = g.client();
     for _ in 0..count {
         let response = client
@@ -75,7 +77,7 @@ fn write_copy(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     path
 }
 
-fn all_audit_files(g: &Gateway) -> Vec<PathBuf> {
+fn all_audit_files(g: &GatewayUnderTest) -> Vec<PathBuf> {
     let dir = g.audit_path().parent().unwrap().to_path_buf();
     std::fs::read_dir(dir)
         .unwrap()
@@ -91,7 +93,7 @@ fn all_audit_files(g: &Gateway) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn denials_are_recorded_with_every_field() {
-    let g = Gateway::start_with(&restricted(), &keys()).await;
+    let g = GatewayUnderTest::start_with(&restricted(), &keys()).await;
     let startup = g.audit_events("startup", 1).await;
     assert_eq!(startup[0]["seq"], 1);
     assert_eq!(startup[0]["prev"], "0".repeat(64));
@@ -133,7 +135,7 @@ async fn denials_are_recorded_with_every_field() {
 
 #[tokio::test]
 async fn anonymous_denials_are_one_record_and_a_summary_per_address_and_window() {
-    let g = Gateway::start_with(&restricted(), &keys()).await;
+    let g = GatewayUnderTest::start_with(&restricted(), &keys()).await;
     anonymous(&g, 30).await;
     denials(&g, 2).await;
     let denied = g.audit_events("access.denied", 3).await;
@@ -154,7 +156,7 @@ async fn anonymous_denials_are_one_record_and_a_summary_per_address_and_window()
 
 #[tokio::test]
 async fn audit_verify_names_the_line_of_each_kind_of_tampering() {
-    let g = Gateway::start_with(&restricted(), &keys()).await;
+    let g = GatewayUnderTest::start_with(&restricted(), &keys()).await;
     denials(&g, 12).await;
     g.audit_events("access.denied", 12).await;
     let original = lines(&g.audit_path());
@@ -209,7 +211,7 @@ async fn audit_verify_names_the_line_of_each_kind_of_tampering() {
 // rightly wait for them before it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_heavy_logging_leaves_a_chain_that_verifies_and_continues() {
-    let mut g = Gateway::start_with(&restricted(), &keys()).await;
+    let mut g = GatewayUnderTest::start_with(&restricted(), &keys()).await;
     let url = format!("{}/x", g.origin());
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -262,7 +264,7 @@ async fn kill_9_during_heavy_logging_leaves_a_chain_that_verifies_and_continues(
 
 #[tokio::test]
 async fn reloads_are_recorded_with_the_policy_digest_before_and_after() {
-    let g = Gateway::start("").await;
+    let g = GatewayUnderTest::start("").await;
     let first = g.audit_events("startup", 1).await[0]["details"]["policy_sha256"].clone();
     g.rewrite_policy(BASE_POLICY, "# a comment changes the digest\n");
     g.process.signal("HUP").unwrap();
@@ -340,7 +342,7 @@ fn fs_free(path: &Path) -> u64 {
         .unwrap()
 }
 
-async fn disk_full_gateway(disk: &SmallDisk, mode: &str) -> Gateway {
+async fn disk_full_gateway(disk: &SmallDisk, mode: &str) -> GatewayUnderTest {
     let template = restricted().replace(
         "path = \"{dir}/audit.jsonl\"",
         &format!(
@@ -348,13 +350,13 @@ async fn disk_full_gateway(disk: &SmallDisk, mode: &str) -> Gateway {
             disk.path().display()
         ),
     );
-    let g = Gateway::start_with(&template, &keys()).await;
+    let g = GatewayUnderTest::start_with(&template, &keys()).await;
     disk.fill(4096);
     g
 }
 
 /// Sends denied requests until one gets `want`; returns how many it took.
-async fn until_status(g: &Gateway, want: u16, max: usize) -> Option<reqwest::Response> {
+async fn until_status(g: &GatewayUnderTest, want: u16, max: usize) -> Option<reqwest::Response> {
     let client = g.client();
     for _ in 0..max {
         let response = client
@@ -447,7 +449,7 @@ async fn retention_deletes_the_oldest_files_and_what_is_left_verifies() {
         "path = \"{dir}/audit.jsonl\"",
         "path = \"{dir}/audit.jsonl\"\nmax_file_size = \"2KiB\"\nmax_total_size = \"8KiB\"",
     );
-    let g = Gateway::start_with(&template, &extra).await;
+    let g = GatewayUnderTest::start_with(&template, &extra).await;
     let client = g.client();
     for _ in 0..60 {
         let r = client

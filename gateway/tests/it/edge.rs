@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use crate::support::{echoed, upstream_header, Gateway, BASE_POLICY};
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::raw_response::read_until_quiet;
+use gatehouse_tests::upstream::{echoed, upstream_header};
+use gatehouse_tests::GatewayUnderTest;
 
 const SECURITY_HEADERS: [&str; 8] = [
     "strict-transport-security",
@@ -24,7 +28,7 @@ fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
 
 #[tokio::test]
 async fn proxied_response_has_security_headers_and_no_fingerprint() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway.get("/hello").await;
     assert_eq!(response.status(), 200);
     assert_security_headers(response.headers());
@@ -38,7 +42,7 @@ async fn gateway_generated_responses_have_security_headers() {
     let extra =
         "\n[[route]]\nname = \"dead\"\npath = \"/dead\"\nupstream = \"http://127.0.0.1:9\"\npublic = true\n";
     let template = BASE_POLICY.replace("path = \"/\"", "path = \"/app\"");
-    let gateway = Gateway::start_with(&template, extra).await;
+    let gateway = GatewayUnderTest::start_with(&template, extra).await;
     let not_found = gateway.get("/elsewhere").await;
     assert_eq!(not_found.status(), 404);
     assert_security_headers(not_found.headers());
@@ -52,7 +56,7 @@ async fn gateway_generated_responses_have_security_headers() {
 #[tokio::test]
 async fn headers_can_be_overridden_per_route() {
     let extra = "[route.headers]\ncsp = \"default-src 'none'\"\nx_frame_options = false\n";
-    let gateway = Gateway::start(extra).await;
+    let gateway = GatewayUnderTest::start(extra).await;
     let response = gateway.get("/").await;
     assert_eq!(
         response.headers()["content-security-policy"],
@@ -63,7 +67,7 @@ async fn headers_can_be_overridden_per_route() {
 
 #[tokio::test]
 async fn redirect_keeps_path_and_query_and_ignores_the_host_header() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -83,7 +87,7 @@ async fn redirect_keeps_path_and_query_and_ignores_the_host_header() {
 
 #[tokio::test]
 async fn client_outside_the_allowlist_gets_403() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     gateway.rewrite_policy(
         &BASE_POLICY.replace(
             "[limits]",
@@ -116,7 +120,7 @@ async fn client_outside_the_allowlist_gets_403() {
 
 #[tokio::test]
 async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway
         .client()
         .get(format!("{}/", gateway.origin()))
@@ -132,7 +136,7 @@ async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
 async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     let network =
         "[network]\ntrusted_proxies = [\"127.0.0.1/32\"]\ndeny = [\"203.0.113.66/32\"]\n\n[limits]";
-    let gateway = Gateway::start_with(&BASE_POLICY.replace("[limits]", network), "").await;
+    let gateway = GatewayUnderTest::start_with(&BASE_POLICY.replace("[limits]", network), "").await;
     let send = |xff: &'static str| {
         gateway
             .client()
@@ -150,7 +154,7 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
 
 #[tokio::test]
 async fn forged_identity_headers_are_stripped() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway
         .client()
         .get(format!("{}/", gateway.origin()))
@@ -175,7 +179,7 @@ async fn forged_identity_headers_are_stripped() {
 
 #[tokio::test]
 async fn upstream_receives_exactly_the_normalised_path() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway
         .raw_request(b"GET /a/./b/../c/%7euser?x=%2F HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
@@ -187,7 +191,7 @@ async fn upstream_receives_exactly_the_normalised_path() {
 
 #[tokio::test]
 async fn ambiguous_paths_are_rejected_with_400() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     for path in [
         "/a%2Fb",
         "/a%5Cb",
@@ -208,7 +212,7 @@ async fn ambiguous_paths_are_rejected_with_400() {
 
 #[tokio::test]
 async fn declared_body_over_the_limit_gets_413() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway
         .client()
         .post(format!("{}/upload", gateway.origin()))
@@ -229,7 +233,7 @@ async fn declared_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_gets_413() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let chunk = "x".repeat(800);
     let request = format!(
         "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
@@ -240,7 +244,7 @@ async fn chunked_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn slow_upstream_gets_504() {
-    let gateway = Gateway::start("read_timeout = \"300ms\"\n").await;
+    let gateway = GatewayUnderTest::start("read_timeout = \"300ms\"\n").await;
     let response = gateway.get("/sleep/2000").await;
     assert_eq!(response.status(), 504);
 }
@@ -251,7 +255,7 @@ async fn slow_request_body_times_out() {
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nclient_read_timeout = \"1s\"",
     );
-    let gateway = Gateway::start_with(&template, "").await;
+    let gateway = GatewayUnderTest::start_with(&template, "").await;
     let started = std::time::Instant::now();
     // Declares 100 bytes, sends 10, then goes quiet.
     let response = gateway
@@ -277,7 +281,7 @@ async fn connections_beyond_the_cap_are_closed() {
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_connections = 2",
     );
-    let gateway = Gateway::start_with(&template, "").await;
+    let gateway = GatewayUnderTest::start_with(&template, "").await;
     let config = gateway.pki.client_config(&[b"http/1.1"]);
     let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut held = Vec::new();
@@ -287,7 +291,7 @@ async fn connections_beyond_the_cap_are_closed() {
             .await
             .unwrap();
         stream.write_all(request).await.unwrap();
-        let response = crate::support::read_until_quiet(&mut stream).await;
+        let response = read_until_quiet(&mut stream).await;
         assert_eq!(response.status(), 200);
         held.push(stream);
     }
@@ -296,7 +300,7 @@ async fn connections_beyond_the_cap_are_closed() {
         .await
         .unwrap();
     let _ = third.write_all(request).await;
-    let refused = crate::support::read_until_quiet(&mut third).await;
+    let refused = read_until_quiet(&mut third).await;
     assert!(
         refused.closed && refused.text.is_empty(),
         "{}",
@@ -309,21 +313,18 @@ async fn connections_beyond_the_cap_are_closed() {
         .await;
     let mut fourth = gateway.tls_connect(config, "localhost").await.unwrap();
     fourth.write_all(request).await.unwrap();
-    assert_eq!(
-        crate::support::read_until_quiet(&mut fourth).await.status(),
-        200
-    );
+    assert_eq!(read_until_quiet(&mut fourth).await.status(), 200);
     let metrics = gateway.metrics().await;
     assert_eq!(
-        crate::support::metric_value(&metrics, "gatehouse_downstream_connections_refused_total"),
+        metric_value(&metrics, "gatehouse_downstream_connections_refused_total"),
         Some(1.0)
     );
 }
 
 #[tokio::test]
 async fn request_id_is_taken_only_from_a_trusted_proxy() {
-    let untrusted = Gateway::start("").await;
-    let send = |gateway: &Gateway| {
+    let untrusted = GatewayUnderTest::start("").await;
+    let send = |gateway: &GatewayUnderTest| {
         gateway
             .client()
             .get(format!("{}/", gateway.origin()))
@@ -337,7 +338,7 @@ async fn request_id_is_taken_only_from_a_trusted_proxy() {
     );
 
     let network = "[network]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n[limits]";
-    let trusted = Gateway::start_with(&BASE_POLICY.replace("[limits]", network), "").await;
+    let trusted = GatewayUnderTest::start_with(&BASE_POLICY.replace("[limits]", network), "").await;
     let response = send(&trusted).await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "proxy-chosen-1");
     let echo = echoed(response).await;
@@ -354,7 +355,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_read_timeout() {
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nclient_read_timeout = \"1s\"",
     );
-    let gateway = Gateway::start_with(&template, "").await;
+    let gateway = GatewayUnderTest::start_with(&template, "").await;
     let config = gateway.pki.client_config(&[b"http/1.1"]);
     let mut stream = gateway.tls_connect(config, "localhost").await.unwrap();
     stream
@@ -363,7 +364,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_read_timeout() {
         .unwrap();
     // read_until_quiet gives up after 1.5 s of silence; the gateway must
     // have closed the idle connection by then.
-    let response = crate::support::read_until_quiet(&mut stream).await;
+    let response = read_until_quiet(&mut stream).await;
     assert_eq!(response.status(), 200, "{}", response.text);
     assert!(response.closed, "idle keep-alive connection left open");
 }

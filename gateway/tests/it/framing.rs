@@ -1,7 +1,8 @@
 //! Strict HTTP/1 framing: ambiguous requests get 400 (or 405/431), carry
 //! the security headers, and the connection is closed.
 
-use crate::support::{Gateway, RawResponse};
+use gatehouse_tests::raw_response::RawResponse;
+use gatehouse_tests::GatewayUnderTest;
 
 fn assert_refused(response: &RawResponse, status: u16, what: &str) {
     assert_eq!(response.status(), status, "{what}: {}", response.text);
@@ -15,7 +16,7 @@ fn assert_refused(response: &RawResponse, status: u16, what: &str) {
 
 #[tokio::test]
 async fn ambiguous_framing_is_refused_and_the_connection_closed() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let cases: [(&str, &[u8]); 4] = [
         (
             "content-length with transfer-encoding",
@@ -41,7 +42,7 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
 /// 400 (no body, no security headers); see ARCHITECTURE.md, "Known gaps".
 #[tokio::test]
 async fn unparseable_framing_is_refused_by_pingora_itself() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let cases: [(&str, &[u8]); 3] = [
         (
             "repeated host",
@@ -69,7 +70,7 @@ async fn unparseable_framing_is_refused_by_pingora_itself() {
 
 #[tokio::test]
 async fn h2c_upgrade_never_passes() {
-    let gateway = Gateway::start("websocket = true\n").await;
+    let gateway = GatewayUnderTest::start("websocket = true\n").await;
     let response = gateway
         .raw_request(
             b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
@@ -81,14 +82,14 @@ async fn h2c_upgrade_never_passes() {
 #[tokio::test]
 async fn websocket_upgrade_passes_only_where_allowed() {
     let request = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    let closed_route = Gateway::start("").await;
+    let closed_route = GatewayUnderTest::start("").await;
     assert_refused(
         &closed_route.raw_request(request).await,
         400,
         "websocket on a plain route",
     );
 
-    let open_route = Gateway::start("websocket = true\n").await;
+    let open_route = GatewayUnderTest::start("websocket = true\n").await;
     let response = open_route.raw_request(request).await;
     // The echo upstream does not speak WebSocket; reaching it is the point.
     assert!(
@@ -100,7 +101,7 @@ async fn websocket_upgrade_passes_only_where_allowed() {
 
 #[tokio::test]
 async fn trace_and_connect_get_405() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let trace = gateway
         .raw_request(b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
@@ -109,7 +110,7 @@ async fn trace_and_connect_get_405() {
 
 #[tokio::test]
 async fn oversized_head_gets_431() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let big = "a".repeat(40 * 1024);
     let request = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
     let response = gateway.raw_request(request.as_bytes()).await;

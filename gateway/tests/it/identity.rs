@@ -10,7 +10,9 @@ use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_F
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::support::{echoed, upstream_header, Gateway, BASE_POLICY};
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::upstream::{echoed, upstream_header};
+use gatehouse_tests::GatewayUnderTest;
 
 const RSA_PRIVATE: &[u8] = include_bytes!("fixtures/rsa-test-key.pem");
 const HS_SECRET: &str = "an-hs256-secret-of-more-than-32-bytes!";
@@ -184,7 +186,7 @@ fn jwks(keys: &[(&str, &[u8])]) -> String {
 }
 
 struct Setup {
-    gateway: Gateway,
+    gateway: GatewayUnderTest,
     keys: Keys,
     jwks_server: gatehouse_tests::DocumentServer,
 }
@@ -204,7 +206,7 @@ async fn setup_with_route(route_extra: &str) -> Setup {
         "{route_extra}{}",
         policy_extra("{dir}", &jwks_server.url("/jwks.json"))
     );
-    let gateway = Gateway::start_custom(&template, &extra, move |pki| {
+    let gateway = GatewayUnderTest::start_custom(&template, &extra, move |pki| {
         std::fs::write(pki.dir.path().join("es.pem"), &es_pem).unwrap();
     })
     .await;
@@ -215,7 +217,7 @@ async fn setup_with_route(route_extra: &str) -> Setup {
     }
 }
 
-async fn get(gateway: &Gateway, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn get(gateway: &GatewayUnderTest, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = gateway
         .client()
         .get(format!("{}/resource", gateway.origin()));
@@ -225,7 +227,7 @@ async fn get(gateway: &Gateway, headers: &[(&str, &str)]) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
-async fn bearer(gateway: &Gateway, token: &str) -> u16 {
+async fn bearer(gateway: &GatewayUnderTest, token: &str) -> u16 {
     get(gateway, &[("authorization", &format!("Bearer {token}"))])
         .await
         .status()

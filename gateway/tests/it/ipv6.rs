@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::{ChildProcess, NetNs, TestPki};
 
-use crate::support::BIN;
+use gatehouse_tests::binaries;
 
 const GATEWAY: &str = "2001:db8:0:9::1";
 /// Three addresses in one /64, and one in another.
@@ -58,7 +58,7 @@ public = true
         let mut upstream = ns.command("python3");
         upstream.args(["-m", "http.server", "--bind", "127.0.0.1", "9000"]);
         let upstream = ChildProcess::spawn(upstream, &dir.join("upstream.log")).unwrap();
-        let mut gateway = ns.command(BIN);
+        let mut gateway = ns.command(binaries::gateway());
         gateway
             .args(["run", "--policy"])
             .arg(dir.join("policy.toml"))

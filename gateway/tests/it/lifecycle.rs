@@ -4,14 +4,16 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, BASE_POLICY, BIN};
+use gatehouse_tests::binaries;
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::GatewayUnderTest;
 
 const ACCEPTED: &str = "gatehouse_policy_reloads_total{outcome=\"accepted\"}";
 const REJECTED: &str = "gatehouse_policy_reloads_total{outcome=\"rejected\"}";
 
 #[tokio::test]
 async fn good_reload_on_sighup_applies_the_new_policy() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     assert_eq!(gateway.get("/").await.headers()["x-frame-options"], "DENY");
     gateway.rewrite_policy(
         BASE_POLICY,
@@ -27,7 +29,7 @@ async fn good_reload_on_sighup_applies_the_new_policy() {
 
 #[tokio::test]
 async fn policy_file_change_triggers_reload() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     gateway.rewrite_policy(
         &BASE_POLICY.replace("path = \"/\"", "path = \"/moved\""),
         "",
@@ -39,7 +41,7 @@ async fn policy_file_change_triggers_reload() {
 
 #[tokio::test]
 async fn bad_reload_keeps_old_policy() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     gateway.rewrite_policy(BASE_POLICY, "bogus_key = true\n");
     gateway.process.signal("HUP").unwrap();
     gateway.metric_reaches(REJECTED, 1.0).await;
@@ -54,7 +56,7 @@ async fn bad_reload_keeps_old_policy() {
 
 #[tokio::test]
 async fn reload_that_needs_a_restart_is_rejected() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let template = BASE_POLICY.replace(
         "[[tls.cert]]",
         "[tls]\nmin_version = \"1.3\"\n\n[[tls.cert]]",
@@ -68,7 +70,7 @@ async fn reload_that_needs_a_restart_is_rejected() {
         .contains("tls.min_version cannot change"));
 }
 
-fn exit_within(gateway: &mut Gateway, timeout: Duration) -> (i32, String) {
+fn exit_within(gateway: &mut GatewayUnderTest, timeout: Duration) -> (i32, String) {
     let status = gateway
         .process
         .wait_exit(timeout)
@@ -84,7 +86,7 @@ async fn startup_fails_fast_when_a_port_is_taken() {
         "admin = \"127.0.0.1:{admin}\"",
         &format!("admin = \"127.0.0.1:{port}\""),
     );
-    let mut gateway = Gateway::prepare(&template, "").await;
+    let mut gateway = GatewayUnderTest::prepare(&template, "").await;
     let (code, log) = exit_within(&mut gateway, Duration::from_secs(10));
     assert_ne!(code, 0);
     assert!(
@@ -96,7 +98,7 @@ async fn startup_fails_fast_when_a_port_is_taken() {
 #[tokio::test]
 async fn startup_fails_on_an_unreadable_certificate() {
     let template = BASE_POLICY.replace("cert = \"{cert}\"", "cert = \"{dir}/missing.pem\"");
-    let mut gateway = Gateway::prepare(&template, "").await;
+    let mut gateway = GatewayUnderTest::prepare(&template, "").await;
     let (code, log) = exit_within(&mut gateway, Duration::from_secs(10));
     assert_ne!(code, 0);
     assert!(log.contains("missing.pem"), "{log}");
@@ -104,7 +106,7 @@ async fn startup_fails_on_an_unreadable_certificate() {
 
 #[tokio::test]
 async fn startup_fails_on_an_invalid_policy_with_line_and_column() {
-    let mut gateway = Gateway::prepare(BASE_POLICY, "max_bdy = \"1MiB\"\n").await;
+    let mut gateway = GatewayUnderTest::prepare(BASE_POLICY, "max_bdy = \"1MiB\"\n").await;
     let (code, log) = exit_within(&mut gateway, Duration::from_secs(10));
     assert_ne!(code, 0);
     let text = std::fs::read_to_string(&gateway.policy_path).unwrap();
@@ -115,7 +117,7 @@ async fn startup_fails_on_an_invalid_policy_with_line_and_column() {
 #[tokio::test]
 async fn check_command_accepts_good_and_rejects_bad_policies() {
     let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
+    let made = Command::new(binaries::gateway())
         .args(["certs", "dev", "--out"])
         .arg(dir.path().join("certs"))
         .output()
@@ -136,7 +138,7 @@ async fn check_command_accepts_good_and_rejects_bad_policies() {
         .replace("../certs/dev/", "certs/"),
     )
     .unwrap();
-    let ok = Command::new(BIN)
+    let ok = Command::new(binaries::gateway())
         .args(["check", "--policy"])
         .arg(&good)
         .output()
@@ -149,7 +151,7 @@ async fn check_command_accepts_good_and_rejects_bad_policies() {
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[listen]\nhttps = \"nope\"\n").unwrap();
-    let rejected = Command::new(BIN)
+    let rejected = Command::new(binaries::gateway())
         .args(["check", "--policy"])
         .arg(&bad)
         .output()
@@ -161,7 +163,7 @@ async fn check_command_accepts_good_and_rejects_bad_policies() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
-    let mut gateway = Gateway::start("").await;
+    let mut gateway = GatewayUnderTest::start("").await;
     let client = gateway.client();
     let url = format!("{}/sleep/1500", gateway.origin());
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
@@ -191,7 +193,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 
 #[tokio::test]
 async fn reload_leaves_in_flight_requests_alone() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let client = gateway.client();
     let url = format!("{}/sleep/1000", gateway.origin());
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
@@ -211,7 +213,7 @@ async fn reload_leaves_in_flight_requests_alone() {
 
 #[tokio::test]
 async fn every_request_gets_one_json_access_log_line() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let response = gateway.get("/hello").await;
     let request_id = response.headers()["x-request-id"]
         .to_str()

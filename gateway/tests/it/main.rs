@@ -6,7 +6,6 @@
 
 mod abuse;
 mod admin;
-mod attack;
 mod audit;
 mod edge;
 mod framing;
@@ -15,5 +14,4 @@ mod ipv6;
 mod lifecycle;
 mod oidc;
 mod scanners;
-mod support;
 mod tls;

@@ -4,17 +4,20 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::SET_COOKIE;
 use serde_json::json;
 
+use gatehouse_tests::idp::{location, walk_provider};
 use gatehouse_tests::{free_port, Idp};
 
-use crate::support::{echoed, upstream_header, Gateway, BASE_POLICY};
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::upstream::{echoed, upstream_header};
+use gatehouse_tests::GatewayUnderTest;
 
 const SESSION_KEY: &str = "a-session-key-for-tests-that-is-long-enough-0123456789";
 
 struct Login {
-    gateway: Gateway,
+    gateway: GatewayUnderTest,
     idp: Idp,
     client: reqwest::Client,
 }
@@ -50,7 +53,7 @@ async fn setup() -> Login {
     let idp_port = free_port();
     let issuer = format!("http://127.0.0.1:{idp_port}");
     let template = BASE_POLICY.replace("public = true", "roles = [\"viewer\", \"operator\"]");
-    let gateway = Gateway::start_with(&template, &policy_extra(&issuer)).await;
+    let gateway = GatewayUnderTest::start_with(&template, &policy_extra(&issuer)).await;
     let origin = gateway.origin();
     let idp = Idp::start(
         idp_port,
@@ -79,18 +82,6 @@ async fn setup() -> Login {
     }
 }
 
-pub fn location(headers: &HeaderMap) -> String {
-    headers[LOCATION].to_str().unwrap().to_owned()
-}
-
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
-    }
-}
-
 fn query_param(url: &str, name: &str) -> String {
     url::Url::parse(url)
         .unwrap()
@@ -98,15 +89,6 @@ fn query_param(url: &str, name: &str) -> String {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no {name} in {url}"))
-}
-
-fn form_action(html: &str) -> String {
-    let start = html.find("action=\"").expect("a form") + "action=\"".len();
-    html[start..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&")
 }
 
 /// Walks the provider's pages from an authorization URL to the redirect
@@ -120,45 +102,6 @@ async fn through_provider(login: &Login, authorize_url: &str, user: &str) -> Str
         user,
     )
     .await
-}
-
-/// The provider's side of a login, as a browser with `client`'s cookie jar
-/// would do it: follow its redirects, submit its login and consent forms,
-/// until it redirects to `gateway_origin`. Returns that callback URL.
-pub async fn walk_provider(
-    client: &reqwest::Client,
-    issuer: &str,
-    gateway_origin: &str,
-    authorize_url: &str,
-    user: &str,
-) -> String {
-    let mut url = authorize_url.to_owned();
-    for _ in 0..12 {
-        if url.starts_with(gateway_origin) {
-            return url;
-        }
-        let response = client.get(&url).send().await.unwrap();
-        if response.status().is_redirection() {
-            url = absolute(issuer, &location(response.headers()));
-            continue;
-        }
-        let html = response.text().await.unwrap();
-        let action = absolute(issuer, &form_action(&html));
-        let form: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
-            vec![("prompt", "login"), ("login", user), ("password", "any")]
-        } else {
-            vec![("prompt", "consent")]
-        };
-        let posted = client.post(&action).form(&form).send().await.unwrap();
-        assert!(
-            posted.status().is_redirection(),
-            "{}: {}",
-            posted.status(),
-            posted.text().await.unwrap()
-        );
-        url = absolute(issuer, &location(posted.headers()));
-    }
-    panic!("the provider never redirected back");
 }
 
 /// Starts a login at the gateway and returns (authorize URL, flow cookie).

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::support::{Gateway, BASE_POLICY};
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::GatewayUnderTest;
 
 fn tool(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools")).join(name)
@@ -26,7 +27,7 @@ async fn run(mut command: Command) -> (bool, String) {
     (output.status.success(), text)
 }
 
-async fn sslyze(profile: &str, gateway: &Gateway) -> (bool, String) {
+async fn sslyze(profile: &str, gateway: &GatewayUnderTest) -> (bool, String) {
     let mut command = Command::new(tool("sslyze"));
     command
         .arg(profile)
@@ -37,14 +38,14 @@ async fn sslyze(profile: &str, gateway: &Gateway) -> (bool, String) {
 
 #[tokio::test]
 async fn default_tls_is_mozilla_intermediate_compliant() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let (compliant, report) = sslyze("intermediate", &gateway).await;
     assert!(compliant, "{report}");
 }
 
 #[tokio::test]
 async fn tls13_only_is_mozilla_modern_compliant_and_default_is_not() {
-    let default = Gateway::start("").await;
+    let default = GatewayUnderTest::start("").await;
     let (compliant, report) = sslyze("modern", &default).await;
     assert!(!compliant, "TLS 1.2 on means not modern:\n{report}");
     assert!(report.contains("tls_versions"), "{report}");
@@ -53,14 +54,14 @@ async fn tls13_only_is_mozilla_modern_compliant_and_default_is_not() {
         "[[tls.cert]]",
         "[tls]\nmin_version = \"1.3\"\n\n[[tls.cert]]",
     );
-    let modern = Gateway::start_with(&template, "").await;
+    let modern = GatewayUnderTest::start_with(&template, "").await;
     let (compliant, report) = sslyze("modern", &modern).await;
     assert!(compliant, "{report}");
 }
 
 #[tokio::test]
 async fn mdn_observatory_grades_the_gateway_a_plus() {
-    let gateway = Gateway::start_on_standard_ports("").await;
+    let gateway = GatewayUnderTest::start_on_standard_ports("").await;
     let mut command = Command::new(tool("observatory"));
     command
         .arg("localhost")

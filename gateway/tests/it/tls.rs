@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{metric_value, read_until_quiet, Gateway, BASE_POLICY};
+use gatehouse_tests::gateway::BASE_POLICY;
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::raw_response::read_until_quiet;
+use gatehouse_tests::GatewayUnderTest;
 
 fn client_with_versions(
-    gateway: &Gateway,
+    gateway: &GatewayUnderTest,
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[&[u8]],
 ) -> rustls::ClientConfig {
@@ -23,7 +26,7 @@ fn client_with_versions(
     config
 }
 
-fn root_store(gateway: &Gateway) -> rustls::RootCertStore {
+fn root_store(gateway: &GatewayUnderTest) -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -37,7 +40,7 @@ fn root_store(gateway: &Gateway) -> rustls::RootCertStore {
 
 #[tokio::test]
 async fn tls12_and_tls13_are_both_accepted_by_default() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let config = client_with_versions(&gateway, &[version], &[b"http/1.1"]);
         let stream = gateway
@@ -54,7 +57,7 @@ async fn tls13_only_policy_refuses_tls12_and_counts_the_failure() {
         "[[tls.cert]]",
         "[tls]\nmin_version = \"1.3\"\n\n[[tls.cert]]",
     );
-    let gateway = Gateway::start_with(&template, "").await;
+    let gateway = GatewayUnderTest::start_with(&template, "").await;
     let tls13 = client_with_versions(&gateway, &[&rustls::version::TLS13], &[]);
     assert!(gateway.tls_connect(tls13, "localhost").await.is_ok());
     let before = metric_value(
@@ -77,7 +80,7 @@ async fn tls13_only_policy_refuses_tls12_and_counts_the_failure() {
 
 #[tokio::test]
 async fn alpn_negotiates_h2_or_http11() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let h2 = gateway.pki.client_config(&[b"h2", b"http/1.1"]);
     let stream = gateway.tls_connect(h2, "localhost").await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -121,7 +124,7 @@ const TWO_CERTS: &str = "[[tls.cert]]\nhosts = [\"other.test\"]\ncert = \"{dir}/
 #[tokio::test]
 async fn certificate_is_chosen_by_sni() {
     let template = BASE_POLICY.replace("[limits]", TWO_CERTS);
-    let gateway = Gateway::start_custom(&template, "", |pki| {
+    let gateway = GatewayUnderTest::start_custom(&template, "", |pki| {
         pki.issue("other", &["other.test"], 30).unwrap();
     })
     .await;
@@ -137,7 +140,7 @@ async fn certificate_is_chosen_by_sni() {
 
 #[tokio::test]
 async fn certificate_reloads_on_file_change_without_dropping_connections() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let config = gateway.pki.client_config(&[b"http/1.1"]);
     let mut old = gateway
         .tls_connect(config.clone(), "localhost")
@@ -188,7 +191,7 @@ async fn certificate_reloads_on_file_change_without_dropping_connections() {
 
 #[tokio::test]
 async fn certificate_expiry_is_exported() {
-    let gateway = Gateway::start("").await;
+    let gateway = GatewayUnderTest::start("").await;
     let metrics = gateway.metrics().await;
     let line = metrics
         .lines()

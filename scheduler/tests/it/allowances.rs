@@ -6,10 +6,12 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{job, Stack, SCHEDULER};
+use gatehouse_tests::binaries;
+use gatehouse_tests::scheduler::job;
+use gatehouse_tests::SchedulerUnderTest;
 
-fn check(stack: &Stack) -> (bool, String, String) {
-    let out = Command::new(SCHEDULER)
+fn check(stack: &SchedulerUnderTest) -> (bool, String, String) {
+    let out = Command::new(binaries::scheduler())
         .args(["check", "--policy"])
         .arg(&stack.policy_path)
         .output()
@@ -33,8 +35,8 @@ fn env_job(name: &str, var: &str, file: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_are_read_beneath_their_directory_and_check_reports_every_env_problem() {
     let extra = "secret_dirs = [\"{dir}/secrets\"]";
-    let stack = Stack::start_on(
-        &crate::support::shared_docker().host(),
+    let stack = SchedulerUnderTest::start_on(
+        &gatehouse_tests::scheduler::shared_docker().host(),
         extra,
         &job("idle", "command = [\"true\"]"),
     )

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{job, metric_value, Stack, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 fn two_jobs() -> String {
     let shared = job(
@@ -15,7 +17,7 @@ fn two_jobs() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_requests_signed_by_the_gateway_reach_the_api() {
-    let stack = Stack::start(&two_jobs()).await;
+    let stack = SchedulerUnderTest::start(&two_jobs()).await;
     let direct = reqwest::Client::new();
     let url = format!("http://{}/api/jobs", stack.sched);
     // Straight to the scheduler's port, even from localhost: 401.
@@ -58,7 +60,7 @@ async fn only_requests_signed_by_the_gateway_reach_the_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_decide_who_sees_runs_and_cancels_each_job() {
-    let stack = Stack::start(&two_jobs()).await;
+    let stack = SchedulerUnderTest::start(&two_jobs()).await;
 
     // The viewer sees only the job that names its role, without a Run right.
     let (_, body) = stack.get(VIEWER_KEY, "/api/jobs").await;
@@ -129,7 +131,7 @@ async fn roles_decide_who_sees_runs_and_cancels_each_job() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_json_errors_and_change_nothing() {
-    let stack = Stack::start(&two_jobs()).await;
+    let stack = SchedulerUnderTest::start(&two_jobs()).await;
     for (path, want) in [
         ("/api/jobs/nope", 404),
         ("/api/runs/999999", 404),

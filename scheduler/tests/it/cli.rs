@@ -4,10 +4,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{job, Stack, OPERATOR_KEY, SCHEDULER};
+use gatehouse_tests::binaries;
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 fn scheduler(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(SCHEDULER)
+    let out = Command::new(binaries::scheduler())
         .args(args)
         .output()
         .expect("run gatehouse-scheduler");
@@ -51,7 +53,7 @@ fn next_prints_fire_times_with_offsets_across_dst() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_jobs_are_rejected_with_their_location_and_a_running_scheduler_keeps_its_jobs() {
-    let stack = Stack::start(&job("good", "command = [\"true\"]")).await;
+    let stack = SchedulerUnderTest::start(&job("good", "command = [\"true\"]")).await;
     let cases = [
         (
             "image = \"gatehouse-test/BAD IMAGE\"",

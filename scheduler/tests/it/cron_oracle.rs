@@ -427,37 +427,53 @@ fn schedule_agrees_with_cronsim() {
                     )
                 });
             }
-            None => {
-                let tz: Tz = case.zone.parse().unwrap();
-                let show = |v: &[i64]| {
-                    v.iter()
-                        .map(|&e| {
-                            DateTime::<Utc>::from_timestamp(e, 0)
-                                .unwrap()
-                                .with_timezone(&tz)
-                                .to_rfc3339()
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                mismatches.push(format!(
-                    "{:?} in {} after {} ({}):\n    ours:    {}\n    cronsim: {}",
-                    case.expr,
-                    case.zone,
-                    case.start.to_rfc3339(),
-                    case.start.with_timezone(&tz).to_rfc3339(),
-                    show(&ours),
-                    show(theirs)
-                ));
-            }
+            None => mismatches.push(disagreement(case, &ours, theirs)),
         }
     }
 
+    report_and_check_agreement(&cases, compared, &classes, &examples, &mismatches);
+}
+
+/// A difference no class explains: both schedules in the case's zone.
+fn disagreement(case: &Case, ours: &[i64], theirs: &[i64]) -> String {
+    let tz: Tz = case.zone.parse().unwrap();
+    let show = |v: &[i64]| {
+        v.iter()
+            .map(|&e| {
+                DateTime::<Utc>::from_timestamp(e, 0)
+                    .unwrap()
+                    .with_timezone(&tz)
+                    .to_rfc3339()
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{:?} in {} after {} ({}):\n    ours:    {}\n    cronsim: {}",
+        case.expr,
+        case.zone,
+        case.start.to_rfc3339(),
+        case.start.with_timezone(&tz).to_rfc3339(),
+        show(ours),
+        show(theirs)
+    )
+}
+
+/// Prints what was compared and the explained classes, then fails on any
+/// unexplained disagreement, too few comparisons or too many explained
+/// differences.
+fn report_and_check_agreement(
+    cases: &[Case],
+    compared: usize,
+    classes: &BTreeMap<Class, usize>,
+    examples: &BTreeMap<Class, String>,
+    mismatches: &[String],
+) {
     eprintln!(
         "cronsim oracle: {compared} of {} cases compared, explained differences: {classes:?}",
         cases.len()
     );
-    for (class, example) in &examples {
+    for (class, example) in examples {
         eprintln!("  e.g. {class:?}: {example}");
     }
     assert!(

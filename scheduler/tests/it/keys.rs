@@ -16,7 +16,8 @@ use gatehouse_tests::wait_for_port;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{shared_docker, Stack, OPERATOR_KEY};
+use gatehouse_tests::scheduler::{shared_docker, OPERATOR_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 /// Forwards `GET /<port>/jwks.json` to `http://127.0.0.1:<port>/jwks.json`
 /// (the policy names the gateway's admin port as `{gw_admin}`).
@@ -104,7 +105,7 @@ async fn relay_one(
     let _ = stream.shutdown().await;
 }
 
-async fn gateway_jwks(stack: &Stack) -> String {
+async fn gateway_jwks(stack: &SchedulerUnderTest) -> String {
     reqwest::get(format!("http://{}/jwks.json", stack.gw_admin))
         .await
         .expect("gateway JWKS")
@@ -113,7 +114,7 @@ async fn gateway_jwks(stack: &Stack) -> String {
         .expect("text")
 }
 
-async fn readyz(stack: &Stack) -> (u16, String) {
+async fn readyz(stack: &SchedulerUnderTest) -> (u16, String) {
     let r = reqwest::get(format!("http://{}/readyz", stack.sched_admin))
         .await
         .expect("readyz");
@@ -123,7 +124,8 @@ async fn readyz(stack: &Stack) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restarted_with_a_new_key_is_followed_at_once() {
     let relay = JwksRelay::start().await;
-    let mut stack = Stack::start_on(&shared_docker().host(), &relay.policy_line(), "").await;
+    let mut stack =
+        SchedulerUnderTest::start_on(&shared_docker().host(), &relay.policy_line(), "").await;
     assert_eq!(stack.get(OPERATOR_KEY, "/api/jobs").await.0, 200);
     let old_key = gateway_jwks(&stack).await;
     let fetched_before = relay.fetches();
@@ -194,7 +196,8 @@ fn made_up_token(kid: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_made_up_key_ids_costs_the_gateway_a_fetch_every_few_seconds() {
     let relay = JwksRelay::start().await;
-    let stack = Stack::start_on(&shared_docker().host(), &relay.policy_line(), "").await;
+    let stack =
+        SchedulerUnderTest::start_on(&shared_docker().host(), &relay.policy_line(), "").await;
     let fetched_before = relay.fetches();
     let started = Instant::now();
     let flood = Duration::from_secs(7);
@@ -241,7 +244,7 @@ async fn a_flood_of_made_up_key_ids_costs_the_gateway_a_fetch_every_few_seconds(
 async fn readyz_fails_while_the_keys_are_stale_and_recovers() {
     let relay = JwksRelay::start().await;
     let extra = format!("{}gateway_jwks_refresh = \"1s\"\n", relay.policy_line());
-    let stack = Stack::start_on(&shared_docker().host(), &extra, "").await;
+    let stack = SchedulerUnderTest::start_on(&shared_docker().host(), &extra, "").await;
     assert_eq!(readyz(&stack).await.0, 200);
 
     relay.failing.store(true, Ordering::SeqCst);
@@ -278,7 +281,7 @@ async fn readyz_fails_while_the_keys_are_stale_and_recovers() {
 async fn the_jwks_is_fetched_over_https_trusting_only_the_configured_ca() {
     let extra = "gateway_jwks = \"https://localhost:{https}/.well-known/gatehouse/jwks.json\"\n\
                  gateway_jwks_ca = \"{dir}/ca.pem\"\n";
-    let stack = Stack::start_on(&shared_docker().host(), extra, "").await;
+    let stack = SchedulerUnderTest::start_on(&shared_docker().host(), extra, "").await;
     // Ready means the keys came over HTTPS; requests verify with them.
     assert_eq!(stack.get(OPERATOR_KEY, "/api/jobs").await.0, 200);
 

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use crate::support::{job, Stack};
+use gatehouse_tests::scheduler::job;
+use gatehouse_tests::SchedulerUnderTest;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_sees_a_small_dev_shm_and_the_default_ulimits() {
     let script = "echo NOFILE $(ulimit -n); echo NPROC $(ulimit -u); df -k /dev/shm | tail -n 1";
-    let stack = Stack::start(&job(
+    let stack = SchedulerUnderTest::start(&job(
         "limits",
         &format!("shell = true\ncommand = [{script:?}]"),
     ))

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{job, Stack, OPERATOR_KEY};
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_expected_fields() {
-    let mut stack = Stack::start(&job("hello", "command = [\"true\"]")).await;
+    let mut stack = SchedulerUnderTest::start(&job("hello", "command = [\"true\"]")).await;
     let human = stack.scheduler_log();
     assert!(
         !human.contains('\u{1b}'),
@@ -72,7 +73,7 @@ async fn json_logs_are_one_object_per_line_with_the_expected_fields() {
 
 #[test]
 fn a_failure_in_json_mode_is_a_json_line_too() {
-    let out = std::process::Command::new(crate::support::SCHEDULER)
+    let out = std::process::Command::new(gatehouse_tests::binaries::scheduler())
         .args([
             "--log-format",
             "json",

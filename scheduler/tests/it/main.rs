@@ -4,9 +4,7 @@
 
 mod allowances;
 mod api;
-mod browser;
 mod cli;
-mod compose;
 mod cron_oracle;
 mod dashboard;
 mod docker_proxy;
@@ -16,9 +14,7 @@ mod limits;
 mod logs;
 mod mounts;
 mod notify;
-mod prometheus;
 mod recovery;
 mod replay;
 mod runs;
 mod startup;
-mod support;

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{job, Stack, SCHEDULER};
+use gatehouse_tests::binaries;
+use gatehouse_tests::scheduler::job;
+use gatehouse_tests::SchedulerUnderTest;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -28,13 +30,18 @@ async fn a_symlink_planted_by_one_job_does_not_expose_the_host_to_the_next() {
              container = { mounts = [{ source = \"{dir}/allowed/nightly\", target = \"/host\" }] }"
         ),
     );
-    let stack = Stack::start_on(&crate::support::shared_docker().host(), allowed, &jobs).await;
+    let stack = SchedulerUnderTest::start_on(
+        &gatehouse_tests::scheduler::shared_docker().host(),
+        allowed,
+        &jobs,
+    )
+    .await;
     let dir = stack.dir().join("allowed");
     std::fs::create_dir(&dir).expect("mkdir allowed");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
 
     // `check` accepts the layout (it is valid text) but warns about it.
-    let out = Command::new(SCHEDULER)
+    let out = Command::new(binaries::scheduler())
         .args(["check", "--policy"])
         .arg(&stack.policy_path)
         .output()

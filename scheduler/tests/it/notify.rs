@@ -18,7 +18,9 @@ use axum::routing::post;
 use gatehouse_tests::{free_port, wait_for_port, ChildProcess, TestPki};
 use serde_json::Value;
 
-use crate::support::{job, metric_value, shared_docker, Stack, OPERATOR_KEY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::{job, shared_docker, OPERATOR_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 const HOOK_SECRET: &str = "whsec-test-0123456789";
 const API_TOKEN: &str = "tok-9f8e7d6c5b4a-secret";
@@ -125,11 +127,11 @@ notify = {notify}"#,
     )
 }
 
-async fn deliveries(stack: &Stack, count: usize) -> Vec<Value> {
+async fn deliveries(stack: &SchedulerUnderTest, count: usize) -> Vec<Value> {
     stack.audit_events("notify.delivery", count).await
 }
 
-async fn run_to_end(stack: &Stack, job: &str) -> Value {
+async fn run_to_end(stack: &SchedulerUnderTest, job: &str) -> Value {
     let id = stack.run_now(job).await;
     stack.wait_run(id, None, Duration::from_secs(60)).await
 }
@@ -171,7 +173,7 @@ url_file = "{slack}"
         &mode,
         r#"{ to = ["hook", "chat"], on = ["failed", "recovered"] }"#,
     );
-    let stack = Stack::start_on(
+    let stack = SchedulerUnderTest::start_on(
         &shared_docker().host(),
         &with_secret_dir(&scratch, &notify),
         &jobs,
@@ -221,7 +223,7 @@ url_file = "{slack}"
 
 /// What the API and dashboard show comes from the stored bytes, and the
 /// database (and its WAL) never held the value.
-async fn secret_is_nowhere_in_the_history(stack: &Stack, id: i64) {
+async fn secret_is_nowhere_in_the_history(stack: &SchedulerUnderTest, id: i64) {
     let logs = stack.logs(id).await;
     assert!(logs.contains("token=***"), "{logs}");
     assert!(!logs.contains(API_TOKEN), "{logs}");
@@ -238,7 +240,7 @@ async fn secret_is_nowhere_in_the_history(stack: &Stack, id: i64) {
 
 /// The first success after a failure is a recovery; the next success is
 /// not announced (`on` has no "succeeded"). Both channels delivered twice.
-async fn recovery_is_announced_once(stack: &Stack, receiver: &Receiver) {
+async fn recovery_is_announced_once(stack: &SchedulerUnderTest, receiver: &Receiver) {
     assert_eq!(run_to_end(stack, "flaky").await["status"], "succeeded");
     deliveries(stack, 4).await;
     let hooks = receiver.hits("/hook");
@@ -297,7 +299,7 @@ secret = "{HOOK_SECRET}"
         &mode,
         r#"{ to = ["by-name", "decimal", "mapped"] }"#,
     );
-    let stack = Stack::start_on(
+    let stack = SchedulerUnderTest::start_on(
         &shared_docker().host(),
         &with_secret_dir(&scratch, &notify),
         &jobs,
@@ -353,7 +355,7 @@ secret = "{HOOK_SECRET}"
 "#
     );
     let jobs = flaky_job("hops", &mode, r#"{ to = ["to-metadata", "to-self"] }"#);
-    let stack = Stack::start_on(
+    let stack = SchedulerUnderTest::start_on(
         &shared_docker().host(),
         &with_secret_dir(&scratch, &notify),
         &jobs,
@@ -468,7 +470,7 @@ password_file = "{password}"
         channel("untrusted", ""),
     );
     let jobs = flaky_job("mailer", &mode, r#"{ to = ["mail", "untrusted"] }"#);
-    let stack = Stack::start_on(
+    let stack = SchedulerUnderTest::start_on(
         &shared_docker().host(),
         &with_secret_dir(&scratch, &notify),
         &jobs,

@@ -7,13 +7,15 @@ use std::time::Duration;
 use gatehouse_tests::docker::PrivateDocker;
 
 use crate::docker_proxy::DockerProxy;
-use crate::support::{job, metric_value, shared_docker, Stack};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::{job, shared_docker};
+use gatehouse_tests::SchedulerUnderTest;
 
 const LONG: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_survives_kill_9_of_the_scheduler_and_is_adopted() {
-    let mut stack = Stack::start(&job(
+    let mut stack = SchedulerUnderTest::start(&job(
         "steady",
         "command = [\"sh\", \"-c\", \"sleep 3; echo done; exit 4\"]",
     ))
@@ -60,8 +62,8 @@ async fn a_crash_between_create_and_start_never_records_an_invented_outcome() {
         ),
         job("stale", "timeout = \"2s\"\ncommand = [\"echo\", \"ran\"]"),
     );
-    let mut stack = Stack::start_on(&proxy.host(), "", &jobs).await;
-    let state = |stack: &Stack, job: &str| {
+    let mut stack = SchedulerUnderTest::start_on(&proxy.host(), "", &jobs).await;
+    let state = |stack: &SchedulerUnderTest, job: &str| {
         let ids = stack.containers_of(job);
         assert_eq!(ids.len(), 1, "{job}: {ids:?}");
         let out = stack
@@ -146,7 +148,8 @@ async fn a_crash_between_create_and_start_never_records_an_invented_outcome() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_leaves_containers_running_for_the_next_start() {
-    let mut stack = Stack::start(&job("longish", "command = [\"sleep\", \"4\"]")).await;
+    let mut stack =
+        SchedulerUnderTest::start(&job("longish", "command = [\"sleep\", \"4\"]")).await;
     let id = stack.run_now("longish").await;
     stack.wait_run(id, Some("running"), LONG).await;
     stack.kill_scheduler("TERM");
@@ -163,7 +166,8 @@ async fn sigterm_leaves_containers_running_for_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_whose_container_vanished_is_marked_lost() {
-    let mut stack = Stack::start(&job("doomed", "command = [\"sleep\", \"60\"]")).await;
+    let mut stack =
+        SchedulerUnderTest::start(&job("doomed", "command = [\"sleep\", \"60\"]")).await;
     let id = stack.run_now("doomed").await;
     stack.wait_run(id, Some("running"), LONG).await;
     stack.kill_scheduler("KILL");
@@ -187,7 +191,7 @@ async fn a_run_whose_container_vanished_is_marked_lost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dockerd_restart_mid_run_is_ridden_out_and_recorded() {
     let mut docker = PrivateDocker::start().expect("a private dockerd of its own");
-    let stack = Stack::start_on(
+    let stack = SchedulerUnderTest::start_on(
         &docker.host(),
         "",
         &job("victim", "command = [\"sleep\", \"60\"]"),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{job, metric_value, Stack};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::job;
+use gatehouse_tests::SchedulerUnderTest;
 
 /// A TCP relay that forwards to a target set after it starts, keeping a
 /// copy of every byte sent towards the target.
@@ -84,9 +86,9 @@ async fn relay(client: TcpStream, to: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) {
 /// The stack with the relay between the gateway and the scheduler, and a
 /// job that may run any number of times at once (so an unprotected
 /// scheduler would start a second run for a replay).
-async fn relayed_stack() -> (Relay, Stack) {
+async fn relayed_stack() -> (Relay, SchedulerUnderTest) {
     let relay = Relay::start().await;
-    let stack = Stack::start_relayed(
+    let stack = SchedulerUnderTest::start_relayed(
         relay.port,
         "gateway_routes = [\"jobs\"]",
         &job("hello", "command = [\"true\"]\noverlap = \"allow\""),
@@ -96,7 +98,7 @@ async fn relayed_stack() -> (Relay, Stack) {
     (relay, stack)
 }
 
-async fn replay_run_now(stack: &Stack, assertion: &str) -> reqwest::Response {
+async fn replay_run_now(stack: &SchedulerUnderTest, assertion: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://{}/api/jobs/hello/run", stack.sched))
         .header("x-gatehouse-assertion", assertion)

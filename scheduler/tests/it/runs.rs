@@ -3,14 +3,17 @@
 
 use std::time::Duration;
 
-use crate::support::{job, metric_value, Stack};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::process::OutputWithStdin;
+use gatehouse_tests::scheduler::job;
+use gatehouse_tests::SchedulerUnderTest;
 
 const LONG: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_job_runs_on_time() {
     // Every two seconds (6-field form with seconds).
-    let stack = Stack::start(&job(
+    let stack = SchedulerUnderTest::start(&job(
         "tick",
         "schedule = \"*/2 * * * * *\"\ncommand = [\"echo\", \"tick\"]",
     ))
@@ -83,7 +86,7 @@ async fn every_hardening_default_is_in_force_inside_the_container() {
         job("probe", &format!("shell = true\ncommand = [{script:?}]")),
         job("hog", "container = { memory = \"16MiB\" }\ncommand = [\"sh\", \"-c\", \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survived\"]")
     );
-    let stack = Stack::start(&jobs).await;
+    let stack = SchedulerUnderTest::start(&jobs).await;
     let probe = stack.run_now("probe").await;
     let hog = stack.run_now("hog").await;
     let run = stack.wait_run(probe, None, LONG).await;
@@ -118,7 +121,7 @@ async fn every_hardening_default_is_in_force_inside_the_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_past_its_timeout_is_stopped() {
-    let stack = Stack::start(&job(
+    let stack = SchedulerUnderTest::start(&job(
         "slow",
         "timeout = \"1s\"\ncommand = [\"sleep\", \"60\"]",
     ))
@@ -143,11 +146,14 @@ async fn overlap_forbid_skips_allow_runs_both_replace_cancels_the_first() {
         job("allow", &format!("overlap = \"allow\"\n{sleeper}")),
         job("replace", &format!("overlap = \"replace\"\n{sleeper}")),
     );
-    let stack = Stack::start(&jobs).await;
+    let stack = SchedulerUnderTest::start(&jobs).await;
 
     let first = stack.run_now("forbid").await;
     let (status, body) = stack
-        .post(crate::support::OPERATOR_KEY, "/api/jobs/forbid/run")
+        .post(
+            gatehouse_tests::scheduler::OPERATOR_KEY,
+            "/api/jobs/forbid/run",
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["status"], "skipped");
@@ -176,7 +182,7 @@ async fn overlap_forbid_skips_allow_runs_both_replace_cancels_the_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_run_is_retried_with_backoff_then_given_up() {
-    let stack = Stack::start(&job(
+    let stack = SchedulerUnderTest::start(&job(
         "flaky",
         "command = [\"sh\", \"-c\", \"exit 3\"]\nretries = { max = 2, backoff = \"1s\" }",
     ))
@@ -223,7 +229,7 @@ async fn after_downtime_the_latest_missed_run_is_caught_up_once() {
         job("catcher", "schedule = \"*/3 * * * * *\"\ncatch_up = \"latest\"\nstarting_deadline = \"1h\"\noverlap = \"allow\"\ncommand = [\"true\"]"),
         job("ignorer", "schedule = \"*/3 * * * * *\"\noverlap = \"allow\"\ncommand = [\"true\"]"),
     );
-    let mut stack = Stack::start(&jobs).await;
+    let mut stack = SchedulerUnderTest::start(&jobs).await;
     stack.kill_scheduler("KILL");
     // Down for more than one period of both schedules.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -293,8 +299,8 @@ async fn after_downtime_the_latest_missed_run_is_caught_up_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container() {
     let secret = "s3cr3t-value-that-must-not-leak";
-    let stack = Stack::start_on(
-        &crate::support::shared_docker().host(),
+    let stack = SchedulerUnderTest::start_on(
+        &gatehouse_tests::scheduler::shared_docker().host(),
         "log_cap = \"1KiB\"\nsecret_dirs = [\"{dir}\"]",
         "",
     )
@@ -336,7 +342,10 @@ async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container
         "the value reached the job"
     );
     let (_, job) = stack
-        .get(crate::support::OPERATOR_KEY, "/api/jobs/secretive")
+        .get(
+            gatehouse_tests::scheduler::OPERATOR_KEY,
+            "/api/jobs/secretive",
+        )
         .await;
     let everything = format!(
         "{}\n{}\n{}\n{}",
@@ -350,7 +359,7 @@ async fn logs_keep_the_last_bytes_and_sensitive_values_never_leave_the_container
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_changes_jobs_without_touching_runs_in_flight() {
-    let stack = Stack::start(&job(
+    let stack = SchedulerUnderTest::start(&job(
         "keeper",
         "command = [\"sh\", \"-c\", \"sleep 3; echo kept\"]",
     ))
@@ -361,11 +370,17 @@ async fn a_reload_changes_jobs_without_touching_runs_in_flight() {
     stack.write_policy("", &job("newcomer", "command = [\"echo\", \"new\"]"));
     stack.wait_job("newcomer").await;
     let (status, _) = stack
-        .post(crate::support::OPERATOR_KEY, "/api/jobs/keeper/run")
+        .post(
+            gatehouse_tests::scheduler::OPERATOR_KEY,
+            "/api/jobs/keeper/run",
+        )
         .await;
     assert_eq!(status, 404, "the removed job cannot be triggered");
     let (code, _) = stack
-        .get(crate::support::OPERATOR_KEY, &format!("/api/runs/{id}"))
+        .get(
+            gatehouse_tests::scheduler::OPERATOR_KEY,
+            &format!("/api/runs/{id}"),
+        )
         .await;
     assert_eq!(
         code, 404,
@@ -393,7 +408,7 @@ async fn a_reload_changes_jobs_without_touching_runs_in_flight() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_and_cover_runs_jitter_and_docker() {
-    let stack = Stack::start(&job("measured", "command = [\"true\"]")).await;
+    let stack = SchedulerUnderTest::start(&job("measured", "command = [\"true\"]")).await;
     let id = stack.run_now("measured").await;
     stack.wait_run(id, Some("succeeded"), LONG).await;
     let metrics = stack.metrics().await;
@@ -421,25 +436,9 @@ async fn metrics_pass_promtool_and_cover_runs_jitter_and_docker() {
     );
 }
 
-pub(crate) trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output> {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        child.stdin.take().expect("stdin").write_all(input)?;
-        child.wait_with_output()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_never_means_never_and_a_missing_image_fails_the_run_with_the_reason() {
-    let stack = Stack::start(
+    let stack = SchedulerUnderTest::start(
         &job("absent", "command = [\"true\"]")
             .replace("gatehouse-test/busybox:latest", "gatehouse-test/not-here:1"),
     )

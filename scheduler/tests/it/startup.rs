@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use gatehouse_tests::docker::PrivateDocker;
 
-use crate::support::{job, metric_value, Stack, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 const LONG: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers() {
     let mut docker = PrivateDocker::start().expect("a private dockerd of its own");
-    let mut stack = Stack::start_on(
+    let mut stack = SchedulerUnderTest::start_on(
         &docker.host(),
         "",
         &job("hello", "command = [\"echo\", \"hello\"]"),
@@ -31,7 +33,44 @@ async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers()
         .expect("stop dockerd");
     stack.spawn_scheduler_unready().await;
 
-    // Not ready, and (once the gateway's keys are in) Docker is why.
+    not_ready_because_of_docker(&stack).await;
+    the_api_and_history_are_served(&stack, earlier).await;
+    a_manual_trigger_is_refused_and_not_queued(&stack).await;
+
+    // dockerd comes up: the scheduler connects, reconciles and is ready
+    // (its backoff is at most 10 s between attempts).
+    let mut docker = docker;
+    let docker = tokio::task::spawn_blocking(move || docker.start_again().map(|()| docker))
+        .await
+        .expect("join")
+        .expect("start dockerd again");
+    let answering = std::time::Instant::now();
+    stack.wait_ready().await;
+    println!(
+        "startup: ready {:?} after dockerd answered",
+        answering.elapsed()
+    );
+    assert_eq!(stack.readyz().await, (200, "ready\n".to_owned()));
+    let id = stack.run_now("hello").await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(stack.logs(id).await, "hello\n");
+    let metrics = stack.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "gatehouse_scheduler_docker_up"),
+        Some(1.0)
+    );
+    assert!(
+        stack.scheduler_log().contains("Docker is not answering"),
+        "{}",
+        stack.scheduler_log()
+    );
+    drop(stack);
+    drop(docker);
+}
+
+/// Not ready, and (once the gateway's keys are in) Docker is why.
+async fn not_ready_because_of_docker(stack: &SchedulerUnderTest) {
     let mut readyz = stack.readyz().await;
     for _ in 0..100 {
         if readyz.0 != 503 || only_docker_is_missing(&readyz.1) {
@@ -46,7 +85,10 @@ async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers()
         only_docker_is_missing(&body) && body.contains("connect"),
         "readyz names Docker as the reason: {body}"
     );
-    // The API and the history are served.
+}
+
+/// The API and the history are served without Docker.
+async fn the_api_and_history_are_served(stack: &SchedulerUnderTest, earlier: i64) {
     let (status, run) = stack.get(VIEWER_KEY, &format!("/api/runs/{earlier}")).await;
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["run"]["status"], "succeeded");
@@ -59,8 +101,10 @@ async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers()
         .await
         .expect("dashboard");
     assert_eq!(page.status(), 200);
+}
 
-    // A manual trigger is refused with the reason, and nothing is queued.
+/// A manual trigger is refused with the reason, and nothing is queued.
+async fn a_manual_trigger_is_refused_and_not_queued(stack: &SchedulerUnderTest) {
     let refused = stack
         .client()
         .post(stack.url("/api/jobs/hello/run"))
@@ -103,37 +147,6 @@ async fn the_scheduler_starts_without_docker_and_becomes_ready_when_it_answers()
         metric_value(&metrics, "gatehouse_scheduler_docker_up"),
         Some(0.0)
     );
-
-    // dockerd comes up: the scheduler connects, reconciles and is ready
-    // (its backoff is at most 10 s between attempts).
-    let mut docker = docker;
-    let docker = tokio::task::spawn_blocking(move || docker.start_again().map(|()| docker))
-        .await
-        .expect("join")
-        .expect("start dockerd again");
-    let answering = std::time::Instant::now();
-    stack.wait_ready().await;
-    println!(
-        "startup: ready {:?} after dockerd answered",
-        answering.elapsed()
-    );
-    assert_eq!(stack.readyz().await, (200, "ready\n".to_owned()));
-    let id = stack.run_now("hello").await;
-    let run = stack.wait_run(id, None, LONG).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(stack.logs(id).await, "hello\n");
-    let metrics = stack.metrics().await;
-    assert_eq!(
-        metric_value(&metrics, "gatehouse_scheduler_docker_up"),
-        Some(1.0)
-    );
-    assert!(
-        stack.scheduler_log().contains("Docker is not answering"),
-        "{}",
-        stack.scheduler_log()
-    );
-    drop(stack);
-    drop(docker);
 }
 
 /// `/readyz` lists each failing check as `check: reason`; Docker alone.

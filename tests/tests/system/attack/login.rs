@@ -7,7 +7,7 @@ use reqwest::header::SET_COOKIE;
 use serde_json::json;
 
 use super::*;
-use crate::oidc::{location, walk_provider};
+use gatehouse_tests::idp::{location, walk_provider};
 
 const SESSION_KEY: &str = "an-attack-suite-session-key-that-is-long-enough-0123";
 

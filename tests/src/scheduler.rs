@@ -1,7 +1,9 @@
-//! A whole stack under test: a private dockerd (shared by the tests of this
-//! binary), the real gateway in front, and the scheduler behind it, with
-//! API keys for an operator and a viewer. Everything talks over real
-//! sockets; the scheduler only ever sees requests the gateway signed.
+//! The scheduler under test, as a whole stack: the real gateway in front
+//! (a [`GatewayUnderTest`]), the real `gatehouse-scheduler` behind it on a
+//! private dockerd, one policy for both, with API keys for an operator
+//! and a viewer. Everything talks over real sockets; the scheduler only
+//! ever sees requests the gateway signed. Its log is shown when it does
+//! not come up, and its tail when a test fails while it runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,65 +11,22 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
-use gatehouse_tests::{free_port, wait_for_port, ChildProcess, TestPki};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub const SCHEDULER: &str = env!("CARGO_BIN_EXE_gatehouse-scheduler");
+use crate::audit::AuditLog;
+use crate::docker::{PrivateDocker, TEST_IMAGE};
+use crate::gateway::{server_placeholders, GatewayPorts, GatewayUnderTest};
+use crate::process::{free_port, show_log_on_failure, ChildProcess};
+use crate::template::Placeholders;
+use crate::{binaries, TestPki};
+
 pub const OPERATOR_KEY: &str = "gh_test_operator_key_0123456789abcdef";
 pub const VIEWER_KEY: &str = "gh_test_viewer_key_0123456789abcdef";
 
-/// The gateway binary, built beside ours by `cargo test --workspace`;
-/// built here when a narrower `cargo test -p` did not build it, or left an
-/// older one than the gateway's or the policy crate's sources (a stale
-/// gateway would make gateway changes look ineffective here).
-pub fn gateway_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = Path::new(SCHEDULER).with_file_name("gatehouse-gateway");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sources = [root.join("gateway/src"), root.join("policies/src")];
-        if built.is_none_or(|built| sources.iter().any(|dir| newer_than(dir, built))) {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--locked",
-                    "-p",
-                    "gatehouse-gateway",
-                    "--bin",
-                    "gatehouse-gateway",
-                ])
-                .status()
-                .expect("cargo build gatehouse-gateway");
-            assert!(status.success(), "building gatehouse-gateway failed");
-        }
-        bin
-    })
-    .clone()
-}
-
-/// Whether any file under `dir` was modified after `time`.
-fn newer_than(dir: &Path, time: std::time::SystemTime) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                newer_than(&path, time)
-            } else {
-                entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m > time)
-            }
-        })
-}
-
-/// One dockerd for every test of this binary, started on first use.
+/// One dockerd for the stacks of a test binary, started on first use.
+/// (Apart from [`PrivateDocker::shared`], so the stacks' containers never
+/// meet those of tests that drive Docker directly.)
 pub fn shared_docker() -> &'static PrivateDocker {
     static DOCKER: OnceLock<PrivateDocker> = OnceLock::new();
     DOCKER.get_or_init(|| {
@@ -80,26 +39,18 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-pub const POLICY: &str = r#"
-[listen]
-https = "127.0.0.1:{https}"
-http_redirect = "127.0.0.1:{http}"
-admin = "127.0.0.1:{gw_admin}"
-public_origin = "https://localhost:{https}"
-
-[[tls.cert]]
-hosts = ["localhost", "127.0.0.1"]
-cert = "{cert}"
-key = "{key}"
-
+/// The policy of every stack. Placeholders: the gateway's (see
+/// [`server_placeholders`]) plus `{sched}`, `{sched_admin}`,
+/// `{sched_upstream}` (the `jobs` route's upstream), the key hashes, and
+/// the sections `{gateway_extra}`, `{scheduler_extra}` and `{jobs}`.
+pub const STACK_POLICY: &str = concat!(
+    crate::listen_and_tls!(),
+    r#"
 [limits]
 shutdown_grace = "2s"
-
-[rate_limit]
-client = "100000/s"
-identity = "100000/s"
-login = "100000/s"
-
+"#,
+    crate::no_rate_limits!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
 
@@ -133,7 +84,8 @@ stop_grace = "2s"
 max_concurrent_runs = 4
 {scheduler_extra}
 {jobs}
-"#;
+"#
+);
 
 /// A job table with the test image and both roles; `body` adds keys.
 pub fn job(name: &str, body: &str) -> String {
@@ -142,9 +94,8 @@ pub fn job(name: &str, body: &str) -> String {
     )
 }
 
-pub struct Stack {
-    pub pki: TestPki,
-    pub gateway: ChildProcess,
+pub struct SchedulerUnderTest {
+    pub gateway: GatewayUnderTest,
     pub scheduler: Option<ChildProcess>,
     pub https: SocketAddr,
     /// The HTTP listener, which only redirects to `https`.
@@ -154,36 +105,48 @@ pub struct Stack {
     pub gw_admin: SocketAddr,
     pub policy_path: PathBuf,
     pub docker_host: String,
-    /// Added to the scheduler's command line by [`Stack::spawn_scheduler`].
+    /// Added to the scheduler's command line by
+    /// [`SchedulerUnderTest::spawn_scheduler`].
     pub scheduler_args: Vec<String>,
-    vars: Vec<(String, String)>,
-    respawns: u32,
+    placeholders: Placeholders,
+    /// The `{gateway_extra}` section, kept when the policy is rewritten.
+    gateway_extra: String,
+    spawns: u32,
 }
 
-impl Stack {
-    pub async fn start(jobs: &str) -> Stack {
+impl SchedulerUnderTest {
+    pub async fn start(jobs: &str) -> SchedulerUnderTest {
         Self::start_on(&shared_docker().host(), "", jobs).await
     }
 
-    pub async fn start_on(docker_host: &str, scheduler_extra: &str, jobs: &str) -> Stack {
+    pub async fn start_on(
+        docker_host: &str,
+        scheduler_extra: &str,
+        jobs: &str,
+    ) -> SchedulerUnderTest {
         Self::start_with_gateway(docker_host, "", scheduler_extra, jobs).await
     }
 
-    /// Like [`Stack::start_on`], with `gateway_extra` (e.g. `[session]` and
-    /// `[[oidc]]` tables) in the policy before the `[scheduler]` table.
+    /// Like [`SchedulerUnderTest::start_on`], with `gateway_extra` (e.g.
+    /// `[session]` and `[[oidc]]` tables) in the policy before the
+    /// `[scheduler]` table.
     pub async fn start_with_gateway(
         docker_host: &str,
         gateway_extra: &str,
         scheduler_extra: &str,
         jobs: &str,
-    ) -> Stack {
+    ) -> SchedulerUnderTest {
         Self::start_full(docker_host, gateway_extra, scheduler_extra, jobs, None).await
     }
 
     /// With the `jobs` route's upstream at `upstream_port` (a relay in
     /// front of the scheduler) instead of the scheduler's own port; the
     /// scheduler then needs `gateway_routes = ["jobs"]`.
-    pub async fn start_relayed(upstream_port: u16, scheduler_extra: &str, jobs: &str) -> Stack {
+    pub async fn start_relayed(
+        upstream_port: u16,
+        scheduler_extra: &str,
+        jobs: &str,
+    ) -> SchedulerUnderTest {
         let docker = shared_docker().host();
         Self::start_full(&docker, "", scheduler_extra, jobs, Some(upstream_port)).await
     }
@@ -194,76 +157,62 @@ impl Stack {
         scheduler_extra: &str,
         jobs: &str,
         upstream_port: Option<u16>,
-    ) -> Stack {
+    ) -> SchedulerUnderTest {
         let pki = TestPki::new().expect("test CA");
-        let leaf = pki
-            .issue("server", &["localhost", "127.0.0.1"], 30)
-            .expect("server certificate");
-        let dir = pki.dir.path().to_path_buf();
-        let ports = [
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
+        let ports = GatewayPorts::free();
+        let (sched, sched_admin) = (free_port(), free_port());
+        let mut placeholders = Placeholders::new();
+        server_placeholders(&mut placeholders, &pki, ports);
+        placeholders
+            .set("gw_admin", ports.admin)
+            .set("sched", sched)
+            .set("sched_upstream", upstream_port.unwrap_or(sched))
+            .set("sched_admin", sched_admin)
+            .set("operator_hash", sha256_hex(OPERATOR_KEY))
+            .set("viewer_hash", sha256_hex(VIEWER_KEY));
+        let policy_path = pki.dir.path().join("policy.toml");
+        let sections = [
+            ("gateway_extra", gateway_extra),
+            ("scheduler_extra", scheduler_extra),
+            ("jobs", jobs),
         ];
-        let mut vars = vec![
-            ("{https}".to_owned(), ports[0].to_string()),
-            ("{gw_admin}".to_owned(), ports[1].to_string()),
-            ("{sched}".to_owned(), ports[2].to_string()),
-            (
-                "{sched_upstream}".to_owned(),
-                upstream_port.unwrap_or(ports[2]).to_string(),
-            ),
-            ("{sched_admin}".to_owned(), ports[3].to_string()),
-            ("{http}".to_owned(), ports[4].to_string()),
-            ("{cert}".to_owned(), leaf.cert.display().to_string()),
-            ("{key}".to_owned(), leaf.key.display().to_string()),
-            ("{dir}".to_owned(), dir.display().to_string()),
-            ("{operator_hash}".to_owned(), sha256_hex(OPERATOR_KEY)),
-            ("{viewer_hash}".to_owned(), sha256_hex(VIEWER_KEY)),
-        ];
-        // First, so the other placeholders inside it are filled in too.
-        vars.insert(0, ("{gateway_extra}".to_owned(), gateway_extra.to_owned()));
-        let policy_path = dir.join("policy.toml");
-        std::fs::write(&policy_path, render(&vars, scheduler_extra, jobs)).expect("write policy");
-        let mut stack = Stack {
-            pki,
-            gateway: spawn(
-                Command::new(gateway_bin())
-                    .args(["run", "--policy"])
-                    .arg(&policy_path),
-                &dir.join("gateway.log"),
-            ),
+        placeholders.write(&policy_path, STACK_POLICY, &sections);
+        let gateway =
+            GatewayUnderTest::spawn(pki, policy_path.clone(), ports, placeholders.clone());
+        let mut stack = SchedulerUnderTest {
+            https: gateway.https,
+            http: gateway.http,
+            gw_admin: gateway.admin,
+            gateway,
             scheduler: None,
-            https: SocketAddr::from(([127, 0, 0, 1], ports[0])),
-            gw_admin: SocketAddr::from(([127, 0, 0, 1], ports[1])),
-            sched: SocketAddr::from(([127, 0, 0, 1], ports[2])),
-            sched_admin: SocketAddr::from(([127, 0, 0, 1], ports[3])),
-            http: SocketAddr::from(([127, 0, 0, 1], ports[4])),
+            sched: SocketAddr::from(([127, 0, 0, 1], sched)),
+            sched_admin: SocketAddr::from(([127, 0, 0, 1], sched_admin)),
             policy_path,
             docker_host: docker_host.to_owned(),
             scheduler_args: Vec::new(),
-            vars,
-            respawns: 0,
+            placeholders,
+            gateway_extra: gateway_extra.to_owned(),
+            spawns: 0,
         };
-        for addr in [stack.https, stack.gw_admin] {
-            if let Err(e) = wait_for_port(addr, Duration::from_secs(15)) {
-                panic!("{e}\n--- gateway log ---\n{}", stack.gateway.log_text());
-            }
-        }
+        stack.gateway.wait_ready();
         stack.spawn_scheduler().await;
         stack
     }
 
+    /// The stack's directory: PKI, policy, logs, database, audit logs.
     pub fn dir(&self) -> &Path {
-        self.pki.dir.path()
+        self.gateway.dir()
     }
 
     /// Rewrites the policy with other jobs; both programs reload it.
     pub fn write_policy(&self, scheduler_extra: &str, jobs: &str) {
-        std::fs::write(&self.policy_path, render(&self.vars, scheduler_extra, jobs))
-            .expect("write policy");
+        let sections = [
+            ("gateway_extra", self.gateway_extra.as_str()),
+            ("scheduler_extra", scheduler_extra),
+            ("jobs", jobs),
+        ];
+        self.placeholders
+            .write(&self.policy_path, STACK_POLICY, &sections);
     }
 
     /// Starts (or starts again) the scheduler and waits until it is ready.
@@ -275,16 +224,16 @@ impl Stack {
     /// Starts (or starts again) the scheduler and waits only until its
     /// admin listener answers `/healthz`, ready or not.
     pub async fn spawn_scheduler_unready(&mut self) {
-        self.respawns += 1;
-        let log = self.dir().join(format!("scheduler-{}.log", self.respawns));
-        let mut command = Command::new(SCHEDULER);
+        self.spawns += 1;
+        let log = self.dir().join(format!("scheduler-{}.log", self.spawns));
+        let mut command = Command::new(binaries::scheduler());
         command
             .args(["run", "--policy"])
             .arg(&self.policy_path)
             .args(&self.scheduler_args)
             .env("DOCKER_HOST", &self.docker_host)
             .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
-        self.scheduler = Some(spawn(&mut command, &log));
+        self.scheduler = Some(ChildProcess::spawn(command, &log).expect("spawn the scheduler"));
         let url = format!("http://{}/healthz", self.sched_admin);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -332,19 +281,7 @@ impl Stack {
     /// `[assertion] key_file`, so it signs with a newly generated key).
     /// Returns when the new process is spawned, before it listens.
     pub fn restart_gateway(&mut self) {
-        self.gateway.signal("TERM").expect("signal the gateway");
-        assert!(
-            self.gateway.wait_exit(Duration::from_secs(15)).is_some(),
-            "the gateway did not exit on TERM"
-        );
-        self.respawns += 1;
-        let log = self.dir().join(format!("gateway-{}.log", self.respawns));
-        self.gateway = spawn(
-            Command::new(gateway_bin())
-                .args(["run", "--policy"])
-                .arg(&self.policy_path),
-            &log,
-        );
+        self.gateway.restart();
     }
 
     pub fn kill_scheduler(&mut self, signal: &str) {
@@ -357,14 +294,9 @@ impl Stack {
     }
 
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.pki.ca_pem.as_bytes()).expect("CA"),
-            )
-            .resolve("localhost", self.https)
-            .redirect(reqwest::redirect::Policy::none())
+        self.gateway
+            .pki
+            .https_client(self.https)
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client")
@@ -491,30 +423,20 @@ impl Stack {
             .expect("text")
     }
 
-    pub fn audit_records(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir().join("audit.scheduler.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    /// The scheduler's audit log (beside the gateway's `audit.jsonl`).
+    pub fn audit_log(&self) -> AuditLog {
+        AuditLog::at(self.dir().join("audit.scheduler.jsonl"))
     }
 
+    pub fn audit_records(&self) -> Vec<Value> {
+        self.audit_log().records()
+    }
+
+    /// Waits until `count` scheduler audit records have `event`.
     pub async fn audit_events(&self, event: &str, count: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            let found: Vec<Value> = self
-                .audit_records()
-                .into_iter()
-                .filter(|r| r["event"] == event)
-                .collect();
-            if found.len() >= count {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "fewer than {count} `{event}` records: {:?}",
-            self.audit_records()
-        );
+        self.audit_log()
+            .wait_for(event, count, Duration::from_secs(10))
+            .await
     }
 
     pub fn docker(&self) -> Command {
@@ -542,31 +464,10 @@ impl Stack {
     }
 }
 
-fn render(vars: &[(String, String)], scheduler_extra: &str, jobs: &str) -> String {
-    let mut text = POLICY
-        .replace("{scheduler_extra}", scheduler_extra)
-        .replace("{jobs}", jobs);
-    for (k, v) in vars {
-        text = text.replace(k, v);
-    }
-    text
-}
-
-fn spawn(command: &mut Command, log: &Path) -> ChildProcess {
-    let mut owned = Command::new(command.get_program());
-    owned.args(command.get_args());
-    for (k, v) in command.get_envs() {
-        if let Some(v) = v {
-            owned.env(k, v);
+impl Drop for SchedulerUnderTest {
+    fn drop(&mut self) {
+        if let Some(scheduler) = &self.scheduler {
+            show_log_on_failure("scheduler", scheduler);
         }
     }
-    ChildProcess::spawn(owned, log).expect("spawn")
-}
-
-pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }

@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const RSA_PRIVATE: &[u8] = include_bytes!("../fixtures/rsa-test-key.pem");
-const RSA_PUBLIC: &[u8] = include_bytes!("../fixtures/rsa-test-pub.pem");
-const RSA_OTHER: &[u8] = include_bytes!("../fixtures/rsa-other-key.pem");
+const RSA_PRIVATE: &[u8] = include_bytes!("../../../../gateway/tests/it/fixtures/rsa-test-key.pem");
+const RSA_PUBLIC: &[u8] = include_bytes!("../../../../gateway/tests/it/fixtures/rsa-test-pub.pem");
+const RSA_OTHER: &[u8] = include_bytes!("../../../../gateway/tests/it/fixtures/rsa-other-key.pem");
 const API_KEY: &str = "gh_jwt-topic-api-key-0123456789abcdef01234567";
 
 fn b64(bytes: &[u8]) -> String {
@@ -78,7 +78,7 @@ fn jwks(kid: &str, public: &[u8]) -> String {
 fn policy(jwks_url: &str) -> String {
     let rsa_pub = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/fixtures/rsa-test-pub.pem"
+        "/../gateway/tests/it/fixtures/rsa-test-pub.pem"
     );
     format!(
         r#"{NO_RATE_LIMITS}

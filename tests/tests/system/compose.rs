@@ -15,7 +15,7 @@ use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
 use gatehouse_tests::free_port;
 use serde_json::Value;
 
-use crate::support::{gateway_bin, SCHEDULER};
+use gatehouse_tests::binaries;
 
 const COMPOSE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose");
 /// The uid:gid compose/Dockerfile gives its user.
@@ -31,19 +31,8 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     let docker = PrivateDocker::start().expect("a private dockerd");
     let work = tempfile::tempdir().expect("temp dir");
 
-    seed_image(&docker, work.path(), &gateway_bin(), "gateway");
-    seed_image(&docker, work.path(), Path::new(SCHEDULER), "scheduler");
-    check(
-        docker
-            .docker_cli()
-            .args(["tag", TEST_IMAGE, "busybox:1.36.1"]),
-    );
-
-    let policy = std::fs::read_to_string(compose_dir.join("policy.toml")).expect("policy");
-    let fast = policy.replace("schedule = \"* * * * *\"", "schedule = \"*/2 * * * * *\"");
-    assert_ne!(fast, policy, "the demo job's schedule line moved");
-    let policy_file = work.path().join("policy.toml");
-    std::fs::write(&policy_file, fast).expect("policy copy");
+    seed_images(&docker, work.path());
+    let policy_file = policy_with_a_fast_demo_job(&compose_dir, work.path());
 
     let https_port = free_port();
     let http_port = free_port();
@@ -70,6 +59,64 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     env(&mut cleanup);
     let _down_on_drop = DownOnDrop(cleanup);
 
+    let password = first_up_prints_the_admin_password(&env, &compose_dir);
+    let client = https_client(&ca_file, https_port);
+    let base = format!("https://localhost:{https_port}");
+    the_gateway_refuses_strangers_and_redirects_http(&client, &base, &password, http_port).await;
+    only_the_hash_is_stored(&docker, &project, &password);
+    let logs_now = || logs(&env, &compose_bin, &compose_dir);
+    the_demo_job_runs_on_schedule(&client, &base, &password, &logs_now).await;
+    let mut restart = Command::new(&compose_bin);
+    env(&mut restart);
+    restart
+        .arg("-f")
+        .arg(compose_dir.join("docker-compose.yml"))
+        .args(["restart", "gateway"]);
+    the_assertion_key_survives_a_restart(&client, &base, &password, restart).await;
+    // A second compose/up changes nothing and prints no password.
+    let mut again = Command::new(compose_dir.join("up"));
+    env(&mut again);
+    let second = String::from_utf8_lossy(&check(&mut again).stdout).into_owned();
+    assert!(!second.contains("admin password:"), "{second}");
+    assert!(second.contains("already exists"), "{second}");
+    let _: Value = admin_get(&client, &base, &password, "/api/jobs").await;
+    drop(client);
+
+    let mut down = Command::new(compose_dir.join("down"));
+    env(&mut down);
+    check(&mut down);
+    let left = check(docker.docker_cli().args(["ps", "-aq"]));
+    assert!(
+        left.stdout.is_empty(),
+        "containers left after compose/down: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// The images compose names: our two binaries, and the demo job's
+/// busybox as a tag of the test image.
+fn seed_images(docker: &PrivateDocker, work: &Path) {
+    seed_image(docker, work, binaries::gateway(), "gateway");
+    seed_image(docker, work, binaries::scheduler(), "scheduler");
+    check(
+        docker
+            .docker_cli()
+            .args(["tag", TEST_IMAGE, "busybox:1.36.1"]),
+    );
+}
+
+/// A copy of compose's policy in `work`, the demo job every 2 seconds.
+fn policy_with_a_fast_demo_job(compose_dir: &Path, work: &Path) -> PathBuf {
+    let policy = std::fs::read_to_string(compose_dir.join("policy.toml")).expect("policy");
+    let fast = policy.replace("schedule = \"* * * * *\"", "schedule = \"*/2 * * * * *\"");
+    assert_ne!(fast, policy, "the demo job's schedule line moved");
+    let policy_file = work.join("policy.toml");
+    std::fs::write(&policy_file, fast).expect("policy copy");
+    policy_file
+}
+
+/// The first `compose/up` prints the admin password, once.
+fn first_up_prints_the_admin_password(env: &dyn Fn(&mut Command), compose_dir: &Path) -> String {
     let mut up = Command::new(compose_dir.join("up"));
     env(&mut up);
     let first = check(&mut up);
@@ -81,10 +128,13 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         .trim()
         .to_owned();
     assert!(password.len() >= 32, "{password}");
+    password
+}
 
-    // Real TLS against the development CA that compose/up exported.
-    let ca = std::fs::read(&ca_file).expect("compose/up exports the CA");
-    let client = reqwest::Client::builder()
+/// Real TLS against the development CA that compose/up exported.
+fn https_client(ca_file: &Path, https_port: u16) -> reqwest::Client {
+    let ca = std::fs::read(ca_file).expect("compose/up exports the CA");
+    reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
@@ -95,9 +145,18 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
         .build()
-        .expect("client");
-    let base = format!("https://localhost:{https_port}");
+        .expect("client")
+}
 
+/// Anonymous and wrong-password requests get 401 with the security
+/// headers, the admin gets the jobs, and the redirect listener is
+/// published too.
+async fn the_gateway_refuses_strangers_and_redirects_http(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+    http_port: u16,
+) {
     let anonymous = client
         .get(format!("{base}/api/jobs"))
         .send()
@@ -117,7 +176,7 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         .expect("GET");
     assert_eq!(wrong.status(), 401);
 
-    let jobs: Value = admin_get(&client, &base, &password, "/api/jobs").await;
+    let jobs: Value = admin_get(client, base, password, "/api/jobs").await;
     assert!(jobs.to_string().contains("\"hello\""), "{jobs}");
 
     // The redirect listener is published too.
@@ -130,8 +189,10 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         .await
         .expect("GET http");
     assert_eq!(redirect.status(), 308);
+}
 
-    // Only the hash is stored, in a private file.
+/// Only the password's hash is stored, in a private file.
+fn only_the_hash_is_stored(docker: &PrivateDocker, project: &str, password: &str) {
     let volume = format!("{project}_bootstrap");
     let stored = check(docker.docker_cli().args([
         "run",
@@ -150,14 +211,21 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     );
     assert!(stored.contains("$argon2id$"), "{stored}");
     assert!(
-        !stored.contains(&password),
+        !stored.contains(password),
         "the password is stored in plain text"
     );
+}
 
-    // A scheduled run, in a real container, through the gateway.
+/// A scheduled run, in a real container, through the gateway.
+async fn the_demo_job_runs_on_schedule(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+    logs: &dyn Fn() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(45);
     let run = loop {
-        let runs: Value = admin_get(&client, &base, &password, "/api/runs?job=hello").await;
+        let runs: Value = admin_get(client, base, password, "/api/runs?job=hello").await;
         let done = runs["runs"]
             .as_array()
             .into_iter()
@@ -170,27 +238,28 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         assert!(
             Instant::now() < deadline,
             "no succeeded run of the demo job: {runs}\n{}",
-            logs(&env, &compose_bin, &compose_dir)
+            logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(run["exit_code"], 0, "{run}");
     assert_eq!(run["trigger"]["kind"], "schedule", "{run}");
+}
 
-    // The gateway keeps its assertion key across a restart (the bootstrap's
-    // assertion.key), so the scheduler keeps verifying it at once.
+/// The gateway keeps its assertion key across a `restart` (the bootstrap's
+/// assertion.key), so the scheduler keeps verifying it at once.
+async fn the_assertion_key_survives_a_restart(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+    mut restart: Command,
+) {
     let jwks_url = format!("{base}/.well-known/gatehouse/jwks.json");
-    let jwks_before = public_jwks(&client, &jwks_url).await.expect("JWKS");
-    let mut restart = Command::new(&compose_bin);
-    env(&mut restart);
-    restart
-        .arg("-f")
-        .arg(compose_dir.join("docker-compose.yml"))
-        .args(["restart", "gateway"]);
+    let jwks_before = public_jwks(client, &jwks_url).await.expect("JWKS");
     check(&mut restart);
     let deadline = Instant::now() + Duration::from_secs(30);
     let jwks_after = loop {
-        if let Some(jwks) = public_jwks(&client, &jwks_url).await {
+        if let Some(jwks) = public_jwks(client, &jwks_url).await {
             break jwks;
         }
         assert!(Instant::now() < deadline, "the gateway did not come back");
@@ -200,26 +269,7 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
         jwks_after, jwks_before,
         "the gateway's key changed on restart"
     );
-    let _: Value = admin_get(&client, &base, &password, "/api/jobs").await;
-
-    // A second compose/up changes nothing and prints no password.
-    let mut again = Command::new(compose_dir.join("up"));
-    env(&mut again);
-    let second = String::from_utf8_lossy(&check(&mut again).stdout).into_owned();
-    assert!(!second.contains("admin password:"), "{second}");
-    assert!(second.contains("already exists"), "{second}");
-    let _: Value = admin_get(&client, &base, &password, "/api/jobs").await;
-    drop(client);
-
-    let mut down = Command::new(compose_dir.join("down"));
-    env(&mut down);
-    check(&mut down);
-    let left = check(docker.docker_cli().args(["ps", "-aq"]));
-    assert!(
-        left.stdout.is_empty(),
-        "containers left after compose/down: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    let _: Value = admin_get(client, base, password, "/api/jobs").await;
 }
 
 struct DownOnDrop(Command);

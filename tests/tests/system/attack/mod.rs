@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::{RecordingUpstream, TestPki};
 
-use crate::support::Gateway;
 pub use client::{req, H1Response};
+use gatehouse_tests::GatewayUnderTest;
 pub use policy::*;
 pub use report::*;
 pub use vector::*;
@@ -60,33 +60,20 @@ pub const SETTLE: Duration = Duration::from_millis(150);
 /// Listener, certificate and audit log of every attack gateway; a topic
 /// appends its own sections and routes. `{upstream}` is the recording
 /// upstream.
-pub const LISTEN: &str = r#"
-[listen]
-https = "127.0.0.1:{https}"
-http_redirect = "127.0.0.1:{http}"
-admin = "127.0.0.1:{admin}"
-public_origin = "https://localhost:{https}"
-
-[[tls.cert]]
-hosts = ["localhost", "127.0.0.1"]
-cert = "{cert}"
-key = "{key}"
-
+pub const LISTEN: &str = concat!(
+    gatehouse_tests::listen_and_tls!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
-"#;
+"#
+);
 
 /// Rate limits out of the way, for topics that are not about them.
-pub const NO_RATE_LIMITS: &str = r#"
-[rate_limit]
-client = "100000/s"
-identity = "100000/s"
-login = "100000/s"
-"#;
+pub const NO_RATE_LIMITS: &str = gatehouse_tests::no_rate_limits!();
 
 /// A gateway under attack and the upstream that records what reached it.
 pub struct Target {
-    pub gateway: Gateway,
+    pub gateway: GatewayUnderTest,
     pub upstream: RecordingUpstream,
     tls_h1: Arc<rustls::ClientConfig>,
     tls_h2: Arc<rustls::ClientConfig>,
@@ -109,7 +96,7 @@ impl Target {
             .await
             .expect("recording upstream");
         let policy = format!("{LISTEN}{sections}").replace("{upstream}", &upstream.url());
-        let mut gateway = Gateway::prepare_with(&policy, "", setup).await;
+        let mut gateway = GatewayUnderTest::prepare_with(&policy, "", setup).await;
         wait_up(&mut gateway).await?;
         let tls_h1 = Arc::new(gateway.pki.client_config(&[b"http/1.1"]));
         let tls_h2 = Arc::new(gateway.pki.client_config(&[b"h2"]));
@@ -233,7 +220,7 @@ impl Sender {
 
 /// Waits for the three listeners, or for the process to exit (a refused
 /// policy), whichever comes first.
-async fn wait_up(gateway: &mut Gateway) -> Result<(), String> {
+async fn wait_up(gateway: &mut GatewayUnderTest) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for addr in [gateway.https, gateway.http, gateway.admin] {
         loop {

@@ -1,25 +1,33 @@
-//! Starting a gateway under test: a policy from a template, real
-//! certificates, free ports, a real upstream, and clients that trust the
-//! test CA.
+//! The gateway under test: the real `gatehouse-gateway` binary on a policy
+//! rendered from a template, with real certificates, free ports, a real
+//! upstream, and clients that trust the test CA. Its log is shown when it
+//! does not come up, and its tail when a test fails while it runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_tests::{free_port, wait_for_port, ChildProcess, EchoUpstream, TestPki};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-gateway");
+use crate::audit::AuditLog;
+use crate::metrics::metric_value;
+use crate::process::{free_port, show_log_on_failure, wait_for_port, ChildProcess};
+use crate::raw_response::{read_until_quiet, RawResponse};
+use crate::template::Placeholders;
+use crate::{binaries, EchoUpstream, TestPki};
 
-/// The policy most tests start from. Placeholders: `{https}`, `{http}`,
-/// `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{dir}`, `{extra}`
-/// (appended). Rate limits are out of the way here; the abuse tests set
-/// their own. Every test writes an audit log.
-pub const BASE_POLICY: &str = r#"
+/// The start of every gateway policy under test, as a literal for
+/// `concat!`: the three listeners on loopback and the server certificate.
+/// Placeholders `{https}`, `{http}`, `{admin}`, `{cert}`, `{key}` (see
+/// [`server_placeholders`]).
+#[macro_export]
+macro_rules! listen_and_tls {
+    () => {
+        r#"
 [listen]
 https = "127.0.0.1:{https}"
 http_redirect = "127.0.0.1:{http}"
@@ -30,15 +38,36 @@ public_origin = "https://localhost:{https}"
 hosts = ["localhost", "127.0.0.1"]
 cert = "{cert}"
 key = "{key}"
+"#
+    };
+}
 
-[limits]
-shutdown_grace = "5s"
-
+/// Rate limits out of the way, as a literal for `concat!`, for tests that
+/// are not about them.
+#[macro_export]
+macro_rules! no_rate_limits {
+    () => {
+        r#"
 [rate_limit]
 client = "100000/s"
 identity = "100000/s"
 login = "100000/s"
+"#
+    };
+}
 
+/// The policy most gateway tests start from. Placeholders: `{https}`,
+/// `{http}`, `{admin}`, `{cert}`, `{key}`, `{upstream}`, `{dir}`, `{extra}`
+/// (appended). Rate limits are out of the way here; the abuse tests set
+/// their own. Every test writes an audit log.
+pub const BASE_POLICY: &str = concat!(
+    crate::listen_and_tls!(),
+    r#"
+[limits]
+shutdown_grace = "5s"
+"#,
+    crate::no_rate_limits!(),
+    r#"
 [audit]
 path = "{dir}/audit.jsonl"
 
@@ -49,27 +78,50 @@ upstream = "{upstream}"
 max_body = "1KiB"
 public = true
 {extra}
-"#;
+"#
+);
 
-pub struct Gateway {
+/// How long the gateway may take to listen on all its ports.
+const STARTUP: Duration = Duration::from_secs(15);
+
+/// The ports of the gateway's three listeners, on 127.0.0.1.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayPorts {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+impl GatewayPorts {
+    pub fn free() -> GatewayPorts {
+        GatewayPorts {
+            https: free_port(),
+            http: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+pub struct GatewayUnderTest {
     pub process: ChildProcess,
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
     pub pki: TestPki,
     pub policy_path: PathBuf,
+    placeholders: Placeholders,
     /// Kept alive for as long as the gateway proxies to it.
-    _upstream: EchoUpstream,
-    vars: Vec<(String, String)>,
+    _upstream: Option<EchoUpstream>,
+    spawns: u32,
 }
 
-impl Gateway {
+impl GatewayUnderTest {
     /// Starts a gateway with [`BASE_POLICY`] and `extra` appended.
-    pub async fn start(extra: &str) -> Gateway {
+    pub async fn start(extra: &str) -> GatewayUnderTest {
         Self::start_with(BASE_POLICY, extra).await
     }
 
-    pub async fn start_with(template: &str, extra: &str) -> Gateway {
+    pub async fn start_with(template: &str, extra: &str) -> GatewayUnderTest {
         let gateway = Self::prepare(template, extra).await;
         gateway.wait_ready();
         gateway
@@ -81,7 +133,7 @@ impl Gateway {
         template: &str,
         extra: &str,
         setup: impl FnOnce(&TestPki),
-    ) -> Gateway {
+    ) -> GatewayUnderTest {
         let gateway = Self::prepare_with(template, extra, setup).await;
         gateway.wait_ready();
         gateway
@@ -91,7 +143,7 @@ impl Gateway {
     /// that only speak to the standard ports expect. Needs root (or
     /// CAP_NET_BIND_SERVICE); without it the gateway refuses to start and
     /// this fails with its message.
-    pub async fn start_on_standard_ports(extra: &str) -> Gateway {
+    pub async fn start_on_standard_ports(extra: &str) -> GatewayUnderTest {
         let template = BASE_POLICY
             .replace("https://localhost:{https}", "https://localhost")
             .replace("127.0.0.1:{https}", "127.0.0.1:443")
@@ -104,94 +156,106 @@ impl Gateway {
     }
 
     /// Writes the policy and spawns the process without waiting for it.
-    pub async fn prepare(template: &str, extra: &str) -> Gateway {
+    pub async fn prepare(template: &str, extra: &str) -> GatewayUnderTest {
         Self::prepare_with(template, extra, |_| {}).await
     }
 
+    /// Like [`Self::prepare`], running `setup` on the PKI first. The
+    /// template's `{upstream}` is an [`EchoUpstream`] kept for the
+    /// gateway's lifetime.
     pub async fn prepare_with(
         template: &str,
         extra: &str,
         setup: impl FnOnce(&TestPki),
-    ) -> Gateway {
+    ) -> GatewayUnderTest {
         let pki = TestPki::new().expect("test CA");
         setup(&pki);
-        let leaf = pki
-            .issue("server", &["localhost", "127.0.0.1"], 30)
-            .expect("server certificate");
         let upstream = EchoUpstream::start().await.expect("upstream");
-        let (https, http, admin) = (free_port(), free_port(), free_port());
-        let vars = vec![
-            ("{https}".to_owned(), https.to_string()),
-            ("{http}".to_owned(), http.to_string()),
-            ("{admin}".to_owned(), admin.to_string()),
-            ("{cert}".to_owned(), leaf.cert.display().to_string()),
-            ("{key}".to_owned(), leaf.key.display().to_string()),
-            ("{upstream}".to_owned(), upstream.url()),
-            ("{dir}".to_owned(), pki.dir.path().display().to_string()),
-        ];
+        let ports = GatewayPorts::free();
+        let mut placeholders = Placeholders::new();
+        server_placeholders(&mut placeholders, &pki, ports);
+        placeholders.set("upstream", upstream.url());
         let policy_path = pki.dir.path().join("policy.toml");
-        let mut text = template.replace("{extra}", extra);
-        for (k, v) in &vars {
-            text = text.replace(k, v);
-        }
-        std::fs::write(&policy_path, text).expect("write policy");
+        placeholders.write(&policy_path, template, &[("extra", extra)]);
+        let mut gateway = Self::spawn(pki, policy_path, ports, placeholders);
+        gateway._upstream = Some(upstream);
+        gateway
+    }
+
+    /// Spawns the gateway on a policy already written to `policy_path`
+    /// (whose listeners are `ports`), without waiting for it. For stacks
+    /// that write one policy for the gateway and another program.
+    pub fn spawn(
+        pki: TestPki,
+        policy_path: PathBuf,
+        ports: GatewayPorts,
+        placeholders: Placeholders,
+    ) -> GatewayUnderTest {
         let process = spawn_gateway(&policy_path, &pki.dir.path().join("gateway.log"));
-        Gateway {
+        GatewayUnderTest {
             process,
-            https: SocketAddr::from(([127, 0, 0, 1], https)),
-            http: SocketAddr::from(([127, 0, 0, 1], http)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            https: SocketAddr::from(([127, 0, 0, 1], ports.https)),
+            http: SocketAddr::from(([127, 0, 0, 1], ports.http)),
+            admin: SocketAddr::from(([127, 0, 0, 1], ports.admin)),
             pki,
             policy_path,
-            _upstream: upstream,
-            vars,
+            placeholders,
+            _upstream: None,
+            spawns: 1,
         }
     }
 
     /// Starts the gateway again on the same policy, ports and directory,
     /// after the previous process has exited.
     pub fn respawn(&mut self) {
-        let log = self.pki.dir.path().join("gateway-respawned.log");
-        self.process = spawn_gateway(&self.policy_path, &log);
+        self.spawn_again();
         self.wait_ready();
+    }
+
+    /// Stops the gateway with TERM and starts it again on the same policy.
+    /// Returns when the new process is spawned, before it listens.
+    pub fn restart(&mut self) {
+        self.process.signal("TERM").expect("signal the gateway");
+        assert!(
+            self.process.wait_exit(Duration::from_secs(15)).is_some(),
+            "the gateway did not exit on TERM"
+        );
+        self.spawn_again();
+    }
+
+    fn spawn_again(&mut self) {
+        self.spawns += 1;
+        let log = self.dir().join(format!("gateway-{}.log", self.spawns));
+        self.process = spawn_gateway(&self.policy_path, &log);
+    }
+
+    /// The directory of the PKI, the policy, the logs and the audit log.
+    pub fn dir(&self) -> &Path {
+        self.pki.dir.path()
     }
 
     /// The audit log the base policy writes.
     pub fn audit_path(&self) -> PathBuf {
-        self.pki.dir.path().join("audit.jsonl")
+        self.dir().join("audit.jsonl")
     }
 
     /// The records of the audit log (active file) now.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.audit_path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        AuditLog::at(self.audit_path()).records()
     }
 
     /// Waits until `count` audit records have `event`; returns them all.
     pub async fn audit_events(&self, event: &str, count: usize) -> Vec<serde_json::Value> {
-        for _ in 0..100 {
-            let found: Vec<_> = self
-                .audit_records()
-                .into_iter()
-                .filter(|r| r["event"] == event)
-                .collect();
-            if found.len() >= count {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "fewer than {count} `{event}` audit records:\n{}",
-            std::fs::read_to_string(self.audit_path()).unwrap_or_default()
-        );
+        AuditLog::at(self.audit_path())
+            .wait_for(event, count, Duration::from_secs(5))
+            .await
     }
 
+    /// Waits until all three listeners accept connections; panics with
+    /// the gateway's log if they do not.
     pub fn wait_ready(&self) {
         for addr in [self.https, self.http, self.admin] {
-            if let Err(e) = wait_for_port(addr, Duration::from_secs(10)) {
+            if let Err(e) = wait_for_port(addr, STARTUP) {
                 panic!("{e}\n--- gateway log ---\n{}", self.process.log_text());
             }
         }
@@ -199,13 +263,8 @@ impl Gateway {
 
     /// Rewrites the policy file with the same placeholders filled in.
     pub fn rewrite_policy(&self, template: &str, extra: &str) {
-        let mut text = template.replace("{extra}", extra);
-        for (k, v) in &self.vars {
-            text = text.replace(k, v);
-        }
-        let tmp = self.policy_path.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("write policy");
-        std::fs::rename(&tmp, &self.policy_path).expect("replace policy");
+        self.placeholders
+            .replace(&self.policy_path, template, &[("extra", extra)]);
     }
 
     /// Waits until a metric reaches at least `want` (a rewrite plus SIGHUP
@@ -287,14 +346,8 @@ impl Gateway {
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.pki.ca_pem.as_bytes()).expect("CA pem"),
-            )
-            .resolve("localhost", self.https)
-            .redirect(reqwest::redirect::Policy::none())
+        self.pki
+            .https_client(self.https)
             .timeout(Duration::from_secs(15))
     }
 
@@ -306,6 +359,7 @@ impl Gateway {
             .expect("request")
     }
 
+    /// The admin listener's `/metrics`, in Prometheus text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
             .await
@@ -342,82 +396,30 @@ impl Gateway {
     }
 }
 
-/// What came back on a raw connection, and whether the gateway closed it.
-pub struct RawResponse {
-    pub text: String,
-    pub closed: bool,
-}
-
-impl RawResponse {
-    pub fn status(&self) -> u16 {
-        self.text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
-        head.lines().skip(1).find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
+impl Drop for GatewayUnderTest {
+    fn drop(&mut self) {
+        show_log_on_failure("gateway", &self.process);
     }
 }
 
-pub async fn read_until_quiet<S: AsyncReadExt + Unpin>(stream: &mut S) -> RawResponse {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut closed = false;
-    loop {
-        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    RawResponse {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
-    }
+/// Sets `{https}`, `{http}`, `{admin}`, `{cert}`, `{key}` and `{dir}`: the
+/// gateway's listeners, a server certificate for `localhost` and
+/// `127.0.0.1` issued by `pki`, and the PKI's directory.
+pub fn server_placeholders(placeholders: &mut Placeholders, pki: &TestPki, ports: GatewayPorts) {
+    let leaf = pki
+        .issue("server", &["localhost", "127.0.0.1"], 30)
+        .expect("server certificate");
+    placeholders
+        .set("https", ports.https)
+        .set("http", ports.http)
+        .set("admin", ports.admin)
+        .set("cert", leaf.cert.display())
+        .set("key", leaf.key.display())
+        .set("dir", pki.dir.path().display());
 }
 
-/// The JSON the echo upstream returns.
-pub async fn echoed(response: reqwest::Response) -> serde_json::Value {
-    response.json().await.expect("echo JSON")
-}
-
-/// Header value the upstream received, from an echo body.
-pub fn upstream_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .map(|headers| {
-            headers
-                .iter()
-                .filter(|pair| pair[0].as_str() == Some(name))
-                .filter_map(|pair| pair[1].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The value of one un-labelled or labelled sample in Prometheus text.
-pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        let value = rest.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn spawn_gateway(policy_path: &std::path::Path, log: &std::path::Path) -> ChildProcess {
-    let mut command = Command::new(BIN);
+fn spawn_gateway(policy_path: &Path, log: &Path) -> ChildProcess {
+    let mut command = Command::new(binaries::gateway());
     command
         .args(["run", "--policy"])
         .arg(policy_path)
@@ -428,7 +430,7 @@ fn spawn_gateway(policy_path: &std::path::Path, log: &std::path::Path) -> ChildP
 
 /// `gatehouse-gateway audit verify FILES`: exit code and output.
 pub fn audit_verify(files: &[PathBuf]) -> (i32, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(binaries::gateway())
         .args(["audit", "verify"])
         .args(files)
         .output()
@@ -437,4 +439,23 @@ pub fn audit_verify(files: &[PathBuf]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// An argon2id hash of `password`, from the gateway's own `hash-password`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binaries::gateway())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    writeln!(child.stdin.take().expect("stdin is piped"), "{password}")
+        .expect("write the password");
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("the hash is text")
+        .trim()
+        .to_owned()
 }

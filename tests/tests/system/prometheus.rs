@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use gatehouse_tests::{free_port, wait_for_port, ChildProcess};
 use serde_json::Value;
 
-use crate::runs::OutputWithStdin;
-use crate::support::{job, Stack, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::process::OutputWithStdin;
+use gatehouse_tests::scheduler::{job, OPERATOR_KEY, VIEWER_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 /// Debian's `prometheus` package (also provides promtool); tests/run installs it.
 const PROMETHEUS: &str = "prometheus";
@@ -58,7 +59,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(stack: &Stack) -> Prometheus {
+    fn start(stack: &SchedulerUnderTest) -> Prometheus {
         let compose = compose_dir();
         let rules = compose.join("alerts.yml");
         let mut config =
@@ -182,7 +183,7 @@ async fn prometheus_scrapes_the_stack_with_the_compose_config_alerts_and_dashboa
         TIGHT_ROUTE.to_owned(),
     ]
     .concat();
-    let stack = Stack::start(&jobs).await;
+    let stack = SchedulerUnderTest::start(&jobs).await;
     let prometheus = Prometheus::start(&stack);
 
     // Events behind every series the alerts and the dashboard use.

@@ -47,7 +47,7 @@ pub fn check_refuses(sections: &str, must_mention: &str) -> Result<(), String> {
         .replace("{dir}", &dir.display().to_string());
     let path = dir.join("check.toml");
     std::fs::write(&path, text).expect("write policy");
-    let out = std::process::Command::new(crate::support::BIN)
+    let out = std::process::Command::new(gatehouse_tests::binaries::gateway())
         .arg("check")
         .arg("--policy")
         .arg(&path)

@@ -19,7 +19,9 @@ use gatehouse_tests::browser::{spki_sha256_base64, ConsoleEntry, SameSite};
 use gatehouse_tests::{free_port, Browser, DocumentServer, Idp};
 use serde_json::json;
 
-use crate::support::{gateway_bin, job, shared_docker, Stack, OPERATOR_KEY};
+use gatehouse_tests::gateway::hash_password;
+use gatehouse_tests::scheduler::{job, shared_docker, OPERATOR_KEY};
+use gatehouse_tests::SchedulerUnderTest;
 
 const SESSION_COOKIE: &str = "__Host-gatehouse";
 
@@ -46,10 +48,7 @@ role_map = {{ ops = ["operator"], staff = ["viewer"] }}
 }
 
 fn artifacts() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/artifacts/browser"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/artifacts/browser"))
 }
 
 /// From wherever the provider's pages start, logs in as `user` (its
@@ -90,7 +89,7 @@ fn run_id(url: &str) -> i64 {
 }
 
 /// The gateway's audit log, for failure messages: it names every refusal.
-fn gateway_audit(stack: &Stack) -> String {
+fn gateway_audit(stack: &SchedulerUnderTest) -> String {
     std::fs::read_to_string(stack.dir().join("audit.jsonl")).unwrap_or_default()
 }
 
@@ -116,6 +115,30 @@ fn assert_clean(errors: &[ConsoleEntry], when: &str) {
 async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     let idp_port = free_port();
     let issuer = format!("http://127.0.0.1:{idp_port}");
+    let (stack, _idp) = start_stack_and_provider(idp_port, &issuer).await;
+    // Only the test server's own key is accepted besides the (empty for
+    // this profile) root store; the pages are a real secure context.
+    let pin = spki_sha256_base64(&stack.dir().join("server-key.pem")).unwrap();
+    let mut browser = Browser::start(&[pin], &artifacts()).await.unwrap();
+
+    let copied = operator_logs_in(&browser, &stack, &issuer).await;
+    let hello_run = operator_runs_a_job(&browser, &stack).await;
+    operator_cancels_a_run(&mut browser, &stack).await;
+    operator_logs_out(&browser, &stack, &issuer).await;
+    a_copied_session_cookie_is_revoked(&stack, &copied).await;
+    let running = viewer_sees_the_pages_without_buttons(&mut browser, &stack, &issuer).await;
+    viewer_cannot_forge_runs_or_cancels(&mut browser, &stack, hello_run, running).await;
+
+    let (_, body) = stack
+        .post(OPERATOR_KEY, &format!("/api/runs/{running}/cancel"))
+        .await;
+    assert!(body.is_object(), "{body}");
+    browser.close().await.unwrap();
+}
+
+/// The stack with a `hello`, a `sleeper` and a scheduled job, logins at
+/// the provider (started on `idp_port`) for an operator and a viewer.
+async fn start_stack_and_provider(idp_port: u16, issuer: &str) -> (SchedulerUnderTest, Idp) {
     let jobs = job(
         "hello",
         "command = [\"echo\", \"hello from the browser test\"]",
@@ -124,12 +147,15 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
             "nightly-report",
             "schedule = \"30 2 * * *\"\ncommand = [\"echo\", \"report\"]",
         );
-    let stack =
-        Stack::start_with_gateway(&shared_docker().host(), &gateway_login(&issuer), "", &jobs)
-            .await;
+    let stack = SchedulerUnderTest::start_with_gateway(
+        &shared_docker().host(),
+        &gateway_login(issuer),
+        "",
+        &jobs,
+    )
+    .await;
     stack.wait_job("hello").await;
-    let origin = stack.url("");
-    let _idp = Idp::start(
+    let idp = Idp::start(
         idp_port,
         json!([{
             "client_id": "gatehouse",
@@ -143,18 +169,20 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         }),
     )
     .unwrap();
-    // Only the test server's own key is accepted besides the (empty for
-    // this profile) root store; the pages are a real secure context.
-    let pin = spki_sha256_base64(&stack.dir().join("server-key.pem")).unwrap();
-    let mut browser = Browser::start(&[pin], &artifacts()).await.unwrap();
+    (stack, idp)
+}
 
-    // Not logged in: the dashboard sends the browser to the provider.
+/// Not logged in, the dashboard sends the browser to the provider; after
+/// the operator's login it shows who they are. Returns the session
+/// cookie's value, checked for its flags as the browser stored them.
+async fn operator_logs_in(browser: &Browser, stack: &SchedulerUnderTest, issuer: &str) -> String {
+    let origin = stack.url("");
     browser.goto(&stack.url("/")).await.unwrap();
     browser
-        .wait_url("the provider", |u| u.starts_with(&issuer))
+        .wait_url("the provider", |u| u.starts_with(issuer))
         .await
         .unwrap();
-    log_in_at_provider(&browser, &issuer, &origin, "olivia").await;
+    log_in_at_provider(browser, issuer, &origin, "olivia").await;
     browser.wait_css("table#jobs").await.unwrap();
     assert_eq!(browser.url().await.unwrap(), stack.url("/"));
     assert_eq!(browser.text("#whoami").await.unwrap(), "olivia@example.com");
@@ -174,9 +202,12 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     // A host-only cookie: chromedriver reports its host without the
     // leading dot a Domain attribute would give it.
     assert_eq!(session.domain(), Some("localhost"), "{session:?}");
-    let copied = session.value().to_owned();
+    session.value().to_owned()
+}
 
-    // Run now on the quick job: the run page follows it to success live.
+/// Run now on the quick job: the run page follows it to success live.
+/// Returns the run's id.
+async fn operator_runs_a_job(browser: &Browser, stack: &SchedulerUnderTest) -> i64 {
     browser
         .click_to_navigate("tr[data-job=hello] form.run-now button")
         .await
@@ -184,7 +215,7 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     let hello_url = browser
         .wait_url("a run page", |u| u.contains("/runs/"))
         .await
-        .unwrap_or_else(|e| panic!("{e:#}\n--- gateway audit ---\n{}", gateway_audit(&stack)));
+        .unwrap_or_else(|e| panic!("{e:#}\n--- gateway audit ---\n{}", gateway_audit(stack)));
     let hello_run = run_id(&hello_url);
     browser
         .wait_css("#run-status[data-status=succeeded]")
@@ -196,7 +227,13 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     assert!(!browser.has("#cancel").await.unwrap());
     browser.screenshot("02-run-succeeded").await.unwrap();
 
-    // The long job: running, then cancelled with the page's button.
+    hello_run
+}
+
+/// The long job: running, then cancelled with the page's button; the
+/// dashboard then shows the outcomes, with no console errors.
+async fn operator_cancels_a_run(browser: &mut Browser, stack: &SchedulerUnderTest) {
+    let origin = stack.url("");
     // (A job with no runs yet has no `#runs` table, only a note.)
     browser.goto(&stack.url("/jobs/sleeper")).await.unwrap();
     browser
@@ -233,13 +270,15 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         &ours(browser.console_errors().await.unwrap(), &origin),
         "as the operator",
     );
+}
 
-    // Log out with the header's link; the provider asks to confirm its own
-    // sign-out, then sends the browser back, where there is no session any
-    // more.
+/// Log out with the header's link; the provider asks to confirm its own
+/// sign-out, then sends the browser back, where there is no session any
+/// more.
+async fn operator_logs_out(browser: &Browser, stack: &SchedulerUnderTest, issuer: &str) {
     browser.click_to_navigate("a#logout").await.unwrap();
     browser
-        .wait_url("the provider's sign-out", |u| u.starts_with(&issuer))
+        .wait_url("the provider's sign-out", |u| u.starts_with(issuer))
         .await
         .unwrap();
     browser.screenshot("06-provider-sign-out").await.unwrap();
@@ -248,14 +287,16 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         .await
         .unwrap();
     browser.wait_css("input[name=login]").await.unwrap();
-    assert!(browser.url().await.unwrap().starts_with(&issuer));
+    assert!(browser.url().await.unwrap().starts_with(issuer));
     browser.goto(&stack.url("/")).await.unwrap();
     browser.wait_css("input[name=login]").await.unwrap();
-    assert!(browser.url().await.unwrap().starts_with(&issuer));
+    assert!(browser.url().await.unwrap().starts_with(issuer));
     browser.screenshot("07-logged-out").await.unwrap();
+}
 
-    // The cookie copied before logout was revoked with the session: another
-    // client replaying it gets 401, not the operator's dashboard.
+/// The cookie copied before logout was revoked with the session: another
+/// client replaying it gets 401, not the operator's dashboard.
+async fn a_copied_session_cookie_is_revoked(stack: &SchedulerUnderTest, copied: &str) {
     let replayed = stack
         .client()
         .get(stack.url("/api/jobs"))
@@ -264,13 +305,21 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         .await
         .unwrap();
     assert_eq!(replayed.status(), 401);
+}
 
-    // The viewer: the same pages, without the buttons.
+/// The viewer: the same pages, without the buttons, while a run of the
+/// sleeper (returned) is running.
+async fn viewer_sees_the_pages_without_buttons(
+    browser: &mut Browser,
+    stack: &SchedulerUnderTest,
+    issuer: &str,
+) -> i64 {
+    let origin = stack.url("");
     let running = stack.run_now("sleeper").await;
     stack
         .wait_run(running, Some("running"), Duration::from_secs(30))
         .await;
-    log_in_at_provider(&browser, &issuer, &origin, "victor").await;
+    log_in_at_provider(browser, issuer, &origin, "victor").await;
     browser.wait_css("table#jobs").await.unwrap();
     assert_eq!(browser.text("#whoami").await.unwrap(), "victor@example.com");
     assert!(browser.has("tr[data-job=hello]").await.unwrap());
@@ -293,8 +342,18 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
         "as the viewer",
     );
 
-    // Forged from the viewer's own page (same origin, real cookies): the
-    // scheduler refuses both, and nothing runs or stops.
+    running
+}
+
+/// Forged from the viewer's own page (same origin, real cookies): the
+/// scheduler refuses both, and nothing runs or stops.
+async fn viewer_cannot_forge_runs_or_cancels(
+    browser: &mut Browser,
+    stack: &SchedulerUnderTest,
+    hello_run: i64,
+    running: i64,
+) {
+    let origin = stack.url("");
     let statuses = browser
         .client
         .execute(
@@ -328,27 +387,6 @@ async fn operator_and_viewer_use_the_dashboard_in_chromium() {
     assert_eq!(hello_runs.len(), 1, "{hello_runs:?}");
     assert_eq!(hello_runs[0]["id"], hello_run);
     assert_eq!(stack.run(running).await["status"], "running");
-
-    let (_, body) = stack
-        .post(OPERATOR_KEY, &format!("/api/runs/{running}/cancel"))
-        .await;
-    assert!(body.is_object(), "{body}");
-    browser.close().await.unwrap();
-}
-
-/// An argon2id hash of `password`, from the gateway's own `hash-password`.
-fn password_hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(gateway_bin())
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Browsers keep basic credentials after the `WWW-Authenticate: Basic`
@@ -361,10 +399,12 @@ async fn a_cross_site_form_post_with_cached_basic_credentials_is_refused() {
     const PASSWORD: &str = "correct horse battery staple";
     let basic_user = format!(
         "[[basic_user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"operator\"]\n",
-        password_hash(PASSWORD)
+        hash_password(PASSWORD)
     );
     let jobs = job("hello", "command = [\"echo\", \"hello\"]");
-    let stack = Stack::start_with_gateway(&shared_docker().host(), &basic_user, "", &jobs).await;
+    let stack =
+        SchedulerUnderTest::start_with_gateway(&shared_docker().host(), &basic_user, "", &jobs)
+            .await;
     stack.wait_job("hello").await;
     let pin = spki_sha256_base64(&stack.dir().join("server-key.pem")).unwrap();
     let browser = Browser::start(&[pin], &artifacts()).await.unwrap();
