@@ -87,6 +87,44 @@ pub fn parse_with_env(
 
 /// Policy fragments for the tests and benchmarks of crates built on this one.
 #[doc(hidden)]
+/// The policy head scheduler tests share, up to `[scheduler]`: listeners,
+/// a certificate, roles `operator` and `viewer`, an API key and the route
+/// to a scheduler on 127.0.0.1:9100. A macro, so tests can `concat!` it
+/// with their own sections into one literal (their line numbers stay
+/// where the text says).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! scheduler_test_head {
+    () => {
+        r#"
+[listen]
+https = "127.0.0.1:8443"
+admin = "127.0.0.1:9090"
+public_origin = "https://localhost:8443"
+
+[[tls.cert]]
+hosts = ["localhost"]
+cert = "server.pem"
+key = "server-key.pem"
+
+[roles]
+operator = []
+viewer = []
+
+[[api_key]]
+name = "ci"
+sha256 = "abababababababababababababababababababababababababababababababab"
+roles = ["operator"]
+
+[[route]]
+name = "jobs"
+path = "/"
+upstream = "http://127.0.0.1:9100"
+roles = ["operator", "viewer"]
+"#
+    };
+}
+
 pub mod testing {
     /// The rate limits a policy gets when it sets none.
     pub fn rate_limits() -> crate::RateLimits {

@@ -7,32 +7,9 @@ use std::time::Duration;
 use crate::scheduler::*;
 use crate::*;
 
-pub(crate) const HEAD: &str = r#"
-[listen]
-https = "127.0.0.1:8443"
-admin = "127.0.0.1:9090"
-public_origin = "https://localhost:8443"
-
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "server.pem"
-key = "server-key.pem"
-
-[roles]
-operator = []
-viewer = []
-
-[[api_key]]
-name = "ci"
-sha256 = "abababababababababababababababababababababababababababababababab"
-roles = ["operator"]
-
-[[route]]
-name = "jobs"
-path = "/"
-upstream = "http://127.0.0.1:9100"
-roles = ["operator", "viewer"]
-
+pub(crate) const HEAD: &str = concat!(
+    crate::scheduler_test_head!(),
+    r#"
 [scheduler]
 listen = "127.0.0.1:9100"
 database = "state/scheduler.db"
@@ -41,7 +18,8 @@ allowed_mounts = [{ source = "/srv/reports" }, { source = "/srv/scratch", writab
 allowed_networks = ["jobs-net"]
 allowed_capabilities = ["NET_BIND_SERVICE"]
 secret_dirs = ["/run/secrets"]
-"#;
+"#
+);
 
 pub(crate) fn with_job(job: &str) -> String {
     format!("{HEAD}\n[[job]]\n{job}\n")

@@ -8,31 +8,9 @@ use super::*;
 use crate::docker::Exit;
 use crate::store::Trigger;
 
-const POLICY: &str = r#"
-[listen]
-https = "127.0.0.1:8443"
-admin = "127.0.0.1:9090"
-public_origin = "https://localhost:8443"
-
-[[tls.cert]]
-hosts = ["localhost"]
-cert = "server.pem"
-key = "server-key.pem"
-
-[roles]
-operator = []
-
-[[api_key]]
-name = "ci"
-sha256 = "abababababababababababababababababababababababababababababababab"
-roles = ["operator"]
-
-[[route]]
-name = "jobs"
-path = "/"
-upstream = "http://127.0.0.1:9100"
-roles = ["operator"]
-
+const POLICY: &str = concat!(
+    gatehouse_policy::scheduler_test_head!(),
+    r#"
 [scheduler]
 listen = "127.0.0.1:9100"
 database = "state/scheduler.db"
@@ -52,7 +30,8 @@ timeout = "10m"
 catch_up = "latest"
 starting_deadline = "2h"
 run_roles = ["operator"]
-"#;
+"#
+);
 
 fn job(name: &str) -> Job {
     let policy = gatehouse_policy::parse(Path::new("/etc/gatehouse/policy.toml"), POLICY)
