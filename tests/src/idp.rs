@@ -17,7 +17,44 @@ pub struct Idp {
     _dir: tempfile::TempDir,
 }
 
+/// The one client the tests register with the provider: the gateway,
+/// named `test-idp` in its policy.
+pub const CLIENT_ID: &str = "gatehouse";
+pub const CLIENT_SECRET: &str = "client-secret";
+
+/// The gateway's `[[oidc]]` table for the test provider at `issuer`, as
+/// the client [`Idp::start_for_gateway`] registers: `extra` lines go into
+/// the table (e.g. `allowed_domains`), `claims` is the body of its
+/// `[oidc.claims]`.
+pub fn oidc_policy(issuer: &str, extra: &str, claims: &str) -> String {
+    format!(
+        r#"
+[[oidc]]
+name = "test-idp"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+scopes = ["openid", "email", "profile", "groups"]
+{extra}
+[oidc.claims]
+{claims}
+"#
+    )
+}
+
 impl Idp {
+    /// Starts with one client, the gateway at `origin` (its callback, and
+    /// where logout returns), and `users` as [`Idp::start`] takes them.
+    pub fn start_for_gateway(port: u16, origin: &str, users: serde_json::Value) -> Result<Idp> {
+        let client = serde_json::json!([{
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [format!("{origin}/.gatehouse/callback")],
+            "post_logout_redirect_uris": [format!("{origin}/")],
+        }]);
+        Idp::start(port, client, users)
+    }
+
     /// Starts on `port` (chosen first, so the gateway's policy can name the
     /// issuer before the IdP, which needs the gateway's callback URL, runs).
     /// `clients` and `users` are the JSON `tests/idp/server.mjs` reads.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::SET_COOKIE;
 use serde_json::json;
 
-use gatehouse_tests::idp::{location, walk_provider};
+use gatehouse_tests::idp::{location, oidc_policy, walk_provider};
 use gatehouse_tests::{free_port, Idp};
 
 use gatehouse_tests::gateway::BASE_POLICY;
@@ -34,18 +34,13 @@ keys = ["{SESSION_KEY}"]
 idle_timeout = "10m"
 lifetime = "1h"
 
-[[oidc]]
-name = "test-idp"
-issuer = "{issuer}"
-client_id = "gatehouse"
-client_secret = "client-secret"
-scopes = ["openid", "email", "profile", "groups"]
-allowed_domains = ["example.com"]
-
-[oidc.claims]
-role_map = {{ ops = ["operator"] }}
-default_roles = ["viewer"]
-"#
+{}"#,
+        oidc_policy(
+            issuer,
+            r#"allowed_domains = ["example.com"]"#,
+            r#"role_map = { ops = ["operator"] }
+default_roles = ["viewer"]"#,
+        )
     )
 }
 
@@ -55,14 +50,9 @@ async fn setup() -> Login {
     let template = BASE_POLICY.replace("public = true", "roles = [\"viewer\", \"operator\"]");
     let gateway = GatewayUnderTest::start_with(&template, &policy_extra(&issuer)).await;
     let origin = gateway.origin();
-    let idp = Idp::start(
+    let idp = Idp::start_for_gateway(
         idp_port,
-        json!([{
-            "client_id": "gatehouse",
-            "client_secret": "client-secret",
-            "redirect_uris": [format!("{origin}/.gatehouse/callback")],
-            "post_logout_redirect_uris": [format!("{origin}/")],
-        }]),
+        &origin,
         json!({
             "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["ops"]},
             "mallory": {"email": "mallory@evil.test", "email_verified": true, "groups": ["ops"]},

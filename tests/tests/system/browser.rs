@@ -20,6 +20,7 @@ use gatehouse_tests::{free_port, Browser, DocumentServer, Idp};
 use serde_json::json;
 
 use gatehouse_tests::gateway::hash_password;
+use gatehouse_tests::idp::oidc_policy;
 use gatehouse_tests::scheduler::{job, shared_docker, OPERATOR_KEY};
 use gatehouse_tests::SchedulerUnderTest;
 
@@ -33,17 +34,12 @@ keys = ["a-session-key-for-the-browser-tests-long-enough-0123456789"]
 idle_timeout = "10m"
 lifetime = "1h"
 
-[[oidc]]
-name = "test-idp"
-issuer = "{issuer}"
-client_id = "gatehouse"
-client_secret = "client-secret"
-scopes = ["openid", "email", "profile", "groups"]
-allowed_domains = ["example.com"]
-
-[oidc.claims]
-role_map = {{ ops = ["operator"], staff = ["viewer"] }}
-"#
+{}"#,
+        oidc_policy(
+            issuer,
+            r#"allowed_domains = ["example.com"]"#,
+            r#"role_map = { ops = ["operator"], staff = ["viewer"] }"#,
+        )
     )
 }
 
@@ -155,14 +151,9 @@ async fn start_stack_and_provider(idp_port: u16, issuer: &str) -> (SchedulerUnde
     )
     .await;
     stack.wait_job("hello").await;
-    let idp = Idp::start(
+    let idp = Idp::start_for_gateway(
         idp_port,
-        json!([{
-            "client_id": "gatehouse",
-            "client_secret": "client-secret",
-            "redirect_uris": [stack.url("/.gatehouse/callback")],
-            "post_logout_redirect_uris": [stack.url("/")],
-        }]),
+        &stack.url(""),
         json!({
             "olivia": {"email": "olivia@example.com", "email_verified": true, "groups": ["ops"]},
             "victor": {"email": "victor@example.com", "email_verified": true, "groups": ["staff"]},

@@ -7,7 +7,7 @@ use reqwest::header::SET_COOKIE;
 use serde_json::json;
 
 use super::*;
-use gatehouse_tests::idp::{location, walk_provider};
+use gatehouse_tests::idp::{location, oidc_policy, walk_provider};
 
 const SESSION_KEY: &str = "an-attack-suite-session-key-that-is-long-enough-0123";
 
@@ -23,17 +23,13 @@ keys = ["{SESSION_KEY}"]
 idle_timeout = "10m"
 lifetime = "1h"
 
-[[oidc]]
-name = "test-idp"
-issuer = "{issuer}"
-client_id = "gatehouse"
-client_secret = "client-secret"
-scopes = ["openid", "email", "profile", "groups"]
-
-[oidc.claims]
-role_map = {{ ops = ["operator"] }}
-default_roles = ["viewer"]
-"#
+{}"#,
+        oidc_policy(
+            issuer,
+            "",
+            r#"role_map = { ops = ["operator"] }
+default_roles = ["viewer"]"#,
+        )
     )
 }
 
@@ -51,14 +47,9 @@ impl Sessions {
         let issuer = format!("http://127.0.0.1:{port}");
         let target = Target::start(&format!("{}{extra}", sections(&issuer))).await?;
         let origin = target.gateway.origin();
-        let idp = Idp::start(
+        let idp = Idp::start_for_gateway(
             port,
-            json!([{
-                "client_id": "gatehouse",
-                "client_secret": "client-secret",
-                "redirect_uris": [format!("{origin}/.gatehouse/callback")],
-                "post_logout_redirect_uris": [format!("{origin}/")],
-            }]),
+            &origin,
             json!({
                 "alice": {"email": "alice@example.com", "email_verified": true, "groups": ["ops"]},
                 "bob": {"email": "bob@example.com", "email_verified": false, "groups": []},
