@@ -94,8 +94,23 @@ pub struct Allowance {
     pub rate: Rate,
     pub remaining: u32,
     pub reset: Duration,
+    /// The tier's `RateLimit-Policy`, built once with its limiter.
+    pub policy_header: HeaderValue,
     /// An engagement this request ended.
     pub ended: Option<EngagementEnd>,
+}
+
+impl Allowance {
+    /// `RateLimit-Policy` and `RateLimit` for the response.
+    pub fn headers(&self) -> [(&'static str, HeaderValue); 2] {
+        [
+            ("ratelimit-policy", self.policy_header.clone()),
+            (
+                "ratelimit",
+                state_header(self.tier, self.remaining, self.reset),
+            ),
+        ]
+    }
 }
 
 /// A refused request.
@@ -117,31 +132,24 @@ pub struct EngagementEnd {
     pub lasted: Duration,
 }
 
-/// `RateLimit-Policy` and `RateLimit` as in draft-ietf-httpapi-ratelimit-headers.
-pub fn headers(
-    tier: Tier,
-    rate: Rate,
-    remaining: u32,
-    reset: Duration,
-) -> [(&'static str, HeaderValue); 2] {
-    let name = tier.as_str();
+// `RateLimit-Policy` and `RateLimit` as in draft-ietf-httpapi-ratelimit-headers.
+
+/// A tier's `RateLimit-Policy`: the same for every request it allows.
+pub fn policy_header(tier: Tier, rate: Rate) -> HeaderValue {
     let window = rate.per.as_secs().max(1);
+    header_value(format!("\"{}\";q={};w={window}", tier.as_str(), rate.count))
+}
+
+/// `RateLimit`: what is left of the quota, and when it is whole again.
+pub fn state_header(tier: Tier, remaining: u32, reset: Duration) -> HeaderValue {
     let reset = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
-    [
-        (
-            "ratelimit-policy",
-            header_value(format!("\"{name}\";q={};w={window}", rate.count)),
-        ),
-        (
-            "ratelimit",
-            header_value(format!("\"{name}\";r={remaining};t={reset}")),
-        ),
-    ]
+    header_value(format!("\"{}\";r={remaining};t={reset}", tier.as_str()))
 }
 
 fn header_value(text: String) -> HeaderValue {
-    // Built from digits and a fixed name only.
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("\"gatehouse\""))
+    // Built from digits and a fixed name only; the String becomes the
+    // value without a copy.
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"gatehouse\""))
 }
 
 /// Seconds for `Retry-After`, never 0.
@@ -196,6 +204,7 @@ type Keyed = RateLimiter<RateKey, BoundedStore, DefaultClock, StateInformationMi
 struct TierLimiter {
     tier: Tier,
     rate: Rate,
+    policy_header: HeaderValue,
     limiter: Keyed,
     /// The limiter's own table (governor keeps the store to itself).
     keys: Arc<DashMap<RateKey, InMemoryState>>,
@@ -228,6 +237,7 @@ impl TierLimiter {
         TierLimiter {
             tier,
             rate,
+            policy_header: policy_header(tier, rate),
             keys,
             max_keys,
             limiter: Keyed::new(quota(rate), store, clock.clone()),
@@ -447,6 +457,7 @@ impl RateLimits {
                 rate: limiter.rate,
                 remaining,
                 reset,
+                policy_header: limiter.policy_header.clone(),
                 ended: self.engagements.allowed(limiter.tier, &key),
             }),
             Err(wait) => {

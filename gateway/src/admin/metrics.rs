@@ -191,6 +191,14 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector defined elsewhere (one that reads a value kept
+    /// outside this registry when scraped).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric names are unique");
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -16,10 +16,14 @@ use crate::{identity, server, snapshot};
 pub fn run(log_format: logging::LogFormat, policy: PathBuf, threads: Option<usize>) -> ExitCode {
     let metrics = metrics::Metrics::new(Reason::all().into_iter().map(Reason::as_str));
     logging::init(log_format, Some(metrics.clone()));
-    match server::run(policy, threads, metrics) {
+    let result = server::run(policy, threads, metrics);
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("gatehouse-gateway: {e:#}");
             ExitCode::from(1)
         }

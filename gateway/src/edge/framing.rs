@@ -116,7 +116,7 @@ pub fn check_request_head(
     }
     if headers
         .values()
-        .any(|v| v.as_bytes().iter().any(|b| *b == b'\r' || *b == b'\n'))
+        .any(|v| memchr::memchr2(b'\r', b'\n', v.as_bytes()).is_some())
     {
         return Err(FramingViolation::FoldedHeader);
     }

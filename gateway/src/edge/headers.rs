@@ -5,18 +5,23 @@ use gatehouse_policy::SecurityHeaders;
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
-/// Upstream headers that only tell an attacker what runs behind us.
-const FINGERPRINT_HEADERS: [&str; 4] = [
-    "server",
-    "x-powered-by",
-    "x-aspnet-version",
-    "x-aspnetmvc-version",
+/// Upstream headers that only tell an attacker what runs behind us. As
+/// `HeaderName`s, so removing them does not parse a name per response.
+const FINGERPRINT_HEADERS: [HeaderName; 4] = [
+    http::header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
 ];
 
 /// A route's security headers, converted once at policy load so the hot
 /// path only clones ready `HeaderValue`s (cheap: they are `Bytes`).
+///
+/// Names stay `&'static str`: Pingora records each inserted name for the
+/// HTTP/1 wire, and a static string is kept as it is, where a `HeaderName`
+/// would be copied (and re-parsed) on every response.
 #[derive(Debug, Clone, Default)]
-pub struct PreparedHeaders(Vec<(HeaderName, HeaderValue)>);
+pub struct PreparedHeaders(Vec<(&'static str, HeaderValue)>);
 
 impl PreparedHeaders {
     pub fn new(headers: &SecurityHeaders) -> Self {
@@ -26,10 +31,7 @@ impl PreparedHeaders {
                 .filter_map(|(name, value)| {
                     // The policy crate has checked both are valid; a failure
                     // here would drop one header rather than serve nothing.
-                    Some((
-                        HeaderName::from_static(name),
-                        HeaderValue::from_str(value.as_str()).ok()?,
-                    ))
+                    Some((name, HeaderValue::from_str(value.as_str()).ok()?))
                 })
                 .collect(),
         )
@@ -38,17 +40,19 @@ impl PreparedHeaders {
     /// Sets every security header, replacing what the upstream sent, and
     /// removes fingerprinting headers.
     pub fn apply(&self, response: &mut ResponseHeader) {
-        for name in FINGERPRINT_HEADERS {
+        for name in &FINGERPRINT_HEADERS {
             response.remove_header(name);
         }
         for (name, value) in &self.0 {
             // insert_header only fails on invalid values, which `new` excluded.
-            let _ = response.insert_header(name.clone(), value.clone());
+            let _ = response.insert_header(*name, value.clone());
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n, v))
+    pub fn iter(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (HeaderName::from_static(name), value))
     }
 
     /// A response the gateway's own listeners write (redirect, admin),

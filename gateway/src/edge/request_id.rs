@@ -1,9 +1,38 @@
 //! Request ids: one per request, in the access log, towards the upstream
 //! and in the response.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
+
+/// One request's id, kept as the header value it is sent as: the access
+/// log, the upstream request and the response share it without copies.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// Before stage 1 has chosen one (a request refused that early still
+    /// logs a line).
+    pub fn none() -> Self {
+        RequestId(HeaderValue::from_static("-"))
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII letters, digits and `-_.`.
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
 /// They identify, they do not authenticate, so they need not be unguessable.
@@ -23,12 +52,14 @@ impl RequestIds {
         }
     }
 
-    pub fn make(&self) -> String {
-        format!(
+    pub fn make(&self) -> RequestId {
+        let id = format!(
             "{}-{:x}",
             self.prefix,
             self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        );
+        // The String becomes the header's bytes as it is, without a copy.
+        RequestId(HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-")))
     }
 }
 
@@ -39,14 +70,15 @@ impl Default for RequestIds {
 }
 
 /// An `X-Request-Id` from a trusted proxy, if it is short and plain.
-pub fn trusted_request_id(value: &HeaderValue) -> Option<String> {
+pub fn trusted_request_id(value: &HeaderValue) -> Option<RequestId> {
     let bytes = value.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= 128
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+    // A clone of a received header value shares its bytes.
+    ok.then(|| RequestId(value.clone()))
 }
 
 #[cfg(test)]
@@ -54,13 +86,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn made_ids_share_a_prefix_and_differ() {
+        let ids = RequestIds::new();
+        let (a, b) = (ids.make(), ids.make());
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str().split('-').next(), b.as_str().split('-').next());
+        assert_eq!(a.as_str().len(), 12 + 1 + 1);
+    }
+
+    #[test]
     fn request_id_from_a_proxy_must_be_short_and_plain() {
         assert_eq!(
-            trusted_request_id(&HeaderValue::from_static("abc-123")),
-            Some("abc-123".into())
+            trusted_request_id(&HeaderValue::from_static("abc-123"))
+                .as_ref()
+                .map(RequestId::as_str),
+            Some("abc-123")
         );
-        assert_eq!(trusted_request_id(&HeaderValue::from_static("a b")), None);
+        assert!(trusted_request_id(&HeaderValue::from_static("a b")).is_none());
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
-        assert_eq!(trusted_request_id(&long), None);
+        assert!(trusted_request_id(&long).is_none());
     }
 }

@@ -48,7 +48,7 @@ use crate::access::cors;
 use crate::admin::audit::Audit;
 use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
 use crate::edge::head_deadline;
-use crate::edge::request_id::RequestIds;
+use crate::edge::request_id::{RequestId, RequestIds};
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::login::OidcClients;
 use crate::identity::Principal;
@@ -71,7 +71,7 @@ pub struct Gateway {
 pub struct RequestCtx {
     snapshot: Arc<Snapshot>,
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     client_ip: Option<IpAddr>,
     admission: Option<Admission>,
     principal: Option<Principal>,
@@ -105,6 +105,19 @@ impl RequestCtx {
     }
 }
 
+/// An optional value in the access log, written in place (no `String`
+/// per request); empty when absent.
+struct OrEmpty<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -113,7 +126,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             snapshot: self.snapshot.load_full(),
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::none(),
             client_ip: None,
             admission: None,
             principal: None,
@@ -252,7 +265,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.headers().apply(upstream_response);
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_response.insert_header("x-request-id", ctx.request_id.header_value().clone())?;
         if let Some(rate_headers) = ctx.rate_headers.take() {
             for (name, value) in rate_headers {
                 upstream_response.insert_header(name, value)?;
@@ -332,7 +345,7 @@ impl ProxyHttp for Gateway {
         tracing::info!(
             target: "gatehouse::access",
             request_id = %ctx.request_id,
-            client = %ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            client = %OrEmpty(ctx.client_ip),
             method = %req.method,
             path = %ctx.admission.as_ref().map(|a| a.path.as_str()).unwrap_or("-"),
             route,

@@ -9,7 +9,7 @@ use super::refusal::Refusal;
 use super::respond;
 use super::{Gateway, RequestCtx};
 use crate::access::authz::Permit;
-use crate::access::rate_limit::{self, Allowance};
+use crate::access::rate_limit::Allowance;
 use crate::admin::audit;
 use crate::identity::Principal;
 
@@ -87,12 +87,7 @@ impl Gateway {
                 .authenticator
                 .refreshed_session_cookie(request_headers);
         }
-        ctx.rate_headers = Some(rate_limit::headers(
-            allowance.tier,
-            allowance.rate,
-            allowance.remaining,
-            allowance.reset,
-        ));
+        ctx.rate_headers = Some(allowance.headers());
         if let Some(ended) = &allowance.ended {
             self.audit
                 .record(self.request_event(ctx, audit::rate_limit_ended(ended)));

@@ -177,10 +177,15 @@ impl Refusal {
             http::header::RETRY_AFTER,
             HeaderValue::from(retry_after_secs(limited.retry_after)),
         );
-        for (name, value) in rate_limit::headers(limited.tier, limited.rate, 0, limited.retry_after)
-        {
-            refusal = refusal.header(HeaderName::from_static(name), value);
-        }
+        refusal = refusal
+            .header(
+                HeaderName::from_static("ratelimit-policy"),
+                rate_limit::policy_header(limited.tier, limited.rate),
+            )
+            .header(
+                HeaderName::from_static("ratelimit"),
+                rate_limit::state_header(limited.tier, 0, limited.retry_after),
+            );
         refusal.rate_limited = Some(limited.tier);
         if limited.started {
             refusal

@@ -11,6 +11,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::edge::headers::PreparedHeaders;
+use crate::edge::request_id::RequestId;
 
 /// A gateway-written response: status, optional extra headers, and whether
 /// the connection must close afterwards (framing errors, where the rest of
@@ -57,7 +58,7 @@ impl GatewayResponse {
 pub async fn send(
     session: &mut Session,
     headers: &PreparedHeaders,
-    request_id: &str,
+    request_id: &RequestId,
     response: GatewayResponse,
 ) -> Result<StatusCode> {
     let (content_type, body) = match response.body {
@@ -71,7 +72,7 @@ pub async fn send(
     head.insert_header(http::header::CONTENT_TYPE, content_type)?;
     head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    head.insert_header("x-request-id", request_id)?;
+    head.insert_header("x-request-id", request_id.header_value().clone())?;
     for (name, value) in response.extra {
         // Appended, not replaced: a response may set several cookies.
         head.append_header(name, value)?;

@@ -5,12 +5,13 @@
 
 use gatehouse_policy::RoleName;
 use gatehouse_policy::{Route, IDENTITY_HEADER_PREFIXES, STRIPPED_REQUEST_HEADERS};
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
 use super::stages::Admission;
+use crate::edge::request_id::RequestId;
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::session::{self, FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::Principal;
@@ -20,24 +21,69 @@ pub(super) fn prepare(
     request: &mut RequestHeader,
     admission: &Admission,
     principal: Option<&Principal>,
-    request_id: &str,
+    request_id: &RequestId,
     assertion: &AssertionSigner,
 ) -> Result<()> {
     let route = &admission.route.route;
-    let target = match &admission.query {
-        Some(q) => format!("{}?{q}", admission.path.as_str()),
-        None => admission.path.as_str().to_owned(),
-    };
-    request.set_raw_path(target.as_bytes())?;
+    // Most paths arrive normalised already; only a changed one is
+    // rebuilt (Pingora re-parses the URI).
+    if !is_target(request.raw_path(), admission) {
+        let target = match &admission.query {
+            Some(q) => format!("{}?{q}", admission.path.as_str()),
+            None => admission.path.as_str().to_owned(),
+        };
+        request.set_raw_path(target.as_bytes())?;
+    }
     strip_client_headers(request, route);
-    request.insert_header("x-forwarded-for", admission.client_ip.to_string())?;
-    request.insert_header("x-forwarded-proto", "https")?;
-    request.insert_header("x-request-id", request_id)?;
+    // Names as static strings: Pingora keeps them for the h1 wire without
+    // a copy. The address's String becomes the value without one either.
+    let client_ip = HeaderValue::try_from(address_text(admission.client_ip))
+        .or_err(ErrorType::InternalError, "client address as a header")?;
+    request.insert_header("x-forwarded-for", client_ip)?;
+    request.insert_header("x-forwarded-proto", HeaderValue::from_static("https"))?;
+    request.insert_header("x-request-id", request_id.header_value().clone())?;
     strip_credentials(request, route)?;
     if let Some(principal) = principal {
         identity_headers(request, principal, route, admission, assertion)?;
     }
     Ok(())
+}
+
+/// The address as text. IPv4 is written digit by digit: `Display` for
+/// `Ipv4Addr` supports padding and costs more than the rest of this header.
+fn address_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
+/// Whether the request's target is already exactly the checked path and
+/// query.
+fn is_target(raw: &[u8], admission: &Admission) -> bool {
+    let path = admission.path.as_str().as_bytes();
+    match &admission.query {
+        None => raw == path,
+        Some(query) => {
+            raw.len() == path.len() + 1 + query.len()
+                && raw.starts_with(path)
+                && raw[path.len()] == b'?'
+                && raw.ends_with(query.as_bytes())
+        }
+    }
 }
 
 /// Removes what a client could set to pose as the gateway or as another
@@ -64,15 +110,20 @@ fn strip_client_headers(request: &mut RequestHeader, route: &Route) {
     }
 }
 
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Credentials stay at the gateway unless the route opts in; the login-flow
 /// cookie never leaves.
 fn strip_credentials(request: &mut RequestHeader, route: &Route) -> Result<()> {
     if !route.forward_authorization {
         request.remove_header(&http::header::AUTHORIZATION);
-        request.remove_header("x-api-key");
+        request.remove_header(&X_API_KEY);
     }
     // Most requests carry neither cookie, so the header is only rebuilt
     // when needed.
+    if !request.headers.contains_key(http::header::COOKIE) {
+        return Ok(());
+    }
     for name in [FLOW_COOKIE, SESSION_COOKIE] {
         if name == SESSION_COOKIE && route.forward_session_cookie {
             continue;
@@ -118,4 +169,24 @@ fn identity_headers(
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "cannot sign assertion"))?;
     request.insert_header("x-gatehouse-assertion", signed)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_text;
+
+    #[test]
+    fn addresses_read_as_std_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "10.20.3.255",
+            "127.0.0.1",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = text.parse().expect("an address");
+            assert_eq!(address_text(ip), ip.to_string());
+        }
+    }
 }
