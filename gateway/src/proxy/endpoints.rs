@@ -14,7 +14,7 @@ use crate::identity::login::{LoginResponse, CALLBACK_PATH};
 impl Gateway {
     /// The answer of a login page, `None` when the path is not one (or
     /// sessions are not configured), so routing continues.
-    pub(super) async fn login_endpoint(
+    pub async fn login_endpoint(
         &self,
         req: &RequestHeader,
         path: &NormalizedPath,

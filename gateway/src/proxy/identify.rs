@@ -23,7 +23,7 @@ use crate::identity::{self, IdentityError, LoginAttempts, Principal};
 use crate::snapshot::Snapshot;
 
 impl Gateway {
-    pub(super) async fn identify(
+    pub async fn identify(
         &self,
         ctx: &RequestCtx,
         req: &RequestHeader,

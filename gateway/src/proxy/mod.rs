@@ -28,6 +28,13 @@ mod stages;
 mod upstream;
 
 pub use stages::Admission;
+
+/// The stage functions that are not methods of [`Gateway`], for
+/// `benches/stages.rs` (one benchmark per stage); not an API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use super::stages::{cors_preflight, csrf, raw_head_if_needed, route_rules};
+}
 use stages::Verdict;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -148,7 +148,7 @@ impl Gateway {
     }
 
     /// The gateway's public keys, for upstreams verifying assertions.
-    fn jwks(&self, req: &RequestHeader, path: &NormalizedPath) -> Option<GatewayResponse> {
+    pub fn jwks(&self, req: &RequestHeader, path: &NormalizedPath) -> Option<GatewayResponse> {
         (req.method == http::Method::GET && path.as_str() == JWKS_PATH).then(|| {
             GatewayResponse::status(http::StatusCode::OK)
                 .with_body("application/jwk-set+json", self.assertion.jwks().to_owned())
@@ -157,7 +157,7 @@ impl Gateway {
 
     /// Stage 1: the client address, and a request id (a trusted proxy's,
     /// or a new one).
-    fn client(&self, req: &RequestHeader, peer: IpAddr, ctx: &mut RequestCtx) -> IpAddr {
+    pub fn client(&self, req: &RequestHeader, peer: IpAddr, ctx: &mut RequestCtx) -> IpAddr {
         let policy = &ctx.snapshot.policy;
         let client_ip = client_addr::client_ip(
             peer,
@@ -176,7 +176,7 @@ impl Gateway {
     }
 
     /// Stage 15: the permit, or why not.
-    fn authorize(
+    pub fn authorize(
         &self,
         req: &RequestHeader,
         route: &Route,
@@ -219,7 +219,7 @@ impl Gateway {
 
 /// The HTTP/1 head as received, copied only when the parsed head may have
 /// lost a Content-Length (see `framing::RequestHead`).
-fn raw_head_if_needed(session: &Session) -> Option<bytes::Bytes> {
+pub fn raw_head_if_needed(session: &Session) -> Option<bytes::Bytes> {
     session
         .req_header()
         .headers
@@ -229,7 +229,11 @@ fn raw_head_if_needed(session: &Session) -> Option<bytes::Bytes> {
 }
 
 /// Stage 10: what the route itself rules out.
-fn route_rules(route: &Route, req: &RequestHeader, client_ip: IpAddr) -> Result<(), Box<Refusal>> {
+pub fn route_rules(
+    route: &Route,
+    req: &RequestHeader,
+    client_ip: IpAddr,
+) -> Result<(), Box<Refusal>> {
     if !client_addr::is_allowed(client_ip, &route.network.allow, &route.network.deny) {
         return Err(Reason::RouteNetworkDenied.into());
     }
@@ -249,7 +253,7 @@ fn route_rules(route: &Route, req: &RequestHeader, client_ip: IpAddr) -> Result<
 
 /// Stage 11: preflights carry no credentials, so they are answered before
 /// identity.
-fn cors_preflight(
+pub fn cors_preflight(
     route: &Route,
     req: &RequestHeader,
 ) -> Result<Option<GatewayResponse>, Box<Refusal>> {
@@ -279,7 +283,7 @@ fn cors_preflight(
 /// request origin"), and also from opaque origins (sandboxed frames, `data:`
 /// URLs). `Sec-Fetch-Site`, which pages cannot set, tells the two apart: an
 /// opaque origin is never `same-origin`.
-fn csrf(
+pub fn csrf(
     req: &RequestHeader,
     principal: Option<&Principal>,
     public_origin: &str,
