@@ -32,7 +32,6 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use gatehouse_gateway::access::rate_limit;
 use gatehouse_gateway::edge::{client_addr, framing, host, method, path};
 use gatehouse_gateway::identity::Principal;
 use gatehouse_gateway::proxy::bench_support::{
@@ -264,14 +263,7 @@ fn caller_stages(g: &mut Group<'_>, b: &Bench, cases: &[Case], rt: &Runtime) {
     // Built from the allowance once the request passed (`passed`).
     let allowance = limits.check_request(route, principal, peer).ok().unwrap();
     g.bench_function("14-rate-limit/headers", |bn| {
-        bn.iter(|| {
-            rate_limit::headers(
-                allowance.tier,
-                allowance.rate,
-                allowance.remaining,
-                allowance.reset,
-            )
-        })
+        bn.iter(|| allowance.headers())
     });
     g.bench_function("15-authorization", |bn| {
         bn.iter(|| gw.authorize(req, route, &b.snapshot, principal, peer))
