@@ -2,7 +2,6 @@
 //! checked against the scheduler's allowlists, so a job that would loosen a
 //! hardened default beyond what the operator allowed never reaches Docker.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::convert::context::Converter;
@@ -334,18 +333,5 @@ pub fn validate_image_reference(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 512 {
         return Err("it must be 1 to 512 characters".into());
     }
-    let reference = oci_spec::distribution::Reference::from_str(text).map_err(|e| e.to_string())?;
-    if let Some(digest) = reference.digest() {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .ok_or("only sha256 digests are supported")?;
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err("a sha256 digest has 64 lower-case hex digits".into());
-        }
-    }
-    Ok(())
+    super::image_ref::check(text)
 }

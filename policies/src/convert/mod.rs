@@ -12,6 +12,7 @@ mod allowances;
 pub(crate) mod container;
 pub(crate) mod context;
 mod identity;
+mod image_ref;
 pub(crate) mod job;
 mod notify;
 mod route;
