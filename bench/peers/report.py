@@ -103,13 +103,14 @@ def chart(path, scenarios, summary):
     for axis, metric, title in ((axes[0], "rps", "requests/s (higher is better)"),
                                 (axes[1], "cpu_s_per_100k", "proxy CPU-s per 100k requests (lower is better)")):
         for offset, protocol in ((-width / 2, "h1"), (width / 2, "h2")):
-            medians, low, high = [], [], []
-            for s in scenarios:
+            positions, medians, low, high = [], [], [], []
+            for i, s in enumerate(scenarios):
                 stats = summary.get((s.key, protocol), {}).get(metric)
-                medians.append(stats["median"] if stats else 0)
-                low.append(stats["median"] - stats["min"] if stats else 0)
-                high.append(stats["max"] - stats["median"] if stats else 0)
-            positions = [i + offset for i in range(len(scenarios))]
+                if stats:  # Some scenarios are measured over HTTP/1.1 only.
+                    positions.append(i + offset)
+                    medians.append(stats["median"])
+                    low.append(stats["median"] - stats["min"])
+                    high.append(stats["max"] - stats["median"])
             axis.bar(positions, medians, width, yerr=[low, high], capsize=3,
                      label="HTTP/1.1 (wrk -c64)" if protocol == "h1" else "HTTP/2 (h2load -c32 -m10)")
         axis.set_title(title)

@@ -201,7 +201,7 @@ def summarize(args, load, counts, samples, problems, binaries):
     for stream, outcomes in counts.by_stream.items():
         log(f"   {stream:24} {outcomes}")
     log(f"   RSS: {samples[0][1] if samples else 0} KiB at start, "
-        f"{settled[0] if settled else 0}–{max(settled) if settled else 0} KiB after the warm-up "
+        f"{min(settled) if settled else 0}–{max(settled) if settled else 0} KiB after the warm-up "
         f"(max deviation {deviation or 0:.2%}); written {out}")
     if problems:
         raise BenchError("soak failed:\n  " + "\n  ".join(problems))
