@@ -91,26 +91,12 @@ impl RateKey {
 #[derive(Debug)]
 pub struct Allowance {
     pub tier: Tier,
-    pub rate: Rate,
     pub remaining: u32,
     pub reset: Duration,
     /// The tier's `RateLimit-Policy`, built once with its limiter.
     pub policy_header: HeaderValue,
     /// An engagement this request ended.
     pub ended: Option<EngagementEnd>,
-}
-
-impl Allowance {
-    /// `RateLimit-Policy` and `RateLimit` for the response.
-    pub fn headers(&self) -> [(&'static str, HeaderValue); 2] {
-        [
-            ("ratelimit-policy", self.policy_header.clone()),
-            (
-                "ratelimit",
-                state_header(self.tier, self.remaining, self.reset),
-            ),
-        ]
-    }
 }
 
 /// A refused request.
@@ -130,31 +116,6 @@ pub struct EngagementEnd {
     pub key: RateKey,
     pub refused: u64,
     pub lasted: Duration,
-}
-
-// `RateLimit-Policy` and `RateLimit` as in draft-ietf-httpapi-ratelimit-headers.
-
-/// A tier's `RateLimit-Policy`: the same for every request it allows.
-pub fn policy_header(tier: Tier, rate: Rate) -> HeaderValue {
-    let window = rate.per.as_secs().max(1);
-    header_value(format!("\"{}\";q={};w={window}", tier.as_str(), rate.count))
-}
-
-/// `RateLimit`: what is left of the quota, and when it is whole again.
-pub fn state_header(tier: Tier, remaining: u32, reset: Duration) -> HeaderValue {
-    let reset = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
-    header_value(format!("\"{}\";r={remaining};t={reset}", tier.as_str()))
-}
-
-fn header_value(text: String) -> HeaderValue {
-    // Built from digits and a fixed name only; the String becomes the
-    // value without a copy.
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"gatehouse\""))
-}
-
-/// Seconds for `Retry-After`, never 0.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Governor's DashMap store with a cap: keys it cannot track share
@@ -454,7 +415,6 @@ impl RateLimits {
         match limiter.check(&key) {
             Ok((remaining, reset)) => Ok(Allowance {
                 tier: limiter.tier,
-                rate: limiter.rate,
                 remaining,
                 reset,
                 policy_header: limiter.policy_header.clone(),
@@ -604,6 +564,9 @@ impl RateLimits {
             .chain(self.routes.iter().map(|(_, l)| l))
     }
 }
+
+mod headers;
+pub use headers::{policy_header, retry_after_secs, state_header};
 
 #[cfg(test)]
 mod tests;

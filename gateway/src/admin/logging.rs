@@ -38,7 +38,6 @@ const BUFFERED_LINES: usize = 64 * 1024;
 
 /// Flushes and stops the writer thread when taken (see [`flush`]).
 static WRITER: OnceLock<Mutex<Option<WorkerGuard>>> = OnceLock::new();
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Writes what is queued and stops the writer: call before the process
 /// exits, which skips destructors. Later lines are dropped.
@@ -46,11 +45,6 @@ pub fn flush() {
     if let Some(guard) = WRITER.get().and_then(|w| w.lock().ok()?.take()) {
         drop(guard);
     }
-}
-
-/// Lines dropped because the writer fell behind.
-pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
 pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
@@ -63,9 +57,8 @@ pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
         // A second init (tests): the first writer stays.
         return;
     }
-    let _ = DROPPED.set(writer.error_counter());
     if let Some(metrics) = &metrics {
-        metrics.register(Box::new(DroppedLines::new()));
+        metrics.register(Box::new(DroppedLines::new(writer.error_counter())));
     }
     let filter = EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
@@ -105,10 +98,11 @@ pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
 /// when scraped.
 struct DroppedLines {
     desc: prometheus::core::Desc,
+    dropped: ErrorCounter,
 }
 
 impl DroppedLines {
-    fn new() -> Self {
+    fn new(dropped: ErrorCounter) -> Self {
         let desc = prometheus::core::Desc::new(
             "gatehouse_log_lines_dropped_total".into(),
             "Log lines dropped because the log writer fell behind".into(),
@@ -116,7 +110,7 @@ impl DroppedLines {
             Default::default(),
         )
         .expect("static metric definition");
-        DroppedLines { desc }
+        DroppedLines { desc, dropped }
     }
 }
 
@@ -131,7 +125,7 @@ impl prometheus::core::Collector for DroppedLines {
             self.desc.help.clone(),
         ))
         .expect("static metric definition");
-        counter.inc_by(dropped_lines());
+        counter.inc_by(self.dropped.dropped_lines() as u64);
         counter.collect()
     }
 }

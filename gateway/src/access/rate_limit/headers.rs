@@ -1,0 +1,45 @@
+//! `RateLimit-Policy`, `RateLimit` (draft-ietf-httpapi-ratelimit-headers)
+//! and `Retry-After`, as the gateway sends them.
+
+use std::time::Duration;
+
+use gatehouse_policy::Rate;
+use http::HeaderValue;
+
+use super::{Allowance, Tier};
+
+impl Allowance {
+    /// `RateLimit-Policy` and `RateLimit` for the response.
+    pub fn headers(&self) -> [(&'static str, HeaderValue); 2] {
+        [
+            ("ratelimit-policy", self.policy_header.clone()),
+            (
+                "ratelimit",
+                state_header(self.tier, self.remaining, self.reset),
+            ),
+        ]
+    }
+}
+
+/// A tier's `RateLimit-Policy`: the same for every request it allows.
+pub fn policy_header(tier: Tier, rate: Rate) -> HeaderValue {
+    let window = rate.per.as_secs().max(1);
+    header_value(format!("\"{}\";q={};w={window}", tier.as_str(), rate.count))
+}
+
+/// `RateLimit`: what is left of the quota, and when it is whole again.
+pub fn state_header(tier: Tier, remaining: u32, reset: Duration) -> HeaderValue {
+    let reset = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+    header_value(format!("\"{}\";r={remaining};t={reset}", tier.as_str()))
+}
+
+fn header_value(text: String) -> HeaderValue {
+    // Built from digits and a fixed name only; the String becomes the
+    // value without a copy.
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"gatehouse\""))
+}
+
+/// Seconds for `Retry-After`, never 0.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
