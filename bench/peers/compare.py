@@ -68,6 +68,7 @@ def main():
             started, scenarios = lineup.build(work, certs, binaries, args.families, args.gatehouse_bin)
             for instance in started:
                 instances.append(instance.start())
+            lineup.log_in(scenarios, certs)
             log("== verification")
             verify.prove_tls11_probe_can_fail(work, certs)
             for scenario in scenarios:

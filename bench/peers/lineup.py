@@ -3,7 +3,7 @@ scenarios (one binary, or two for an A/B comparison of builds)."""
 
 from pathlib import Path
 
-from . import targets
+from . import session, targets
 from .load import Scenario
 
 PORTS = {"nginx": 28441, "haproxy": 28442, "caddy": 28443, "pingora": 28444,
@@ -11,7 +11,8 @@ PORTS = {"nginx": 28441, "haproxy": 28442, "caddy": 28443, "pingora": 28444,
 # An A/B run's second binary listens 10 ports higher.
 B_OFFSET = 10
 FAMILIES = ["nginx", "haproxy", "caddy", "pingora", "gatehouse", "gatehouse-info",
-            "gatehouse-jwt", "gatehouse-key"]
+            "gatehouse-jwt", "gatehouse-key", "gatehouse-session"]
+IDENTITY_FAMILIES = {"gatehouse", "gatehouse-jwt", "gatehouse-key", "gatehouse-session"}
 
 
 def gatehouse_builds(binaries, given):
@@ -41,11 +42,20 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
             instance = make()
             instances.append(instance)
             scenarios.append(Scenario(family, instance.label, instance))
-    for suffix, tag, binary in gatehouse_builds(binaries, gatehouse_bins):
+    builds = gatehouse_builds(binaries, gatehouse_bins)
+    logins = "gatehouse-session" in families
+    if logins:
+        # Before the gateways: they fetch the provider's discovery document.
+        origins = [targets.gatehouse_origin(PORTS["gatehouse"] + (B_OFFSET if suffix == "-b" else 0))
+                   for suffix, _, _ in builds]
+        instances.append(session.provider_instance(work, origins))
+    for suffix, tag, binary in builds:
         offset = B_OFFSET if suffix == "-b" else 0
-        if families & {"gatehouse", "gatehouse-jwt", "gatehouse-key"}:
+        if families & IDENTITY_FAMILIES:
+            port = PORTS["gatehouse"] + offset
+            extra = session.policy() if logins else ""
             warn = targets.gatehouse_instance(work, "gatehouse" + suffix, "Gatehouse" + tag, binary,
-                                              PORTS["gatehouse"] + offset, certs, key_hash, "warn", idle)
+                                              port, certs, key_hash, "warn", idle, extra=extra)
             instances.append(warn)
             if "gatehouse" in families:
                 scenarios.append(Scenario("gatehouse" + suffix,
@@ -56,6 +66,11 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
             if "gatehouse-key" in families:
                 scenarios.append(Scenario("gatehouse-key" + suffix, f"Gatehouse{tag} API-key route",
                                           warn, "/key/", {"x-api-key": key}, ("h1",)))
+            if logins:
+                # The cookie header is filled in by log_in() once it runs.
+                scenarios.append(Scenario("gatehouse-session" + suffix,
+                                          f"Gatehouse{tag} session-cookie route", warn, "/session/",
+                                          {}, ("h1",), login=targets.gatehouse_origin(port)))
         if "gatehouse-info" in families:
             info = targets.gatehouse_instance(work, "gatehouse-info" + suffix, "Gatehouse" + tag, binary,
                                               PORTS["gatehouse-info"] + offset, certs, key_hash, "info",
@@ -65,6 +80,14 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
                                       f"Gatehouse{tag} public, access log at info",
                                       info, protocols=("h1",)))
     return instances, scenarios
+
+
+def log_in(scenarios, certs):
+    """A real OpenID login for each session-cookie scenario, through the
+    gateway and the provider; the cookie goes on every request after."""
+    for scenario in scenarios:
+        if scenario.login:
+            scenario.headers["cookie"] = session.login(scenario.login, certs / "ca.pem")
 
 
 def _nginx(work, certs, idle):
@@ -84,5 +107,6 @@ def ratio_pairs(scenarios, ab):
                  ("Gatehouse, access log at info / bare Pingora", "gatehouse-info", "pingora"),
                  ("Gatehouse, access log at info / Gatehouse at warn", "gatehouse-info", "gatehouse"),
                  ("Gatehouse JWT route / public route", "gatehouse-jwt", "gatehouse"),
-                 ("Gatehouse API-key route / public route", "gatehouse-key", "gatehouse")]
+                 ("Gatehouse API-key route / public route", "gatehouse-key", "gatehouse"),
+                 ("Gatehouse session-cookie route / public route", "gatehouse-session", "gatehouse")]
     return [p for p in pairs if p[1] in keys and p[2] in keys]

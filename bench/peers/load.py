@@ -23,6 +23,8 @@ class Scenario:
     path: str = "/"
     headers: dict = field(default_factory=dict)
     protocols: tuple = ("h1", "h2")
+    # The gateway origin to log in at before loading (session-cookie route).
+    login: str = ""
 
     @property
     def port(self):

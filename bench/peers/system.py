@@ -21,6 +21,9 @@ PACKAGES = {
     "curl": "curl",
     "openssl": "openssl",
     "ss": "iproute2",
+    # The session-cookie route logs in at the test OpenID provider.
+    "node": "nodejs",
+    "npm": "npm",
 }
 # Services Debian starts on install; the benchmark runs its own instances.
 SERVICES = ["nginx", "haproxy", "caddy"]

@@ -281,16 +281,17 @@ def hs256_jwt(lifetime=30 * 86400):
     return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
 
 
-def gatehouse_policy(port, certs, api_key_hash, idle=False, public_path="/"):
+def gatehouse_policy(port, certs, api_key_hash, idle=False, public_path="/", extra=""):
     """The public route ("/"), a JWT route ("/jwt/") and an API-key route
     ("/key/"): RBAC role, rate limits checked but lifted, an assertion
-    signed for the upstream (the default)."""
+    signed for the upstream (the default). `extra` adds tables (the
+    session route's)."""
     limits = ('max_connections = 30000\nmax_connections_per_address = 30000\n'
               'client_read_timeout = "600s"\n') if idle else "max_connections = 30000\n"
     return f"""
 [listen]
 https = "127.0.0.1:{port}"
-public_origin = "https://localhost:{port}"
+public_origin = "{gatehouse_origin(port)}"
 [[tls.cert]]
 hosts = ["localhost", "127.0.0.1"]
 cert = "{certs}/server.pem"
@@ -331,16 +332,21 @@ name = "app"
 path = "{public_path}"
 upstream = "http://127.0.0.1:{UPSTREAM_PORT}"
 public = true
-"""
+{extra}"""
+
+
+def gatehouse_origin(port):
+    """The policy's public_origin: where logins come back to."""
+    return f"https://localhost:{port}"
 
 
 def gatehouse_instance(work, key, label, binary, port, certs, api_key_hash, log_level="warn", idle=False,
-                       public_path="/"):
+                       public_path="/", extra=""):
     """log_level "info" runs it as a deployment does: the default filter
     (access log at info), its output redirected to a file."""
     prefix = work / key
     prefix.mkdir(exist_ok=True)
-    (prefix / "policy.toml").write_text(gatehouse_policy(port, certs, api_key_hash, idle, public_path))
+    (prefix / "policy.toml").write_text(gatehouse_policy(port, certs, api_key_hash, idle, public_path, extra))
     env = {} if log_level == "info" else {"GATEHOUSE_LOG": log_level}
     argv = [str(binary), "run", "--policy", str(prefix / "policy.toml"), "--threads", "2"]
     return Instance(key, label, port, argv, env=env, log_path=prefix / "out.log")

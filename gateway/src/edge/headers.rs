@@ -2,8 +2,7 @@
 //! (proxied or written by the gateway), and upstream fingerprints removed.
 
 use gatehouse_policy::SecurityHeaders;
-use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Upstream headers that only tell an attacker what runs behind us. As
 /// `HeaderName`s, so removing them does not parse a name per response.
@@ -15,13 +14,10 @@ const FINGERPRINT_HEADERS: [HeaderName; 4] = [
 ];
 
 /// A route's security headers, converted once at policy load so the hot
-/// path only clones ready `HeaderValue`s (cheap: they are `Bytes`).
-///
-/// Names stay `&'static str`: Pingora records each inserted name for the
-/// HTTP/1 wire, and a static string is kept as it is, where a `HeaderName`
-/// would be copied (and re-parsed) on every response.
+/// path only clones ready names and values (cheap: both are `Bytes`, and
+/// the names are never parsed again).
 #[derive(Debug, Clone, Default)]
-pub struct PreparedHeaders(Vec<(&'static str, HeaderValue)>);
+pub struct PreparedHeaders(Vec<(HeaderName, HeaderValue)>);
 
 impl PreparedHeaders {
     pub fn new(headers: &SecurityHeaders) -> Self {
@@ -29,30 +25,41 @@ impl PreparedHeaders {
             headers
                 .iter()
                 .filter_map(|(name, value)| {
-                    // The policy crate has checked both are valid; a failure
-                    // here would drop one header rather than serve nothing.
-                    Some((name, HeaderValue::from_str(value.as_str()).ok()?))
+                    // The names are the policy crate's lower-case constants
+                    // (a static name is cloned without touching a counter);
+                    // it has checked the values, and a failure here would
+                    // drop one header rather than serve nothing.
+                    Some((
+                        HeaderName::from_static(name),
+                        HeaderValue::from_str(value.as_str()).ok()?,
+                    ))
                 })
                 .collect(),
         )
     }
 
+    /// How many headers `apply` sets.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Sets every security header, replacing what the upstream sent, and
     /// removes fingerprinting headers.
-    pub fn apply(&self, response: &mut ResponseHeader) {
+    pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &FINGERPRINT_HEADERS {
-            response.remove_header(name);
+            headers.remove(name);
         }
         for (name, value) in &self.0 {
-            // insert_header only fails on invalid values, which `new` excluded.
-            let _ = response.insert_header(*name, value.clone());
+            headers.insert(name.clone(), value.clone());
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
-        self.0
-            .iter()
-            .map(|(name, value)| (HeaderName::from_static(name), value))
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
     }
 
     /// A response the gateway's own listeners write (redirect, admin),
@@ -81,25 +88,22 @@ mod tests {
     #[test]
     fn defaults_are_applied_and_fingerprints_removed() {
         let prepared = PreparedHeaders::new(&SecurityHeaders::default());
-        let mut response = ResponseHeader::build(200, None).unwrap();
-        response.insert_header("server", "nginx/1.2.3").unwrap();
-        response.insert_header("x-powered-by", "PHP/5.1").unwrap();
-        response
-            .insert_header("x-frame-options", "ALLOWALL")
-            .unwrap();
-        prepared.apply(&mut response);
-        assert!(response.headers.get("server").is_none());
-        assert!(response.headers.get("x-powered-by").is_none());
-        assert_eq!(response.headers["x-frame-options"], "DENY");
-        assert_eq!(response.headers["x-content-type-options"], "nosniff");
-        assert!(response.headers["strict-transport-security"]
+        let mut headers = HeaderMap::new();
+        headers.insert("server", HeaderValue::from_static("nginx/1.2.3"));
+        headers.insert("x-powered-by", HeaderValue::from_static("PHP/5.1"));
+        headers.append("x-frame-options", HeaderValue::from_static("ALLOWALL"));
+        headers.append("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
+        prepared.apply(&mut headers);
+        assert!(headers.get("server").is_none());
+        assert!(headers.get("x-powered-by").is_none());
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(headers["strict-transport-security"]
             .to_str()
             .unwrap()
             .starts_with("max-age="));
-        assert_eq!(
-            response.headers.get_all("x-frame-options").iter().count(),
-            1
-        );
+        assert_eq!(headers.get_all("x-frame-options").iter().count(), 1);
+        assert_eq!(prepared.len(), 8);
     }
 
     #[test]
@@ -108,9 +112,9 @@ mod tests {
             x_frame_options: None,
             ..SecurityHeaders::default()
         };
-        let mut response = ResponseHeader::build(200, None).unwrap();
+        let mut response = HeaderMap::new();
         PreparedHeaders::new(&headers).apply(&mut response);
-        assert!(response.headers.get("x-frame-options").is_none());
-        assert!(response.headers.get("content-security-policy").is_some());
+        assert!(response.get("x-frame-options").is_none());
+        assert!(response.get("content-security-policy").is_some());
     }
 }

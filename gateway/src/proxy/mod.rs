@@ -19,6 +19,7 @@
 //!   now wait for its next request head.
 
 mod endpoints;
+mod head;
 mod identify;
 pub mod outcome;
 mod record;
@@ -91,7 +92,7 @@ pub struct RequestCtx {
     /// The authorization rule that denied the request, if one did.
     denial_rule: Option<String>,
     /// `RateLimit-Policy` and `RateLimit` for the upstream's response.
-    rate_headers: Option<[(&'static str, HeaderValue); 2]>,
+    rate_headers: Option<[(http::HeaderName, HeaderValue); 2]>,
     request_body_bytes: u64,
     _in_flight: InFlightGuard,
 }
@@ -271,27 +272,40 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.headers().apply(upstream_response);
-        upstream_response.insert_header("x-request-id", ctx.request_id.header_value().clone())?;
-        if let Some(rate_headers) = ctx.rate_headers.take() {
-            for (name, value) in rate_headers {
-                upstream_response.insert_header(name, value)?;
+        // Sized once for everything below, so the map does not grow.
+        let cors = ctx
+            .admission
+            .as_ref()
+            .and_then(|admission| admission.route.route.cors.as_ref())
+            .map(|cors| cors::actual(cors, &session.req_header().headers));
+        let rate_headers = ctx.rate_headers.take();
+        let cookie = match ctx.refreshed_session.take() {
+            Some(cookie) => Some(HeaderValue::try_from(cookie).or_err(
+                ErrorType::InternalError,
+                "refreshed session cookie is not a header value",
+            )?),
+            None => None,
+        };
+        let extra = 3 + cors.as_ref().map_or(0, |c| c.len());
+        let security = ctx.headers();
+        head::edit(upstream_response, |headers| {
+            headers.reserve(security.len() + extra);
+            security.apply(headers);
+            headers.insert(head::X_REQUEST_ID, ctx.request_id.header_value().clone());
+            for (name, value) in rate_headers.into_iter().flatten() {
+                headers.insert(name, value);
             }
-        }
-        if let Some(cookie) = ctx.refreshed_session.take() {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
-        }
-        if let Some(admission) = &ctx.admission {
-            if let Some(cors) = &admission.route.route.cors {
-                for (name, value) in cors::actual(cors, &session.req_header().headers) {
-                    if name == http::header::VARY {
-                        upstream_response.append_header(name, value)?;
-                    } else {
-                        upstream_response.insert_header(name, value)?;
-                    }
+            if let Some(cookie) = cookie {
+                headers.append(http::header::SET_COOKIE, cookie);
+            }
+            for (name, value) in cors.into_iter().flatten() {
+                if name == http::header::VARY {
+                    headers.append(name, value);
+                } else {
+                    headers.insert(name, value);
                 }
             }
-        }
+        });
         Ok(())
     }
 

@@ -6,12 +6,14 @@
 //! the request context for the access log, never in the response.
 
 use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::edge::headers::PreparedHeaders;
 use crate::edge::request_id::RequestId;
+use crate::proxy::head;
 
 /// A gateway-written response: status, optional extra headers, and whether
 /// the connection must close afterwards (framing errors, where the rest of
@@ -68,20 +70,24 @@ pub async fn send(
             Bytes::from(phrase(response.status)),
         ),
     };
-    let mut head = ResponseHeader::build(response.status, Some(8 + response.extra.len()))?;
-    head.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    head.insert_header("x-request-id", request_id.header_value().clone())?;
+    // Room for the four below, the extras, the security headers and
+    // `Connection`, so the map never grows while they go in.
+    let mut head = head::build(response.status, 5 + response.extra.len() + headers.len());
+    let fields = &mut head.headers;
+    fields.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    fields.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    fields.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    fields.insert(head::X_REQUEST_ID, request_id.header_value().clone());
     for (name, value) in response.extra {
         // Appended, not replaced: a response may set several cookies.
-        head.append_header(name, value)?;
+        fields.append(name, value);
     }
-    headers.apply(&mut head);
+    headers.apply(fields);
     if response.close {
-        head.insert_header(http::header::CONNECTION, "close")?;
+        fields.insert(CONNECTION, HeaderValue::from_static("close"));
         session.set_keepalive(None);
     }
+    let head = ResponseHeader::from(head);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(head), head_only)

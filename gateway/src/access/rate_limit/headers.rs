@@ -4,17 +4,20 @@
 use std::time::Duration;
 
 use gatehouse_policy::Rate;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::{Allowance, Tier};
 
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 impl Allowance {
     /// `RateLimit-Policy` and `RateLimit` for the response.
-    pub fn headers(&self) -> [(&'static str, HeaderValue); 2] {
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 2] {
         [
-            ("ratelimit-policy", self.policy_header.clone()),
+            (RATELIMIT_POLICY, self.policy_header.clone()),
             (
-                "ratelimit",
+                RATELIMIT,
                 state_header(self.tier, self.remaining, self.reset),
             ),
         ]
