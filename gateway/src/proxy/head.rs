@@ -14,7 +14,7 @@
 
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, StatusCode};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -35,6 +35,23 @@ pub fn edit<T>(response: &mut ResponseHeader, edit: impl FnOnce(&mut HeaderMap) 
     if let Some(reason) = custom_reason {
         // Only fails on a reason that was already accepted once.
         let _ = response.set_reason_phrase(Some(&reason));
+    }
+    edited
+}
+
+/// Runs `edit` on an upstream request's headers and leaves `request`
+/// without a spelling map (upstreams get lower-case names, as they already
+/// do for every HTTP/2 client). Only for an origin-form target: the plain
+/// parts keep the URI, not a verbatim absolute-form target.
+pub fn edit_request<T>(request: &mut RequestHeader, edit: impl FnOnce(&mut HeaderMap) -> T) -> T {
+    // Pingora sets this only for gRPC-web; keep whatever it is.
+    let end_stream = request.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(request, placeholder).into();
+    let edited = edit(&mut parts.headers);
+    *request = RequestHeader::from(parts);
+    if let Some(end_stream) = end_stream {
+        request.set_send_end_stream(end_stream);
     }
     edited
 }
@@ -106,6 +123,29 @@ mod tests {
         // Pingora's own headers still go in after the edit.
         head.insert_header("Connection", "close").unwrap();
         assert!(wire(&head).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn an_edited_request_keeps_method_target_and_version() {
+        let mut request =
+            RequestHeader::build(http::Method::POST, b"/jobs/run?now=1", Some(4)).unwrap();
+        request.set_version(http::Version::HTTP_11);
+        request.append_header("X-Client-Thing", "1").unwrap();
+        request.append_header("Host", "gw.test").unwrap();
+        edit_request(&mut request, |headers| {
+            headers.insert(X_REQUEST_ID, HeaderValue::from_static("id-2"));
+        });
+        assert_eq!(request.method, http::Method::POST);
+        assert_eq!(request.raw_path(), b"/jobs/run?now=1");
+        assert_eq!(request.uri.query(), Some("now=1"));
+        assert_eq!(request.version, http::Version::HTTP_11);
+        assert_eq!(request.headers["x-client-thing"], "1");
+        assert_eq!(request.headers["x-request-id"], "id-2");
+        let mut buf = BytesMut::new();
+        request.header_to_h1_wire(&mut buf);
+        let wire = String::from_utf8(buf.to_vec()).unwrap();
+        assert!(wire.contains("Host: gw.test\r\n"), "{wire}");
+        assert!(wire.contains("x-client-thing: 1\r\n"), "{wire}");
     }
 
     #[test]

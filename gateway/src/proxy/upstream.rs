@@ -5,11 +5,12 @@
 
 use gatehouse_policy::RoleName;
 use gatehouse_policy::{Route, IDENTITY_HEADER_PREFIXES, STRIPPED_REQUEST_HEADERS};
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
+use super::head;
 use super::stages::Admission;
 use crate::edge::request_id::RequestId;
 use crate::identity::assertion::AssertionSigner;
@@ -34,20 +35,41 @@ pub(super) fn prepare(
         };
         request.set_raw_path(target.as_bytes())?;
     }
-    strip_client_headers(request, route);
-    // Names as static strings: Pingora keeps them for the h1 wire without
-    // a copy. The address's String becomes the value without one either.
+    // The address's String becomes the value without a copy.
     let client_ip = HeaderValue::try_from(address_text(admission.client_ip))
         .or_err(ErrorType::InternalError, "client address as a header")?;
-    request.insert_header("x-forwarded-for", client_ip)?;
-    request.insert_header("x-forwarded-proto", HeaderValue::from_static("https"))?;
-    request.insert_header("x-request-id", request_id.header_value().clone())?;
-    strip_credentials(request, route)?;
-    if let Some(principal) = principal {
-        identity_headers(request, principal, route, admission, assertion)?;
-    }
+    let identity = match principal {
+        Some(principal) => Some(identity_headers(
+            principal,
+            route,
+            admission,
+            request.method.as_str(),
+            assertion,
+        )?),
+        None => None,
+    };
+    // The target is origin-form from here on (checked above), so the head
+    // loses nothing by being edited as plain `http` parts.
+    head::edit_request(request, |headers| {
+        strip_client_headers(headers, route);
+        headers.reserve(3 + identity.as_ref().map_or(0, |i| i.len()));
+        headers.insert(X_FORWARDED_FOR, client_ip);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        headers.insert(head::X_REQUEST_ID, request_id.header_value().clone());
+        strip_credentials(headers, route);
+        for (name, value) in identity.into_iter().flatten() {
+            headers.insert(name, value);
+        }
+    });
     Ok(())
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_GATEHOUSE_USER: HeaderName = HeaderName::from_static("x-gatehouse-user");
+const X_GATEHOUSE_EMAIL: HeaderName = HeaderName::from_static("x-gatehouse-email");
+const X_GATEHOUSE_ROLES: HeaderName = HeaderName::from_static("x-gatehouse-roles");
+const X_GATEHOUSE_ASSERTION: HeaderName = HeaderName::from_static("x-gatehouse-assertion");
 
 /// The address as text. IPv4 is written digit by digit: `Display` for
 /// `Ipv4Addr` supports padding and costs more than the rest of this header.
@@ -92,9 +114,8 @@ fn is_target(raw: &[u8], admission: &Admission) -> bool {
 /// read as address, host, path, method or user, unless the route lets one
 /// through. Header names are case-insensitive and `_` was refused at the
 /// framing stage, so one lower-case comparison covers every spelling.
-fn strip_client_headers(request: &mut RequestHeader, route: &Route) {
-    let doomed: Vec<HeaderName> = request
-        .headers
+fn strip_client_headers(headers: &mut HeaderMap, route: &Route) {
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
@@ -106,7 +127,7 @@ fn strip_client_headers(request: &mut RequestHeader, route: &Route) {
         .cloned()
         .collect();
     for name in doomed {
-        request.remove_header(&name);
+        headers.remove(&name);
     }
 }
 
@@ -114,43 +135,46 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Credentials stay at the gateway unless the route opts in; the login-flow
 /// cookie never leaves.
-fn strip_credentials(request: &mut RequestHeader, route: &Route) -> Result<()> {
+fn strip_credentials(headers: &mut HeaderMap, route: &Route) {
     if !route.forward_authorization {
-        request.remove_header(&http::header::AUTHORIZATION);
-        request.remove_header(&X_API_KEY);
+        headers.remove(&http::header::AUTHORIZATION);
+        headers.remove(&X_API_KEY);
     }
     // Most requests carry neither cookie, so the header is only rebuilt
     // when needed.
-    if !request.headers.contains_key(http::header::COOKIE) {
-        return Ok(());
+    if !headers.contains_key(http::header::COOKIE) {
+        return;
     }
     for name in [FLOW_COOKIE, SESSION_COOKIE] {
         if name == SESSION_COOKIE && route.forward_session_cookie {
             continue;
         }
-        if session::cookie_value(&request.headers, name).is_some() {
-            let rest = session::without_cookie(&request.headers, name);
-            request.remove_header(&http::header::COOKIE);
-            if let Some(rest) = rest {
-                request.insert_header(http::header::COOKIE, rest)?;
+        if session::cookie_value(headers, name).is_some() {
+            let rest = session::without_cookie(headers, name);
+            headers.remove(&http::header::COOKIE);
+            if let Some(rest) = rest.and_then(|r| HeaderValue::try_from(r).ok()) {
+                headers.insert(http::header::COOKIE, rest);
             }
         }
     }
-    Ok(())
 }
 
 /// `X-Gatehouse-User`, `-Email` (verified addresses only), `-Roles` and the
 /// signed `X-Gatehouse-Assertion`.
 fn identity_headers(
-    request: &mut RequestHeader,
     principal: &Principal,
     route: &Route,
     admission: &Admission,
+    method: &str,
     assertion: &AssertionSigner,
-) -> Result<()> {
-    request.insert_header("x-gatehouse-user", principal.subject.as_str())?;
+) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    let value = |text: String| {
+        HeaderValue::try_from(text).or_err(ErrorType::InternalError, "identity header value")
+    };
+    let mut headers = Vec::with_capacity(4);
+    headers.push((X_GATEHOUSE_USER, value(principal.subject.clone())?));
     if let Some(email) = &principal.email {
-        request.insert_header("x-gatehouse-email", email.as_str())?;
+        headers.push((X_GATEHOUSE_EMAIL, value(email.clone())?));
     }
     let roles = principal
         .roles
@@ -158,17 +182,12 @@ fn identity_headers(
         .map(RoleName::as_str)
         .collect::<Vec<_>>()
         .join(",");
-    request.insert_header("x-gatehouse-roles", roles)?;
+    headers.push((X_GATEHOUSE_ROLES, value(roles)?));
     let signed = assertion
-        .sign(
-            principal,
-            &route.name,
-            request.method.as_str(),
-            admission.path.as_str(),
-        )
+        .sign(principal, &route.name, method, admission.path.as_str())
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "cannot sign assertion"))?;
-    request.insert_header("x-gatehouse-assertion", signed)?;
-    Ok(())
+    headers.push((X_GATEHOUSE_ASSERTION, value(signed)?));
+    Ok(headers)
 }
 
 #[cfg(test)]

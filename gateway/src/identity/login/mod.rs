@@ -122,6 +122,11 @@ impl OidcClients {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
+                // Below the 5 s keep-alive of Node and Apache servers: a
+                // pooled connection the provider closes just as the code
+                // exchange is sent on it fails the login, and a POST is
+                // not retried. Logins are rare; a new connection is cheap.
+                .pool_idle_timeout(Duration::from_secs(4))
                 .build()
                 .unwrap_or_default(),
             discovered: RwLock::new(HashMap::new()),
@@ -370,7 +375,10 @@ impl OidcClients {
             .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(|_| LoginRefusal::CodeRejected)?;
+            .map_err(|e| {
+                tracing::warn!(provider = %provider.name, error = %e, "OIDC code exchange failed");
+                LoginRefusal::CodeRejected
+            })?;
         let id_token = tokens
             .extra_fields()
             .id_token()
@@ -384,9 +392,10 @@ impl OidcClients {
                     .await
                     .ok_or(LoginRefusal::IdTokenInvalid)?;
                 let verifier = fresh.id_token_verifier();
-                let claims = id_token
-                    .claims(&verifier, &nonce)
-                    .map_err(|_| LoginRefusal::IdTokenInvalid)?;
+                let claims = id_token.claims(&verifier, &nonce).map_err(|e| {
+                    tracing::warn!(provider = %provider.name, error = %e, "OIDC ID token refused");
+                    LoginRefusal::IdTokenInvalid
+                })?;
                 claims.clone()
             }
         };
