@@ -53,13 +53,25 @@ impl RequestIds {
     }
 
     pub fn make(&self) -> RequestId {
-        let id = format!(
-            "{}-{:x}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
+        let counter = self.next.fetch_add(1, Ordering::Relaxed);
+        // `prefix-counter` in hex, written without `format!`, whose
+        // machinery cost more than the rest of this function.
+        let mut id = String::with_capacity(self.prefix.len() + 17);
+        id.push_str(&self.prefix);
+        id.push('-');
+        push_hex(&mut id, counter);
         // The String becomes the header's bytes as it is, without a copy.
         RequestId(HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-")))
+    }
+}
+
+/// `value` in lower-case hex without leading zeros, as `{:x}` writes it.
+fn push_hex(text: &mut String, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let nibbles = (64 - value.leading_zeros()).div_ceil(4).max(1);
+    for nibble in (0..nibbles).rev() {
+        let digit = (value >> (nibble * 4)) & 0xf;
+        text.push(char::from(DIGITS[digit as usize]));
     }
 }
 
@@ -84,6 +96,27 @@ pub fn trusted_request_id(value: &HeaderValue) -> Option<RequestId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_written_as_format_writes_hex() {
+        for value in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            0xdead_beef,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            let mut text = String::new();
+            push_hex(&mut text, value);
+            assert_eq!(text, format!("{value:x}"));
+        }
+    }
 
     #[test]
     fn made_ids_share_a_prefix_and_differ() {

@@ -71,6 +71,11 @@ pub struct Principal {
     pub kind: IdentityKind,
     /// The configured source: API key name, JWT issuer name or user name.
     pub source: String,
+    /// A session whose cookie is due for a re-seal (its idle timeout
+    /// slides with use), as it was opened: the refresh needs it whole, and
+    /// carrying it spares opening the cookie a second time. `None` for
+    /// every other principal, and for most session requests.
+    session_due: Option<Box<session::SessionData>>,
     _verified: (),
 }
 
@@ -88,6 +93,7 @@ impl Principal {
             roles,
             kind,
             source,
+            session_due: None,
             _verified: (),
         }
     }
@@ -296,11 +302,11 @@ impl Authenticator {
 
     /// A fresh `Set-Cookie` when the caller's session should be re-sealed
     /// with a new last-seen time (sliding idle timeout).
-    pub fn refreshed_session_cookie(&self, headers: &HeaderMap) -> Option<String> {
+    pub fn refreshed_session_cookie(&self, principal: &Principal) -> Option<String> {
         let (sealer, settings) = self.sessions.as_ref()?;
-        let mut data = self.open_session(headers)?;
+        let mut data = principal.session_due.as_deref()?.clone();
         let now = session::unix_now();
-        if !data.needs_refresh(now) || !data.is_current(settings, now) {
+        if !data.is_current(settings, now) {
             return None;
         }
         data.seen = now;
@@ -345,13 +351,18 @@ impl Authenticator {
         if self.revocations.is_revoked(&data.sid) {
             return Err(IdentityError::Revoked);
         }
-        Ok(Principal::new(
+        let session_due = data
+            .needs_refresh(session::unix_now())
+            .then(|| Box::new(data.clone()));
+        let mut principal = Principal::new(
             format!("oidc:{}:{}", data.idp, data.sub),
             data.email,
             data.roles.into_iter().map(RoleName::from).collect(),
             IdentityKind::Oidc,
             data.idp,
-        ))
+        );
+        principal.session_due = session_due;
+        Ok(principal)
     }
 
     /// Verifies `credential` if `accept` allows its kind. Password checks
@@ -448,5 +459,73 @@ mod tests {
             credential(&headers(&[("authorization", &huge)])),
             Err(IdentityError::Malformed)
         );
+    }
+
+    const SESSION_KEY: &str = "a-session-key-for-unit-tests-that-is-long-enough-0123456789";
+
+    fn session_authenticator() -> Authenticator {
+        let text = format!(
+            "[listen]\nhttps = \"127.0.0.1:8443\"\npublic_origin = \"https://gw.test\"\n\
+             [roles]\nviewer = [\"view\"]\n[session]\nkeys = [\"{SESSION_KEY}\"]\n\
+             idle_timeout = \"10m\"\n\
+             [[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\nroles = [\"viewer\"]\n"
+        );
+        let policy = gatehouse_policy::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        Authenticator::new(&policy, &IdentityState::new().unwrap()).unwrap()
+    }
+
+    fn sealed_session(authenticator: &Authenticator, seen: u64) -> String {
+        let (sealer, _) = authenticator.sessions.as_ref().unwrap();
+        let now = session::unix_now();
+        let data = session::SessionData {
+            sid: "session-1".into(),
+            sub: "user-1".into(),
+            email: None,
+            roles: vec!["viewer".into()],
+            idp: "corp".into(),
+            iat: now - 300,
+            seen,
+            idt: None,
+        };
+        sealer
+            .seal(session::SESSION_COOKIE, &serde_json::to_vec(&data).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_session_is_resealed_once_its_refresh_is_due_and_only_then() {
+        let authenticator = session_authenticator();
+        let now = session::unix_now();
+
+        let fresh = authenticator
+            .verify_session(&sealed_session(&authenticator, now))
+            .unwrap();
+        assert!(authenticator.refreshed_session_cookie(&fresh).is_none());
+
+        let seen = now - session::REFRESH_AFTER.as_secs() - 5;
+        let due = authenticator
+            .verify_session(&sealed_session(&authenticator, seen))
+            .unwrap();
+        let cookie = authenticator
+            .refreshed_session_cookie(&due)
+            .expect("a session last seen past REFRESH_AFTER is re-sealed");
+        let value = cookie
+            .strip_prefix(&format!("{}=", session::SESSION_COOKIE))
+            .and_then(|rest| rest.split(';').next())
+            .unwrap();
+        let (sealer, _) = authenticator.sessions.as_ref().unwrap();
+        let opened: session::SessionData =
+            serde_json::from_slice(&sealer.open(session::SESSION_COOKIE, value).unwrap()).unwrap();
+        assert!(
+            opened.seen >= now,
+            "seen {} moved to now {now}",
+            opened.seen
+        );
+        assert_eq!((opened.sid.as_str(), opened.iat), ("session-1", now - 300));
+        assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"));
+
+        // Other principals never carry a session to re-seal.
+        let other = Principal::hypothetical(["viewer".into()].into(), IdentityKind::ApiKey);
+        assert!(authenticator.refreshed_session_cookie(&other).is_none());
     }
 }

@@ -72,21 +72,14 @@ impl Gateway {
     pub(super) fn passed(
         &self,
         ctx: &mut RequestCtx,
-        request_headers: &http::HeaderMap,
         principal: Option<Principal>,
         permit: Permit,
         allowance: Allowance,
     ) {
         // A session's idle timeout slides with use: re-seal it now and then.
-        if principal
+        ctx.refreshed_session = principal
             .as_ref()
-            .is_some_and(|p| p.kind == gatehouse_policy::IdentityKind::Oidc)
-        {
-            ctx.refreshed_session = ctx
-                .snapshot
-                .authenticator
-                .refreshed_session_cookie(request_headers);
-        }
+            .and_then(|p| ctx.snapshot.authenticator.refreshed_session_cookie(p));
         ctx.rate_headers = Some(allowance.headers());
         if let Some(ended) = &allowance.ended {
             self.audit

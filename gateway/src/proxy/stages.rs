@@ -143,7 +143,7 @@ impl Gateway {
         // 15. authorization
         let permit = self.authorize(req, route, &snapshot, principal.as_ref(), client_ip)?;
 
-        self.passed(ctx, &req.headers, principal, permit, allowance);
+        self.passed(ctx, principal, permit, allowance);
         Ok(Verdict::Proxy)
     }
 

@@ -31,9 +31,18 @@ pub fn policy_header(tier: Tier, rate: Rate) -> HeaderValue {
 }
 
 /// `RateLimit`: what is left of the quota, and when it is whole again.
+/// Written with `itoa` rather than `format!`: it goes on every response.
 pub fn state_header(tier: Tier, remaining: u32, reset: Duration) -> HeaderValue {
     let reset = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
-    header_value(format!("\"{}\";r={remaining};t={reset}", tier.as_str()))
+    let mut digits = itoa::Buffer::new();
+    let mut text = String::with_capacity(48);
+    text.push('"');
+    text.push_str(tier.as_str());
+    text.push_str("\";r=");
+    text.push_str(digits.format(remaining));
+    text.push_str(";t=");
+    text.push_str(digits.format(reset));
+    header_value(text)
 }
 
 fn header_value(text: String) -> HeaderValue {
