@@ -465,10 +465,10 @@ mod tests {
 
     fn session_authenticator() -> Authenticator {
         let text = format!(
-            "[listen]\nhttps = \"127.0.0.1:8443\"\npublic_origin = \"https://gw.test\"\n\
-             [roles]\nviewer = [\"view\"]\n[session]\nkeys = [\"{SESSION_KEY}\"]\n\
+            "{head}\n[roles]\nviewer = [\"view\"]\n[session]\nkeys = [\"{SESSION_KEY}\"]\n\
              idle_timeout = \"10m\"\n\
-             [[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\nroles = [\"viewer\"]\n"
+             [[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\npublic = true\n",
+            head = gatehouse_policy::testing::LISTEN_AND_TLS
         );
         let policy = gatehouse_policy::parse(std::path::Path::new("t.toml"), &text).unwrap();
         Authenticator::new(&policy, &IdentityState::new().unwrap()).unwrap()
