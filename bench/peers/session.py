@@ -18,7 +18,7 @@ from pathlib import Path
 from .system import BenchError, REPO
 from . import targets
 
-IDP_PORT = 28499
+IDP_PORT = 28490
 CLIENT_ID, CLIENT_SECRET = "gatehouse-bench", "bench-client-secret"
 USER = "bench"
 SESSION_KEY = "a-session-key-for-the-benchmark-that-is-long-enough-0123456789"
