@@ -189,7 +189,7 @@ max_age = "10m"
             )
             .unwrap(),
         ),
-        oidc: Arc::new(OidcClients::new()),
+        oidc: Arc::new(OidcClients::new().expect("an HTTP client")),
         audit: Audit::open(policy).unwrap(),
         snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
     };

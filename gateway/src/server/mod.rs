@@ -80,7 +80,9 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         request_ids: RequestIds::new(),
         in_flight: in_flight.clone(),
         assertion: assertion.clone(),
-        oidc: Arc::new(crate::identity::login::OidcClients::new()),
+        oidc: Arc::new(
+            crate::identity::login::OidcClients::new().context("building the OIDC HTTP client")?,
+        ),
         audit: audit.clone(),
     };
     let (mut https, tls_settings) = https_service(

@@ -115,8 +115,10 @@ struct Flow {
 }
 
 impl OidcClients {
-    pub fn new() -> Self {
-        OidcClients {
+    /// Fails rather than fall back to a default client, which would follow
+    /// redirects.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Ok(OidcClients {
             // Redirects are refused: a token endpoint that redirects could
             // leak the code exchange (openidconnect's own advice).
             http: reqwest::Client::builder()
@@ -127,10 +129,9 @@ impl OidcClients {
                 // exchange is sent on it fails the login, and a POST is
                 // not retried. Logins are rare; a new connection is cheap.
                 .pool_idle_timeout(Duration::from_secs(4))
-                .build()
-                .unwrap_or_default(),
+                .build()?,
             discovered: RwLock::new(HashMap::new()),
-        }
+        })
     }
 
     async fn metadata(&self, issuer: &str, force: bool) -> Option<Arc<Metadata>> {
@@ -475,12 +476,6 @@ fn seal_session(sealer: &Sealer, mut session: SessionData) -> Option<String> {
     session.idt = None;
     let sealed = sealer.seal(SESSION_COOKIE, &serde_json::to_vec(&session).ok()?)?;
     (sealed.len() <= MAX_SEALED_BYTES).then_some(sealed)
-}
-
-impl Default for OidcClients {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 fn refused(reason: LoginRefusal) -> LoginResponse {
