@@ -13,7 +13,6 @@ import re
 import ssl
 import subprocess
 import urllib.parse
-from pathlib import Path
 
 from .system import BenchError, REPO
 from . import targets

@@ -4,7 +4,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+/// The header a request id travels in, both ways.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// One request's id, kept as the header value it is sent as: the access
 /// log, the upstream request and the response share it without copies.

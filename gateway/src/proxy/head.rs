@@ -1,4 +1,4 @@
-//! Response heads as the gateway writes and edits them.
+//! Request and response heads as the gateway writes and edits them.
 //!
 //! Pingora's `ResponseHeader` keeps a second map beside the header map: each
 //! name as it was spelt, so that an HTTP/1 response can repeat an upstream's
@@ -13,10 +13,8 @@
 //! §5.1); HAProxy sends them in lower case too.
 
 use http::response::Parts;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
-
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Runs `edit` on `response`'s headers and leaves `response` without a
 /// spelling map. The status and a non-standard reason phrase are kept.
@@ -74,6 +72,7 @@ fn empty() -> Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::request_id::X_REQUEST_ID;
     use bytes::BytesMut;
     use http::HeaderValue;
 

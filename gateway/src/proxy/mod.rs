@@ -56,7 +56,7 @@ use crate::access::cors;
 use crate::admin::audit::Audit;
 use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
 use crate::edge::head_deadline;
-use crate::edge::request_id::{RequestId, RequestIds};
+use crate::edge::request_id::{RequestId, RequestIds, X_REQUEST_ID};
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::login::OidcClients;
 use crate::identity::Principal;
@@ -279,19 +279,25 @@ impl ProxyHttp for Gateway {
             .and_then(|admission| admission.route.route.cors.as_ref())
             .map(|cors| cors::actual(cors, &session.req_header().headers));
         let rate_headers = ctx.rate_headers.take();
-        let cookie = match ctx.refreshed_session.take() {
-            Some(cookie) => Some(HeaderValue::try_from(cookie).or_err(
+        let cookie = ctx
+            .refreshed_session
+            .take()
+            .map(HeaderValue::try_from)
+            .transpose()
+            .or_err(
                 ErrorType::InternalError,
                 "refreshed session cookie is not a header value",
-            )?),
-            None => None,
-        };
-        let extra = 3 + cors.as_ref().map_or(0, |c| c.len());
+            )?;
+        // The request id, then whatever of the rest this response carries.
+        let extra = 1
+            + rate_headers.as_ref().map_or(0, |r| r.len())
+            + usize::from(cookie.is_some())
+            + cors.as_ref().map_or(0, |c| c.len());
         let security = ctx.headers();
         head::edit(upstream_response, |headers| {
             headers.reserve(security.len() + extra);
             security.apply(headers);
-            headers.insert(head::X_REQUEST_ID, ctx.request_id.header_value().clone());
+            headers.insert(X_REQUEST_ID, ctx.request_id.header_value().clone());
             for (name, value) in rate_headers.into_iter().flatten() {
                 headers.insert(name, value);
             }

@@ -12,7 +12,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::edge::headers::PreparedHeaders;
-use crate::edge::request_id::RequestId;
+use crate::edge::request_id::{RequestId, X_REQUEST_ID};
 use crate::proxy::head;
 
 /// A gateway-written response: status, optional extra headers, and whether
@@ -77,7 +77,7 @@ pub async fn send(
     fields.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     fields.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     fields.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    fields.insert(head::X_REQUEST_ID, request_id.header_value().clone());
+    fields.insert(X_REQUEST_ID, request_id.header_value().clone());
     for (name, value) in response.extra {
         // Appended, not replaced: a response may set several cookies.
         fields.append(name, value);

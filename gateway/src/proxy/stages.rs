@@ -45,7 +45,7 @@ use super::respond::GatewayResponse;
 use super::{Gateway, RequestCtx};
 use crate::access::authz::{self, Denial};
 use crate::edge::path::NormalizedPath;
-use crate::edge::request_id::trusted_request_id;
+use crate::edge::request_id::{trusted_request_id, X_REQUEST_ID};
 use crate::identity::assertion::JWKS_PATH;
 use crate::identity::login::LOGIN_PATH;
 use crate::identity::Principal;
@@ -168,7 +168,7 @@ impl Gateway {
         ctx.client_ip = Some(client_ip);
         ctx.request_id = req
             .headers
-            .get("x-request-id")
+            .get(X_REQUEST_ID)
             .filter(|_| client_addr::is_trusted(peer, &policy.trusted_proxies))
             .and_then(trusted_request_id)
             .unwrap_or_else(|| self.request_ids.make());

@@ -12,7 +12,7 @@ use pingora::ErrorType;
 
 use super::head;
 use super::stages::Admission;
-use crate::edge::request_id::RequestId;
+use crate::edge::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::session::{self, FLOW_COOKIE, SESSION_COOKIE};
 use crate::identity::Principal;
@@ -55,7 +55,7 @@ pub(super) fn prepare(
         headers.reserve(3 + identity.as_ref().map_or(0, |i| i.len()));
         headers.insert(X_FORWARDED_FOR, client_ip);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        headers.insert(head::X_REQUEST_ID, request_id.header_value().clone());
+        headers.insert(X_REQUEST_ID, request_id.header_value().clone());
         strip_credentials(headers, route);
         for (name, value) in identity.into_iter().flatten() {
             headers.insert(name, value);
