@@ -29,9 +29,11 @@ mod conn;
 mod fixture;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use gatehouse_gateway::admin::access_log::AccessRecord;
+use gatehouse_gateway::admin::logging::LogFormat;
 use gatehouse_gateway::edge::{client_addr, framing, host, method, path};
 use gatehouse_gateway::identity::Principal;
 use gatehouse_gateway::proxy::bench_support::{
@@ -42,8 +44,6 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::{ProxyHttp, Session};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::runtime::Runtime;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 
 use fixture::{Bench, Kind};
 
@@ -335,21 +335,36 @@ fn way_out(g: &mut Group<'_>, b: &Bench, cases: &mut [Case], rt: &Runtime) {
     };
     // No subscriber takes `info`: the metrics, and a disabled log line.
     access_log(g, "access-log/off");
-    // The JSON line `--log-format json` writes (src/admin/logging.rs),
-    // formatted into a sink: the formatting, not the write.
-    let json = tracing_subscriber::fmt::format()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false);
-    let layer = tracing_subscriber::fmt::layer()
-        .event_format(json)
-        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .with_writer(std::io::sink)
-        .with_filter(tracing_subscriber::EnvFilter::new(
-            "info,pingora_core=warn,pingora_proxy=warn",
-        ));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, || access_log(g, "access-log/json"));
+    // The line itself, in each format (src/admin/access_log.rs), written
+    // into a reused buffer as into the thread's log buffer: the
+    // formatting, not the write (the log writer thread does that).
+    let record = AccessRecord {
+        request_id: "f205ec09cf10-1",
+        client: Some(IpAddr::from([192, 0, 2, 10])),
+        method: "GET",
+        path: "/api/items",
+        route: "api",
+        status: 200,
+        denial: "-",
+        user: "bench-user",
+        auth: "jwt",
+        identity_source: "bench",
+        rule: "route api: role viewer",
+        error: "-",
+        duration: Duration::from_micros(1234),
+        bytes_in: 0,
+        bytes_out: 100,
+    };
+    for (name, format) in [("json", LogFormat::Json), ("human", LogFormat::Human)] {
+        let mut line = Vec::with_capacity(512);
+        g.bench_function(format!("access-log/{name}"), |bn| {
+            bn.iter(|| {
+                line.clear();
+                record.write_line(format, SystemTime::now(), &mut line);
+                std::hint::black_box(&line);
+            })
+        });
+    }
 }
 
 /// All of `decide` (Pingora's `request_filter`, from a new context), and

@@ -1,65 +1,80 @@
-//! Logs: tracing, human or JSON, with Pingora's `log` records bridged in.
+//! Logs: tracing, human or JSON, with Pingora's `log` records bridged in,
+//! and the access log ([`super::access_log`]), which formats its own lines.
 //!
-//! Lines go to stderr through a writer thread: a request formats its
-//! access-log line on its own thread and hands it over a bounded channel,
-//! so no request waits on another's write or on the disk. When the writer
-//! falls behind by [`BUFFERED_LINES`], lines are dropped rather than
-//! stalling requests, and counted in `gatehouse_log_lines_dropped_total`
-//! (the audit log, not this one, is the record that must not lose
-//! entries). The writer batches what is queued into one write.
+//! Every line goes to stderr through [`LogSink`]: appended to a buffer of
+//! the writing thread and written by one writer thread, so no request
+//! waits on another's write or on the disk. When the output stalls, lines
+//! are dropped rather than stalling requests, and counted in
+//! `gatehouse_log_lines_dropped_total` (the audit log, not this one, is
+//! the record that must not lose entries).
 //!
 //! Pingora reports a failed downstream TLS handshake only as an error log
 //! line, with no hook for applications. [`HandshakeFailureCounter`] counts
 //! those lines into `gatehouse_tls_handshake_failures_total`; an
 //! integration test proves it still does after a Pingora upgrade.
 
-use std::io::BufWriter;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
 
 use clap::ValueEnum;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use super::log_sink::LogSink;
 use crate::admin::metrics::Metrics;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Human,
     Json,
 }
 
-/// Lines queued for the writer thread before new ones are dropped.
-const BUFFERED_LINES: usize = 64 * 1024;
+/// The format and the sink chosen by [`init`], for the access log.
+static OUTPUT: OnceLock<(LogFormat, LogSink)> = OnceLock::new();
 
-/// Flushes and stops the writer thread when taken (see [`flush`]).
-static WRITER: OnceLock<Mutex<Option<WorkerGuard>>> = OnceLock::new();
+/// Where the access log writes, once [`init`] has run.
+pub fn access_output() -> Option<(LogFormat, &'static LogSink)> {
+    OUTPUT.get().map(|(format, sink)| (*format, sink))
+}
 
-/// Writes what is queued and stops the writer: call before the process
+/// Writes what is buffered and stops the writer: call before the process
 /// exits, which skips destructors. Later lines are dropped.
 pub fn flush() {
-    if let Some(guard) = WRITER.get().and_then(|w| w.lock().ok()?.take()) {
-        drop(guard);
+    if let Some((_, sink)) = OUTPUT.get() {
+        sink.stop();
     }
 }
 
 pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("log-writer")
-        .finish(BufWriter::new(std::io::stderr()));
-    if WRITER.set(Mutex::new(Some(guard))).is_err() {
+    if OUTPUT.get().is_some() {
         // A second init (tests): the first writer stays.
         return;
     }
-    if let Some(metrics) = &metrics {
-        metrics.register(Box::new(DroppedLines::new(writer.error_counter())));
+    let sink = match LogSink::start(Box::new(std::io::stderr())) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("cannot start the log writer thread: {e}; logging to stderr directly");
+            return init_subscriber(format, metrics, std::io::stderr);
+        }
+    };
+    if OUTPUT.set((format, sink.clone())).is_err() {
+        return;
     }
+    if let Some(metrics) = &metrics {
+        metrics.register(Box::new(DroppedLines::new(sink.clone())));
+    }
+    init_subscriber(format, metrics, sink);
+}
+
+fn init_subscriber<W>(format: LogFormat, metrics: Option<Arc<Metrics>>, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
     // Filtered to errors, so it does not raise the log level Pingora's hot
@@ -94,15 +109,54 @@ pub fn init(format: LogFormat, metrics: Option<Arc<Metrics>>) {
     };
 }
 
-/// `gatehouse_log_lines_dropped_total`, read from the writer's own count
+/// tracing's fmt layer writes each event through one of these; the event
+/// reaches the thread's buffer whole, when the writer is dropped, and
+/// wakes the log writer (events other than access lines are rare and
+/// often the ones someone is waiting to read).
+pub struct EventWriter<'a> {
+    sink: &'a LogSink,
+    bytes: Vec<u8>,
+}
+
+impl Write for EventWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter<'_> {
+    fn drop(&mut self) {
+        if !self.bytes.is_empty() {
+            self.sink.append_urgent(&self.bytes);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = EventWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter {
+            sink: self,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+/// `gatehouse_log_lines_dropped_total`, read from the sink's own count
 /// when scraped.
 struct DroppedLines {
     desc: prometheus::core::Desc,
-    dropped: ErrorCounter,
+    sink: LogSink,
 }
 
 impl DroppedLines {
-    fn new(dropped: ErrorCounter) -> Self {
+    fn new(sink: LogSink) -> Self {
         let desc = prometheus::core::Desc::new(
             "gatehouse_log_lines_dropped_total".into(),
             "Log lines dropped because the log writer fell behind".into(),
@@ -110,7 +164,7 @@ impl DroppedLines {
             Default::default(),
         )
         .expect("static metric definition");
-        DroppedLines { desc, dropped }
+        DroppedLines { desc, sink }
     }
 }
 
@@ -125,7 +179,7 @@ impl prometheus::core::Collector for DroppedLines {
             self.desc.help.clone(),
         ))
         .expect("static metric definition");
-        counter.inc_by(self.dropped.dropped_lines() as u64);
+        counter.inc_by(self.sink.dropped());
         counter.collect()
     }
 }

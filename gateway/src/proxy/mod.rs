@@ -53,6 +53,7 @@ use http::HeaderValue;
 
 use crate::access::authz::Permit;
 use crate::access::cors;
+use crate::admin::access_log::{self, AccessRecord};
 use crate::admin::audit::Audit;
 use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
 use crate::edge::head_deadline;
@@ -110,19 +111,6 @@ impl RequestCtx {
             .as_ref()
             .map(|a| &a.route.headers)
             .unwrap_or(&self.snapshot.default_headers)
-    }
-}
-
-/// An optional value in the access log, written in place (no `String`
-/// per request); empty when absent.
-struct OrEmpty<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(value) => value.fmt(f),
-            None => Ok(()),
-        }
     }
 }
 
@@ -368,31 +356,29 @@ impl ProxyHttp for Gateway {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
-        let req = session.req_header();
-        tracing::info!(
-            target: "gatehouse::access",
-            request_id = %ctx.request_id,
-            client = %OrEmpty(ctx.client_ip),
-            method = %req.method,
-            path = %ctx.admission.as_ref().map(|a| a.path.as_str()).unwrap_or("-"),
+        let principal = ctx.principal.as_ref();
+        access_log::write(&AccessRecord {
+            request_id: ctx.request_id.as_str(),
+            client: ctx.client_ip,
+            method: session.req_header().method.as_str(),
+            path: ctx.admission.as_ref().map_or("-", |a| a.path.as_str()),
             route,
             status,
-            denial = ctx.denial.map_or("-", Reason::as_str),
-            user = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
-            auth = ctx.principal.as_ref().map(|p| p.kind.as_str()).unwrap_or("-"),
-            identity_source = ctx.principal.as_ref().map(|p| p.source.as_str()).unwrap_or("-"),
-            rule = ctx
+            denial: ctx.denial.map_or("-", Reason::as_str),
+            user: principal.map_or("-", |p| p.subject.as_str()),
+            auth: principal.map_or("-", |p| p.kind.as_str()),
+            identity_source: principal.map_or("-", |p| p.source.as_str()),
+            rule: ctx
                 .permit
                 .as_ref()
                 .map(|p| p.rule.as_str())
                 .or(ctx.denial_rule.as_deref())
                 .unwrap_or("-"),
-            error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes_in = ctx.request_body_bytes,
-            bytes_out = session.body_bytes_sent(),
-            "request"
-        );
+            error: e.map_or("-", |e| e.etype().as_str()),
+            duration: elapsed,
+            bytes_in: ctx.request_body_bytes,
+            bytes_out: session.body_bytes_sent() as u64,
+        });
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
