@@ -122,9 +122,12 @@ pub struct RunEngine {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
     pub(crate) notifier: crate::notify::Notifier,
-    /// Labels our containers; derived from the run history's path, since
+    /// Labels our containers: the database's own random id, since
     /// containers belong to the database that records them.
     pub(crate) instance: String,
+    /// The label a database from before versioned migrations used; its
+    /// containers are adopted only where the run names them exactly.
+    pub(crate) legacy_instance: Option<String>,
     jobs: RwLock<Arc<JobTable>>,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<i64, ActiveRun>>,
@@ -145,12 +148,14 @@ impl RunEngine {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<RunEngine> {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs));
-        let instance = instance_id(&settings.database);
+        let instance = store.deployment().instance.clone();
+        let legacy_instance = store.deployment().legacy_instance.clone();
         let notifier =
             crate::notify::Notifier::start(&settings.notify, metrics.clone(), audit.clone());
         let engine = Arc::new(RunEngine {
             notifier,
             instance,
+            legacy_instance,
             settings,
             store,
             docker,
@@ -470,11 +475,4 @@ pub fn start_window(job: &Job) -> std::time::Duration {
         CatchUp::Latest { starting_deadline } => starting_deadline,
         CatchUp::None => job.timeout,
     }
-}
-
-/// A short, stable id for the scheduler that owns `database`.
-fn instance_id(database: &std::path::Path) -> String {
-    use sha2::{Digest, Sha256};
-    let path = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_path_buf());
-    hex::encode(&Sha256::digest(path.as_os_str().as_encoded_bytes())[..6])
 }

@@ -121,6 +121,7 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         .into_iter()
         .map(|c| (c.run, c))
         .collect();
+    let legacy = legacy_containers(engine).await?;
     let unfinished = engine.store.unfinished().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read unfinished runs");
         Vec::new()
@@ -137,7 +138,11 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         if engine.is_active(run.id) {
             continue;
         }
-        let container = containers.get(&run.id);
+        let container = containers.get(&run.id).or_else(|| {
+            legacy
+                .get(&run.id)
+                .filter(|c| run.container_id.as_deref() == Some(c.id.as_str()))
+        });
         claimed.extend(container.map(|c| c.id.as_str()));
         settle(engine, run, container, &mut done).await?;
     }
@@ -161,6 +166,25 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         ],
     ));
     Ok(done)
+}
+
+/// Containers under the label of a database from before versioned
+/// migrations (a hash of its path, which another stack's database could
+/// share): adopted only by the run that recorded the container's id, and
+/// never removed as strays, since they may be another stack's.
+async fn legacy_containers(
+    engine: &Arc<RunEngine>,
+) -> Result<HashMap<i64, OurContainer>, DockerError> {
+    let Some(legacy) = &engine.legacy_instance else {
+        return Ok(HashMap::new());
+    };
+    Ok(engine
+        .docker
+        .list_ours(legacy)
+        .await?
+        .into_iter()
+        .map(|c| (c.run, c))
+        .collect())
 }
 
 /// Settles one run against Docker's word on its container.

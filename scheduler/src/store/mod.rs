@@ -13,6 +13,7 @@ mod run;
 mod schema;
 pub use reason::ReasonCode;
 pub use run::{Finish, Run, RunFilter, RunStatus, Trigger};
+pub use schema::{legacy_instance_id, Deployment, SchemaError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +22,8 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("run history database {path}: {source}")]
+    Schema { path: String, source: SchemaError },
     #[error("run history: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("run history: the database lock was poisoned by a panic")]
@@ -29,6 +32,7 @@ pub enum StoreError {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    deployment: Deployment,
 }
 
 const RUN_COLUMNS: &str = "id, job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, \
@@ -46,7 +50,7 @@ impl Store {
             // report anything else (permissions) with the path.
             let _ = std::fs::create_dir_all(dir);
         }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -55,10 +59,19 @@ impl Store {
         // loss, never consistency; reconciliation covers the gap.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
-        schema::create_or_upgrade(&conn).map_err(open_err)?;
+        let deployment = schema::migrate(&mut conn, path).map_err(|source| StoreError::Schema {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Store {
             conn: Mutex::new(conn),
+            deployment,
         })
+    }
+
+    /// Who owns the containers this database records.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {

@@ -228,3 +228,119 @@ async fn a_dockerd_restart_mid_run_is_ridden_out_and_recorded() {
         "{metrics}"
     );
 }
+
+/// Two deployments on one Docker daemon whose databases sit at the same
+/// path, as in every stack's container (`/data/scheduler.db`). The
+/// instance label on job containers used to be a hash of that path, so
+/// the second scheduler took the first's container for a stray of its own
+/// and removed it, killing a running job. Now each database makes its own
+/// label: the other deployment leaves the container alone, and the run's
+/// own database adopts it afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_deployments_database_at_the_same_path_leaves_our_containers_alone() {
+    let mut stack = SchedulerUnderTest::start(&job(
+        "shared-path",
+        "command = [\"sh\", \"-c\", \"sleep 8; echo done; exit 4\"]",
+    ))
+    .await;
+    let id = stack.run_now("shared-path").await;
+    stack.wait_run(id, Some("running"), LONG).await;
+    stack.kill_scheduler("KILL");
+
+    // Our database moves aside; another deployment's, new, takes its path.
+    let aside = stack.dir().join("ours");
+    std::fs::create_dir(&aside).expect("mkdir");
+    let files = ["scheduler.db", "scheduler.db-wal", "scheduler.db-shm"];
+    let move_files = |from: &std::path::Path, to: &std::path::Path| {
+        for file in files {
+            if from.join(file).exists() {
+                std::fs::rename(from.join(file), to.join(file)).expect("move the database");
+            }
+        }
+    };
+    move_files(stack.dir(), &aside);
+    stack.spawn_scheduler().await;
+    let reconciled = stack.audit_events("reconcile", 2).await;
+    assert_eq!(
+        reconciled[1]["details"]["removed_strays"], 0,
+        "{reconciled:?}"
+    );
+    assert_eq!(reconciled[1]["details"]["adopted"], 0, "{reconciled:?}");
+    assert_eq!(
+        stack.containers_of("shared-path").len(),
+        1,
+        "the other deployment left our container alone"
+    );
+    assert!(stack.runs_of("shared-path").await.is_empty());
+    stack.kill_scheduler("TERM");
+
+    // Our database back: its own run is adopted and its outcome recorded.
+    for file in files {
+        let _ = std::fs::remove_file(stack.dir().join(file));
+    }
+    move_files(&aside, stack.dir());
+    stack.spawn_scheduler().await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["exit_code"], 4, "{run}");
+    assert_eq!(stack.logs(id).await, "done\n");
+    assert!(stack.containers_of("shared-path").is_empty());
+}
+
+/// A database upgraded from before versioned migrations keeps its old
+/// label (a hash of its path) as `legacy_instance`. A container under that
+/// label is adopted only by the run that recorded its id, and one that no
+/// run names is left alone: another stack could own it.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_under_the_pre_migration_label_are_adopted_only_by_their_own_run() {
+    let mut stack = SchedulerUnderTest::start(&job(
+        "upgraded",
+        "command = [\"sh\", \"-c\", \"sleep 4; echo done; exit 5\"]",
+    ))
+    .await;
+    let id = stack.run_now("upgraded").await;
+    stack.wait_run(id, Some("running"), LONG).await;
+    stack.kill_scheduler("KILL");
+    // The label the container carries becomes the database's old one, as
+    // after an upgrade while the run was in flight.
+    let db = rusqlite::Connection::open(stack.dir().join("scheduler.db")).expect("open");
+    let label: String = db
+        .query_row("SELECT instance FROM deployment", [], |r| r.get(0))
+        .expect("instance");
+    db.execute(
+        "UPDATE deployment SET legacy_instance = instance, instance = 'after-upgrade'",
+        [],
+    )
+    .expect("relabel");
+    drop(db);
+    // And a container under that label that no run of ours names.
+    let stranger = format!("legacy-stranger-{}", std::process::id());
+    let out = stack
+        .docker()
+        .args(["create", "--name", &stranger])
+        .args([
+            "--label",
+            "gatehouse.job=upgraded",
+            "--label",
+            "gatehouse.run=999",
+        ])
+        .args(["--label", &format!("gatehouse.scheduler={label}")])
+        .args([gatehouse_tests::docker::TEST_IMAGE, "true"])
+        .output()
+        .expect("docker create");
+    assert!(out.status.success(), "{out:?}");
+
+    stack.spawn_scheduler().await;
+    let run = stack.wait_run(id, None, LONG).await;
+    assert_eq!(run["exit_code"], 5, "adopted and recorded: {run}");
+    assert_eq!(stack.logs(id).await, "done\n");
+    let reconciled = stack.audit_events("reconcile", 2).await;
+    let details = &reconciled[1]["details"];
+    // Adopted while running, or its outcome recorded if it ended first.
+    let settled =
+        details["adopted"].as_u64().unwrap_or(0) + details["recorded"].as_u64().unwrap_or(0);
+    assert_eq!(settled, 1, "{reconciled:?}");
+    assert_eq!(details["removed_strays"], 0, "{reconciled:?}");
+    let left = stack.containers_of("upgraded");
+    assert_eq!(left.len(), 1, "only the stranger is left: {left:?}");
+    let _ = stack.docker().args(["rm", "-f", &stranger]).output();
+}
