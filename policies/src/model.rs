@@ -19,6 +19,11 @@ pub struct Policy {
     /// Peers whose forwarding header is believed; see [`ClientIpHeader`].
     pub trusted_proxies: Vec<IpNet>,
     pub client_ip_header: ClientIpHeader,
+    /// Peers that must open every connection to the HTTPS listener with a
+    /// PROXY protocol v2 header (an L4 balancer such as HAProxy with
+    /// `send-proxy-v2`); the address it carries is then the client's. Empty
+    /// (the default): no header is read from anyone.
+    pub proxy_protocol_from: Vec<IpNet>,
     pub limits: Limits,
     /// Routes in the order the file declares them. The gateway matches the
     /// longest prefix, so order only breaks ties it never has (names and

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub login_failures: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
+    pub proxy_protocol_refused: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub cert_expiry: GaugeVec,
     pub connections: IntGauge,
@@ -73,6 +74,12 @@ impl Metrics {
             tls_handshake_failures: r.counter(
                 "gatehouse_tls_handshake_failures_total",
                 "Downstream TLS handshakes that failed or timed out",
+            ),
+            proxy_protocol_refused: r.counter_vec(
+                "gatehouse_proxy_protocol_refused_total",
+                "Connections from a PROXY protocol peer dropped before TLS, by reason \
+                 (missing, malformed, too_long, read, timeout)",
+                &["reason"],
             ),
             policy_reloads: r.counter_vec(
                 "gatehouse_policy_reloads_total",

@@ -11,5 +11,6 @@ pub mod headers;
 pub mod host;
 pub mod method;
 pub mod path;
+pub mod proxy_protocol;
 pub mod request_id;
 pub mod tls;

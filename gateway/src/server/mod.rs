@@ -2,6 +2,7 @@
 //! redirect and admin listeners, reload, and graceful shutdown.
 
 pub mod connection;
+pub mod proxy_protocol;
 pub mod redirect;
 
 use std::net::{SocketAddr, TcpListener};
@@ -16,6 +17,7 @@ use gatehouse_audit::{AuditEvent, EventKind, Outcome};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::Listeners;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -28,6 +30,7 @@ use crate::edge::client_addr::PerNetwork;
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::IdentityState;
 use connection::ConnectionCap;
+use proxy_protocol::ProxyProtocolHook;
 use redirect::RedirectToHttps;
 
 use crate::admin::metrics::{InFlight, Metrics};
@@ -193,6 +196,13 @@ fn https_service(
         .context("building TLS settings")?;
     tls_settings.set_cert_resolver(Arc::new(certs));
     tls_settings.enable_h2();
+    // Before TLS: the PROXY protocol header from the balancers the policy
+    // trusts for it (read from no one else).
+    let mut listeners = Listeners::new();
+    listeners.set_pre_tls_callback(Arc::new(ProxyProtocolHook {
+        snapshot: snapshot.clone(),
+        metrics: metrics.clone(),
+    }));
     let capped = ConnectionCap {
         inner: Arc::new(proxy),
         snapshot,
@@ -201,7 +211,10 @@ fn https_service(
         per_address: PerNetwork::default(),
         metrics,
     };
-    Ok((Service::new("https".into(), capped), tls_settings))
+    Ok((
+        Service::with_listeners("https".into(), listeners, capped),
+        tls_settings,
+    ))
 }
 
 /// The redirect and the admin listener, where the policy asks for them.

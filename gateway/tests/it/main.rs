@@ -13,5 +13,6 @@ mod identity;
 mod ipv6;
 mod lifecycle;
 mod oidc;
+mod proxy_protocol;
 mod scanners;
 mod tls;

@@ -55,6 +55,7 @@ impl Converter<'_> {
         };
         let trusted_proxies = self.cidrs(&raw.network.trusted_proxies);
         let client_ip_header = self.client_ip_header(&raw.network.client_ip_header);
+        let proxy_protocol_from = self.cidrs(&raw.network.proxy_protocol_from);
         let (limits, route_defaults) = self.limits(&raw.limits);
         let rate_limits = self.rate_limits(&raw.rate_limit);
         let audit = self.audit(&raw.audit);
@@ -77,6 +78,7 @@ impl Converter<'_> {
             network,
             trusted_proxies,
             client_ip_header,
+            proxy_protocol_from,
             limits,
             routes,
             roles,

@@ -124,6 +124,8 @@ pub(crate) struct RawNetwork {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub client_ip_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
