@@ -253,6 +253,11 @@ pub struct AssertionSettings {
     /// Ed25519 PKCS#8 PEM; when absent a key is generated at start and
     /// published in the JWKS (fine for one replica).
     pub key_file: Option<PathBuf>,
+    /// More Ed25519 PKCS#8 PEM keys whose public halves are published in
+    /// the JWKS beside the signing key's, signing nothing: the next key
+    /// before a rotation, so every replica's JWKS already has it, and the
+    /// previous one after, so assertions signed with it still verify.
+    pub publish_key_files: Vec<PathBuf>,
     pub lifetime: Duration,
 }
 

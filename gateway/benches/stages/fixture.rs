@@ -184,6 +184,7 @@ max_age = "10m"
         assertion: Arc::new(
             AssertionSigner::new(
                 None,
+                &[],
                 policy.listen.public_origin.as_str(),
                 policy.identities.assertion.lifetime,
             )

@@ -95,6 +95,17 @@ pub fn bootstrap(dir: &Path) -> Result<Created> {
     Ok(created)
 }
 
+/// A new Ed25519 assertion key at `path` (PKCS#8 PEM, 0600), for a key
+/// rotation; an existing file is never overwritten.
+pub fn new_assertion_key(path: &Path) -> Result<()> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .context("generating the assertion key")?;
+    if !write_new_private(path, key.serialize_pem().as_bytes())? {
+        anyhow::bail!("{} exists; it was left as it is", path.display());
+    }
+    Ok(())
+}
+
 fn random_bytes(n: usize) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; n];
     SystemRandom::new()
@@ -206,20 +217,26 @@ mod tests {
         let lifetime = std::time::Duration::from_secs(60);
         let first = crate::identity::assertion::AssertionSigner::new(
             Some(&path),
+            &[],
             "https://gw.test",
             lifetime,
         )
         .expect("the bootstrap key is an Ed25519 PKCS#8 key");
         let second = crate::identity::assertion::AssertionSigner::new(
             Some(&path),
+            &[],
             "https://gw.test",
             lifetime,
         )
         .unwrap();
         assert_eq!(first.jwks(), second.jwks());
-        let generated =
-            crate::identity::assertion::AssertionSigner::new(None, "https://gw.test", lifetime)
-                .unwrap();
+        let generated = crate::identity::assertion::AssertionSigner::new(
+            None,
+            &[],
+            "https://gw.test",
+            lifetime,
+        )
+        .unwrap();
         assert_ne!(first.jwks(), generated.jwks());
     }
 

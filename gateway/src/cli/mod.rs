@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, default_value = "admin")]
         user: String,
     },
+    /// Write a new Ed25519 assertion signing key (PKCS#8 PEM, 0600) for a
+    /// key rotation: publish it first, then sign with it (see the README).
+    /// Never overwrites a file.
+    AssertionKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Audit log tooling.
     Audit {
         #[command(subcommand)]
@@ -151,6 +158,10 @@ pub fn run(cli: Cli) -> ExitCode {
             report("healthcheck", commands::healthcheck(addr, &path))
         }
         Command::Bootstrap { dir, user } => report("bootstrap", commands::bootstrap(&dir, &user)),
+        Command::AssertionKey { out } => report(
+            "assertion-key",
+            bootstrap::new_assertion_key(&out).map(|()| eprintln!("created {}", out.display())),
+        ),
         Command::Explain {
             policy,
             roles,

@@ -9,7 +9,7 @@
 //! the upstream (a plaintext hop, a log) is worth nothing afterwards.
 
 use gatehouse_policy::RoleName;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,40 +68,33 @@ struct AssertionClaims<'a> {
 }
 
 impl AssertionSigner {
-    /// From an Ed25519 PKCS#8 PEM file, or a key generated now.
+    /// Signs with the Ed25519 PKCS#8 PEM `key_file`, or a key generated
+    /// now. The JWKS publishes its public key and those of `publish`
+    /// (rotation: the next key before, the previous one after).
     pub fn new(
         key_file: Option<&Path>,
+        publish: &[PathBuf],
         issuer: &str,
         lifetime: Duration,
     ) -> Result<Self, AssertionKeyError> {
         let pkcs8 = match key_file {
-            Some(path) => {
-                let der = PrivateKeyDer::from_pem_file(path).map_err(|e| {
-                    AssertionKeyError::Unreadable {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                der.secret_der().to_vec()
-            }
+            Some(path) => read_pkcs8(path)?,
             None => Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                 .map_err(|_| AssertionKeyError::NoRandomness)?
                 .as_ref()
                 .to_vec(),
         };
-        let not_ed25519 = || AssertionKeyError::NotEd25519 {
-            path: key_file
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-        };
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| not_ed25519())?;
-        let public = pair.public_key().as_ref();
-        let kid = hex::encode(&Sha256::digest(public)[..8]);
-        let x = URL_SAFE_NO_PAD.encode(public);
-        let jwks = serde_json::json!({
-            "keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]
-        })
-        .to_string();
+        let pair = key_pair(&pkcs8, key_file)?;
+        let kid = key_id(pair.public_key().as_ref());
+        let mut keys = vec![jwk(pair.public_key().as_ref())];
+        for path in publish {
+            let other = key_pair(&read_pkcs8(path)?, Some(path))?;
+            let public = other.public_key().as_ref();
+            if !keys.iter().any(|k| k["kid"] == key_id(public).as_str()) {
+                keys.push(jwk(public));
+            }
+        }
+        let jwks = serde_json::json!({ "keys": keys }).to_string();
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
         Ok(AssertionSigner {
             encoded_header: URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -113,7 +106,7 @@ impl AssertionSigner {
         })
     }
 
-    /// The JWKS document with the public key.
+    /// The JWKS document: the signing key first, then the published ones.
     pub fn jwks(&self) -> &str {
         &self.jwks
     }
@@ -158,6 +151,32 @@ impl AssertionSigner {
     }
 }
 
+fn read_pkcs8(path: &Path) -> Result<Vec<u8>, AssertionKeyError> {
+    let der = PrivateKeyDer::from_pem_file(path).map_err(|e| AssertionKeyError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(der.secret_der().to_vec())
+}
+
+fn key_pair(pkcs8: &[u8], path: Option<&Path>) -> Result<Ed25519KeyPair, AssertionKeyError> {
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| AssertionKeyError::NotEd25519 {
+        path: path.map(|p| p.display().to_string()).unwrap_or_default(),
+    })
+}
+
+/// The key id: the first 8 bytes of the public key's SHA-256, in hex.
+fn key_id(public: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public)[..8])
+}
+
+fn jwk(public: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
+        "kid": key_id(public), "alg": "EdDSA", "use": "sig"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +186,7 @@ mod tests {
     #[test]
     fn assertion_verifies_with_the_published_jwks() {
         let signer =
-            AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
+            AssertionSigner::new(None, &[], "https://gw.test", Duration::from_secs(60)).unwrap();
         let principal = Principal::hypothetical(
             ["viewer".into()].into(),
             gatehouse_policy::IdentityKind::ApiKey,
@@ -194,7 +213,7 @@ mod tests {
     #[test]
     fn every_assertion_carries_a_fresh_128_bit_jti() {
         let signer =
-            AssertionSigner::new(None, "https://gw.test", Duration::from_secs(60)).unwrap();
+            AssertionSigner::new(None, &[], "https://gw.test", Duration::from_secs(60)).unwrap();
         let principal = Principal::hypothetical(
             ["viewer".into()].into(),
             gatehouse_policy::IdentityKind::ApiKey,
@@ -216,5 +235,102 @@ mod tests {
             .decode(&first)
             .unwrap();
         assert_eq!(bytes.len(), 16, "{first}");
+    }
+
+    fn key_file(dir: &Path, name: &str) -> PathBuf {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, key.serialize_pem()).unwrap();
+        path
+    }
+
+    fn kids(signer: &AssertionSigner) -> Vec<String> {
+        let jwks: JwkSet = serde_json::from_str(signer.jwks()).unwrap();
+        jwks.keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap())
+            .collect()
+    }
+
+    /// Mid-rotation, replicas sign with different keys but publish the same
+    /// set, so an upstream that fetched the JWKS from one replica verifies
+    /// what another signed.
+    #[test]
+    fn replicas_mid_rotation_publish_both_keys_and_verify_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = key_file(dir.path(), "old.pem");
+        let new = key_file(dir.path(), "new.pem");
+        let lifetime = Duration::from_secs(60);
+        let not_yet = AssertionSigner::new(
+            Some(&old),
+            std::slice::from_ref(&new),
+            "https://gw.test",
+            lifetime,
+        )
+        .unwrap();
+        let rotated = AssertionSigner::new(
+            Some(&new),
+            std::slice::from_ref(&old),
+            "https://gw.test",
+            lifetime,
+        )
+        .unwrap();
+        let (a, b) = (kids(&not_yet), kids(&rotated));
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].as_str(), a[1].as_str()),
+            (b[1].as_str(), b[0].as_str())
+        );
+
+        let principal = Principal::hypothetical(
+            ["viewer".into()].into(),
+            gatehouse_policy::IdentityKind::ApiKey,
+        );
+        let token = rotated.sign(&principal, "jobs", "GET", "/jobs/1").unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(b[0].as_str()),
+            "signed with the new key"
+        );
+        let jwks: JwkSet = serde_json::from_str(not_yet.jwks()).unwrap();
+        let key = jwks
+            .find(header.kid.as_deref().unwrap())
+            .expect("published by the other replica");
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["jobs"]);
+        let key = DecodingKey::from_jwk(key).unwrap();
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).is_ok());
+    }
+
+    #[test]
+    fn a_published_key_is_listed_once_and_must_be_ed25519() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = key_file(dir.path(), "current.pem");
+        let lifetime = Duration::from_secs(60);
+        let signer = AssertionSigner::new(
+            Some(&current),
+            std::slice::from_ref(&current),
+            "https://gw.test",
+            lifetime,
+        )
+        .unwrap();
+        assert_eq!(kids(&signer).len(), 1);
+
+        let p256 = dir.path().join("p256.pem");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(&p256, key.serialize_pem()).unwrap();
+        let refused = AssertionSigner::new(
+            Some(&current),
+            std::slice::from_ref(&p256),
+            "https://gw.test",
+            lifetime,
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            matches!(&refused, AssertionKeyError::NotEd25519 { path } if path == &p256.display().to_string()),
+            "{refused}"
+        );
     }
 }

@@ -57,6 +57,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     let assertion = Arc::new(
         AssertionSigner::new(
             policy.identities.assertion.key_file.as_deref(),
+            &policy.identities.assertion.publish_key_files,
             policy.listen.public_origin.as_str(),
             policy.identities.assertion.lifetime,
         )

@@ -167,6 +167,17 @@ impl Converter<'_> {
             .filter_map(|u| self.basic_user(u, &mut user_names, roles))
             .collect();
 
+        if let (None, Some(first)) = (
+            &raw.assertion.key_file,
+            raw.assertion.publish_key_files.first(),
+        ) {
+            self.problems.add_hint(
+                Some(first.span()),
+                "publish_key_files needs key_file",
+                "without key_file the signing key is generated at each start, so no \
+                 other key can be rotated to or from it; set key_file",
+            );
+        }
         Identities {
             session,
             oidc,
@@ -175,6 +186,12 @@ impl Converter<'_> {
             basic_users,
             assertion: AssertionSettings {
                 key_file: raw.assertion.key_file.as_ref().map(|f| self.file_path(f)),
+                publish_key_files: raw
+                    .assertion
+                    .publish_key_files
+                    .iter()
+                    .map(|f| self.file_path(f))
+                    .collect(),
                 lifetime: self.duration(&raw.assertion.lifetime, DEFAULT_ASSERTION_LIFETIME),
             },
         }

@@ -230,6 +230,8 @@ pub(crate) struct RawSession {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAssertion {
     pub key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub publish_key_files: Vec<Spanned<String>>,
     pub lifetime: Option<Spanned<String>>,
 }
 

@@ -468,3 +468,26 @@ fn compose_policy_parses() {
         "http://gateway:9090/jwks.json"
     );
 }
+
+#[test]
+fn assertion_keys_to_publish_are_resolved_and_need_a_signing_key_file() {
+    let text = format!(
+        "{MINIMAL}\n[assertion]\nkey_file = \"keys/current.pem\"\npublish_key_files = [\"keys/next.pem\"]\n"
+    );
+    let policy = parse_ok(&text);
+    assert_eq!(
+        policy.identities.assertion.publish_key_files,
+        [Path::new("/etc/gatehouse/keys/next.pem")]
+    );
+
+    let text = format!("{MINIMAL}\n[assertion]\npublish_key_files = [\"keys/next.pem\"]\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].message.contains("needs key_file"), "{found:?}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("publish_key_files"))
+        .unwrap()
+        + 1;
+    assert_eq!(found[0].line, line);
+}
