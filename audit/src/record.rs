@@ -42,6 +42,11 @@ pub enum EventKind {
     RunAdopt,
     /// What a restarted scheduler's reconciliation with Docker did, in all.
     Reconcile,
+    /// The state gateway replicas share (Redis) stopped answering; what
+    /// the gateway does meanwhile is in the record.
+    SharedStateDown,
+    /// It answers again: shared limits are back.
+    SharedStateUp,
 }
 
 impl EventKind {
@@ -68,6 +73,8 @@ impl EventKind {
             EventKind::RunRefused => "run.refused",
             EventKind::RunAdopt => "run.adopt",
             EventKind::Reconcile => "reconcile",
+            EventKind::SharedStateDown => "shared_state.down",
+            EventKind::SharedStateUp => "shared_state.up",
         }
     }
 

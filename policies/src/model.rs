@@ -32,6 +32,9 @@ pub struct Policy {
     pub roles: Roles,
     pub identities: Identities,
     pub rate_limits: RateLimits,
+    /// State the gateway replicas share (`[shared_state]`); `None`: each
+    /// process keeps its own, the single-machine default.
+    pub shared_state: Option<SharedState>,
     /// Where security events are recorded; `None` when the policy has no
     /// `[audit]` section (the gateway warns at startup).
     pub audit: Option<AuditSettings>,
@@ -366,7 +369,8 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// The rate-limit tiers. Limits are per gateway process (per replica).
+/// The rate-limit tiers, per gateway process; with `[shared_state]` the
+/// request tiers are also counted for the whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     /// Per client address, for requests without an identity.
@@ -385,6 +389,28 @@ pub struct RateLimits {
     pub ipv6_prefix: u8,
     /// Basic-auth password verifications in flight per client address.
     pub password_checks_per_address: usize,
+}
+
+/// Redis, where gateway replicas keep what must hold across all of them:
+/// the request rate limits (one quota for the cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    /// `redis://host:port[/db]` or `rediss://` (TLS, rustls).
+    pub redis_url: String,
+    pub password: Option<crate::secret::Secret>,
+    pub when_unavailable: WhenUnavailable,
+    /// How long one Redis call may take before it counts as unavailable.
+    pub timeout: Duration,
+}
+
+/// What rate limiting does while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// Each replica applies the limits on its own (up to N times the
+    /// quota with N replicas): availability first. The default.
+    LocalLimits,
+    /// Requests that a limit covers are refused with 503.
+    Refuse,
 }
 
 /// What the gateway does while it cannot write its audit log.

@@ -19,6 +19,7 @@ pub mod pki;
 pub mod process;
 pub mod raw_response;
 pub mod recording;
+pub mod redis;
 #[cfg(test)]
 mod repository;
 pub mod scheduler;

@@ -193,6 +193,7 @@ max_age = "10m"
         oidc: Arc::new(OidcClients::new().expect("an HTTP client")),
         audit: Audit::open(policy).unwrap(),
         snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+        shared_limits: None,
     };
     Bench {
         snapshot: gateway.snapshot.load_full(),

@@ -16,9 +16,11 @@
 //! locked out, though: a lockout on it would refuse every caller the table
 //! cannot track, valid credentials included.
 //!
-//! Limits are per gateway process. With N replicas behind a balancer, a
-//! client may get up to N times the quota; divide the policy's numbers by
-//! N for a cluster-wide limit.
+//! Limits are per gateway process unless the policy has `[shared_state]`:
+//! then the request tiers are also counted in Redis ([`shared`]), one
+//! quota for every replica. The login tier and its lockouts stay per
+//! process for now: with N replicas an address may fail N times the login
+//! quota before every replica has locked it out.
 //!
 //! Engagements: the first refusal of a key starts one (an audit record),
 //! the next allowed request or [`RateLimits::sweep`] ends it (one summary
@@ -91,6 +93,9 @@ impl RateKey {
 #[derive(Debug)]
 pub struct Allowance {
     pub tier: Tier,
+    /// Whom it counted, at what rate: what the cluster's count needs.
+    pub key: RateKey,
+    pub rate: Rate,
     pub remaining: u32,
     pub reset: Duration,
     /// The tier's `RateLimit-Policy`, built once with its limiter.
@@ -419,6 +424,8 @@ impl RateLimits {
                 reset,
                 policy_header: limiter.policy_header.clone(),
                 ended: self.engagements.allowed(limiter.tier, &key),
+                key,
+                rate: limiter.rate,
             }),
             Err(wait) => {
                 let until = Instant::now() + wait.max(limiter.rate.per / limiter.rate.count.get());
@@ -430,6 +437,22 @@ impl RateLimits {
                     key,
                 })
             }
+        }
+    }
+
+    /// A request this replica allowed and the cluster's count refused
+    /// ([`shared`]): recorded as this replica's own refusals are.
+    pub fn refused_in_cluster(&self, allowance: &Allowance, retry_after: Duration) -> Limited {
+        let rate = allowance.rate;
+        let until = Instant::now() + retry_after.max(rate.per / rate.count.get());
+        Limited {
+            tier: allowance.tier,
+            rate,
+            retry_after,
+            started: self
+                .engagements
+                .refused(allowance.tier, &allowance.key, until),
+            key: allowance.key.clone(),
         }
     }
 
@@ -566,6 +589,7 @@ impl RateLimits {
 }
 
 mod headers;
+pub mod shared;
 pub use headers::{policy_header, retry_after_secs, state_header};
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub proxy_protocol_refused: IntCounterVec,
+    pub shared_state_up: IntGauge,
+    pub shared_state_unavailable: IntCounter,
     pub policy_reloads: IntCounterVec,
     pub cert_expiry: GaugeVec,
     pub connections: IntGauge,
@@ -90,6 +92,15 @@ impl Metrics {
                 "gatehouse_tls_cert_expiry_seconds",
                 "Seconds until the leaf certificate in each file expires (negative once expired)",
                 &["file"],
+            ),
+            shared_state_up: r.gauge(
+                "gatehouse_shared_state_up",
+                "1 while Redis ([shared_state]) answers, 0 while the gateway decides without it",
+            ),
+            shared_state_unavailable: r.counter(
+                "gatehouse_shared_state_unavailable_total",
+                "Requests whose cluster rate limit could not be counted in Redis \
+                 (then when_unavailable applied)",
             ),
             connections: r.gauge(
                 "gatehouse_downstream_connections",

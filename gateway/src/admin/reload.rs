@@ -99,6 +99,9 @@ impl Reloader {
         if old.identities.assertion != new.identities.assertion {
             return Err(ReloadError::NeedsRestart("[assertion]"));
         }
+        if old.shared_state != new.shared_state {
+            return Err(ReloadError::NeedsRestart("[shared_state]"));
+        }
         if old.limits.max_connections != new.limits.max_connections {
             return Err(ReloadError::NeedsRestart("limits.max_connections"));
         }

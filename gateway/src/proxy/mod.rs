@@ -18,6 +18,7 @@
 //! - `logging`: the access-log line and the metrics; the connection may
 //!   now wait for its next request head.
 
+mod cluster_limit;
 mod endpoints;
 mod head;
 mod identify;
@@ -53,6 +54,7 @@ use http::HeaderValue;
 
 use crate::access::authz::Permit;
 use crate::access::cors;
+use crate::access::rate_limit::shared::SharedLimits;
 use crate::admin::access_log::{self, AccessRecord};
 use crate::admin::audit::Audit;
 use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
@@ -74,6 +76,8 @@ pub struct Gateway {
     pub assertion: Arc<AssertionSigner>,
     pub oidc: Arc<OidcClients>,
     pub audit: Audit,
+    /// The cluster's rate limits in Redis, when `[shared_state]` is set.
+    pub shared_limits: Option<Arc<SharedLimits>>,
 }
 
 /// Per-request state. The snapshot is loaded once, here, and used to the end.

@@ -46,6 +46,9 @@ pub enum Reason {
     /// same-origin proof (403).
     CsrfCrossSite,
     RateLimited,
+    /// Redis, where the cluster's rate limits live, does not answer and the
+    /// policy says to refuse meanwhile (503).
+    SharedStateUnavailable,
     /// No credential on a route that needs one (401).
     Unauthenticated,
     /// No credential on a browser navigation: sent to the login page (302).
@@ -58,6 +61,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::AuditUnavailable => "audit-log-unavailable",
+            Reason::SharedStateUnavailable => "shared-state-unavailable",
             Reason::NetworkDenied => "network-denied",
             Reason::Method(m) => m.reason(),
             Reason::Framing(f) => f.reason(),
@@ -80,7 +84,9 @@ impl Reason {
     /// The status a refusal for this reason answers with.
     pub fn status(self) -> StatusCode {
         match self {
-            Reason::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::AuditUnavailable | Reason::SharedStateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reason::NetworkDenied | Reason::RouteNetworkDenied => StatusCode::FORBIDDEN,
             Reason::Method(m) => m.status(),
             Reason::Framing(f) => f.status(),
@@ -121,6 +127,7 @@ impl Reason {
             Reason::CorsPreflightDenied,
             Reason::CsrfCrossSite,
             Reason::RateLimited,
+            Reason::SharedStateUnavailable,
             Reason::Unauthenticated,
             Reason::RedirectedToLogin,
         ];

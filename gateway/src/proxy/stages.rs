@@ -135,11 +135,15 @@ impl Gateway {
             principal.as_ref(),
             policy.listen.public_origin.as_str(),
         )?;
-        // 14. rate limit
+        // 14. rate limit: this replica's, then the cluster's
         let allowance = snapshot
             .rate_limits
             .check_request(route, principal.as_ref(), client_ip)
             .map_err(|limited| Refusal::rate_limited(limited).of(principal.as_ref()))?;
+        let allowance = self
+            .cluster_limit(&snapshot, route, allowance)
+            .await
+            .map_err(|refusal| refusal.of(principal.as_ref()))?;
         // 15. authorization
         let permit = self.authorize(req, route, &snapshot, principal.as_ref(), client_ip)?;
 

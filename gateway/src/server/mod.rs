@@ -24,6 +24,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::access::rate_limit::shared::SharedLimits;
 use crate::admin::audit::Audit;
 use crate::admin::endpoints::Admin;
 use crate::edge::client_addr::PerNetwork;
@@ -64,6 +65,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         .context("loading the assertion signing key")?,
     );
     let audit = Audit::open(policy).context("opening the audit log")?;
+    let shared_limits = shared_limits(policy, &metrics)?;
     let grace = policy.limits.shutdown_grace;
     let listen = policy.listen.clone();
     let limits = HttpsLimits {
@@ -88,6 +90,7 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
             crate::identity::login::OidcClients::new().context("building the OIDC HTTP client")?,
         ),
         audit: audit.clone(),
+        shared_limits,
     };
     let (mut https, tls_settings) = https_service(
         &server.configuration,
@@ -174,6 +177,19 @@ struct HttpsLimits {
     /// this long: HTTP/2's bound on slow or idle clients (HTTP/1 heads
     /// have `request_head_timeout`, see `edge/head_deadline.rs`).
     h2_idle_timeout: Duration,
+}
+
+/// The cluster's rate limits in Redis, when the policy shares state.
+fn shared_limits(
+    policy: &gatehouse_policy::Policy,
+    metrics: &Metrics,
+) -> Result<Option<Arc<SharedLimits>>> {
+    let Some(settings) = &policy.shared_state else {
+        return Ok(None);
+    };
+    let shared = SharedLimits::connect(settings).context("connecting to Redis ([shared_state])")?;
+    metrics.shared_state_up.set(1);
+    Ok(Some(Arc::new(shared)))
 }
 
 /// The TLS proxy on the public listener (h2 and HTTP/1.1, certificates by

@@ -15,4 +15,5 @@ mod lifecycle;
 mod oidc;
 mod proxy_protocol;
 mod scanners;
+mod shared_state;
 mod tls;

@@ -78,7 +78,7 @@ impl Converter<'_> {
         out
     }
 
-    fn secret(
+    pub(super) fn secret(
         &mut self,
         key: &str,
         value: &Option<Spanned<String>>,

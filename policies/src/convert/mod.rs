@@ -17,6 +17,7 @@ pub(crate) mod job;
 mod notify;
 mod route;
 mod scheduler;
+mod shared_state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ impl Converter<'_> {
         let proxy_protocol_from = self.cidrs(&raw.network.proxy_protocol_from);
         let (limits, route_defaults) = self.limits(&raw.limits);
         let rate_limits = self.rate_limits(&raw.rate_limit);
+        let shared_state = self.shared_state(&raw.shared_state);
         let audit = self.audit(&raw.audit);
         let routes = self.routes(
             &raw.routes,
@@ -84,6 +86,7 @@ impl Converter<'_> {
             roles,
             identities,
             rate_limits,
+            shared_state,
             audit,
             scheduler,
             jobs,

@@ -39,9 +39,20 @@ pub(crate) struct RawPolicy {
     #[serde(default)]
     pub rate_limit: RawRateLimit,
     pub audit: Option<Spanned<RawAudit>>,
+    pub shared_state: Option<Spanned<RawSharedState>>,
     pub scheduler: Option<Spanned<crate::raw::scheduler::RawScheduler>>,
     #[serde(default, rename = "job")]
     pub jobs: Vec<Spanned<crate::raw::scheduler::RawJob>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSharedState {
+    pub redis: Spanned<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub when_unavailable: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -491,3 +491,48 @@ fn assertion_keys_to_publish_are_resolved_and_need_a_signing_key_file() {
         + 1;
     assert_eq!(found[0].line, line);
 }
+
+#[test]
+fn shared_state_defaults_to_local_limits_and_a_short_timeout() {
+    let policy = parse_ok(&format!(
+        "{MINIMAL}\n[shared_state]\nredis = \"redis://10.0.0.7:6379\"\n"
+    ));
+    let shared = policy.shared_state.expect("shared state");
+    assert_eq!(shared.redis_url, "redis://10.0.0.7:6379");
+    assert_eq!(shared.when_unavailable, WhenUnavailable::LocalLimits);
+    assert_eq!(shared.timeout, std::time::Duration::from_millis(100));
+    assert!(shared.password.is_none());
+    assert!(
+        parse_ok(MINIMAL).shared_state.is_none(),
+        "off unless asked for"
+    );
+}
+
+#[test]
+fn shared_state_mistakes_are_reported_where_they_are_written() {
+    for (section, wanted, key) in [
+        ("redis = \"http://10.0.0.7\"\n", "not a Redis URL", "redis"),
+        (
+            "redis = \"redis://:hunter2@10.0.0.7\"\n",
+            "holds a password",
+            "redis",
+        ),
+        (
+            "redis = \"redis://10.0.0.7\"\nwhen_unavailable = \"ignore\"\n",
+            "unknown when_unavailable",
+            "when_unavailable",
+        ),
+        (
+            "redis = \"redis://10.0.0.7\"\ntimeout = \"10s\"\n",
+            "at most 5s",
+            "timeout",
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[shared_state]\n{section}");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{section}: {found:?}");
+        assert!(found[0].message.contains(wanted), "{section}: {found:?}");
+        let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        assert_eq!(found[0].line, line, "{section}");
+    }
+}
