@@ -7,11 +7,11 @@ from . import session, targets
 from .load import Scenario
 
 PORTS = {"nginx": 28441, "haproxy": 28442, "caddy": 28443, "pingora": 28444,
-         "gatehouse": 28445, "gatehouse-info": 28446}
+         "gatehouse": 28445, "gatehouse-info": 28446, "gatehouse-redis": 28447, "redis": 28448}
 # An A/B run's second binary listens 10 ports higher.
 B_OFFSET = 10
 FAMILIES = ["nginx", "haproxy", "caddy", "pingora", "gatehouse", "gatehouse-info",
-            "gatehouse-jwt", "gatehouse-key", "gatehouse-session"]
+            "gatehouse-jwt", "gatehouse-key", "gatehouse-session", "gatehouse-redis"]
 IDENTITY_FAMILIES = {"gatehouse", "gatehouse-jwt", "gatehouse-key", "gatehouse-session"}
 
 
@@ -79,6 +79,21 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
             scenarios.append(Scenario("gatehouse-info" + suffix,
                                       f"Gatehouse{tag} public, access log at info",
                                       info, protocols=("h1",)))
+    if "gatehouse-redis" in families:
+        redis = targets.redis_instance(work, PORTS["redis"])
+        instances.append(redis)
+        shared = f'\n[shared_state]\nredis = "redis://127.0.0.1:{PORTS["redis"]}"\n'
+        for suffix, tag, binary in builds:
+            offset = B_OFFSET if suffix == "-b" else 0
+            instance = targets.gatehouse_instance(work, "gatehouse-redis" + suffix, "Gatehouse" + tag,
+                                                  binary, PORTS["gatehouse-redis"] + offset, certs,
+                                                  key_hash, "warn", idle, extra=shared)
+            # Redis's CPU is part of what a shared limit costs.
+            instance.helpers = [redis]
+            instances.append(instance)
+            scenarios.append(Scenario("gatehouse-redis" + suffix,
+                                      f"Gatehouse{tag} public, limits shared in Redis (CPU incl. Redis)",
+                                      instance))
     return instances, scenarios
 
 
@@ -108,5 +123,6 @@ def ratio_pairs(scenarios, ab):
                  ("Gatehouse, access log at info / Gatehouse at warn", "gatehouse-info", "gatehouse"),
                  ("Gatehouse JWT route / public route", "gatehouse-jwt", "gatehouse"),
                  ("Gatehouse API-key route / public route", "gatehouse-key", "gatehouse"),
-                 ("Gatehouse session-cookie route / public route", "gatehouse-session", "gatehouse")]
+                 ("Gatehouse session-cookie route / public route", "gatehouse-session", "gatehouse"),
+                 ("Gatehouse, limits shared in Redis / public route", "gatehouse-redis", "gatehouse")]
     return [p for p in pairs if p[1] in keys and p[2] in keys]

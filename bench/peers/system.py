@@ -15,6 +15,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PACKAGES = {
     "nginx": "nginx",
     "haproxy": "haproxy",
+    "redis-server": "redis-server",
     "caddy": "caddy",
     "wrk": "wrk",
     "h2load": "nghttp2-client",
@@ -26,7 +27,7 @@ PACKAGES = {
     "npm": "npm",
 }
 # Services Debian starts on install; the benchmark runs its own instances.
-SERVICES = ["nginx", "haproxy", "caddy"]
+SERVICES = ["nginx", "haproxy", "caddy", "redis-server"]
 
 
 class BenchError(Exception):

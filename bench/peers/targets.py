@@ -77,7 +77,10 @@ class Instance:
         raise BenchError(f"{self.label} does not listen on {self.port}: {tail(self.log_path)}")
 
     def pids(self):
-        return process_tree(self.process.pid)
+        """Its processes, and those of the helpers it cannot run without
+        (Redis for shared limits), whose CPU is part of its cost."""
+        own = process_tree(self.process.pid)
+        return own + [pid for helper in getattr(self, "helpers", []) for pid in helper.pids()]
 
     def stop(self):
         if self.process and self.process.poll() is None:
@@ -350,3 +353,12 @@ def gatehouse_instance(work, key, label, binary, port, certs, api_key_hash, log_
     env = {} if log_level == "info" else {"GATEHOUSE_LOG": log_level}
     argv = [str(binary), "run", "--policy", str(prefix / "policy.toml"), "--threads", "2"]
     return Instance(key, label, port, argv, env=env, log_path=prefix / "out.log")
+
+
+def redis_instance(work, port):
+    """redis-server for the shared-limits scenario: no persistence."""
+    prefix = work / "redis"
+    prefix.mkdir(exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(prefix)]
+    return Instance("redis", "Redis", port, argv, log_path=prefix / "out.log")
