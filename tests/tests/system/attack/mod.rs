@@ -19,7 +19,8 @@
 //! CORS, open redirects), `client_ip` (with and without trusted proxies,
 //! behind a real nginx), `host`, `endpoints` (the gateway's own paths under
 //! the network rules), `floods` (slow heads, connection caps, password
-//! guessing, a full rate-limit key store).
+//! guessing, a full rate-limit key store), `proxy_protocol` (forged PROXY
+//! headers, behind and around a trusted balancer).
 
 mod client;
 mod h2wire;
@@ -38,6 +39,7 @@ mod host;
 mod jwt;
 mod methods;
 mod path;
+mod proxy_protocol;
 mod smuggling;
 mod spoofing;
 
