@@ -427,33 +427,32 @@ impl RateLimits {
                 key,
                 rate: limiter.rate,
             }),
-            Err(wait) => {
-                let until = Instant::now() + wait.max(limiter.rate.per / limiter.rate.count.get());
-                Err(Limited {
-                    tier: limiter.tier,
-                    rate: limiter.rate,
-                    retry_after: wait,
-                    started: self.engagements.refused(limiter.tier, &key, until),
-                    key,
-                })
-            }
+            Err(wait) => Err(self.refused(limiter.tier, limiter.rate, key, wait)),
+        }
+    }
+
+    /// A refusal of `key` in `tier`, recorded as an engagement that lasts
+    /// at least one emission interval.
+    fn refused(&self, tier: Tier, rate: Rate, key: RateKey, retry_after: Duration) -> Limited {
+        let until = Instant::now() + retry_after.max(rate.per / rate.count.get());
+        Limited {
+            tier,
+            rate,
+            retry_after,
+            started: self.engagements.refused(tier, &key, until),
+            key,
         }
     }
 
     /// A request this replica allowed and the cluster's count refused
     /// ([`shared`]): recorded as this replica's own refusals are.
     pub fn refused_in_cluster(&self, allowance: &Allowance, retry_after: Duration) -> Limited {
-        let rate = allowance.rate;
-        let until = Instant::now() + retry_after.max(rate.per / rate.count.get());
-        Limited {
-            tier: allowance.tier,
-            rate,
+        self.refused(
+            allowance.tier,
+            allowance.rate,
+            allowance.key.clone(),
             retry_after,
-            started: self
-                .engagements
-                .refused(allowance.tier, &allowance.key, until),
-            key: allowance.key.clone(),
-        }
+        )
     }
 
     /// Refuses a login attempt from an address that is locked out.

@@ -85,12 +85,8 @@ pub fn bootstrap(dir: &Path) -> Result<Created> {
         }
     }
     let assertion_path = dir.join(ASSERTION_KEY_FILE);
-    if !assertion_path.exists() {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
-            .context("generating the assertion key")?;
-        if write_new_private(&assertion_path, key.serialize_pem().as_bytes())? {
-            created.files.push(assertion_path);
-        }
+    if !assertion_path.exists() && write_new_assertion_key(&assertion_path)? {
+        created.files.push(assertion_path);
     }
     Ok(created)
 }
@@ -98,12 +94,18 @@ pub fn bootstrap(dir: &Path) -> Result<Created> {
 /// A new Ed25519 assertion key at `path` (PKCS#8 PEM, 0600), for a key
 /// rotation; an existing file is never overwritten.
 pub fn new_assertion_key(path: &Path) -> Result<()> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
-        .context("generating the assertion key")?;
-    if !write_new_private(path, key.serialize_pem().as_bytes())? {
+    if !write_new_assertion_key(path)? {
         anyhow::bail!("{} exists; it was left as it is", path.display());
     }
     Ok(())
+}
+
+/// Generates an Ed25519 key and writes it to `path` unless a file is
+/// there already (then false).
+fn write_new_assertion_key(path: &Path) -> Result<bool> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .context("generating the assertion key")?;
+    write_new_private(path, key.serialize_pem().as_bytes())
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>> {

@@ -86,12 +86,15 @@ impl AssertionSigner {
         };
         let pair = key_pair(&pkcs8, key_file)?;
         let kid = key_id(pair.public_key().as_ref());
-        let mut keys = vec![jwk(pair.public_key().as_ref())];
+        let mut kids = vec![kid.clone()];
+        let mut keys = vec![jwk(pair.public_key().as_ref(), &kid)];
         for path in publish {
             let other = key_pair(&read_pkcs8(path)?, Some(path))?;
             let public = other.public_key().as_ref();
-            if !keys.iter().any(|k| k["kid"] == key_id(public).as_str()) {
-                keys.push(jwk(public));
+            let other_kid = key_id(public);
+            if !kids.contains(&other_kid) {
+                keys.push(jwk(public, &other_kid));
+                kids.push(other_kid);
             }
         }
         let jwks = serde_json::json!({ "keys": keys }).to_string();
@@ -170,10 +173,10 @@ fn key_id(public: &[u8]) -> String {
     hex::encode(&Sha256::digest(public)[..8])
 }
 
-fn jwk(public: &[u8]) -> serde_json::Value {
+fn jwk(public: &[u8], kid: &str) -> serde_json::Value {
     serde_json::json!({
         "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
-        "kid": key_id(public), "alg": "EdDSA", "use": "sig"
+        "kid": kid, "alg": "EdDSA", "use": "sig"
     })
 }
 

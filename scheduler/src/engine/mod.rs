@@ -122,12 +122,6 @@ pub struct RunEngine {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
     pub(crate) notifier: crate::notify::Notifier,
-    /// Labels our containers: the database's own random id, since
-    /// containers belong to the database that records them.
-    pub(crate) instance: String,
-    /// The label a database from before versioned migrations used; its
-    /// containers are adopted only where the run names them exactly.
-    pub(crate) legacy_instance: Option<String>,
     jobs: RwLock<Arc<JobTable>>,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<i64, ActiveRun>>,
@@ -138,6 +132,13 @@ pub struct RunEngine {
 }
 
 impl RunEngine {
+    /// The label on our containers: the database's own id (see
+    /// `store::Deployment`), since containers belong to the database that
+    /// records them.
+    pub(crate) fn instance(&self) -> &str {
+        &self.store.deployment().instance
+    }
+
     pub fn new(
         settings: SchedulerSettings,
         jobs: &[Job],
@@ -148,14 +149,10 @@ impl RunEngine {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<RunEngine> {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_runs));
-        let instance = store.deployment().instance.clone();
-        let legacy_instance = store.deployment().legacy_instance.clone();
         let notifier =
             crate::notify::Notifier::start(&settings.notify, metrics.clone(), audit.clone());
         let engine = Arc::new(RunEngine {
             notifier,
-            instance,
-            legacy_instance,
             settings,
             store,
             docker,

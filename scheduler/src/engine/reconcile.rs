@@ -114,14 +114,15 @@ fn plan(run: &Run, job: Option<&Job>, state: Option<&ContainerState>, now: i64) 
 /// caller connects again and calls it again); runs this process already
 /// adopted are left alone then.
 pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerError> {
-    let containers: HashMap<i64, OurContainer> = engine
-        .docker
-        .list_ours(&engine.instance)
-        .await?
-        .into_iter()
-        .map(|c| (c.run, c))
-        .collect();
-    let legacy = legacy_containers(engine).await?;
+    let containers = containers_by_run(engine, engine.instance()).await?;
+    // Under the label of a database from before versioned migrations (a
+    // hash of its path, which another stack's database could share):
+    // adopted only by the run that recorded the container's id, and never
+    // removed as strays, since they may be another stack's.
+    let legacy = match &engine.store.deployment().legacy_instance {
+        Some(label) => containers_by_run(engine, label).await?,
+        None => HashMap::new(),
+    };
     let unfinished = engine.store.unfinished().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read unfinished runs");
         Vec::new()
@@ -168,19 +169,14 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
     Ok(done)
 }
 
-/// Containers under the label of a database from before versioned
-/// migrations (a hash of its path, which another stack's database could
-/// share): adopted only by the run that recorded the container's id, and
-/// never removed as strays, since they may be another stack's.
-async fn legacy_containers(
-    engine: &Arc<RunEngine>,
+/// The containers labelled `instance`, by the run each belongs to.
+async fn containers_by_run(
+    engine: &RunEngine,
+    instance: &str,
 ) -> Result<HashMap<i64, OurContainer>, DockerError> {
-    let Some(legacy) = &engine.legacy_instance else {
-        return Ok(HashMap::new());
-    };
     Ok(engine
         .docker
-        .list_ours(legacy)
+        .list_ours(instance)
         .await?
         .into_iter()
         .map(|c| (c.run, c))

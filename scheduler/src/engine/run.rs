@@ -130,7 +130,13 @@ impl RunEngine {
             return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let mask = Masker::for_env(job, &env);
-        let mut spec = container_spec(job, id, env, self.settings.log_cap as usize, &self.instance);
+        let mut spec = container_spec(
+            job,
+            id,
+            env,
+            self.settings.log_cap as usize,
+            self.instance(),
+        );
         // Mount sources are checked on disk now, not only as policy text.
         spec.mounts = match docker::mounts::confine(&job.container.mounts) {
             Ok(mounts) => mounts,

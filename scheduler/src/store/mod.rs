@@ -13,7 +13,7 @@ mod run;
 mod schema;
 pub use reason::ReasonCode;
 pub use run::{Finish, Run, RunFilter, RunStatus, Trigger};
-pub use schema::{legacy_instance_id, Deployment, SchemaError};
+pub use schema::{Deployment, SchemaError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -119,7 +119,7 @@ fn add_pre_v1_columns(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The instance label releases before versioned migrations derived from
 /// the database's path.
-pub fn legacy_instance_id(database: &Path) -> String {
+pub(super) fn legacy_instance_id(database: &Path) -> String {
     use sha2::{Digest, Sha256};
     let path = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_path_buf());
     hex::encode(&Sha256::digest(path.as_os_str().as_encoded_bytes())[..6])
