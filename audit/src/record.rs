@@ -47,6 +47,9 @@ pub enum EventKind {
     SharedStateDown,
     /// It answers again: shared limits are back.
     SharedStateUp,
+    /// Every session of one user was ended at once (`logout-user`): what
+    /// each gateway replica records when the revocation reaches it.
+    SessionsRevoked,
 }
 
 impl EventKind {
@@ -75,6 +78,7 @@ impl EventKind {
             EventKind::Reconcile => "reconcile",
             EventKind::SharedStateDown => "shared_state.down",
             EventKind::SharedStateUp => "shared_state.up",
+            EventKind::SessionsRevoked => "sessions.revoked",
         }
     }
 
@@ -89,6 +93,7 @@ impl EventKind {
                 | EventKind::LoginSuccess
                 | EventKind::LoginFailure
                 | EventKind::Logout
+                | EventKind::SessionsRevoked
         )
     }
 }

@@ -28,4 +28,5 @@ pub mod edge;
 pub mod identity;
 pub mod proxy;
 pub mod server;
+pub mod shared_state;
 pub mod snapshot;

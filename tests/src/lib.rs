@@ -10,6 +10,7 @@ pub mod binaries;
 pub mod browser;
 pub mod docker;
 pub mod gateway;
+pub mod haproxy;
 pub mod http1;
 pub mod idp;
 pub mod metrics;

@@ -190,10 +190,10 @@ max_age = "10m"
             )
             .unwrap(),
         ),
-        oidc: Arc::new(OidcClients::new().expect("an HTTP client")),
+        oidc: Arc::new(OidcClients::new(None).expect("an HTTP client")),
         audit: Audit::open(policy).unwrap(),
         snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-        shared_limits: None,
+        shared_state: None,
     };
     Bench {
         snapshot: gateway.snapshot.load_full(),

@@ -17,10 +17,10 @@
 //! cannot track, valid credentials included.
 //!
 //! Limits are per gateway process unless the policy has `[shared_state]`:
-//! then the request tiers are also counted in Redis ([`shared`]), one
-//! quota for every replica. The login tier and its lockouts stay per
-//! process for now: with N replicas an address may fail N times the login
-//! quota before every replica has locked it out.
+//! then the request tiers are also counted in Redis, one quota for every
+//! replica, and failed logins too: a lockout started on any replica is
+//! added here ([`RateLimits::apply_lockout`]), so every replica refuses
+//! the address (`crate::shared_state`).
 //!
 //! Engagements: the first refusal of a key starts one (an audit record),
 //! the next allowed request or [`RateLimits::sweep`] ends it (one summary
@@ -391,6 +391,11 @@ impl RateLimits {
         RateKey::Network(network_key(client_ip, self.settings.0.ipv6_prefix))
     }
 
+    /// The network a client address is counted under.
+    pub fn client_network(&self, client_ip: IpAddr) -> IpNet {
+        network_key(client_ip, self.settings.0.ipv6_prefix)
+    }
+
     fn request_key(&self, principal: Option<&Principal>, client_ip: IpAddr) -> RateKey {
         match principal {
             Some(p) => RateKey::Identity(p.subject.as_str().into()),
@@ -539,6 +544,41 @@ impl RateLimits {
         })
     }
 
+    /// A lockout the cluster's count of failed logins started with a
+    /// failure on this replica: applied, and recorded as an engagement as
+    /// this replica's own lockouts are.
+    pub fn cluster_lockout(&self, network: IpNet, until: Instant) -> Option<Limited> {
+        let key = self.apply_lockout(network, until)?;
+        Some(Limited {
+            tier: Tier::Login,
+            rate: self.login_failures.rate,
+            retry_after: until.saturating_duration_since(Instant::now()),
+            started: self.engagements.refused(Tier::Login, &key, until),
+            key,
+        })
+    }
+
+    /// A lockout the cluster started (another replica, or this one through
+    /// Redis): refuses logins from `network` until `until`, within the
+    /// table's bound. Returns the key it is stored under.
+    pub fn apply_lockout(&self, network: IpNet, until: Instant) -> Option<RateKey> {
+        if until <= Instant::now() {
+            return None;
+        }
+        let key = self.lockout_key(RateKey::Network(network))?;
+        let mut entry = self.lockouts.entry(key.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+        drop(entry);
+        self.lockouts_end_ms
+            .fetch_max(self.millis_since_start(until) + 1, Ordering::Relaxed);
+        Some(key)
+    }
+
+    /// The login tier's rate: what the cluster counts failures at.
+    pub fn login_rate(&self) -> Rate {
+        self.login_failures.rate
+    }
+
     fn millis_since_start(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
@@ -588,7 +628,6 @@ impl RateLimits {
 }
 
 mod headers;
-pub mod shared;
 pub use headers::{policy_header, retry_after_secs, state_header};
 
 #[cfg(test)]

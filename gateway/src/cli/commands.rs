@@ -77,6 +77,51 @@ pub fn new_api_key(name: &str, roles: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn logout_user(policy: &Path, user: &str, by: Option<String>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let policy = gatehouse_policy::load(policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(settings) = &policy.shared_state else {
+        anyhow::bail!(
+            "the policy has no [shared_state]: the replicas cannot hear of it \
+             (on one machine, rotate [session] keys to end every session)"
+        );
+    };
+    let Some(session) = &policy.identities.session else {
+        anyhow::bail!("the policy has no [session]: there are no sessions to end");
+    };
+    if !user.starts_with("oidc:") || user.split(':').count() < 3 {
+        anyhow::bail!("{user:?} is not a session user: expected oidc:<provider>:<subject>");
+    }
+    let before = identity::session::unix_now();
+    let entry = crate::shared_state::Listed::UserSessions {
+        subject: user.to_owned(),
+        before,
+        until_ms: before
+            .saturating_add(session.lifetime.as_secs())
+            .saturating_mul(1000),
+        by: Some(
+            by.or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into()),
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let heard = runtime
+        .block_on(crate::shared_state::lists::publish_once(settings, &entry))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("writing to Redis ([shared_state])")?;
+    println!("every session of {user} issued until now is ended; {heard} gateway replica(s) heard it now");
+    if heard == 0 {
+        eprintln!(
+            "no replica is running: the revocation is stored in Redis and replicas load it \
+             when they start, but none wrote an audit record"
+        );
+    }
+    Ok(())
+}
+
 pub fn hash_password() -> anyhow::Result<()> {
     let hash = identity::hash_password(&read_password()?)?;
     println!("{hash}");

@@ -74,6 +74,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// End every session of one user on every gateway replica at once:
+    /// sessions issued until now are refused, and each running replica
+    /// writes a `sessions.revoked` audit record. Needs `[shared_state]`
+    /// (the replicas hear of it through Redis) and `[session]`.
+    LogoutUser {
+        #[arg(long, env = "GATEHOUSE_POLICY")]
+        policy: PathBuf,
+        /// The user as the audit log and upstreams name them:
+        /// `oidc:<provider>:<subject>`.
+        user: String,
+        /// Who is asking, for the audit records (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Audit log tooling.
     Audit {
         #[command(subcommand)]
@@ -154,6 +168,9 @@ pub fn run(cli: Cli) -> ExitCode {
             command: AuditCommand::Verify { files },
         } => commands::audit_verify(&files),
         Command::HashPassword => report("hash-password", commands::hash_password()),
+        Command::LogoutUser { policy, user, by } => {
+            report("logout-user", commands::logout_user(&policy, &user, by))
+        }
         Command::Healthcheck { addr, path } => {
             report("healthcheck", commands::healthcheck(addr, &path))
         }

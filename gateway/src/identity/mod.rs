@@ -351,11 +351,15 @@ impl Authenticator {
         if self.revocations.is_revoked(&data.sid) {
             return Err(IdentityError::Revoked);
         }
+        let subject = format!("oidc:{}:{}", data.idp, data.sub);
+        if self.revocations.is_user_revoked(&subject, data.iat) {
+            return Err(IdentityError::Revoked);
+        }
         let session_due = data
             .needs_refresh(session::unix_now())
             .then(|| Box::new(data.clone()));
         let mut principal = Principal::new(
-            format!("oidc:{}:{}", data.idp, data.sub),
+            subject,
             data.email,
             data.roles.into_iter().map(RoleName::from).collect(),
             IdentityKind::Oidc,

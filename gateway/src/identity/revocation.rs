@@ -3,8 +3,12 @@
 //! its idle timeout. Each entry lives until the session's own lifetime
 //! ends, when the cookie would be refused anyway.
 //!
-//! The list is per process and kept across policy reloads; it does not
-//! survive a restart (a shared store is a later step).
+//! A user's sessions can also be ended all at once (`logout-user`): every
+//! session of theirs issued until then is refused.
+//!
+//! The lists are per process and kept across policy reloads. With
+//! `[shared_state]` every replica's lists are kept in step through Redis
+//! (`crate::shared_state::lists`), which also outlives restarts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +21,9 @@ const MAX_REVOKED: usize = 1_000_000;
 pub struct SessionRevocations {
     /// Session id → Unix second after which the session is dead anyway.
     until: DashMap<String, u64>,
+    /// Subject → (sessions issued at or before this Unix second are ended,
+    /// the Unix second after which all of them are dead anyway).
+    users: DashMap<String, (u64, u64)>,
     evicted: AtomicU64,
 }
 
@@ -45,9 +52,28 @@ impl SessionRevocations {
         self.until.contains_key(session_id)
     }
 
+    /// Ends every session of `subject` issued at or before `before`.
+    /// Entries are few (one per user, by an operator's hand), so they are
+    /// not bounded beyond their lifetime.
+    pub fn revoke_user(&self, subject: &str, before: u64, until: u64) {
+        let mut entry = self
+            .users
+            .entry(subject.to_owned())
+            .or_insert((before, until));
+        let (old_before, old_until) = *entry;
+        *entry = (old_before.max(before), old_until.max(until));
+    }
+
+    /// Whether `subject`'s session issued at `iat` was ended with all of
+    /// theirs.
+    pub fn is_user_revoked(&self, subject: &str, iat: u64) -> bool {
+        !self.users.is_empty() && self.users.get(subject).is_some_and(|entry| iat <= entry.0)
+    }
+
     /// Drops entries whose sessions have expired by themselves.
     pub fn sweep(&self, now: u64) {
         self.until.retain(|_, until| *until > now);
+        self.users.retain(|_, (_, until)| *until > now);
     }
 
     pub fn len(&self) -> usize {
@@ -79,5 +105,22 @@ mod tests {
         list.sweep(100);
         assert!(!list.is_revoked("a"));
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn a_users_sessions_end_up_to_the_moment_they_were_revoked() {
+        let list = SessionRevocations::default();
+        list.revoke_user("oidc:idp:alice", 50, 200);
+        assert!(list.is_user_revoked("oidc:idp:alice", 49));
+        assert!(list.is_user_revoked("oidc:idp:alice", 50));
+        assert!(!list.is_user_revoked("oidc:idp:alice", 51), "a later login");
+        assert!(!list.is_user_revoked("oidc:idp:bob", 10));
+        // An older revocation arriving late does not shorten a newer one.
+        list.revoke_user("oidc:idp:alice", 40, 190);
+        assert!(list.is_user_revoked("oidc:idp:alice", 50));
+        list.sweep(199);
+        assert!(list.is_user_revoked("oidc:idp:alice", 50));
+        list.sweep(200);
+        assert!(!list.is_user_revoked("oidc:idp:alice", 50));
     }
 }

@@ -20,6 +20,7 @@ use super::stages::{challenged, wants_login_page};
 use super::{Gateway, RequestCtx};
 use crate::access::rate_limit::{Limited, RateLimits};
 use crate::identity::{self, IdentityError, LoginAttempts, Principal};
+use crate::shared_state::lists::LoginCount;
 use crate::snapshot::Snapshot;
 
 impl Gateway {
@@ -44,7 +45,8 @@ impl Gateway {
             Ok(None) => return Ok(None),
             Err(error) => {
                 locked_out(limits, client_ip)?;
-                return Err(failed(error, None, false));
+                let refusal = failed(error, None, false);
+                return Err(self.counted_in_cluster(limits, client_ip, refusal).await);
             }
         };
         let kind = credential.kind();
@@ -75,8 +77,44 @@ impl Gateway {
             Err(IdentityError::Busy) => Err(Refusal::new(Reason::Credential(IdentityError::Busy))
                 .header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))),
             // A password check already counted when it started.
-            Err(error) => Err(failed(error, Some(kind), kind == IdentityKind::Basic)),
+            Err(error) => {
+                let refusal = failed(error, Some(kind), kind == IdentityKind::Basic);
+                Err(self.counted_in_cluster(limits, client_ip, refusal).await)
+            }
         }
+    }
+
+    /// With `[shared_state]`: the failed login counted across replicas too.
+    /// The failure that uses up the address's allowance there locks it out
+    /// on every replica (`shared_state::lists`); here it is recorded as
+    /// this replica's own lockouts are. Redis being down leaves this
+    /// replica's own count, whatever `when_unavailable` says: the failure
+    /// is refused already.
+    async fn counted_in_cluster(
+        &self,
+        limits: &RateLimits,
+        client_ip: IpAddr,
+        mut refusal: Box<Refusal>,
+    ) -> Box<Refusal> {
+        let Some(shared) = &self.shared_state else {
+            return refusal;
+        };
+        let network = limits.client_network(client_ip);
+        // Boxed, as in `cluster_limit`: the call's future is large and
+        // this one is rarely awaited.
+        let count = Box::pin(shared.login_failed(network, limits.login_rate())).await;
+        if let LoginCount::LockedOut { until_ms } = count {
+            let until = crate::shared_state::instant_at(until_ms);
+            if let Some(limited) = limits.cluster_lockout(network, until) {
+                if limited.started {
+                    refusal.events.push(
+                        crate::admin::audit::rate_limit_started(&limited)
+                            .detail("cause", "cluster-login-failures"),
+                    );
+                }
+            }
+        }
+        refusal
     }
 }
 

@@ -54,7 +54,6 @@ use http::HeaderValue;
 
 use crate::access::authz::Permit;
 use crate::access::cors;
-use crate::access::rate_limit::shared::SharedLimits;
 use crate::admin::access_log::{self, AccessRecord};
 use crate::admin::audit::Audit;
 use crate::admin::metrics::{InFlight, InFlightGuard, Metrics};
@@ -63,6 +62,7 @@ use crate::edge::request_id::{RequestId, RequestIds, X_REQUEST_ID};
 use crate::identity::assertion::AssertionSigner;
 use crate::identity::login::OidcClients;
 use crate::identity::Principal;
+use crate::shared_state::SharedState;
 use crate::snapshot::Snapshot;
 use outcome::{classify_failure, status_label};
 use refusal::Reason;
@@ -76,8 +76,8 @@ pub struct Gateway {
     pub assertion: Arc<AssertionSigner>,
     pub oidc: Arc<OidcClients>,
     pub audit: Audit,
-    /// The cluster's rate limits in Redis, when `[shared_state]` is set.
-    pub shared_limits: Option<Arc<SharedLimits>>,
+    /// What replicas share in Redis, when `[shared_state]` is set.
+    pub shared_state: Option<Arc<SharedState>>,
 }
 
 /// Per-request state. The snapshot is loaded once, here, and used to the end.

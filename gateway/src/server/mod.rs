@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod proxy_protocol;
 pub mod redirect;
+mod shared_state;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -24,7 +25,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access::rate_limit::shared::SharedLimits;
 use crate::admin::audit::Audit;
 use crate::admin::endpoints::Admin;
 use crate::edge::client_addr::PerNetwork;
@@ -65,7 +65,6 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         .context("loading the assertion signing key")?,
     );
     let audit = Audit::open(policy).context("opening the audit log")?;
-    let shared_limits = shared_limits(policy, &metrics)?;
     let grace = policy.limits.shutdown_grace;
     let listen = policy.listen.clone();
     let limits = HttpsLimits {
@@ -76,6 +75,13 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
     metrics.set_cert_expiries(&snapshot.certs.not_after);
     let certs = Arc::new(ArcSwap::new(snapshot.certs.clone()));
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let shared_state = shared_state::connect(
+        &snapshot.load().policy,
+        &metrics,
+        &audit,
+        &snapshot,
+        &identity,
+    )?;
     let in_flight = Arc::new(InFlight::new(metrics.requests_in_flight.clone()));
     let open_connections = Arc::new(AtomicUsize::new(0));
 
@@ -87,10 +93,11 @@ pub fn run(policy_path: PathBuf, threads: Option<usize>, metrics: Arc<Metrics>) 
         in_flight: in_flight.clone(),
         assertion: assertion.clone(),
         oidc: Arc::new(
-            crate::identity::login::OidcClients::new().context("building the OIDC HTTP client")?,
+            crate::identity::login::OidcClients::new(shared_state.clone())
+                .context("building the OIDC HTTP client")?,
         ),
         audit: audit.clone(),
-        shared_limits,
+        shared_state,
     };
     let (mut https, tls_settings) = https_service(
         &server.configuration,
@@ -177,19 +184,6 @@ struct HttpsLimits {
     /// this long: HTTP/2's bound on slow or idle clients (HTTP/1 heads
     /// have `request_head_timeout`, see `edge/head_deadline.rs`).
     h2_idle_timeout: Duration,
-}
-
-/// The cluster's rate limits in Redis, when the policy shares state.
-fn shared_limits(
-    policy: &gatehouse_policy::Policy,
-    metrics: &Metrics,
-) -> Result<Option<Arc<SharedLimits>>> {
-    let Some(settings) = &policy.shared_state else {
-        return Ok(None);
-    };
-    let shared = SharedLimits::connect(settings).context("connecting to Redis ([shared_state])")?;
-    metrics.shared_state_up.set(1);
-    Ok(Some(Arc::new(shared)))
 }
 
 /// The TLS proxy on the public listener (h2 and HTTP/1.1, certificates by

@@ -7,6 +7,7 @@
 mod abuse;
 mod admin;
 mod audit;
+mod cluster;
 mod edge;
 mod framing;
 mod identity;

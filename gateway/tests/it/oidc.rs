@@ -331,7 +331,8 @@ async fn replayed_code_and_wrong_state_are_refused() {
         302
     );
 
-    // The same code again, with the same flow cookie: the provider refuses.
+    // The same code again, with the same flow cookie: the gateway refuses
+    // the flow before the code goes to the provider a second time.
     let flow_value = flow.split(';').next().unwrap();
     let plain = login.gateway.client();
     let replay = plain
@@ -340,9 +341,9 @@ async fn replayed_code_and_wrong_state_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(replay.status(), 401);
+    assert_eq!(replay.status(), 400);
     let failure = login.gateway.audit_events("login.failure", 1).await;
-    assert_eq!(failure[0]["details"]["reason"], "login-code-rejected");
+    assert_eq!(failure[0]["details"]["reason"], "login-flow-reused");
     assert_eq!(failure[0]["actor"]["method"], "oidc");
     let no_session = replay
         .headers()

@@ -4,12 +4,12 @@
 //! must send one.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::Duration;
 
+use gatehouse_tests::haproxy::Balancer;
 use gatehouse_tests::metrics::metric_value;
 use gatehouse_tests::upstream::{echoed, upstream_header};
-use gatehouse_tests::{free_port, wait_for_port, ChildProcess, GatewayUnderTest};
+use gatehouse_tests::GatewayUnderTest;
 use tokio::io::AsyncWriteExt;
 
 /// The balancer connects to the gateway from this address, the only one
@@ -33,46 +33,21 @@ async fn gateway() -> GatewayUnderTest {
     .await
 }
 
-struct Balancer {
-    _process: ChildProcess,
-    port: u16,
-}
-
 /// HAProxy in TCP mode in front of the gateway, writing a v2 header on
 /// each connection it opens from [`BALANCER`].
 fn haproxy(gateway: &GatewayUnderTest) -> Balancer {
-    let port = free_port();
-    let dir = gateway.pki.dir.path();
-    let config = format!(
-        "global\n  maxconn 100\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-         frontend tls\n  bind 127.0.0.1:{port}\n  default_backend gateway\n\
-         backend gateway\n  server gw {gw} send-proxy-v2 source {balancer}\n",
-        gw = gateway.https,
-        balancer = IpAddr::from(BALANCER),
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).expect("write haproxy.cfg");
-    let mut command = Command::new("haproxy");
-    command.arg("-db").arg("-f").arg(&path);
-    let process = ChildProcess::spawn(command, &dir.join("haproxy.log"))
-        .expect("haproxy (apt install haproxy)");
-    wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(10),
+    Balancer::start(
+        gateway.pki.dir.path(),
+        &[gateway.https],
+        IpAddr::from(BALANCER),
     )
-    .expect("haproxy listens");
-    Balancer {
-        _process: process,
-        port,
-    }
 }
 
 /// A client of the balancer, connecting from `source`.
 fn client_via(gateway: &GatewayUnderTest, balancer: &Balancer, source: [u8; 4]) -> reqwest::Client {
     gateway
         .pki
-        .https_client(SocketAddr::from(([127, 0, 0, 1], balancer.port)))
+        .https_client(SocketAddr::from(([127, 0, 0, 1], balancer.ports[0])))
         .local_address(IpAddr::from(source))
         .timeout(Duration::from_secs(10))
         .build()
@@ -83,7 +58,7 @@ fn client_via(gateway: &GatewayUnderTest, balancer: &Balancer, source: [u8; 4]) 
 async fn behind_haproxy_the_client_address_is_the_real_one() {
     let gateway = gateway().await;
     let balancer = haproxy(&gateway);
-    let origin = format!("https://localhost:{}/", balancer.port);
+    let origin = format!("https://localhost:{}/", balancer.ports[0]);
 
     let response = client_via(&gateway, &balancer, [127, 0, 0, 7])
         .get(&origin)

@@ -19,8 +19,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use dashmap::DashMap;
 use gatehouse_audit::{AuditEvent, EventKind, Outcome};
-use gatehouse_policy::{OidcProvider, Policy, SessionSettings};
+use gatehouse_policy::{OidcProvider, Policy, SessionSettings, WhenUnavailable};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey,
@@ -39,6 +40,8 @@ use crate::identity::session::{
     FLOW_COOKIE, MAX_SEALED_BYTES, SESSION_COOKIE,
 };
 use crate::identity::Authenticator;
+use crate::shared_state::once::FirstUse;
+use crate::shared_state::{Listed, SharedState};
 
 mod refusal;
 pub use refusal::LoginRefusal;
@@ -99,11 +102,23 @@ pub enum LoginResponse {
     },
 }
 
-/// Discovery documents by issuer, shared across policy reloads.
+/// Discovery documents by issuer, and the flows that completed a login,
+/// shared across policy reloads.
 pub struct OidcClients {
     http: reqwest::Client,
     discovered: RwLock<HashMap<String, (Arc<Metadata>, Instant)>>,
+    /// Each flow's `state` completes one login: here until the flow
+    /// cookie has expired, and in Redis for every replica when shared.
+    completed: DashMap<String, Instant>,
+    shared: Option<Arc<SharedState>>,
 }
+
+/// Past this many completed flows remembered, expired ones are dropped.
+const SWEEP_COMPLETED_AT: usize = 10_000;
+/// And past this many live ones (a flood of minted flows, each costing a
+/// request under the rate limits), new ones are not remembered here: the
+/// provider's single-use codes and Redis (when shared) still stand.
+const MAX_COMPLETED: usize = 100_000;
 
 #[derive(Serialize, Deserialize)]
 struct Flow {
@@ -117,7 +132,7 @@ struct Flow {
 impl OidcClients {
     /// Fails rather than fall back to a default client, which would follow
     /// redirects.
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(shared: Option<Arc<SharedState>>) -> Result<Self, reqwest::Error> {
         Ok(OidcClients {
             // Redirects are refused: a token endpoint that redirects could
             // leak the code exchange (openidconnect's own advice).
@@ -131,7 +146,41 @@ impl OidcClients {
                 .pool_idle_timeout(Duration::from_secs(4))
                 .build()?,
             discovered: RwLock::new(HashMap::new()),
+            completed: DashMap::new(),
+            shared,
         })
+    }
+
+    /// Refuses a flow whose callback came before, here or, with
+    /// `[shared_state]`, on any replica: a copied flow cookie and code
+    /// replayed somewhere else never reach the provider.
+    async fn first_completion(&self, state: &str) -> Result<(), LoginRefusal> {
+        let now = Instant::now();
+        if self.completed.len() >= SWEEP_COMPLETED_AT {
+            self.completed.retain(|_, until| *until > now);
+        }
+        if self.completed.get(state).is_some_and(|until| *until > now) {
+            return Err(LoginRefusal::FlowReused);
+        }
+        if self.completed.len() < MAX_COMPLETED
+            && self
+                .completed
+                .insert(state.to_owned(), now + FLOW_LIFETIME)
+                .is_some_and(|until| until > now)
+        {
+            return Err(LoginRefusal::FlowReused);
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match Box::pin(shared.first_use("flow", state, FLOW_LIFETIME)).await {
+            FirstUse::Yes => Ok(()),
+            FirstUse::No => Err(LoginRefusal::FlowReused),
+            FirstUse::Unavailable => match shared.when_unavailable {
+                WhenUnavailable::LocalLimits => Ok(()),
+                WhenUnavailable::Refuse => Err(LoginRefusal::SharedStateUnavailable),
+            },
+        }
     }
 
     async fn metadata(&self, issuer: &str, force: bool) -> Option<Arc<Metadata>> {
@@ -315,6 +364,9 @@ impl OidcClients {
             .iter()
             .find(|p| p.name == flow.idp)
             .ok_or(LoginRefusal::UnknownProvider)?;
+        // Before the code goes to the provider: a replayed callback never
+        // reaches it.
+        self.first_completion(&flow.state).await?;
         let (claims, raw) = self
             .verified_id_token(policy, provider, &flow, code)
             .await?;
@@ -410,8 +462,19 @@ impl OidcClients {
         headers: &http::HeaderMap,
     ) -> LoginResponse {
         let cookies = vec![clear_cookie(SESSION_COOKIE)];
-        // Revoked here, so a copy of the cookie stops working too.
+        // Revoked here, so a copy of the cookie stops working too; and on
+        // every replica, when they share state.
         let session = authenticator.end_session(headers);
+        if let (Some(session), Some(shared), Some(settings)) =
+            (&session, &self.shared, policy.identities.session.as_ref())
+        {
+            let until_s = session.iat.saturating_add(settings.lifetime.as_secs());
+            let entry = Listed::Session {
+                sid: session.sid.clone(),
+                until_ms: until_s.saturating_mul(1000),
+            };
+            Box::pin(shared.publish(entry)).await;
+        }
         let after = format!("{}/", policy.listen.public_origin.as_str());
         let provider = session
             .as_ref()

@@ -13,10 +13,15 @@ pub enum LoginRefusal {
     NoIdToken,
     IdTokenInvalid,
     EmailNotAllowed,
+    /// The flow's `state` completed a login already (on any replica).
+    FlowReused,
+    /// `[shared_state]` says to refuse while Redis is down, and whether the
+    /// flow was used before cannot be known.
+    SharedStateUnavailable,
 }
 
 impl LoginRefusal {
-    pub const ALL: [LoginRefusal; 10] = [
+    pub const ALL: [LoginRefusal; 12] = [
         LoginRefusal::UnknownProvider,
         LoginRefusal::ProviderUnavailable,
         LoginRefusal::SealFailed,
@@ -27,6 +32,8 @@ impl LoginRefusal {
         LoginRefusal::NoIdToken,
         LoginRefusal::IdTokenInvalid,
         LoginRefusal::EmailNotAllowed,
+        LoginRefusal::FlowReused,
+        LoginRefusal::SharedStateUnavailable,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -41,22 +48,27 @@ impl LoginRefusal {
             LoginRefusal::NoIdToken => "login-no-id-token",
             LoginRefusal::IdTokenInvalid => "login-id-token-invalid",
             LoginRefusal::EmailNotAllowed => "login-email-not-allowed",
+            LoginRefusal::FlowReused => "login-flow-reused",
+            LoginRefusal::SharedStateUnavailable => "login-shared-state-unavailable",
         }
     }
 
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode;
         match self {
-            LoginRefusal::UnknownProvider | LoginRefusal::NoFlow | LoginRefusal::StateMismatch => {
-                StatusCode::BAD_REQUEST
-            }
+            LoginRefusal::UnknownProvider
+            | LoginRefusal::NoFlow
+            | LoginRefusal::StateMismatch
+            | LoginRefusal::FlowReused => StatusCode::BAD_REQUEST,
             LoginRefusal::DeniedByProvider
             | LoginRefusal::CodeRejected
             | LoginRefusal::NoIdToken
             | LoginRefusal::IdTokenInvalid => StatusCode::UNAUTHORIZED,
             LoginRefusal::EmailNotAllowed => StatusCode::FORBIDDEN,
             LoginRefusal::SealFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            LoginRefusal::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LoginRefusal::ProviderUnavailable | LoginRefusal::SharedStateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

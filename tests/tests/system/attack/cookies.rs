@@ -169,19 +169,7 @@ async fn attack(s: &Sessions, report: &mut Report) -> Result<(), String> {
     vectors.extend(impostors(&session, &flow));
     s.target.run(report, vectors).await;
     let revoked = s.session("alice").await?;
-    let logout = s
-        .target
-        .send_h1(
-            &req("GET", "/.gatehouse/logout")
-                .h("Cookie", &format!("__Host-gatehouse={revoked}"))
-                .bytes(),
-            None,
-            "localhost",
-        )
-        .await?;
-    if logout.status != 302 {
-        return Err(format!("logout answered {}", logout.summary()));
-    }
+    s.logout(&revoked).await?;
     s.target.run(report, replay(&revoked, &session)).await;
     Ok(())
 }

@@ -11,7 +11,7 @@ use gatehouse_tests::idp::{location, oidc_policy, walk_provider};
 
 const SESSION_KEY: &str = "an-attack-suite-session-key-that-is-long-enough-0123";
 
-fn sections(issuer: &str) -> String {
+pub fn sections(issuer: &str) -> String {
     format!(
         r#"{NO_RATE_LIMITS}
 [roles]
@@ -43,9 +43,18 @@ pub struct Sessions {
 impl Sessions {
     /// A gateway with sessions and `extra` sections (routes), and the IdP.
     pub async fn start(extra: &str) -> Result<Sessions, String> {
+        Self::start_adjusted(extra, |sections| sections).await
+    }
+
+    /// Like [`Self::start`], with the session sections changed by `adjust`
+    /// (a stricter login tier, say).
+    pub async fn start_adjusted(
+        extra: &str,
+        adjust: impl FnOnce(String) -> String,
+    ) -> Result<Sessions, String> {
         let port = free_port();
         let issuer = format!("http://127.0.0.1:{port}");
-        let target = Target::start(&format!("{}{extra}", sections(&issuer))).await?;
+        let target = Target::start(&format!("{}{extra}", adjust(sections(&issuer)))).await?;
         let origin = target.gateway.origin();
         let idp = Idp::start_for_gateway(
             port,
@@ -120,6 +129,24 @@ impl Sessions {
         let done = self.complete_with(client, "/", user).await?;
         cookie(&done, "__Host-gatehouse")
             .ok_or_else(|| format!("no session cookie (callback answered {})", done.status()))
+    }
+
+    /// Logs `session` out (a raw request with its cookie).
+    pub async fn logout(&self, session: &str) -> Result<(), String> {
+        let logout = self
+            .target
+            .send_h1(
+                &req("GET", "/.gatehouse/logout")
+                    .h("Cookie", &format!("__Host-gatehouse={session}"))
+                    .bytes(),
+                None,
+                "localhost",
+            )
+            .await?;
+        match logout.status {
+            302 => Ok(()),
+            _ => Err(format!("logout answered {}", logout.summary())),
+        }
     }
 
     /// A new browser: its own cookie jar, so logins can run side by side.

@@ -20,7 +20,9 @@
 //! behind a real nginx), `host`, `endpoints` (the gateway's own paths under
 //! the network rules), `floods` (slow heads, connection caps, password
 //! guessing, a full rate-limit key store), `proxy_protocol` (forged PROXY
-//! headers, behind and around a trusted balancer).
+//! headers, behind and around a trusted balancer), `replicas` (attacks
+//! spread over two replicas sharing Redis, or carried from one to the
+//! other).
 
 mod client;
 mod h2wire;
@@ -40,6 +42,7 @@ mod jwt;
 mod methods;
 mod path;
 mod proxy_protocol;
+mod replicas;
 mod smuggling;
 mod spoofing;
 
