@@ -32,6 +32,8 @@ pub struct SchedulerSettings {
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin: Option<SocketAddr>,
     pub database: PathBuf,
+    /// Where jobs run: the local Docker daemon, or a Docker Swarm.
+    pub executor: Executor,
     pub max_concurrent_runs: usize,
     /// Runs waiting for a slot beyond this are refused (manual) or skipped.
     pub max_queued_runs: usize,
@@ -74,6 +76,23 @@ pub struct SchedulerSettings {
     pub gateway_routes: Vec<String>,
     /// `[scheduler.notify]`: channels, defaults and the SSRF guard.
     pub notify: crate::notify::NotifySettings,
+}
+
+/// Where a job's container runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// One container per run on the daemon the scheduler talks to.
+    #[default]
+    Docker,
+    /// One replicated-job service per run on the Swarm whose manager the
+    /// scheduler talks to, under the same hardening.
+    Swarm {
+        /// Services cannot ask for no-new-privileges before Docker API
+        /// 1.44; on older managers the scheduler runs jobs only when the
+        /// policy says every node's daemon enforces it
+        /// (`--no-new-privileges`).
+        nodes_enforce_no_new_privileges: bool,
+    },
 }
 
 /// Whether an upstream `host:port` reaches a scheduler listening on

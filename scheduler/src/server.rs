@@ -84,10 +84,9 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&settings.database)?);
     // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
     // not answer yet is waited for (see `start_scheduling`).
-    let docker = Arc::new(
-        docker::DockerClient::from_env()
-            .context("the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?,
-    );
+    let docker = docker::DockerClient::from_env()
+        .context("the Docker engine (DOCKER_HOST or /var/run/docker.sock)")?;
+    let executor = Arc::new(docker::Executor::new(docker, &settings));
     let audit = Audit::open(&policy).context("opening the audit log")?;
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -95,7 +94,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         settings.clone(),
         &policy.jobs,
         store.clone(),
-        docker,
+        executor,
         metrics.clone(),
         audit.clone(),
         shutdown_rx.clone(),

@@ -33,11 +33,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Cleans up after the test process: waits until `$owner` has exited, then
 /// force-removes all containers, stops dockerd (pid from its pidfile), unmounts
-/// whatever is left under the temp dir and deletes it. A normal `Drop` does
-/// all this first and then kills the watchdog.
+/// whatever is left under the temp dir and deletes it (and, for a Swarm
+/// node, the `docker_gwbridge` it made). A normal `Drop` does all this
+/// first and then kills the watchdog.
 const WATCHDOG: &str = r#"
 owner=$1 dir=$2 docker=$3
 while kill -0 "$owner" 2>/dev/null; do sleep 0.5; done
+swarm=0; [ -e "$dir/swarm" ] && swarm=1
 pid=$(cat "$dir/pid" 2>/dev/null)
 if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
   ids=$(DOCKER_HOST="unix://$dir/docker.sock" "$docker" ps -aq 2>/dev/null)
@@ -49,6 +51,9 @@ if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 fi
 awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
 rm -rf "$dir"
+# A Swarm node's bridge to the host lives on in the host's namespace.
+[ $swarm = 1 ] && ip link del docker_gwbridge 2>/dev/null
+exit 0
 "#;
 
 /// A running private `dockerd`; stopped and cleaned up on drop.
@@ -65,6 +70,31 @@ pub struct PrivateDocker {
 impl PrivateDocker {
     /// Starts a daemon and seeds [`TEST_IMAGE`].
     pub fn start() -> Result<PrivateDocker> {
+        Self::start_with("{}\n")
+    }
+
+    /// A daemon that is a one-node Swarm manager (advertising 127.0.0.1),
+    /// with `--no-new-privileges` for every container, as the Swarm
+    /// executor requires of nodes before API 1.44.
+    pub fn start_swarm() -> Result<PrivateDocker> {
+        let docker = Self::start_with("{\"no-new-privileges\": true}\n")?;
+        std::fs::write(docker.dir.join("swarm"), "")?;
+        let output = docker
+            .docker_cli()
+            .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+            .output()
+            .context("docker swarm init")?;
+        if !output.status.success() {
+            bail!(
+                "docker swarm init failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(docker)
+    }
+
+    /// Starts a daemon with `daemon_json` as its configuration file.
+    fn start_with(daemon_json: &str) -> Result<PrivateDocker> {
         if !is_root() {
             bail!("PrivateDocker needs root: dockerd cannot run unprivileged here");
         }
@@ -87,7 +117,7 @@ impl PrivateDocker {
         };
         // From here on, Drop cleans up whatever got started.
         docker.spawn_watchdog()?;
-        std::fs::write(docker.dir.join("daemon.json"), "{}\n")?;
+        std::fs::write(docker.dir.join("daemon.json"), daemon_json)?;
         docker.spawn_dockerd()?;
         docker.seed_image(&busybox)?;
         Ok(docker)
@@ -320,7 +350,13 @@ impl Drop for PrivateDocker {
         if let Err(err) = self.stop_dockerd() {
             eprintln!("PrivateDocker: {err:#}");
         }
+        let swarm = self.dir.join("swarm").exists();
         unmount_below(&self.dir);
+        if swarm {
+            let _ = Command::new("ip")
+                .args(["link", "del", "docker_gwbridge"])
+                .status();
+        }
         if let Err(err) = std::fs::remove_dir_all(&self.dir) {
             eprintln!("PrivateDocker: removing {}: {err}", self.dir.display());
         }

@@ -67,6 +67,7 @@ impl Converter<'_> {
             listen: addr?,
             admin,
             database: self.file_path(&raw.database),
+            executor: self.executor(raw),
             max_concurrent_runs: self.count(
                 &raw.max_concurrent_runs,
                 DEFAULT_MAX_CONCURRENT_RUNS,
@@ -237,6 +238,34 @@ impl Converter<'_> {
             }
         }
         allowed_networks
+    }
+
+    /// `executor`: `docker` (the default) or `swarm`; the Swarm's
+    /// no-new-privileges promise only with `swarm`.
+    fn executor(&mut self, raw: &RawScheduler) -> Executor {
+        let promise = raw.swarm_nodes_enforce_no_new_privileges.as_ref();
+        let executor = match raw.executor.as_ref().map(|e| (e, e.get_ref().as_str())) {
+            None | Some((_, "docker")) => Executor::Docker,
+            Some((_, "swarm")) => Executor::Swarm {
+                nodes_enforce_no_new_privileges: promise.is_some_and(|p| *p.get_ref()),
+            },
+            Some((e, other)) => {
+                self.problems.add_hint(
+                    Some(e.span()),
+                    format!("unknown executor `{other}`"),
+                    "use \"docker\" (the default) or \"swarm\"",
+                );
+                Executor::Docker
+            }
+        };
+        if let (Executor::Docker, Some(p)) = (executor, promise) {
+            self.problems.add_hint(
+                Some(p.span()),
+                "swarm_nodes_enforce_no_new_privileges is only for executor = \"swarm\"",
+                "remove it, or set executor = \"swarm\"",
+            );
+        }
+        executor
     }
 
     fn max_cpus(&mut self, raw: &RawScheduler) -> f64 {

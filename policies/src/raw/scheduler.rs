@@ -13,6 +13,10 @@ pub(crate) struct RawScheduler {
     pub listen: Spanned<String>,
     pub admin: Option<Spanned<String>>,
     pub database: Spanned<String>,
+    pub executor: Option<Spanned<String>>,
+    /// With `executor = "swarm"` on Docker before API 1.44: the operator's
+    /// word that every node's daemon runs with `--no-new-privileges`.
+    pub swarm_nodes_enforce_no_new_privileges: Option<Spanned<bool>>,
     pub max_concurrent_runs: Option<Spanned<i64>>,
     pub max_queued_runs: Option<Spanned<i64>>,
     #[serde(default)]

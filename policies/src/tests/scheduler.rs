@@ -287,3 +287,49 @@ fn jwks_refresh_and_ca_have_safe_defaults_and_bounds() {
         assert!(first_problem(&text).message.contains("between 1s and 1d"));
     }
 }
+
+#[test]
+fn the_executor_is_docker_unless_swarm_is_asked_for() {
+    let scheduler = |text: &str| parse_ok(text).scheduler.expect("scheduler").executor;
+    assert_eq!(scheduler(HEAD), Executor::Docker);
+    let swarm = HEAD.replace(
+        "secret_dirs = [\"/run/secrets\"]",
+        "secret_dirs = [\"/run/secrets\"]\nexecutor = \"swarm\"",
+    );
+    assert_eq!(
+        scheduler(&swarm),
+        Executor::Swarm {
+            nodes_enforce_no_new_privileges: false
+        }
+    );
+    let promised = swarm.replace(
+        "executor = \"swarm\"",
+        "executor = \"swarm\"\nswarm_nodes_enforce_no_new_privileges = true",
+    );
+    assert_eq!(
+        scheduler(&promised),
+        Executor::Swarm {
+            nodes_enforce_no_new_privileges: true
+        }
+    );
+}
+
+#[test]
+fn an_unknown_executor_or_a_stray_swarm_setting_is_refused_where_it_is() {
+    for (line, expected) in [
+        ("executor = \"kubernetes\"", "unknown executor `kubernetes`"),
+        (
+            "swarm_nodes_enforce_no_new_privileges = true",
+            "only for executor = \"swarm\"",
+        ),
+    ] {
+        let text = HEAD.replace(
+            "secret_dirs = [\"/run/secrets\"]",
+            &format!("secret_dirs = [\"/run/secrets\"]\n{line}"),
+        );
+        let problem = first_problem(&text);
+        assert!(problem.message.contains(expected), "{}", problem.message);
+        let at = text.lines().position(|l| l == line).expect("line") + 1;
+        assert_eq!(problem.line, at, "{}", problem.message);
+    }
+}

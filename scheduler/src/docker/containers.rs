@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 
 use super::error::{server_message, status_code};
-use super::logs::TailBuffer;
+use super::logs::{all_output, capture};
 use super::spec::validate;
 use super::{
     container_config, CapturedLogs, ContainerSpec, ContainerState, DockerClient, DockerError, Exit,
@@ -153,23 +153,8 @@ impl DockerClient {
         cap: usize,
         mask: &crate::mask::Masker,
     ) -> Result<CapturedLogs, DockerError> {
-        let options = LogsOptions {
-            follow: false,
-            stdout: true,
-            stderr: true,
-            timestamps: false,
-            tail: "all".to_owned(),
-            ..Default::default()
-        };
-        let mut stream = self.client()?.logs(id, Some(options));
-        let mut tail = TailBuffer::new(cap);
-        let mut masked = mask.stream();
-        while let Some(item) = stream.next().await {
-            let output = item.map_err(|err| DockerError::for_container(err, id))?;
-            tail.push(&masked.push(output.as_ref()));
-        }
-        tail.push(&masked.finish());
-        Ok(tail.finish())
+        let stream = self.client()?.logs(id, Some(all_output()));
+        capture(stream, id, cap, mask).await
     }
 
     /// Force-removes the container and its anonymous volumes; a missing

@@ -2,6 +2,14 @@
 
 use std::collections::VecDeque;
 
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::LogsOptions;
+use futures_util::{Stream, StreamExt};
+
+use super::DockerError;
+use crate::mask::Masker;
+
 /// The tail of a container's combined stdout and stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapturedLogs {
@@ -46,4 +54,44 @@ impl TailBuffer {
             truncated: self.truncated,
         }
     }
+}
+
+/// All of a run's stdout and stderr so far, without following.
+pub(super) fn all_output() -> LogsOptions {
+    LogsOptions {
+        follow: false,
+        stdout: true,
+        stderr: true,
+        timestamps: false,
+        tail: "all".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Reads a container's or a service's log `stream` to its end, masked as
+/// it streams (before the cut, so no value is half-kept), keeping the
+/// last `cap` bytes. `id` names it in a not-found error.
+pub(super) async fn capture(
+    mut stream: impl Stream<Item = Result<LogOutput, BollardError>> + Unpin,
+    id: &str,
+    cap: usize,
+    mask: &Masker,
+) -> Result<CapturedLogs, DockerError> {
+    let mut tail = TailBuffer::new(cap);
+    let mut masked = mask.stream();
+    while let Some(item) = stream.next().await {
+        let output = item.map_err(|err| DockerError::for_container(err, id))?;
+        tail.push(&masked.push(output.as_ref()));
+    }
+    tail.push(&masked.finish());
+    Ok(tail.finish())
+}
+
+/// Output already read (`raw`), masked and cut to its last `cap` bytes.
+pub(super) fn masked_tail(raw: &[u8], cap: usize, mask: &Masker) -> CapturedLogs {
+    let mut tail = TailBuffer::new(cap);
+    let mut masked = mask.stream();
+    tail.push(&masked.push(raw));
+    tail.push(&masked.finish());
+    tail.finish()
 }

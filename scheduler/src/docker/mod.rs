@@ -11,16 +11,22 @@
 //!
 //! Containers carry the labels [`LABEL_JOB`] and [`LABEL_RUN`] so a
 //! restarted scheduler can find what it started ([`DockerClient::list_ours`]).
+//!
+//! With `executor = "swarm"` a run is a Swarm service instead
+//! ([`swarm`]); [`Executor`] gives the engine the same operations on both.
 
 mod client;
 mod containers;
 mod error;
+mod executor;
 mod logs;
 pub mod mounts;
 mod spec;
 mod state;
+pub mod swarm;
 pub use client::DockerClient;
 pub use error::DockerError;
+pub use executor::Executor;
 pub use logs::CapturedLogs;
 pub use spec::{container_config, host_config, BindMount, ContainerSpec};
 pub use state::{docker_time, ContainerState};

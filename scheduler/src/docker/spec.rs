@@ -16,9 +16,9 @@ use gatehouse_policy::scheduler::{ContainerSettings, Network, User};
 use super::{DockerError, LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER};
 
 /// Where the container's `/tmp` tmpfs is mounted.
-const TMP_PATH: &str = "/tmp";
+pub(super) const TMP_PATH: &str = "/tmp";
 /// The json-file driver keeps at most this many files per container.
-const LOG_MAX_FILES: &str = "2";
+pub(super) const LOG_MAX_FILES: &str = "2";
 /// Lower bound for the json-file `max-size`, so tiny caps still leave the
 /// log driver room for its per-line JSON overhead.
 pub(super) const LOG_MIN_FILE_BYTES: usize = 64 * 1024;
@@ -61,18 +61,18 @@ pub struct ContainerSpec<'a> {
 /// The settings' limits in the units and integer types the Engine API
 /// takes. A value that does not fit comes out as zero or negative, which
 /// [`validate`] refuses.
-struct Limits {
-    memory_bytes: i64,
-    nano_cpus: i64,
-    pids: i64,
-    tmpfs_bytes: u64,
-    shm_bytes: i64,
-    nofile: i64,
-    nproc: i64,
+pub(super) struct Limits {
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    pub tmpfs_bytes: u64,
+    pub shm_bytes: i64,
+    pub nofile: i64,
+    pub nproc: i64,
 }
 
 impl Limits {
-    fn of(settings: &ContainerSettings) -> Limits {
+    pub(super) fn of(settings: &ContainerSettings) -> Limits {
         Limits {
             memory_bytes: settings.memory as i64,
             nano_cpus: (settings.cpus * 1e9) as i64,
@@ -147,7 +147,7 @@ fn tmpfs_options(tmpfs_bytes: u64, user: User) -> String {
     .join(",")
 }
 
-fn bind_mounts(mounts: &[BindMount]) -> Vec<Mount> {
+pub(super) fn bind_mounts(mounts: &[BindMount]) -> Vec<Mount> {
     mounts
         .iter()
         .map(|m| Mount {
@@ -179,7 +179,7 @@ fn log_config(log_cap_bytes: usize) -> HostConfigLogConfig {
 
 /// RLIMIT_NOFILE and RLIMIT_NPROC, soft = hard (Docker would pass the
 /// daemon's own through).
-fn ulimits(limits: &Limits) -> Vec<ResourcesUlimits> {
+pub(super) fn ulimits(limits: &Limits) -> Vec<ResourcesUlimits> {
     vec![
         ResourcesUlimits {
             name: Some("nofile".to_owned()),

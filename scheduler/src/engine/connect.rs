@@ -100,7 +100,7 @@ pub async fn connect_and_reconcile(engine: &Arc<RunEngine>) -> Option<Reconciled
         .without_max_times();
     let mut attempts = 0u32;
     let attempt = || async move {
-        engine.docker.negotiate().await?;
+        engine.executor.negotiate().await?;
         engine.set_docker_status(DockerStatus::Reconciling);
         reconcile(engine).await
     };
@@ -127,7 +127,7 @@ pub async fn connect_and_reconcile(engine: &Arc<RunEngine>) -> Option<Reconciled
     // Without a max_times the retry only ends with a success.
     let reconciled = reconciled.ok()?;
     tracing::info!(
-        api_version = %engine.docker.api_version(),
+        api_version = %engine.executor.api_version(),
         ?reconciled,
         "connected to Docker and reconciled runs"
     );
@@ -237,7 +237,7 @@ pub async fn monitor_docker(engine: Arc<RunEngine>) {
             _ = tokio::time::sleep(every) => {}
             _ = super::until_true(&mut shutdown) => return,
         }
-        let answer = match tokio::time::timeout(PING_TIMEOUT, engine.docker.ping()).await {
+        let answer = match tokio::time::timeout(PING_TIMEOUT, engine.executor.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer to a ping within {PING_TIMEOUT:?}")),

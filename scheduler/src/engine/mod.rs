@@ -118,7 +118,8 @@ pub enum CancelError {
 pub struct RunEngine {
     pub(crate) settings: SchedulerSettings,
     pub(crate) store: Arc<Store>,
-    pub(crate) docker: Arc<docker::DockerClient>,
+    /// Containers on the daemon, or services on its Swarm.
+    pub(crate) executor: Arc<docker::Executor>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
     pub(crate) notifier: crate::notify::Notifier,
@@ -143,7 +144,7 @@ impl RunEngine {
         settings: SchedulerSettings,
         jobs: &[Job],
         store: Arc<Store>,
-        docker: Arc<docker::DockerClient>,
+        executor: Arc<docker::Executor>,
         metrics: Arc<Metrics>,
         audit: Audit,
         shutdown: watch::Receiver<bool>,
@@ -155,7 +156,7 @@ impl RunEngine {
             notifier,
             settings,
             store,
-            docker,
+            executor,
             metrics,
             audit,
             jobs: RwLock::new(Arc::default()),

@@ -175,7 +175,7 @@ async fn containers_by_run(
     instance: &str,
 ) -> Result<HashMap<i64, OurContainer>, DockerError> {
     Ok(engine
-        .docker
+        .executor
         .list_ours(instance)
         .await?
         .into_iter()
@@ -193,7 +193,7 @@ async fn settle(
     let job = engine.job(&run.job);
     let state = match container {
         None => None,
-        Some(c) => match engine.docker.inspect_state(&c.id).await {
+        Some(c) => match engine.executor.inspect_state(&c.id).await {
             Ok(state) => Some(state),
             Err(DockerError::NotFound { .. }) => None,
             Err(e) if e.is_connection_error() => return Err(e),
@@ -321,7 +321,7 @@ async fn supervise_adopted(
 }
 
 async fn remove(engine: &RunEngine, container: &str) -> bool {
-    match engine.docker.remove(container).await {
+    match engine.executor.remove(container).await {
         Ok(()) => true,
         Err(e) => {
             engine.docker_error(DockerCall::Remove, &e);

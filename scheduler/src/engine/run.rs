@@ -125,7 +125,7 @@ impl RunEngine {
                 return Err(self.fail_before_start(job, id, trigger, reason, None));
             }
         };
-        if let Err(e) = self.docker.ensure_image(&job.image, job.pull).await {
+        if let Err(e) = self.executor.ensure_image(&job.image, job.pull).await {
             self.docker_error(DockerCall::EnsureImage, &e);
             return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
@@ -178,7 +178,7 @@ impl RunEngine {
             Ok(prepared) => prepared,
             Err(status) => return Some(status),
         };
-        let container = match self.docker.create(&spec).await {
+        let container = match self.executor.create(&spec).await {
             Ok(container) => container,
             Err(e) => {
                 self.docker_error(DockerCall::Create, &e);
@@ -197,9 +197,9 @@ impl RunEngine {
                 .with_label_values(&[job.name.as_str()])
                 .observe(late);
         }
-        if let Err(e) = self.docker.start(&container).await {
+        if let Err(e) = self.executor.start(&container).await {
             self.docker_error(DockerCall::Start, &e);
-            let _ = self.docker.remove(&container).await;
+            let _ = self.executor.remove(&container).await;
             return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
         }
         let started_at = now_ms();
@@ -243,7 +243,7 @@ impl RunEngine {
         self.metrics.running.dec();
         let (status, exit, reason) = outcome(ending, job.timeout(&self.settings))?;
         let logs = match self
-            .docker
+            .executor
             .logs_masked(container, self.settings.log_cap as usize, mask)
             .await
         {
@@ -255,7 +255,7 @@ impl RunEngine {
                 None
             }
         };
-        if let Err(e) = self.docker.remove(container).await {
+        if let Err(e) = self.executor.remove(container).await {
             self.docker_error(DockerCall::Remove, &e);
         }
         let finish = Finish {

@@ -82,7 +82,7 @@ impl RunEngine {
         let mut outage = Outage::default();
         loop {
             tokio::select! {
-                waited = self.docker.wait(container) => match waited {
+                waited = self.executor.wait(container) => match waited {
                     Ok(exit) if outage.since.is_none() => {
                         return Ending::Exited { exit, during_outage: false };
                     }
@@ -125,7 +125,7 @@ impl RunEngine {
     /// Asks Docker how the container is; `None` means "still running (or
     /// no answer yet): keep supervising".
     async fn settle(&self, container: &str, outage: &mut Outage) -> Option<Ending> {
-        match self.docker.inspect_state(container).await {
+        match self.executor.inspect_state(container).await {
             Ok(ContainerState::Ended {
                 exit, finished_at, ..
             }) => Some(Ending::Exited {
@@ -151,10 +151,14 @@ impl RunEngine {
 
     /// SIGTERM, the grace period, then SIGKILL; returns how it exited.
     async fn stop_container(&self, container: &str) -> Option<Exit> {
-        if let Err(e) = self.docker.stop(container, self.settings.stop_grace).await {
+        if let Err(e) = self
+            .executor
+            .stop(container, self.settings.stop_grace)
+            .await
+        {
             self.docker_error(DockerCall::Stop, &e);
         }
-        match self.docker.inspect_exit(container).await {
+        match self.executor.inspect_exit(container).await {
             Ok(exit) => exit,
             Err(e) => {
                 self.docker_error(DockerCall::Inspect, &e);

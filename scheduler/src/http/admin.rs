@@ -87,7 +87,7 @@ fn gateway_keys_check(admin: &Admin) -> Result<(), String> {
 /// a ping now.
 async fn docker_check(engine: &RunEngine) -> Result<(), String> {
     engine.docker_status().ready()?;
-    match tokio::time::timeout(Duration::from_secs(2), engine.docker.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), engine.executor.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("not answering: {e}")),
         Err(_) => Err("not answering a ping within 2 s".to_owned()),

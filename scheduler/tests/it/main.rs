@@ -18,3 +18,4 @@ mod recovery;
 mod replay;
 mod runs;
 mod startup;
+mod swarm;
