@@ -1,7 +1,6 @@
 //! A container's life through the daemon: create, start, wait, inspect,
 //! stop, logs, remove, and finding ours after a restart.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -15,8 +14,8 @@ use super::error::{server_message, status_code};
 use super::logs::{all_output, capture};
 use super::spec::validate;
 use super::{
-    container_config, CapturedLogs, ContainerSpec, ContainerState, DockerClient, DockerError, Exit,
-    OurContainer, LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER,
+    container_config, job_and_run, ours_filter, CapturedLogs, ContainerSpec, ContainerState,
+    DockerClient, DockerError, Exit, OurContainer,
 };
 
 /// Added to `docker stop`'s grace period for the HTTP request timeout: the
@@ -184,14 +183,7 @@ impl DockerClient {
     pub async fn list_ours(&self, instance: &str) -> Result<Vec<OurContainer>, DockerError> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![
-                    LABEL_JOB.to_owned(),
-                    LABEL_RUN.to_owned(),
-                    format!("{LABEL_SCHEDULER}={instance}"),
-                ],
-            )])),
+            filters: Some(ours_filter(instance)),
             ..Default::default()
         };
         let summaries = self
@@ -202,12 +194,7 @@ impl DockerClient {
         let mut ours = Vec::with_capacity(summaries.len());
         for summary in summaries {
             let labels = summary.labels.unwrap_or_default();
-            let (Some(id), Some(job), Some(run)) = (
-                summary.id,
-                labels.get(LABEL_JOB),
-                labels.get(LABEL_RUN).and_then(|r| r.parse::<i64>().ok()),
-            ) else {
-                // Someone else's container that borrowed our label names.
+            let (Some(id), Some((job, run))) = (summary.id, job_and_run(&labels)) else {
                 continue;
             };
             let running = matches!(
@@ -218,7 +205,7 @@ impl DockerClient {
             );
             ours.push(OurContainer {
                 id,
-                job: job.clone(),
+                job,
                 run,
                 running,
             });

@@ -39,6 +39,27 @@ pub const LABEL_RUN: &str = "gatehouse.run";
 /// schedulers sharing a daemon never adopt or remove each other's.
 pub const LABEL_SCHEDULER: &str = "gatehouse.scheduler";
 
+/// The label filter that finds what scheduler `instance` created.
+fn ours_filter(instance: &str) -> std::collections::HashMap<String, Vec<String>> {
+    std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![
+            LABEL_JOB.to_owned(),
+            LABEL_RUN.to_owned(),
+            format!("{LABEL_SCHEDULER}={instance}"),
+        ],
+    )])
+}
+
+/// The job and run our labels name; `None` for something of someone
+/// else's that borrowed our label names.
+fn job_and_run(labels: &std::collections::HashMap<String, String>) -> Option<(String, i64)> {
+    Some((
+        labels.get(LABEL_JOB)?.clone(),
+        labels.get(LABEL_RUN)?.parse().ok()?,
+    ))
+}
+
 /// How a container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {

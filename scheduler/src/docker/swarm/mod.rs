@@ -32,8 +32,8 @@ use super::error::{server_message, status_code};
 use super::logs::{all_output, capture, masked_tail};
 use super::spec::validate;
 use super::{
-    CapturedLogs, ContainerSpec, ContainerState, DockerClient, DockerError, Exit, OurContainer,
-    LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER,
+    job_and_run, ours_filter, CapturedLogs, ContainerSpec, ContainerState, DockerClient,
+    DockerError, Exit, OurContainer, LABEL_JOB, LABEL_RUN, LABEL_SCHEDULER,
 };
 pub use spec::{service_name, service_spec};
 
@@ -349,14 +349,7 @@ impl Swarm {
     /// Every service carrying our labels and `instance`.
     pub async fn list_ours(&self, instance: &str) -> Result<Vec<OurContainer>, DockerError> {
         let options = ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![
-                    LABEL_JOB.to_owned(),
-                    LABEL_RUN.to_owned(),
-                    format!("{LABEL_SCHEDULER}={instance}"),
-                ],
-            )])),
+            filters: Some(ours_filter(instance)),
             ..Default::default()
         };
         let services = self
@@ -372,11 +365,7 @@ impl Swarm {
                 .as_ref()
                 .and_then(|s| s.labels.clone())
                 .unwrap_or_default();
-            let (Some(id), Some(job), Some(run)) = (
-                service.id,
-                labels.get(LABEL_JOB),
-                labels.get(LABEL_RUN).and_then(|r| r.parse::<i64>().ok()),
-            ) else {
+            let (Some(id), Some((job, run))) = (service.id, job_and_run(&labels)) else {
                 continue;
             };
             let running = matches!(
@@ -385,7 +374,7 @@ impl Swarm {
             );
             ours.push(OurContainer {
                 id,
-                job: job.clone(),
+                job,
                 run,
                 running,
             });
