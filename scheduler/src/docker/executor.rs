@@ -122,6 +122,15 @@ impl Executor {
         }
     }
 
+    /// After reconciling: what a crash left of `instance`'s runs besides
+    /// their containers or services (a Swarm run's network).
+    pub async fn sweep(&self, instance: &str) -> Result<(), DockerError> {
+        match self {
+            Executor::Containers(_) => Ok(()),
+            Executor::Swarm(swarm) => swarm.sweep_networks(instance).await,
+        }
+    }
+
     pub async fn list_ours(&self, instance: &str) -> Result<Vec<OurContainer>, DockerError> {
         match self {
             Executor::Containers(docker) => docker.list_ours(instance).await,

@@ -155,6 +155,9 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
             }
         }
     }
+    if let Err(e) = engine.executor.sweep(engine.instance()).await {
+        tracing::warn!(error = %e, "cannot look for what runs left behind (Swarm networks)");
+    }
     tracing::info!(?done, "reconciled runs with Docker");
     engine.audit.record(audit::lifecycle(
         EventKind::Reconcile,

@@ -213,11 +213,46 @@ async fn a_restarted_scheduler_finds_its_service_by_its_labels() {
     let id = stack.run_now("survivor").await;
     stack.wait_run(id, Some("running"), LONG).await;
     stack.kill_scheduler("KILL");
-    assert_eq!(
-        services_of("survivor").len(),
-        1,
-        "the service outlives the scheduler"
-    );
+    let services = services_of("survivor");
+    assert_eq!(services.len(), 1, "the service outlives the scheduler");
+    // A network whose service is gone (a crash between the two removals).
+    let instance = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{index .Spec.Labels \"gatehouse.scheduler\"}}",
+        &services[0],
+    ]);
+    let stray = format!("gh-{instance}-999999");
+    let labels = [
+        format!("gatehouse.scheduler={instance}"),
+        "gatehouse.job=gone".to_owned(),
+        "gatehouse.run=999999".to_owned(),
+    ];
+    docker(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--internal",
+        "--label",
+        &labels[0],
+        "--label",
+        &labels[1],
+        "--label",
+        &labels[2],
+        &stray,
+    ]);
+    let strays = || {
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            "label=gatehouse.job=gone",
+        ])
+    };
+    assert!(!strays().is_empty(), "the stray network was made");
     stack.spawn_scheduler().await;
     let run = stack.wait_run(id, None, LONG).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -226,6 +261,27 @@ async fn a_restarted_scheduler_finds_its_service_by_its_labels() {
         Duration::from_secs(10),
         "the adopted service is removed",
         || services_of("survivor").is_empty(),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "the run's network is removed",
+        || {
+            docker(&[
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                "label=gatehouse.job=survivor",
+            ])
+            .is_empty()
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "the stray network is swept",
+        || strays().is_empty(),
     )
     .await;
 }

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use bollard::models::{NetworkCreateRequest, Task};
 use bollard::query_parameters::{
-    InspectContainerOptions, InspectServiceOptions, ListServicesOptions, ListTasksOptions,
+    InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListNetworksOptions,
+    ListServicesOptions, ListTasksOptions,
 };
 use gatehouse_policy::scheduler::Network;
 
@@ -274,6 +275,7 @@ impl Swarm {
         {
             lock(&self.stopped_logs).insert(id.to_owned(), raw.bytes);
         }
+        self.remember_network(id).await;
         self.delete_service(id).await
     }
 
@@ -304,12 +306,72 @@ impl Swarm {
     /// Removes the service and, once its task has let go, its network.
     pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
         lock(&self.stopped_logs).remove(id);
+        self.remember_network(id).await;
         let result = self.delete_service(id).await;
         let network = lock(&self.networks).remove(id);
         if let Some(network) = network {
             self.remove_network_later(network);
         }
         result
+    }
+
+    /// For a service this process did not create (adopted after a
+    /// restart): its own network, named like it and carrying our labels,
+    /// noted for removal with it.
+    async fn remember_network(&self, id: &str) {
+        if lock(&self.networks).contains_key(id) {
+            return;
+        }
+        let Ok(client) = self.docker.client() else {
+            return;
+        };
+        let Some(name) = client
+            .inspect_service(id, None::<InspectServiceOptions>)
+            .await
+            .ok()
+            .and_then(|s| s.spec?.name)
+        else {
+            return;
+        };
+        if self.is_our_network(&name).await {
+            lock(&self.networks).insert(id.to_owned(), name);
+        }
+    }
+
+    async fn is_our_network(&self, name: &str) -> bool {
+        let Ok(client) = self.docker.client() else {
+            return false;
+        };
+        client
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+            .ok()
+            .and_then(|n| n.labels)
+            .is_some_and(|labels| labels.contains_key(LABEL_SCHEDULER))
+    }
+
+    /// After a restart: the networks of `instance`'s runs whose service is
+    /// gone (removed just before a crash) are removed.
+    pub async fn sweep_networks(&self, instance: &str) -> Result<(), DockerError> {
+        let client = self.docker.client()?;
+        let networks = client
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(HashMap::from([(
+                    "label".to_owned(),
+                    vec![format!("{LABEL_SCHEDULER}={instance}")],
+                )])),
+            }))
+            .await
+            .map_err(DockerError::from_bollard)?;
+        for name in networks.into_iter().filter_map(|n| n.name) {
+            let service = client
+                .inspect_service(&name, None::<InspectServiceOptions>)
+                .await;
+            if service.is_err_and(|err| status_code(&err) == Some(404)) {
+                self.remove_network_later(name);
+            }
+        }
+        Ok(())
     }
 
     async fn delete_service(&self, id: &str) -> Result<(), DockerError> {
