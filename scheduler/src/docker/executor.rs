@@ -65,11 +65,11 @@ impl Executor {
         }
     }
 
-    /// A service starts when it is created.
+    /// A service starts when it is created: this waits until it runs.
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
         match self {
             Executor::Containers(docker) => docker.start(id).await,
-            Executor::Swarm(_) => Ok(()),
+            Executor::Swarm(swarm) => swarm.start(id).await,
         }
     }
 

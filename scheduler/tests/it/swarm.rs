@@ -159,8 +159,12 @@ async fn cancel_and_timeout_remove_the_service_and_keep_the_logs() {
 
     let id = stack.run_now("cancelled").await;
     stack.wait_run(id, Some("running"), LONG).await;
-    // The task writes its line once it runs.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(Duration::from_secs(30), "the task writes its line", || {
+        services_of("cancelled").first().is_some_and(|service| {
+            docker(&["service", "logs", "--raw", service]).contains("before-cancel")
+        })
+    })
+    .await;
     let (status, body) = stack
         .post(OPERATOR_KEY, &format!("/api/runs/{id}/cancel"))
         .await;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bollard::models::{NetworkCreateRequest, Task};
+use bollard::models::{NetworkCreateRequest, Task, TaskState};
 use bollard::query_parameters::{
     InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListNetworksOptions,
     ListServicesOptions, ListTasksOptions,
@@ -40,6 +40,8 @@ pub use spec::{service_name, service_spec};
 
 /// How often a running service's task is looked at.
 const POLL: Duration = Duration::from_millis(250);
+/// How long `start` waits for Swarm to run the task.
+const START_WAIT: Duration = Duration::from_secs(10);
 /// Kept beyond the cap when logs are read before a stop, so that masking
 /// (after the read) never sees half a secret at the cut.
 const MASK_MARGIN: usize = 64 * 1024;
@@ -230,6 +232,40 @@ impl Swarm {
             .ok()
             .and_then(|c| c.state?.oom_killed)
             .unwrap_or(false)
+    }
+
+    /// A service starts when it is created; this waits (a bounded time)
+    /// until Swarm has its task running or ended, so that the run is
+    /// recorded running when it is. A task still pending after
+    /// [`START_WAIT`] (no node can take it yet) is left to supervision,
+    /// where the run's timeout and cancel apply.
+    pub async fn start(&self, id: &str) -> Result<(), DockerError> {
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let tasks = self.tasks(id).await?;
+            let started = tasks.iter().any(|t| {
+                t.status
+                    .as_ref()
+                    .and_then(|s| s.state)
+                    .is_some_and(|state| {
+                        !matches!(
+                            state,
+                            TaskState::NEW
+                                | TaskState::ALLOCATED
+                                | TaskState::PENDING
+                                | TaskState::ASSIGNED
+                                | TaskState::ACCEPTED
+                                | TaskState::PREPARING
+                                | TaskState::READY
+                                | TaskState::STARTING
+                        )
+                    })
+            });
+            if started || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Waits for the task to end, as `DockerClient::wait` does for a
