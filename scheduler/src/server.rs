@@ -212,7 +212,7 @@ async fn start_scheduling(
     if engine::connect_and_reconcile(&engine).await.is_none() {
         return;
     }
-    ticker::catch_up(&engine, chrono::Utc::now());
+    ticker::catch_up(&engine, chrono::Utc::now()).await;
     tokio::spawn(ticker::run(engine.clone(), reloaded, shutdown));
     engine.mark_ready();
     tracing::info!("ready: scheduling");
@@ -232,7 +232,7 @@ async fn wait_for_termination() -> anyhow::Result<()> {
 
 async fn prune_loop(store: Arc<Store>, keep: usize, max_age: Duration) {
     loop {
-        match store.prune(keep, max_age) {
+        match store.prune(keep, max_age).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "pruned old runs"),
             Err(e) => tracing::warn!(error = %e, "cannot prune old runs"),

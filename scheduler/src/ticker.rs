@@ -27,25 +27,26 @@ const MAX_MISSED_COUNTED: u64 = 10_000;
 /// run (reason code `missed`) at the latest of them, saying how many there
 /// were, and `gatehouse_scheduler_missed_runs_total` counts each. Every
 /// job's "seen up to" moves to now.
-pub fn catch_up(engine: &Arc<RunEngine>, now: DateTime<Utc>) {
+pub async fn catch_up(engine: &Arc<RunEngine>, now: DateTime<Utc>) {
     for job in engine.jobs().values() {
         let Some(schedule) = &job.schedule else {
             continue;
         };
-        let last = engine.store().last_planned(&job.name).ok().flatten();
+        let last = engine.store().last_planned(&job.name).await.ok().flatten();
         if let Some(from) = last.and_then(DateTime::from_timestamp_millis) {
-            account_for_missed(engine, job, schedule, from, now);
+            account_for_missed(engine, job, schedule, from, now).await;
         }
         if let Err(e) = engine
             .store()
             .set_last_planned(&job.name, now.timestamp_millis())
+            .await
         {
             tracing::error!(job = %job.name, error = %e, "cannot record the schedule position");
         }
     }
 }
 
-fn account_for_missed(
+async fn account_for_missed(
     engine: &Arc<RunEngine>,
     job: &Job,
     schedule: &Schedule,
@@ -68,11 +69,15 @@ fn account_for_missed(
             let deadline = chrono::Duration::from_std(starting_deadline).unwrap_or_default();
             if latest >= now - deadline {
                 tracing::info!(job = %job.name, missed = %latest, "catching up the most recent missed run");
-                if let Err(e) = engine.trigger(&job.name, Trigger::CatchUp { planned: latest_ms }) {
+                let catch_up = Trigger::CatchUp { planned: latest_ms };
+                if let Err(e) = engine.trigger(&job.name, catch_up).await {
                     tracing::error!(job = %job.name, error = %e, "cannot queue the catch-up run");
                 }
                 // The catch-up run stands for the latest; older ones only count.
-                if let Err(e) = engine.record_missed(&job.name, latest_ms, missed - 1, None) {
+                if let Err(e) = engine
+                    .record_missed(&job.name, latest_ms, missed - 1, None)
+                    .await
+                {
                     tracing::error!(job = %job.name, error = %e, "cannot count missed runs");
                 }
                 return;
@@ -92,7 +97,10 @@ fn account_for_missed(
         ),
     };
     tracing::warn!(job = %job.name, missed, latest = %latest, "scheduled runs were missed");
-    if let Err(e) = engine.record_missed(&job.name, latest_ms, missed, Some(reason)) {
+    if let Err(e) = engine
+        .record_missed(&job.name, latest_ms, missed, Some(reason))
+        .await
+    {
         tracing::error!(job = %job.name, error = %e, "cannot record missed runs");
     }
 }
@@ -143,7 +151,7 @@ pub async fn run(
             let trigger = Trigger::Schedule {
                 planned: planned.timestamp_millis(),
             };
-            match engine.trigger(&name, trigger) {
+            match engine.trigger(&name, trigger).await {
                 Ok(Triggered::Queued(run)) => {
                     tracing::debug!(job = %name, run, %planned, "scheduled run queued")
                 }
@@ -153,6 +161,7 @@ pub async fn run(
             if let Err(e) = engine
                 .store()
                 .set_last_planned(&name, planned.timestamp_millis())
+                .await
             {
                 tracing::error!(job = %name, error = %e, "cannot record the schedule position");
             }

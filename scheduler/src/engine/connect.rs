@@ -157,14 +157,17 @@ impl RunEngine {
             DockerWait::Shutdown => Err(None),
             DockerWait::Stopped(reason) => {
                 let finish = Finish::because(reason.code(), reason.describe());
-                Err(Some(self.record(
-                    RunJob::Current(job),
-                    id,
-                    trigger,
-                    RunStatus::Cancelled,
-                    finish,
-                    None,
-                )))
+                Err(Some(
+                    self.record(
+                        RunJob::Current(job),
+                        id,
+                        trigger,
+                        RunStatus::Cancelled,
+                        finish,
+                        None,
+                    )
+                    .await,
+                ))
             }
             DockerWait::TooLate => {
                 let unready = self.docker_status().ready().err().unwrap_or(unready);
@@ -174,14 +177,17 @@ impl RunEngine {
                 );
                 tracing::warn!(job = %job.name, run = id, %reason, "run could not start");
                 let finish = Finish::because(ReasonCode::DockerUnavailable, reason);
-                Err(Some(self.record(
-                    RunJob::Current(job),
-                    id,
-                    trigger,
-                    RunStatus::Failed,
-                    finish,
-                    None,
-                )))
+                Err(Some(
+                    self.record(
+                        RunJob::Current(job),
+                        id,
+                        trigger,
+                        RunStatus::Failed,
+                        finish,
+                        None,
+                    )
+                    .await,
+                ))
             }
         }
     }
@@ -197,6 +203,7 @@ impl RunEngine {
         let queued_at = self
             .store
             .get(id)
+            .await
             .ok()
             .flatten()
             .map_or_else(now_ms, |run| run.queued_at);

@@ -232,7 +232,7 @@ impl RunEngine {
     }
 
     /// Starts a run of `job_name` now (or as soon as a slot frees).
-    pub fn trigger(
+    pub async fn trigger(
         self: &Arc<Self>,
         job_name: &str,
         trigger: Trigger,
@@ -241,20 +241,23 @@ impl RunEngine {
         let running = self.active_ids_of(job_name);
         if !running.is_empty() && job.overlap == Overlap::Forbid {
             let reason = format!("overlap: run {} is still active", running[0]);
-            return self.skip(&job, trigger, reason, ReasonCode::Overlap);
+            return self.skip(&job, trigger, reason, ReasonCode::Overlap).await;
         }
         let queued_now = self.metrics.queued.get().max(0) as usize;
         if queued_now >= self.settings.max_queued_runs && self.slots.available_permits() == 0 {
-            return self.skip(
-                &job,
-                trigger,
-                "queue full (max_queued_runs)".to_owned(),
-                ReasonCode::QueueFull,
-            );
+            return self
+                .skip(
+                    &job,
+                    trigger,
+                    "queue full (max_queued_runs)".to_owned(),
+                    ReasonCode::QueueFull,
+                )
+                .await;
         }
         let id = self
             .store
-            .insert(&job.name, &trigger, 1, RunStatus::Queued, None)?;
+            .insert(&job.name, &trigger, 1, RunStatus::Queued, None)
+            .await?;
         if job.overlap == Overlap::Replace {
             for other in running {
                 self.stop(other, StopReason::Replaced { by_run: id });
@@ -264,7 +267,7 @@ impl RunEngine {
         Ok(Triggered::Queued(id))
     }
 
-    fn skip(
+    async fn skip(
         &self,
         job: &Job,
         trigger: Trigger,
@@ -273,7 +276,8 @@ impl RunEngine {
     ) -> Result<Triggered, TriggerError> {
         let id = self
             .store
-            .insert_skipped(&job.name, &trigger, &reason, code)?;
+            .insert_skipped(&job.name, &trigger, &reason, code)
+            .await?;
         tracing::info!(job = %job.name, run = id, %reason, "run skipped");
         self.metrics
             .runs
@@ -296,7 +300,7 @@ impl RunEngine {
     /// count in `missed_runs_total`, and with a `reason` one skipped run at
     /// the latest of them says so (without one, a catch-up run stands for
     /// them). Returns that run's id.
-    pub fn record_missed(
+    pub async fn record_missed(
         &self,
         job_name: &str,
         latest: i64,
@@ -311,18 +315,21 @@ impl RunEngine {
         let Some(reason) = reason else {
             return Ok(None);
         };
-        match self.skip(
-            &job,
-            Trigger::Schedule { planned: latest },
-            reason,
-            ReasonCode::Missed,
-        )? {
+        match self
+            .skip(
+                &job,
+                Trigger::Schedule { planned: latest },
+                reason,
+                ReasonCode::Missed,
+            )
+            .await?
+        {
             Triggered::Skipped(id, _) | Triggered::Queued(id) => Ok(Some(id)),
         }
     }
 
     /// A caller's trigger, audited with who asked.
-    pub fn trigger_by(
+    pub async fn trigger_by(
         self: &Arc<Self>,
         job: &str,
         caller: &Caller,
@@ -338,12 +345,14 @@ impl RunEngine {
                 return Err(TriggerError::DockerUnavailable(reason));
             }
         }
-        let result = self.trigger(
-            job,
-            Trigger::Manual {
-                by: caller.subject.clone(),
-            },
-        );
+        let result = self
+            .trigger(
+                job,
+                Trigger::Manual {
+                    by: caller.subject.clone(),
+                },
+            )
+            .await;
         match &result {
             Ok(Triggered::Queued(id)) => {
                 self.audit

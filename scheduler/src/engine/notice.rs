@@ -12,7 +12,7 @@ use crate::store::{Finish, RunStatus};
 impl RunEngine {
     /// Called by `record` once a run's outcome is stored; queues the
     /// notification the job's `notify.on` asks for, never waiting.
-    pub(super) fn notify_outcome(
+    pub(super) async fn notify_outcome(
         &self,
         job: RunJob<'_>,
         id: i64,
@@ -23,7 +23,7 @@ impl RunEngine {
         if notify.to.is_empty() {
             return;
         }
-        let attempt = match self.store.get(id) {
+        let attempt = match self.store.get(id).await {
             Ok(Some(run)) => run.attempt,
             _ => 1,
         };
@@ -33,7 +33,7 @@ impl RunEngine {
         if retried {
             return;
         }
-        let Some(event) = self.outcome_event(job, id, status, &notify.on) else {
+        let Some(event) = self.outcome_event(job, id, status, &notify.on).await else {
             return;
         };
         if !notify.on.contains(&event) {
@@ -45,7 +45,7 @@ impl RunEngine {
 
     /// The event a terminal status is; a success after a failure is a
     /// recovery when the job asks to hear about those.
-    fn outcome_event(
+    async fn outcome_event(
         &self,
         job: RunJob<'_>,
         id: i64,
@@ -57,7 +57,7 @@ impl RunEngine {
             RunStatus::TimedOut => NotifyEvent::TimedOut,
             RunStatus::Lost => NotifyEvent::Lost,
             RunStatus::Succeeded if on.contains(&NotifyEvent::Recovered) => {
-                match self.store.previous_outcome(job.name(), id) {
+                match self.store.previous_outcome(job.name(), id).await {
                     Ok(Some(RunStatus::Failed | RunStatus::TimedOut | RunStatus::Lost)) => {
                         NotifyEvent::Recovered
                     }

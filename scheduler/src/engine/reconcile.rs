@@ -123,7 +123,7 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         Some(label) => containers_by_run(engine, label).await?,
         None => HashMap::new(),
     };
-    let unfinished = engine.store.unfinished().unwrap_or_else(|e| {
+    let unfinished = engine.store.unfinished().await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read unfinished runs");
         Vec::new()
     });
@@ -228,7 +228,7 @@ async fn carry_out(
     match (decided, container) {
         (Plan::Supervise { started_at }, Some(c)) => {
             if run.status != RunStatus::Running || run.started_at.is_none() {
-                let _ = engine.store.mark_running(run.id, started_at);
+                let _ = engine.store.mark_running(run.id, started_at).await;
             }
             engine
                 .audit
@@ -249,7 +249,9 @@ async fn carry_out(
                 if !remove(engine, &c.id).await {
                     let reason = "never started: its unstarted container could not be removed to start it again";
                     let finish = Finish::because(ReasonCode::NeverStarted, reason);
-                    engine.record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+                    engine
+                        .record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None)
+                        .await;
                     done.lost += 1;
                     return;
                 }
@@ -260,7 +262,7 @@ async fn carry_out(
                 container.map(|c| c.id.as_str()),
             ));
             tracing::info!(job = %run.job, run = run.id, "starting a run that never started before the restart");
-            let _ = engine.store.set_status(run.id, RunStatus::Queued);
+            let _ = engine.store.set_status(run.id, RunStatus::Queued).await;
             engine.spawn_run(job, run.id, run.trigger.clone(), run.attempt);
             done.resumed += 1;
         }
@@ -269,7 +271,9 @@ async fn carry_out(
                 remove(engine, &c.id).await;
             }
             let finish = Finish::because(code, reason);
-            engine.record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None);
+            engine
+                .record(run_job, run.id, &run.trigger, RunStatus::Lost, finish, None)
+                .await;
             done.lost += 1;
         }
         // Supervise and Record come only from a container's state.
@@ -287,7 +291,7 @@ async fn record_ended(
     started_at: i64,
 ) {
     if run.started_at.is_none() {
-        let _ = engine.store.mark_running(run.id, started_at);
+        let _ = engine.store.mark_running(run.id, started_at).await;
     }
     engine
         .audit

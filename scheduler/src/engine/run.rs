@@ -40,13 +40,17 @@ impl RunEngine {
                 of: id,
                 by: trigger.by().map(str::to_owned),
             };
-            let next = match self.store.insert(
-                &job.name,
-                &next_trigger,
-                attempt + 1,
-                RunStatus::Queued,
-                None,
-            ) {
+            let next = match self
+                .store
+                .insert(
+                    &job.name,
+                    &next_trigger,
+                    attempt + 1,
+                    RunStatus::Queued,
+                    None,
+                )
+                .await
+            {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(job = %job.name, run = id, error = %e, "cannot record a retry");
@@ -104,7 +108,9 @@ impl RunEngine {
                     None => Finish::default(),
                 };
                 let job = RunJob::Current(job);
-                let status = self.record(job, id, trigger, RunStatus::Cancelled, finish, None);
+                let status = self
+                    .record(job, id, trigger, RunStatus::Cancelled, finish, None)
+                    .await;
                 Err(Some(status))
             }
         }
@@ -122,12 +128,14 @@ impl RunEngine {
         let env = match crate::job_env::resolve_all(job) {
             Ok(env) => env,
             Err(reason) => {
-                return Err(self.fail_before_start(job, id, trigger, reason, None));
+                return Err(self.fail_before_start(job, id, trigger, reason, None).await);
             }
         };
         if let Err(e) = self.executor.ensure_image(&job.image, job.pull).await {
             self.docker_error(DockerCall::EnsureImage, &e);
-            return Err(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
+            return Err(self
+                .fail_before_start(job, id, trigger, e.to_string(), Some(&e))
+                .await);
         }
         let mask = Masker::for_env(job, &env);
         let mut spec = container_spec(
@@ -144,7 +152,7 @@ impl RunEngine {
                 let reason = refused.to_string();
                 self.audit
                     .record(audit::run_refused(&job.name, id, trigger, &reason));
-                return Err(self.fail_before_start(job, id, trigger, reason, None));
+                return Err(self.fail_before_start(job, id, trigger, reason, None).await);
             }
         };
         Ok((spec, mask))
@@ -169,7 +177,7 @@ impl RunEngine {
         if let Err(outcome) = self.until_docker_ready(job, id, trigger, stop).await {
             return outcome;
         }
-        if let Err(e) = self.store.set_status(id, RunStatus::Starting) {
+        if let Err(e) = self.store.set_status(id, RunStatus::Starting).await {
             tracing::error!(run = id, error = %e, "cannot record the run's start");
         }
 
@@ -182,10 +190,13 @@ impl RunEngine {
             Ok(container) => container,
             Err(e) => {
                 self.docker_error(DockerCall::Create, &e);
-                return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
+                return Some(
+                    self.fail_before_start(job, id, trigger, e.to_string(), Some(&e))
+                        .await,
+                );
             }
         };
-        if let Err(e) = self.store.set_container(id, &container) {
+        if let Err(e) = self.store.set_container(id, &container).await {
             tracing::error!(run = id, error = %e, "cannot record the container id");
         }
 
@@ -200,10 +211,13 @@ impl RunEngine {
         if let Err(e) = self.executor.start(&container).await {
             self.docker_error(DockerCall::Start, &e);
             let _ = self.executor.remove(&container).await;
-            return Some(self.fail_before_start(job, id, trigger, e.to_string(), Some(&e)));
+            return Some(
+                self.fail_before_start(job, id, trigger, e.to_string(), Some(&e))
+                    .await,
+            );
         }
         let started_at = now_ms();
-        if let Err(e) = self.store.mark_running(id, started_at) {
+        if let Err(e) = self.store.mark_running(id, started_at).await {
             tracing::error!(run = id, error = %e, "cannot record that the run is running");
         }
         self.audit.record(audit::run_started(
@@ -267,9 +281,12 @@ impl RunEngine {
             reason: reason.map(|(_, text)| text),
         };
         let duration = (now_ms() - started_at).max(0) as f64 / 1000.0;
-        Some(self.record(job, id, trigger, status, finish, Some(duration)))
+        Some(
+            self.record(job, id, trigger, status, finish, Some(duration))
+                .await,
+        )
     }
-    fn fail_before_start(
+    async fn fail_before_start(
         &self,
         job: &Job,
         id: i64,
@@ -290,10 +307,11 @@ impl RunEngine {
             Finish::because(code, reason),
             None,
         )
+        .await
     }
 
     /// Writes the terminal state, metrics and the audit record.
-    pub(super) fn record(
+    pub(super) async fn record(
         &self,
         job: RunJob<'_>,
         id: i64,
@@ -302,7 +320,7 @@ impl RunEngine {
         finish: Finish,
         duration: Option<f64>,
     ) -> RunStatus {
-        match self.store.finish(id, status, &finish) {
+        match self.store.finish(id, status, &finish).await {
             Ok(true) => {}
             Ok(false) => return status, // already recorded by another path
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the run's outcome"),
@@ -334,7 +352,7 @@ impl RunEngine {
             finish.reason.as_deref(),
             finish.reason_code,
         ));
-        self.notify_outcome(job, id, status, &finish);
+        self.notify_outcome(job, id, status, &finish).await;
         status
     }
 }

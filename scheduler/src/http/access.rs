@@ -39,7 +39,7 @@ pub struct JobView {
     pub last_run: Option<Run>,
 }
 
-pub(crate) fn job_view(engine: &RunEngine, job: &Job, caller: &Caller) -> JobView {
+pub(crate) async fn job_view(engine: &RunEngine, job: &Job, caller: &Caller) -> JobView {
     let now = Utc::now();
     let last_run = engine
         .store()
@@ -48,6 +48,7 @@ pub(crate) fn job_view(engine: &RunEngine, job: &Job, caller: &Caller) -> JobVie
             status: None,
             limit: 1,
         })
+        .await
         .ok()
         .and_then(|mut runs| runs.pop());
     JobView {
@@ -95,7 +96,7 @@ pub(crate) fn visible_job(api: &Api, name: &str, caller: &Caller) -> Result<Arc<
 
 /// A manual run of `name`, if `caller` may see and run it. Shared by the
 /// API and the dashboard so both authorize and audit the same way.
-pub(crate) fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggered, ApiError> {
+pub(crate) async fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggered, ApiError> {
     let job = visible_job(api, name, caller)?;
     if !job.may_run(&caller.roles) {
         api.metrics
@@ -109,7 +110,7 @@ pub(crate) fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggere
             "your roles may view this job but not run it",
         ));
     }
-    match api.engine.trigger_by(name, caller) {
+    match api.engine.trigger_by(name, caller).await {
         Ok(triggered) => Ok(triggered),
         Err(TriggerError::UnknownJob) => Err(ApiError::not_found("job")),
         Err(TriggerError::DockerUnavailable(reason)) => Err(ApiError::docker_unavailable(&reason)),
@@ -125,7 +126,7 @@ pub(crate) fn run_id(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::not_found("run"))
 }
 
-pub(crate) fn visible_run(
+pub(crate) async fn visible_run(
     api: &Api,
     id: i64,
     caller: &Caller,
@@ -134,6 +135,7 @@ pub(crate) fn visible_run(
         .engine
         .store()
         .get(id)
+        .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found("run"))?;
     let job = visible_job(api, &run.job, caller).map_err(|_| ApiError::not_found("run"))?;
@@ -142,8 +144,8 @@ pub(crate) fn visible_run(
 
 /// Cancels run `id`, if `caller` may see and run its job. Shared by the API
 /// and the dashboard.
-pub(crate) fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError> {
-    let (run, job) = visible_run(api, id, caller)?;
+pub(crate) async fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), ApiError> {
+    let (run, job) = visible_run(api, id, caller).await?;
     if !job.may_run(&caller.roles) {
         api.metrics
             .api_denials

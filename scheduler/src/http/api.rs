@@ -34,13 +34,12 @@ pub(super) fn routes() -> Router<Api> {
 }
 
 async fn list_jobs(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
-    let jobs: Vec<JobView> = api
-        .engine
-        .jobs()
-        .values()
-        .filter(|j| j.may_view(&caller.roles))
-        .map(|j| job_view(&api.engine, j, &caller))
-        .collect();
+    let mut jobs: Vec<JobView> = Vec::new();
+    for job in api.engine.jobs().values() {
+        if job.may_view(&caller.roles) {
+            jobs.push(job_view(&api.engine, job, &caller).await);
+        }
+    }
     (no_store(), Json(json!({"jobs": jobs}))).into_response()
 }
 
@@ -50,7 +49,7 @@ async fn show_job(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = visible_job(&api, &name, &caller)?;
-    let view = job_view(&api.engine, &job, &caller);
+    let view = job_view(&api.engine, &job, &caller).await;
     let recent = api
         .engine
         .store()
@@ -59,6 +58,7 @@ async fn show_job(
             status: None,
             limit: 20,
         })
+        .await
         .map_err(ApiError::internal)?;
     Ok((
         no_store(),
@@ -72,7 +72,7 @@ async fn run_job(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(match trigger(&api, &name, &caller)? {
+    Ok(match trigger(&api, &name, &caller).await? {
         Triggered::Queued(id) => (
             StatusCode::ACCEPTED,
             no_store(),
@@ -126,6 +126,7 @@ async fn list_runs(
             status,
             limit: MAX_LIMIT.max(limit),
         })
+        .await
         .map_err(ApiError::internal)?
         .into_iter()
         .filter(may_see)
@@ -140,7 +141,7 @@ async fn show_run(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
-    let (run, _) = visible_run(&api, id, &caller)?;
+    let (run, _) = visible_run(&api, id, &caller).await?;
     Ok((no_store(), Json(json!({"run": run}))).into_response())
 }
 
@@ -150,11 +151,12 @@ async fn run_logs(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
-    visible_run(&api, id, &caller)?;
+    visible_run(&api, id, &caller).await?;
     let (bytes, truncated) = api
         .engine
         .store()
         .logs(id)
+        .await
         .map_err(ApiError::internal)?
         .unwrap_or_default();
     let mut headers = HeaderMap::new();
@@ -176,7 +178,7 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
-    cancel(&api, id, &caller)?;
+    cancel(&api, id, &caller).await?;
     Ok((
         StatusCode::ACCEPTED,
         no_store(),

@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Adds a run in `status` (queued, or skipped) and returns its id.
-    pub fn insert(
+    pub async fn insert(
         &self,
         job: &str,
         trigger: &Trigger,
@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Records a run that was skipped (never queued), with why.
-    pub fn insert_skipped(
+    pub async fn insert_skipped(
         &self,
         job: &str,
         trigger: &Trigger,
@@ -134,7 +134,7 @@ impl Store {
         })
     }
 
-    pub fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
+    pub async fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?2 WHERE id = ?1",
@@ -144,7 +144,7 @@ impl Store {
         })
     }
 
-    pub fn set_container(&self, id: i64, container_id: &str) -> Result<(), StoreError> {
+    pub async fn set_container(&self, id: i64, container_id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET container_id = ?2 WHERE id = ?1",
@@ -154,7 +154,7 @@ impl Store {
         })
     }
 
-    pub fn mark_running(&self, id: i64, started_at: i64) -> Result<(), StoreError> {
+    pub async fn mark_running(&self, id: i64, started_at: i64) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = 'running', started_at = ?2 WHERE id = ?1",
@@ -166,7 +166,12 @@ impl Store {
 
     /// Records the terminal state once; a second finish of the same run
     /// (two paths racing to record it) changes nothing.
-    pub fn finish(&self, id: i64, status: RunStatus, finish: &Finish) -> Result<bool, StoreError> {
+    pub async fn finish(
+        &self,
+        id: i64,
+        status: RunStatus,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, oom_killed = ?5,
@@ -188,7 +193,7 @@ impl Store {
         })
     }
 
-    pub fn get(&self, id: i64) -> Result<Option<Run>, StoreError> {
+    pub async fn get(&self, id: i64) -> Result<Option<Run>, StoreError> {
         self.with(|c| {
             c.query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
@@ -199,7 +204,7 @@ impl Store {
         })
     }
 
-    pub fn logs(&self, id: i64) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+    pub async fn logs(&self, id: i64) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT logs, logs_truncated FROM runs WHERE id = ?1",
@@ -216,7 +221,7 @@ impl Store {
     }
 
     /// Newest first.
-    pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs
@@ -237,7 +242,7 @@ impl Store {
 
     /// Runs that were queued, starting or running when the last process
     /// stopped: each must be adopted, recorded or marked lost.
-    pub fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
+    pub async fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'starting', 'running') ORDER BY id"
@@ -247,7 +252,7 @@ impl Store {
         })
     }
 
-    pub fn last_success(&self, job: &str) -> Result<Option<Run>, StoreError> {
+    pub async fn last_success(&self, job: &str) -> Result<Option<Run>, StoreError> {
         self.with(|c| {
             c.query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1"),
@@ -261,7 +266,7 @@ impl Store {
     /// The outcome of `job`'s last finished run before `before` that no
     /// retry followed (a retried failure is not the job's final word):
     /// how a success is known to be a recovery.
-    pub fn previous_outcome(
+    pub async fn previous_outcome(
         &self,
         job: &str,
         before: i64,
@@ -283,7 +288,7 @@ impl Store {
 
     /// The last scheduled time the scheduler acted on for `job`, so that a
     /// restart knows what it missed.
-    pub fn last_planned(&self, job: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn last_planned(&self, job: &str) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT last_planned FROM job_state WHERE job = ?1",
@@ -294,7 +299,7 @@ impl Store {
         })
     }
 
-    pub fn set_last_planned(&self, job: &str, planned: i64) -> Result<(), StoreError> {
+    pub async fn set_last_planned(&self, job: &str, planned: i64) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO job_state (job, last_planned) VALUES (?1, ?2)
@@ -307,7 +312,7 @@ impl Store {
 
     /// Drops finished runs beyond the newest `keep` per job and those older
     /// than `max_age`. Unfinished runs are never pruned.
-    pub fn prune(&self, keep: usize, max_age: Duration) -> Result<usize, StoreError> {
+    pub async fn prune(&self, keep: usize, max_age: Duration) -> Result<usize, StoreError> {
         let cutoff = now_ms() - max_age.as_millis() as i64;
         self.with(|c| {
             let by_age = c.execute(

@@ -6,8 +6,8 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-#[test]
-fn a_run_moves_through_its_states_and_finishes_once() {
+#[tokio::test]
+async fn a_run_moves_through_its_states_and_finishes_once() {
     let (_dir, s) = store();
     let id = s
         .insert(
@@ -17,30 +17,38 @@ fn a_run_moves_through_its_states_and_finishes_once() {
             RunStatus::Queued,
             None,
         )
+        .await
         .expect("insert");
-    s.set_container(id, "c1").expect("container");
-    s.mark_running(id, 5).expect("running");
-    assert_eq!(s.unfinished().expect("unfinished").len(), 1);
+    s.set_container(id, "c1").await.expect("container");
+    s.mark_running(id, 5).await.expect("running");
+    assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
     let finish = Finish {
         exit_code: Some(3),
         logs: Some(b"out".to_vec()),
         ..Finish::default()
     };
-    assert!(s.finish(id, RunStatus::Failed, &finish).expect("finish"));
+    assert!(s
+        .finish(id, RunStatus::Failed, &finish)
+        .await
+        .expect("finish"));
     assert!(!s
         .finish(id, RunStatus::Lost, &Finish::default())
+        .await
         .expect("again"));
-    let run = s.get(id).expect("get").expect("exists");
+    let run = s.get(id).await.expect("get").expect("exists");
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.exit_code, Some(3));
     assert_eq!(run.trigger, Trigger::Manual { by: "alice".into() });
     assert_eq!(run.container_id.as_deref(), Some("c1"));
-    assert_eq!(s.logs(id).expect("logs"), Some((b"out".to_vec(), false)));
-    assert!(s.unfinished().expect("unfinished").is_empty());
+    assert_eq!(
+        s.logs(id).await.expect("logs"),
+        Some((b"out".to_vec(), false))
+    );
+    assert!(s.unfinished().await.expect("unfinished").is_empty());
 }
 
-#[test]
-fn lists_filter_by_job_and_status_newest_first() {
+#[tokio::test]
+async fn lists_filter_by_job_and_status_newest_first() {
     let (_dir, s) = store();
     for job in ["a", "b", "a"] {
         s.insert(
@@ -50,6 +58,7 @@ fn lists_filter_by_job_and_status_newest_first() {
             RunStatus::Skipped,
             Some("overlap"),
         )
+        .await
         .expect("insert");
     }
     let runs = s
@@ -58,14 +67,15 @@ fn lists_filter_by_job_and_status_newest_first() {
             status: Some(RunStatus::Skipped),
             limit: 10,
         })
+        .await
         .expect("list");
     assert_eq!(runs.len(), 2);
     assert!(runs[0].id > runs[1].id);
     assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
 }
 
-#[test]
-fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
+#[tokio::test]
+async fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
     let (_dir, s) = store();
     for _ in 0..5 {
         s.insert(
@@ -75,6 +85,7 @@ fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
             RunStatus::Skipped,
             None,
         )
+        .await
         .expect("insert");
     }
     let open = s
@@ -85,34 +96,37 @@ fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
             RunStatus::Queued,
             None,
         )
+        .await
         .expect("insert");
-    let removed = s.prune(2, Duration::from_secs(3600)).expect("prune");
+    let removed = s.prune(2, Duration::from_secs(3600)).await.expect("prune");
     assert_eq!(
         removed, 4,
         "5 finished + 1 open, keep 2 newest (one is open)"
     );
-    assert!(s.get(open).expect("get").is_some());
+    assert!(s.get(open).await.expect("get").is_some());
 }
 
-#[test]
-fn last_planned_survives_reopening() {
+#[tokio::test]
+async fn last_planned_survives_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("runs.db");
     Store::open(&path)
         .expect("open")
         .set_last_planned("j", 42)
+        .await
         .expect("set");
     assert_eq!(
         Store::open(&path)
             .expect("reopen")
             .last_planned("j")
+            .await
             .expect("get"),
         Some(42)
     );
 }
 
-#[test]
-fn reason_codes_are_stored_with_skips_and_finishes() {
+#[tokio::test]
+async fn reason_codes_are_stored_with_skips_and_finishes() {
     let (_dir, s) = store();
     let skipped = s
         .insert_skipped(
@@ -121,8 +135,9 @@ fn reason_codes_are_stored_with_skips_and_finishes() {
             "missed: the scheduler was not running",
             ReasonCode::Missed,
         )
+        .await
         .expect("insert");
-    let run = s.get(skipped).expect("get").expect("exists");
+    let run = s.get(skipped).await.expect("get").expect("exists");
     assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(run.reason_code, Some(ReasonCode::Missed));
     assert!(run.finished_at.is_some());
@@ -135,11 +150,18 @@ fn reason_codes_are_stored_with_skips_and_finishes() {
             RunStatus::Queued,
             None,
         )
+        .await
         .expect("insert");
-    assert_eq!(s.get(lost).expect("get").expect("exists").reason_code, None);
+    assert_eq!(
+        s.get(lost).await.expect("get").expect("exists").reason_code,
+        None
+    );
     let finish = Finish::because(ReasonCode::NeverStarted, "never started");
-    assert!(s.finish(lost, RunStatus::Lost, &finish).expect("finish"));
-    let run = s.get(lost).expect("get").expect("exists");
+    assert!(s
+        .finish(lost, RunStatus::Lost, &finish)
+        .await
+        .expect("finish"));
+    let run = s.get(lost).await.expect("get").expect("exists");
     assert_eq!(run.reason_code, Some(ReasonCode::NeverStarted));
     assert_eq!(run.exit_code, None, "nothing ran, so no exit code");
     let json = serde_json::to_value(&run).expect("json");
@@ -149,8 +171,8 @@ fn reason_codes_are_stored_with_skips_and_finishes() {
     }
 }
 
-#[test]
-fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs() {
+#[tokio::test]
+async fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old.db");
     {
@@ -171,7 +193,7 @@ fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs() {
         .expect("old schema");
     }
     let s = Store::open(&path).expect("open an old database");
-    let old = s.get(1).expect("get").expect("exists");
+    let old = s.get(1).await.expect("get").expect("exists");
     assert_eq!(old.status, RunStatus::Succeeded);
     assert_eq!(old.reason_code, None);
     let id = s
@@ -181,9 +203,10 @@ fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs() {
             "overlap: run 1 is still active",
             ReasonCode::Overlap,
         )
+        .await
         .expect("insert");
     assert_eq!(
-        s.get(id).expect("get").expect("exists").reason_code,
+        s.get(id).await.expect("get").expect("exists").reason_code,
         Some(ReasonCode::Overlap)
     );
     drop(s);

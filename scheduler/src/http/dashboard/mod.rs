@@ -74,13 +74,12 @@ fn html(status: StatusCode, page: maud::Markup) -> Response {
 }
 
 async fn jobs_page(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
-    let jobs: Vec<access::JobView> = api
-        .engine
-        .jobs()
-        .values()
-        .filter(|job| job.may_view(&caller.roles))
-        .map(|job| access::job_view(&api.engine, job, &caller))
-        .collect();
+    let mut jobs: Vec<access::JobView> = Vec::new();
+    for job in api.engine.jobs().values() {
+        if job.may_view(&caller.roles) {
+            jobs.push(access::job_view(&api.engine, job, &caller).await);
+        }
+    }
     html(StatusCode::OK, pages::jobs(&caller, &jobs))
 }
 
@@ -90,7 +89,7 @@ async fn job_page(
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
     let job = access::visible_job(&api, &name, &caller)?;
-    let view = access::job_view(&api.engine, &job, &caller);
+    let view = access::job_view(&api.engine, &job, &caller).await;
     let runs = api
         .engine
         .store()
@@ -99,6 +98,7 @@ async fn job_page(
             status: None,
             limit: RUNS_SHOWN,
         })
+        .await
         .map_err(ApiError::internal)?;
     Ok(html(StatusCode::OK, pages::job(&caller, &view, &runs)))
 }
@@ -111,7 +111,7 @@ async fn run_now(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Redirect, PageError> {
-    let id = match access::trigger(&api, &name, &caller)? {
+    let id = match access::trigger(&api, &name, &caller).await? {
         Triggered::Queued(id) | Triggered::Skipped(id, _) => id,
     };
     Ok(Redirect::to(&format!("/runs/{id}")))
@@ -123,11 +123,12 @@ async fn run_page(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let id = access::run_id(&id)?;
-    let (run, job) = access::visible_run(&api, id, &caller)?;
+    let (run, job) = access::visible_run(&api, id, &caller).await?;
     let (logs, _) = api
         .engine
         .store()
         .logs(id)
+        .await
         .map_err(ApiError::internal)?
         .unwrap_or_default();
     let may_cancel = job.may_run(&caller.roles) && !run.status.is_terminal();
@@ -143,7 +144,7 @@ async fn cancel_now(
     Path(id): Path<String>,
 ) -> Result<Redirect, PageError> {
     let id = access::run_id(&id)?;
-    access::cancel(&api, id, &caller)?;
+    access::cancel(&api, id, &caller).await?;
     Ok(Redirect::to(&format!("/runs/{id}")))
 }
 

@@ -30,8 +30,8 @@ fn applied_versions(path: &Path) -> Vec<i64> {
     versions
 }
 
-#[test]
-fn a_database_from_before_migrations_opens_with_every_row_kept() {
+#[tokio::test]
+async fn a_database_from_before_migrations_opens_with_every_row_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scheduler.db");
     {
@@ -47,18 +47,18 @@ fn a_database_from_before_migrations_opens_with_every_row_kept() {
         .expect("old rows");
     }
     let store = Store::open(&path).expect("an old database opens");
-    let done = store.get(1).expect("get").expect("run 1 kept");
+    let done = store.get(1).await.expect("get").expect("run 1 kept");
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.container_id.as_deref(), Some("c0ffee"));
     assert_eq!(
-        store.logs(1).expect("logs"),
+        store.logs(1).await.expect("logs"),
         Some((b"ok\n".to_vec(), false))
     );
-    let unfinished = store.unfinished().expect("unfinished");
+    let unfinished = store.unfinished().await.expect("unfinished");
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].container_id.as_deref(), Some("beef"));
     assert_eq!(
-        store.last_planned("backup").expect("job state"),
+        store.last_planned("backup").await.expect("job state"),
         Some(1_700_000_000_000)
     );
     let deployment = store.deployment().clone();
@@ -75,8 +75,8 @@ fn a_database_from_before_migrations_opens_with_every_row_kept() {
     assert_eq!(applied_versions(&path), [1, 2], "nothing runs twice");
 }
 
-#[test]
-fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
+#[tokio::test]
+async fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("stack/scheduler.db");
     let first = Store::open(&path).expect("open").deployment().clone();
@@ -95,8 +95,8 @@ fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
     assert_eq!(moved.deployment(), &first);
 }
 
-#[test]
-fn a_database_written_by_a_newer_release_is_refused() {
+#[tokio::test]
+async fn a_database_written_by_a_newer_release_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scheduler.db");
     drop(Store::open(&path).expect("open"));
