@@ -31,7 +31,7 @@ pub struct SchedulerSettings {
     pub listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin: Option<SocketAddr>,
-    pub database: PathBuf,
+    pub database: Database,
     /// Where jobs run: the local Docker daemon, or a Docker Swarm.
     pub executor: Executor,
     pub max_concurrent_runs: usize,
@@ -76,6 +76,18 @@ pub struct SchedulerSettings {
     pub gateway_routes: Vec<String>,
     /// `[scheduler.notify]`: channels, defaults and the SSRF guard.
     pub notify: crate::notify::NotifySettings,
+}
+
+/// Where the run history is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// A SQLite file (the default: one scheduler, one machine).
+    Sqlite(PathBuf),
+    /// PostgreSQL, `postgres://user@host:port/db` (no password in it).
+    Postgres {
+        url: String,
+        password: Option<crate::secret::Secret>,
+    },
 }
 
 /// Where a job's container runs.

@@ -81,7 +81,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     // been accepted by a previous process, and older ones are refused.
     let verifier = gateway_verifier(&settings)?;
     let (api_listener, admin_listener) = bind_listeners(&settings).await?;
-    let store = Arc::new(Store::open(&settings.database)?);
+    let store = Arc::new(Store::open(&settings.database).await?);
     // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
     // not answer yet is waited for (see `start_scheduling`).
     let docker = docker::DockerClient::from_env()
@@ -109,7 +109,11 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     ));
 
     tokio::spawn(auth::keep_keys_fresh(verifier.clone()));
-    tokio::spawn(prune_loop(store, settings.keep_runs, settings.keep_for));
+    tokio::spawn(prune_loop(
+        store.clone(),
+        settings.keep_runs,
+        settings.keep_for,
+    ));
     spawn_reloader(
         policy_path.clone(),
         policy,
@@ -135,7 +139,19 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!(api = %settings.listen, admin = ?settings.admin, "gatehouse-scheduler is running");
 
-    wait_for_termination().await?;
+    // Losing the database to ourselves (PostgreSQL) ends this process as a
+    // SIGTERM would: another scheduler may be taking over, and two must
+    // never schedule at once. Its runs' containers stay for the next one.
+    let lost = tokio::select! {
+        result = wait_for_termination() => {
+            result?;
+            false
+        }
+        () = store.exclusive_lost() => true,
+    };
+    if lost {
+        tracing::error!("this scheduler no longer holds its PostgreSQL database alone: stopping");
+    }
     tracing::info!(
         "stopping: no new runs; running containers are left for the next start to adopt"
     );
@@ -146,6 +162,9 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     ));
     let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
     audit.close();
+    if lost {
+        anyhow::bail!("the database lock was lost (the PostgreSQL connection holding it ended)");
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod raw_response;
 pub mod recording;

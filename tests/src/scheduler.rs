@@ -78,7 +78,7 @@ roles = ["operator", "viewer"]
 [scheduler]
 listen = "127.0.0.1:{sched}"
 admin = "127.0.0.1:{sched_admin}"
-database = "{dir}/scheduler.db"
+database = "{database}"
 allowed_images = ["gatehouse-test/*"]
 stop_grace = "2s"
 max_concurrent_runs = 4
@@ -136,7 +136,22 @@ impl SchedulerUnderTest {
         scheduler_extra: &str,
         jobs: &str,
     ) -> SchedulerUnderTest {
-        Self::start_full(docker_host, gateway_extra, scheduler_extra, jobs, None).await
+        Self::start_full(
+            docker_host,
+            gateway_extra,
+            scheduler_extra,
+            jobs,
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// With the run history in `database` (a `postgres://` URL) instead
+    /// of the stack's own SQLite file.
+    pub async fn start_with_database(database: &str, jobs: &str) -> SchedulerUnderTest {
+        let docker = shared_docker().host();
+        Self::start_full(&docker, "", "", jobs, None, Some(database)).await
     }
 
     /// With the `jobs` route's upstream at `upstream_port` (a relay in
@@ -148,7 +163,15 @@ impl SchedulerUnderTest {
         jobs: &str,
     ) -> SchedulerUnderTest {
         let docker = shared_docker().host();
-        Self::start_full(&docker, "", scheduler_extra, jobs, Some(upstream_port)).await
+        Self::start_full(
+            &docker,
+            "",
+            scheduler_extra,
+            jobs,
+            Some(upstream_port),
+            None,
+        )
+        .await
     }
 
     async fn start_full(
@@ -157,8 +180,13 @@ impl SchedulerUnderTest {
         scheduler_extra: &str,
         jobs: &str,
         upstream_port: Option<u16>,
+        database: Option<&str>,
     ) -> SchedulerUnderTest {
         let pki = TestPki::new().expect("test CA");
+        let database = database.map_or_else(
+            || pki.dir.path().join("scheduler.db").display().to_string(),
+            str::to_owned,
+        );
         let ports = GatewayPorts::free();
         let (sched, sched_admin) = (free_port(), free_port());
         let mut placeholders = Placeholders::new();
@@ -168,6 +196,7 @@ impl SchedulerUnderTest {
             .set("sched", sched)
             .set("sched_upstream", upstream_port.unwrap_or(sched))
             .set("sched_admin", sched_admin)
+            .set("database", database)
             .set("operator_hash", sha256_hex(OPERATOR_KEY))
             .set("viewer_hash", sha256_hex(VIEWER_KEY));
         let policy_path = pki.dir.path().join("policy.toml");

@@ -66,7 +66,7 @@ impl Converter<'_> {
         Some(SchedulerSettings {
             listen: addr?,
             admin,
-            database: self.file_path(&raw.database),
+            database: self.database(raw),
             executor: self.executor(raw),
             max_concurrent_runs: self.count(
                 &raw.max_concurrent_runs,
@@ -238,6 +238,64 @@ impl Converter<'_> {
             }
         }
         allowed_networks
+    }
+
+    /// `database`: a SQLite file, or a `postgres://` URL (its password in
+    /// `database_password[_file]`, never in the URL). TLS to PostgreSQL is
+    /// not built yet, so the URL must say `sslmode=disable`: a plaintext
+    /// connection is then the operator's stated choice, never a silent one.
+    fn database(&mut self, raw: &RawScheduler) -> Database {
+        let text = raw.database.get_ref();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            if raw.database_password.is_some() || raw.database_password_file.is_some() {
+                self.problems.add(
+                    Some(raw.database.span()),
+                    "database_password is only for a postgres:// database",
+                );
+            }
+            return Database::Sqlite(self.file_path(&raw.database));
+        }
+        match url::Url::parse(text) {
+            Ok(url) if url.host().is_some() => {
+                if url.password().is_some() {
+                    self.problems.add_hint(
+                        Some(raw.database.span()),
+                        "the database URL holds a password",
+                        "use `database_password_file` (or `database_password = \"${PGPASSWORD}\"`), so the policy file holds no secret",
+                    );
+                }
+                let disabled = url
+                    .query_pairs()
+                    .any(|(k, v)| k == "sslmode" && v == "disable");
+                if !disabled {
+                    self.problems.add_hint(
+                        Some(raw.database.span()),
+                        "TLS to PostgreSQL is not supported yet",
+                        "reach PostgreSQL over a trusted network (loopback, a private link) and add `?sslmode=disable` to say so",
+                    );
+                }
+            }
+            _ => self.problems.add_hint(
+                Some(raw.database.span()),
+                "`database` is not a PostgreSQL URL",
+                "postgres://user@host:port/dbname?sslmode=disable",
+            ),
+        }
+        let password = (raw.database_password.is_some() || raw.database_password_file.is_some())
+            .then(|| {
+                self.secret(
+                    "database_password",
+                    &raw.database_password,
+                    &raw.database_password_file,
+                    1,
+                    raw.database.span(),
+                )
+            })
+            .flatten();
+        Database::Postgres {
+            url: text.clone(),
+            password,
+        }
     }
 
     /// `executor`: `docker` (the default) or `swarm`; the Swarm's

@@ -13,6 +13,9 @@ pub(crate) struct RawScheduler {
     pub listen: Spanned<String>,
     pub admin: Option<Spanned<String>>,
     pub database: Spanned<String>,
+    /// For a PostgreSQL `database`: its password, so the URL holds none.
+    pub database_password: Option<Spanned<String>>,
+    pub database_password_file: Option<Spanned<String>>,
     pub executor: Option<Spanned<String>>,
     /// With `executor = "swarm"` on Docker before API 1.44: the operator's
     /// word that every node's daemon runs with `--no-new-privileges`.

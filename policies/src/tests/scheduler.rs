@@ -49,7 +49,7 @@ fn a_minimal_job_gets_every_hardened_default() {
     let scheduler = policy.scheduler.as_ref().expect("scheduler");
     assert_eq!(
         scheduler.database,
-        Path::new("/etc/gatehouse/state/scheduler.db")
+        Database::Sqlite("/etc/gatehouse/state/scheduler.db".into())
     );
     assert_eq!(scheduler.gateway_routes, vec!["jobs".to_owned()]);
     assert_eq!(
@@ -331,5 +331,46 @@ fn an_unknown_executor_or_a_stray_swarm_setting_is_refused_where_it_is() {
         assert!(problem.message.contains(expected), "{}", problem.message);
         let at = text.lines().position(|l| l == line).expect("line") + 1;
         assert_eq!(problem.line, at, "{}", problem.message);
+    }
+}
+
+#[test]
+fn a_postgres_database_says_it_is_plaintext_and_keeps_its_password_out_of_the_url() {
+    let with_db = |db: &str| {
+        HEAD.replace(
+            "database = \"state/scheduler.db\"",
+            &format!("database = {db:?}"),
+        )
+    };
+    let policy = parse_ok(&with_db(
+        "postgres://gatehouse@db.internal:5432/gatehouse?sslmode=disable",
+    ));
+    assert!(matches!(
+        policy.scheduler.expect("scheduler").database,
+        Database::Postgres { password: None, .. }
+    ));
+    for (db, expected) in [
+        (
+            "postgres://gatehouse@db.internal/gatehouse",
+            "TLS to PostgreSQL is not supported yet",
+        ),
+        (
+            "postgres://gatehouse:hunter2@db.internal/gatehouse?sslmode=disable",
+            "holds a password",
+        ),
+    ] {
+        let text = with_db(db);
+        let problem = first_problem(&text);
+        assert!(
+            problem.message.contains(expected),
+            "{db}: {}",
+            problem.message
+        );
+        let at = text
+            .lines()
+            .position(|l| l.starts_with("database = "))
+            .expect("line")
+            + 1;
+        assert_eq!(problem.line, at);
     }
 }

@@ -83,6 +83,39 @@ impl Trigger {
         }
     }
 
+    /// The trigger a row's columns describe (`trigger_kind`,
+    /// `triggered_by`, `planned_at`, `retry_of`); an unknown kind reads as
+    /// manual.
+    pub(super) fn from_columns(
+        kind: &str,
+        by: Option<String>,
+        planned: Option<i64>,
+        retry_of: Option<i64>,
+    ) -> Trigger {
+        match kind {
+            "schedule" => Trigger::Schedule {
+                planned: planned.unwrap_or_default(),
+            },
+            "catch_up" => Trigger::CatchUp {
+                planned: planned.unwrap_or_default(),
+            },
+            "retry" => Trigger::Retry {
+                of: retry_of.unwrap_or_default(),
+                by,
+            },
+            _ => Trigger::Manual {
+                by: by.unwrap_or_default(),
+            },
+        }
+    }
+
+    pub(super) fn retry_of(&self) -> Option<i64> {
+        match self {
+            Trigger::Retry { of, .. } => Some(*of),
+            _ => None,
+        }
+    }
+
     pub fn planned(&self) -> Option<i64> {
         match self {
             Trigger::Schedule { planned } | Trigger::CatchUp { planned } => Some(*planned),

@@ -56,12 +56,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<Deployment, 
         add_pre_v1_columns(conn)?;
     }
     let runner = embedded::migrations::runner();
-    let known = runner
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0);
+    let known = known_version(&runner);
     if has_table(conn, "refinery_schema_history")? {
         let found: Option<i64> = conn
             .query_row(
@@ -92,6 +87,16 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<Deployment, 
             })
         },
     )?)
+}
+
+/// The newest migration this release knows.
+pub(super) fn known_version(runner: &refinery::Runner) -> i64 {
+    runner
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
 }
 
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

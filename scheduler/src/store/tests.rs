@@ -1,14 +1,17 @@
 use super::*;
+use rusqlite::Connection;
 
-fn store() -> (tempfile::TempDir, Store) {
+async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("sub/runs.db")).expect("open");
+    let store = open_sqlite(&dir.path().join("sub/runs.db"))
+        .await
+        .expect("open");
     (dir, store)
 }
 
 #[tokio::test]
 async fn a_run_moves_through_its_states_and_finishes_once() {
-    let (_dir, s) = store();
+    let (_dir, s) = store().await;
     let id = s
         .insert(
             "j",
@@ -49,7 +52,7 @@ async fn a_run_moves_through_its_states_and_finishes_once() {
 
 #[tokio::test]
 async fn lists_filter_by_job_and_status_newest_first() {
-    let (_dir, s) = store();
+    let (_dir, s) = store().await;
     for job in ["a", "b", "a"] {
         s.insert(
             job,
@@ -76,7 +79,7 @@ async fn lists_filter_by_job_and_status_newest_first() {
 
 #[tokio::test]
 async fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
-    let (_dir, s) = store();
+    let (_dir, s) = store().await;
     for _ in 0..5 {
         s.insert(
             "a",
@@ -110,13 +113,15 @@ async fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
 async fn last_planned_survives_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("runs.db");
-    Store::open(&path)
+    open_sqlite(&path)
+        .await
         .expect("open")
         .set_last_planned("j", 42)
         .await
         .expect("set");
     assert_eq!(
-        Store::open(&path)
+        open_sqlite(&path)
+            .await
             .expect("reopen")
             .last_planned("j")
             .await
@@ -127,7 +132,7 @@ async fn last_planned_survives_reopening() {
 
 #[tokio::test]
 async fn reason_codes_are_stored_with_skips_and_finishes() {
-    let (_dir, s) = store();
+    let (_dir, s) = store().await;
     let skipped = s
         .insert_skipped(
             "j",
@@ -192,7 +197,7 @@ async fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs
         )
         .expect("old schema");
     }
-    let s = Store::open(&path).expect("open an old database");
+    let s = open_sqlite(&path).await.expect("open an old database");
     let old = s.get(1).await.expect("get").expect("exists");
     assert_eq!(old.status, RunStatus::Succeeded);
     assert_eq!(old.reason_code, None);
@@ -210,5 +215,14 @@ async fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs
         Some(ReasonCode::Overlap)
     );
     drop(s);
-    Store::open(&path).expect("opening again adds nothing twice");
+    open_sqlite(&path)
+        .await
+        .expect("opening again adds nothing twice");
+}
+
+async fn open_sqlite(path: &std::path::Path) -> Result<Store, crate::store::StoreError> {
+    Store::open(&gatehouse_policy::scheduler::Database::Sqlite(
+        path.to_path_buf(),
+    ))
+    .await
 }

@@ -14,6 +14,7 @@ mod limits;
 mod logs;
 mod mounts;
 mod notify;
+mod postgres;
 mod recovery;
 mod replay;
 mod runs;

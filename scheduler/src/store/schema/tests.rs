@@ -46,7 +46,7 @@ async fn a_database_from_before_migrations_opens_with_every_row_kept() {
         )
         .expect("old rows");
     }
-    let store = Store::open(&path).expect("an old database opens");
+    let store = open_sqlite(&path).await.expect("an old database opens");
     let done = store.get(1).await.expect("get").expect("run 1 kept");
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.container_id.as_deref(), Some("c0ffee"));
@@ -70,7 +70,7 @@ async fn a_database_from_before_migrations_opens_with_every_row_kept() {
     );
     drop(store);
     assert_eq!(applied_versions(&path), [1, 2]);
-    let again = Store::open(&path).expect("opens again");
+    let again = open_sqlite(&path).await.expect("opens again");
     assert_eq!(again.deployment(), &deployment, "the labels are stable");
     assert_eq!(applied_versions(&path), [1, 2], "nothing runs twice");
 }
@@ -79,7 +79,7 @@ async fn a_database_from_before_migrations_opens_with_every_row_kept() {
 async fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("stack/scheduler.db");
-    let first = Store::open(&path).expect("open").deployment().clone();
+    let first = open_sqlite(&path).await.expect("open").deployment().clone();
     assert_eq!(
         first.legacy_instance, None,
         "a new database has no old label"
@@ -88,10 +88,12 @@ async fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
     // Another deployment's database at the very same path, as in every
     // stack's container (/data/scheduler.db): a label of its own.
     std::fs::rename(dir.path().join("stack"), dir.path().join("moved")).expect("move");
-    let second = Store::open(&path).expect("open").deployment().clone();
+    let second = open_sqlite(&path).await.expect("open").deployment().clone();
     assert_ne!(second.instance, first.instance);
     // And a database keeps its label wherever it is opened from.
-    let moved = Store::open(&dir.path().join("moved/scheduler.db")).expect("open");
+    let moved = open_sqlite(&dir.path().join("moved/scheduler.db"))
+        .await
+        .expect("open");
     assert_eq!(moved.deployment(), &first);
 }
 
@@ -99,7 +101,7 @@ async fn the_instance_is_made_with_the_database_not_derived_from_its_path() {
 async fn a_database_written_by_a_newer_release_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scheduler.db");
-    drop(Store::open(&path).expect("open"));
+    drop(open_sqlite(&path).await.expect("open"));
     Connection::open(&path)
         .expect("open")
         .execute(
@@ -108,7 +110,7 @@ async fn a_database_written_by_a_newer_release_is_refused() {
             [],
         )
         .expect("a newer migration");
-    let refused = Store::open(&path).err().expect("refused");
+    let refused = open_sqlite(&path).await.err().expect("refused");
     let StoreError::Schema { source, .. } = &refused else {
         panic!("{refused}");
     };
@@ -126,4 +128,11 @@ async fn a_database_written_by_a_newer_release_is_refused() {
         refused.to_string().contains("newer gatehouse-scheduler"),
         "{refused}"
     );
+}
+
+async fn open_sqlite(path: &std::path::Path) -> Result<Store, crate::store::StoreError> {
+    Store::open(&gatehouse_policy::scheduler::Database::Sqlite(
+        path.to_path_buf(),
+    ))
+    .await
 }

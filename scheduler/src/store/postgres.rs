@@ -1,0 +1,410 @@
+//! The PostgreSQL store (`database = "postgres://…"`): the same rows as
+//! SQLite, through a small pool (tokio-postgres under deadpool), with its
+//! own numbered migrations (`migrations/postgres`, refinery).
+//!
+//! One scheduler at a time: the store holds a session-level advisory lock
+//! on a connection of its own for as long as the process runs. A second
+//! scheduler on the same database refuses to start, so no fire time runs
+//! twice. If that connection is lost the lock may pass to another
+//! scheduler, so this one must stop ([`Postgres::exclusive_lost`]): its
+//! containers keep running and the next holder adopts them. Several
+//! active schedulers sharing the runs (claims and leases) are a later
+//! step; a fire time is already unique per job in the schema.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::watch;
+use tokio_postgres::{NoTls, Row};
+
+use super::schema::Deployment;
+use super::{
+    now_ms, Finish, NewRun, ReasonCode, Run, RunFilter, RunStatus, StoreError, Trigger, RUN_COLUMNS,
+};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// The advisory lock every scheduler on one database takes (an arbitrary
+/// constant: "gatehouse-scheduler" in a 64-bit key).
+const EXCLUSIVE_LOCK: i64 = 0x6761_7465_686f_7573;
+const POOL_SIZE: usize = 8;
+
+pub(super) struct Postgres {
+    pool: Pool,
+    /// Turns true when the connection holding the lock is gone.
+    exclusive_lost: watch::Receiver<bool>,
+}
+
+impl Postgres {
+    pub(super) async fn open(
+        url: &str,
+        password: Option<&[u8]>,
+    ) -> Result<(Postgres, Deployment), StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Postgres(e.to_string()))?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        let exclusive_lost = hold_exclusive_lock(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let deployment = migrate(&config).await?;
+        Ok((
+            Postgres {
+                pool,
+                exclusive_lost,
+            },
+            deployment,
+        ))
+    }
+
+    /// Resolves when this scheduler no longer holds the database alone.
+    pub(super) async fn exclusive_lost(&self) {
+        let mut lost = self.exclusive_lost.clone();
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Postgres(e.to_string()))
+    }
+
+    pub(super) async fn insert(&self, run: &NewRun<'_>) -> Result<i64, StoreError> {
+        let trigger = run.trigger;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason, reason_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                &[&run.job, &trigger.kind(), &trigger.by(), &trigger.planned(), &trigger.retry_of(), &run.attempt, &run.status, &run.queued_at, &run.finished_at, &run.reason, &run.reason_code],
+            )
+            .await
+            .map_err(sql)?;
+        Ok(row.get(0))
+    }
+
+    async fn execute(
+        &self,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(statement, params)
+            .await
+            .map_err(sql)
+    }
+
+    pub(super) async fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE runs SET status = $2 WHERE id = $1",
+            &[&id, &status.as_str()],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn set_container(
+        &self,
+        id: i64,
+        container_id: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE runs SET container_id = $2 WHERE id = $1",
+            &[&id, &container_id],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn mark_running(&self, id: i64, started_at: i64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1",
+            &[&id, &started_at],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn finish(
+        &self,
+        id: i64,
+        status: RunStatus,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        self.execute(
+            "UPDATE runs SET status = $2, finished_at = $3, exit_code = $4, oom_killed = $5,
+                    logs = $6, logs_truncated = $7, reason = $8, reason_code = $9
+             WHERE id = $1 AND status IN ('queued', 'starting', 'running')",
+            &[
+                &id,
+                &status.as_str(),
+                &now_ms(),
+                &finish.exit_code,
+                &finish.oom_killed,
+                &finish.logs,
+                &finish.logs_truncated,
+                &finish.reason,
+                &finish.reason_code.map(ReasonCode::as_str),
+            ],
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn runs(
+        &self,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Run>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(statement, params)
+            .await
+            .map_err(sql)?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub(super) async fn get(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let statement = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+        Ok(self.runs(&statement, &[&id]).await?.pop())
+    }
+
+    pub(super) async fn logs(&self, id: i64) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT logs, logs_truncated FROM runs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(sql)?;
+        Ok(row.map(|r| (r.get::<_, Option<Vec<u8>>>(0).unwrap_or_default(), r.get(1))))
+    }
+
+    pub(super) async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let statement = format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE ($1::TEXT IS NULL OR job = $1) AND ($2::TEXT IS NULL OR status = $2)
+             ORDER BY id DESC LIMIT $3"
+        );
+        self.runs(
+            &statement,
+            &[
+                &filter.job,
+                &filter.status.map(RunStatus::as_str),
+                &(filter.limit as i64),
+            ],
+        )
+        .await
+    }
+
+    pub(super) async fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
+        let statement = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'starting', 'running') ORDER BY id"
+        );
+        self.runs(&statement, &[]).await
+    }
+
+    pub(super) async fn last_success(&self, job: &str) -> Result<Option<Run>, StoreError> {
+        let statement = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE job = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self.runs(&statement, &[&job]).await?.pop())
+    }
+
+    pub(super) async fn previous_outcome(
+        &self,
+        job: &str,
+        before: i64,
+    ) -> Result<Option<RunStatus>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT status FROM runs AS r
+                 WHERE job = $1 AND id < $2
+                   AND status IN ('succeeded', 'failed', 'timed_out', 'lost')
+                   AND NOT EXISTS (SELECT 1 FROM runs AS n WHERE n.retry_of = r.id)
+                 ORDER BY id DESC LIMIT 1",
+                &[&job, &before],
+            )
+            .await
+            .map_err(sql)?;
+        Ok(row.and_then(|r| RunStatus::parse(r.get::<_, &str>(0))))
+    }
+
+    pub(super) async fn last_planned(&self, job: &str) -> Result<Option<i64>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT last_planned FROM job_state WHERE job = $1", &[&job])
+            .await
+            .map_err(sql)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) async fn set_last_planned(&self, job: &str, planned: i64) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO job_state (job, last_planned) VALUES ($1, $2)
+             ON CONFLICT (job) DO UPDATE SET last_planned = excluded.last_planned",
+            &[&job, &planned],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn prune(&self, keep: usize, max_age: Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let by_age = self
+            .execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1",
+                &[&cutoff],
+            )
+            .await?;
+        let by_count = self
+            .execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND id IN (
+                    SELECT id FROM (
+                        SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY id DESC) AS n FROM runs
+                    ) AS numbered WHERE n > $1)",
+                &[&(keep as i64)],
+            )
+            .await?;
+        Ok(usize::try_from(by_age + by_count).unwrap_or(usize::MAX))
+    }
+}
+
+/// Takes the advisory lock on a connection kept for the process's life;
+/// the receiver turns true when that connection ends.
+async fn hold_exclusive_lock(
+    config: &tokio_postgres::Config,
+) -> Result<watch::Receiver<bool>, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(sql)?;
+    let (lost_tx, lost_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "the connection holding the scheduler's database lock failed");
+        }
+        let _ = lost_tx.send(true);
+    });
+    let held: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&EXCLUSIVE_LOCK])
+        .await
+        .map_err(sql)?
+        .get(0);
+    if !held {
+        return Err(StoreError::InUse);
+    }
+    // The client must live as long as the lock: dropping it closes the
+    // session, which releases the lock.
+    tokio::spawn(async move {
+        let client = client;
+        std::future::pending::<()>().await;
+        drop(client);
+    });
+    Ok(lost_rx)
+}
+
+/// Brings the schema up to date (refinery, on a connection of its own) and
+/// reads the deployment. A database from a newer release is refused.
+async fn migrate(config: &tokio_postgres::Config) -> Result<Deployment, StoreError> {
+    let (mut client, connection) = config.connect(NoTls).await.map_err(sql)?;
+    let driver = tokio::spawn(connection);
+    let runner = embedded::migrations::runner();
+    let known = super::schema::known_version(&runner);
+    let history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(sql)?
+        .get(0);
+    if history {
+        let found: Option<i32> = client
+            .query_one("SELECT MAX(version) FROM refinery_schema_history", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        if let Some(found) = found.map(i64::from).filter(|found| *found > known) {
+            return Err(StoreError::Schema {
+                path: "postgres".to_owned(),
+                source: super::schema::SchemaError::Newer { found, known },
+            });
+        }
+    }
+    runner
+        .run_async(&mut client)
+        .await
+        .map_err(|e| StoreError::Schema {
+            path: "postgres".to_owned(),
+            source: super::schema::SchemaError::Migration(e),
+        })?;
+    let row = client
+        .query_one(
+            "SELECT instance, legacy_instance FROM deployment WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(sql)?;
+    drop(client);
+    let _ = driver.await;
+    Ok(Deployment {
+        instance: row.get(0),
+        legacy_instance: row.get(1),
+    })
+}
+
+fn sql(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+fn run_from_row(r: &Row) -> Result<Run, StoreError> {
+    let trigger = Trigger::from_columns(
+        r.try_get(2).map_err(sql)?,
+        r.try_get(3).map_err(sql)?,
+        r.try_get(4).map_err(sql)?,
+        r.try_get(5).map_err(sql)?,
+    );
+    let status: &str = r.try_get(7).map_err(sql)?;
+    let attempt: i64 = r.try_get(6).map_err(sql)?;
+    Ok(Run {
+        id: r.try_get(0).map_err(sql)?,
+        job: r.try_get(1).map_err(sql)?,
+        trigger,
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        status: RunStatus::parse(status).unwrap_or(RunStatus::Lost),
+        queued_at: r.try_get(8).map_err(sql)?,
+        started_at: r.try_get(9).map_err(sql)?,
+        finished_at: r.try_get(10).map_err(sql)?,
+        exit_code: r.try_get(11).map_err(sql)?,
+        oom_killed: r.try_get(12).map_err(sql)?,
+        container_id: r.try_get(13).map_err(sql)?,
+        logs_truncated: r.try_get(14).map_err(sql)?,
+        reason: r.try_get(15).map_err(sql)?,
+        reason_code: r
+            .try_get::<_, Option<String>>(16)
+            .map_err(sql)?
+            .as_deref()
+            .and_then(ReasonCode::parse),
+    })
+}
