@@ -72,3 +72,25 @@ async fn runs_are_kept_in_postgres_and_one_scheduler_at_a_time_uses_it() {
     assert_eq!(stack.wait_run(id, None, LONG).await["status"], "succeeded");
     assert_eq!(pg.psql("SELECT count(*) FROM runs"), "2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_that_loses_its_database_lock_stops() {
+    let pg = Postgres::start();
+    let jobs = job("hello", "command = [\"true\"]");
+    let mut stack = SchedulerUnderTest::start_with_database(&pg.url(), &jobs).await;
+    // The session that holds the lock ends (as when the connection to
+    // PostgreSQL breaks): another scheduler could now take the database.
+    let ended = pg
+        .psql("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'");
+    assert_eq!(ended, "1");
+    let mut process = stack.scheduler.take().expect("running");
+    let status = process
+        .wait_exit(Duration::from_secs(20))
+        .expect("the scheduler stops");
+    assert!(!status.success(), "{status:?}");
+    let log = process.log_text();
+    assert!(
+        log.contains("no longer holds its PostgreSQL database alone"),
+        "{log}"
+    );
+}
