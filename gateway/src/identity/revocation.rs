@@ -10,7 +10,7 @@
 //! `[shared_state]` every replica's lists are kept in step through Redis
 //! (`crate::shared_state::lists`), which also outlives restarts.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -24,6 +24,10 @@ pub struct SessionRevocations {
     /// Subject → (sessions issued at or before this Unix second are ended,
     /// the Unix second after which all of them are dead anyway).
     users: DashMap<String, (u64, u64)>,
+    /// Set by the first user revocation and never cleared (clearing could
+    /// race a new one), so that until then a session check does not
+    /// touch `users` at all: it is on every session request.
+    any_users: AtomicBool,
     evicted: AtomicU64,
 }
 
@@ -62,12 +66,15 @@ impl SessionRevocations {
             .or_insert((before, until));
         let (old_before, old_until) = *entry;
         *entry = (old_before.max(before), old_until.max(until));
+        drop(entry);
+        self.any_users.store(true, Ordering::Release);
     }
 
     /// Whether `subject`'s session issued at `iat` was ended with all of
     /// theirs.
     pub fn is_user_revoked(&self, subject: &str, iat: u64) -> bool {
-        !self.users.is_empty() && self.users.get(subject).is_some_and(|entry| iat <= entry.0)
+        self.any_users.load(Ordering::Acquire)
+            && self.users.get(subject).is_some_and(|entry| iat <= entry.0)
     }
 
     /// Drops entries whose sessions have expired by themselves.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions, Value};
-use ring::digest;
+use sha2::{Digest, Sha256};
 
 use super::SharedState;
 
@@ -23,7 +23,10 @@ impl SharedState {
     /// Marks `value` of `kind` used, for `lifetime`; says whether it was the
     /// first use (one round trip: `SET NX`).
     pub async fn first_use(&self, kind: &str, value: &str, lifetime: Duration) -> FirstUse {
-        let key = format!("gatehouse:once:{kind}:{}", sha256_hex(value));
+        let key = format!(
+            "gatehouse:once:{kind}:{}",
+            hex::encode(Sha256::digest(value))
+        );
         let millis = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
         let call = async {
             self.client
@@ -43,12 +46,4 @@ impl SharedState {
             None => FirstUse::Unavailable,
         }
     }
-}
-
-fn sha256_hex(value: &str) -> String {
-    digest::digest(&digest::SHA256, value.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -54,6 +54,17 @@ fn services_of(job: &str) -> Vec<String> {
     .collect()
 }
 
+/// Our networks for `job` (by label).
+fn networks_of(job: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=gatehouse.job={job}"),
+    ])
+}
+
 /// Polls until `check` holds, for at most `within`.
 async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
@@ -127,16 +138,7 @@ async fn a_job_runs_as_a_hardened_service_on_a_network_of_its_own() {
     eventually(
         Duration::from_secs(40),
         "the run's network is removed",
-        || {
-            docker(&[
-                "network",
-                "ls",
-                "-q",
-                "--filter",
-                "label=gatehouse.job=probe",
-            ])
-            .is_empty()
-        },
+        || networks_of("probe").is_empty(),
     )
     .await;
 }
@@ -247,15 +249,7 @@ async fn a_restarted_scheduler_finds_its_service_by_its_labels() {
         &labels[2],
         &stray,
     ]);
-    let strays = || {
-        docker(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            "label=gatehouse.job=gone",
-        ])
-    };
+    let strays = || networks_of("gone");
     assert!(!strays().is_empty(), "the stray network was made");
     stack.spawn_scheduler().await;
     let run = stack.wait_run(id, None, LONG).await;
@@ -270,16 +264,7 @@ async fn a_restarted_scheduler_finds_its_service_by_its_labels() {
     eventually(
         Duration::from_secs(40),
         "the run's network is removed",
-        || {
-            docker(&[
-                "network",
-                "ls",
-                "-q",
-                "--filter",
-                "label=gatehouse.job=survivor",
-            ])
-            .is_empty()
-        },
+        || networks_of("survivor").is_empty(),
     )
     .await;
     eventually(

@@ -19,9 +19,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use dashmap::DashMap;
 use gatehouse_audit::{AuditEvent, EventKind, Outcome};
-use gatehouse_policy::{OidcProvider, Policy, SessionSettings, WhenUnavailable};
+use gatehouse_policy::{OidcProvider, Policy, SessionSettings};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreGrantType, CoreIdTokenClaims, CoreJsonWebKey,
@@ -40,10 +39,11 @@ use crate::identity::session::{
     FLOW_COOKIE, MAX_SEALED_BYTES, SESSION_COOKIE,
 };
 use crate::identity::Authenticator;
-use crate::shared_state::once::FirstUse;
 use crate::shared_state::{Listed, SharedState};
 
+mod completed;
 mod refusal;
+use completed::CompletedFlows;
 pub use refusal::LoginRefusal;
 
 pub const LOGIN_PATH: &str = "/.gatehouse/login";
@@ -107,18 +107,10 @@ pub enum LoginResponse {
 pub struct OidcClients {
     http: reqwest::Client,
     discovered: RwLock<HashMap<String, (Arc<Metadata>, Instant)>>,
-    /// Each flow's `state` completes one login: here until the flow
-    /// cookie has expired, and in Redis for every replica when shared.
-    completed: DashMap<String, Instant>,
+    /// Each flow's `state` completes one login (`completed.rs`).
+    completed: CompletedFlows,
     shared: Option<Arc<SharedState>>,
 }
-
-/// Past this many completed flows remembered, expired ones are dropped.
-const SWEEP_COMPLETED_AT: usize = 10_000;
-/// And past this many live ones (a flood of minted flows, each costing a
-/// request under the rate limits), new ones are not remembered here: the
-/// provider's single-use codes and Redis (when shared) still stand.
-const MAX_COMPLETED: usize = 100_000;
 
 #[derive(Serialize, Deserialize)]
 struct Flow {
@@ -146,41 +138,9 @@ impl OidcClients {
                 .pool_idle_timeout(Duration::from_secs(4))
                 .build()?,
             discovered: RwLock::new(HashMap::new()),
-            completed: DashMap::new(),
+            completed: CompletedFlows::default(),
             shared,
         })
-    }
-
-    /// Refuses a flow whose callback came before, here or, with
-    /// `[shared_state]`, on any replica: a copied flow cookie and code
-    /// replayed somewhere else never reach the provider.
-    async fn first_completion(&self, state: &str) -> Result<(), LoginRefusal> {
-        let now = Instant::now();
-        if self.completed.len() >= SWEEP_COMPLETED_AT {
-            self.completed.retain(|_, until| *until > now);
-        }
-        if self.completed.get(state).is_some_and(|until| *until > now) {
-            return Err(LoginRefusal::FlowReused);
-        }
-        if self.completed.len() < MAX_COMPLETED
-            && self
-                .completed
-                .insert(state.to_owned(), now + FLOW_LIFETIME)
-                .is_some_and(|until| until > now)
-        {
-            return Err(LoginRefusal::FlowReused);
-        }
-        let Some(shared) = &self.shared else {
-            return Ok(());
-        };
-        match Box::pin(shared.first_use("flow", state, FLOW_LIFETIME)).await {
-            FirstUse::Yes => Ok(()),
-            FirstUse::No => Err(LoginRefusal::FlowReused),
-            FirstUse::Unavailable => match shared.when_unavailable {
-                WhenUnavailable::LocalLimits => Ok(()),
-                WhenUnavailable::Refuse => Err(LoginRefusal::SharedStateUnavailable),
-            },
-        }
     }
 
     async fn metadata(&self, issuer: &str, force: bool) -> Option<Arc<Metadata>> {

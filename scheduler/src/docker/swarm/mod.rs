@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bollard::models::{NetworkCreateRequest, Task, TaskState};
+use bollard::models::{NetworkCreateRequest, Task};
 use bollard::query_parameters::{
     InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListNetworksOptions,
     ListServicesOptions, ListTasksOptions,
@@ -247,19 +247,7 @@ impl Swarm {
                 t.status
                     .as_ref()
                     .and_then(|s| s.state)
-                    .is_some_and(|state| {
-                        !matches!(
-                            state,
-                            TaskState::NEW
-                                | TaskState::ALLOCATED
-                                | TaskState::PENDING
-                                | TaskState::ASSIGNED
-                                | TaskState::ACCEPTED
-                                | TaskState::PREPARING
-                                | TaskState::READY
-                                | TaskState::STARTING
-                        )
-                    })
+                    .is_some_and(|state| !tasks::is_pending(state))
             });
             if started || tokio::time::Instant::now() >= deadline {
                 return Ok(());

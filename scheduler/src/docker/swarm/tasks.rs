@@ -27,16 +27,6 @@ pub fn run_state(tasks: &[Task]) -> Result<ContainerState, String> {
     let exit_code = status.container_status.as_ref().and_then(|c| c.exit_code);
     let error = status.err.clone().filter(|e| !e.is_empty());
     match status.state {
-        Some(
-            TaskState::NEW
-            | TaskState::ALLOCATED
-            | TaskState::PENDING
-            | TaskState::ASSIGNED
-            | TaskState::ACCEPTED
-            | TaskState::PREPARING
-            | TaskState::READY
-            | TaskState::STARTING,
-        ) => Ok(ContainerState::Running { started_at: None }),
         Some(TaskState::RUNNING) => Ok(ContainerState::Running { started_at: at }),
         Some(TaskState::COMPLETE) => Ok(ended(exit_code.unwrap_or(0), at)),
         // Failed with an exit code: the process ran and exited non-zero.
@@ -50,8 +40,25 @@ pub fn run_state(tasks: &[Task]) -> Result<ContainerState, String> {
         Some(TaskState::SHUTDOWN | TaskState::REMOVE | TaskState::ORPHANED) => {
             Ok(ContainerState::Removing)
         }
+        // Before its process runs (`is_pending`).
+        Some(_) => Ok(ContainerState::Running { started_at: None }),
         None => Err("Swarm reports no task state".to_owned()),
     }
+}
+
+/// Swarm has the task but has not run its process yet.
+pub fn is_pending(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::NEW
+            | TaskState::ALLOCATED
+            | TaskState::PENDING
+            | TaskState::ASSIGNED
+            | TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING
+    )
 }
 
 /// Whether the task's container was created (a container id is set).
