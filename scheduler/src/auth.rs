@@ -93,6 +93,15 @@ impl AuthError {
     }
 }
 
+/// The assertion a request was accepted with: what another scheduler
+/// sharing the database must not accept again (`Store::first_use`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub jti: String,
+    /// Unix seconds after which it could not be accepted anyway.
+    pub forget_after: u64,
+}
+
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
@@ -190,13 +199,13 @@ impl Verifier {
         token: Option<&str>,
         method: &str,
         path: &str,
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<(Caller, Accepted), AuthError> {
         let seen = self.generation.load(Ordering::Acquire);
-        match self.verify(token, method, path) {
+        match self.accept(token, method, path) {
             Err(AuthError::UnknownKey | AuthError::KeysUnavailable)
                 if self.refetch_after(seen).await =>
             {
-                self.verify(token, method, path)
+                self.accept(token, method, path)
             }
             other => other,
         }
@@ -246,6 +255,16 @@ impl Verifier {
         method: &str,
         path: &str,
     ) -> Result<Caller, AuthError> {
+        self.accept(token, method, path).map(|(caller, _)| caller)
+    }
+
+    /// [`Verifier::verify`], saying which assertion was accepted.
+    fn accept(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Result<(Caller, Accepted), AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
         let claims = self.decode(token)?;
         let asserted_path = claims.path.split('?').next().unwrap_or_default();
@@ -265,18 +284,24 @@ impl Verifier {
         // Last, so only an assertion that is valid for this very request
         // uses up its jti.
         let now = unix_now().ok_or(AuthError::ReplayCacheFull)?;
+        let forget_after = claims.exp.saturating_add(LEEWAY_SECS);
         self.replays
-            .first_use(jti, claims.exp.saturating_add(LEEWAY_SECS), now)
+            .first_use(jti, forget_after, now)
             .map_err(|e| match e {
                 ReplayError::Replayed => AuthError::Replayed,
                 ReplayError::Full => AuthError::ReplayCacheFull,
             })?;
-        Ok(Caller {
+        let accepted = Accepted {
+            jti: jti.to_owned(),
+            forget_after,
+        };
+        let caller = Caller {
             subject: claims.sub,
             email: claims.email,
             roles: claims.roles.into_iter().map(RoleName::from).collect(),
             auth: claims.auth,
-        })
+        };
+        Ok((caller, accepted))
     }
 
     /// The signature, algorithm, issuer, audience and lifetime.

@@ -107,6 +107,10 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         reloaded_rx,
         shutdown_rx.clone(),
     ));
+    tokio::spawn(crate::engine::follow_other_schedulers(
+        engine.clone(),
+        shutdown_rx.clone(),
+    ));
 
     tokio::spawn(auth::keep_keys_fresh(verifier.clone()));
     tokio::spawn(prune_loop(
@@ -139,18 +143,20 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!(api = %settings.listen, admin = ?settings.admin, "gatehouse-scheduler is running");
 
-    // Losing the database to ourselves (PostgreSQL) ends this process as a
-    // SIGTERM would: another scheduler may be taking over, and two must
-    // never schedule at once. Its runs' containers stay for the next one.
+    // Losing its membership of a shared database (PostgreSQL) ends this
+    // process as a SIGTERM would: its runs are, or are about to be,
+    // another scheduler's. Their containers keep running for it.
     let lost = tokio::select! {
         result = wait_for_termination() => {
             result?;
             false
         }
-        () = store.exclusive_lost() => true,
+        () = store.membership_lost() => true,
     };
     if lost {
-        tracing::error!("this scheduler no longer holds its PostgreSQL database alone: stopping");
+        tracing::error!(
+            "this scheduler lost its lease on the shared PostgreSQL database: stopping"
+        );
     }
     tracing::info!(
         "stopping: no new runs; running containers are left for the next start to adopt"
@@ -160,10 +166,17 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         EventKind::Shutdown,
         &[("running_runs", engine.active_count().into())],
     ));
+    if !lost {
+        // Other schedulers sharing the database adopt this one's runs at
+        // once, rather than when its lease runs out.
+        if let Err(e) = store.leave().await {
+            tracing::warn!(error = %e, "cannot leave the shared database's schedulers; its runs are adopted when the lease runs out");
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api_server).await;
     audit.close();
     if lost {
-        anyhow::bail!("the database lock was lost (the PostgreSQL connection holding it ended)");
+        anyhow::bail!("the lease on the shared PostgreSQL database was lost");
     }
     Ok(())
 }

@@ -156,6 +156,9 @@ pub async fn run(
                     tracing::debug!(job = %name, run, %planned, "scheduled run queued")
                 }
                 Ok(Triggered::Skipped(..)) => {}
+                Ok(Triggered::TakenElsewhere) => {
+                    tracing::debug!(job = %name, %planned, "another scheduler took this scheduled time")
+                }
                 Err(e) => tracing::error!(job = %name, error = %e, "cannot queue a scheduled run"),
             }
             if let Err(e) = engine

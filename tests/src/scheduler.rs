@@ -157,10 +157,13 @@ impl SchedulerUnderTest {
     /// With the `jobs` route's upstream at `upstream_port` (a relay in
     /// front of the scheduler) instead of the scheduler's own port; the
     /// scheduler then needs `gateway_routes = ["jobs"]`.
+    /// With the run history in `database` (a `postgres://` URL) when
+    /// given.
     pub async fn start_relayed(
         upstream_port: u16,
         scheduler_extra: &str,
         jobs: &str,
+        database: Option<&str>,
     ) -> SchedulerUnderTest {
         let docker = shared_docker().host();
         Self::start_full(
@@ -169,9 +172,39 @@ impl SchedulerUnderTest {
             scheduler_extra,
             jobs,
             Some(upstream_port),
-            None,
+            database,
         )
         .await
+    }
+
+    /// Another scheduler process on this stack's policy (the same gateway
+    /// keys and database) with listeners of its own: a replica. Returns it
+    /// and its API address once it is ready.
+    pub async fn spawn_replica(&self) -> (ChildProcess, SocketAddr) {
+        let (api, admin) = (free_port(), free_port());
+        let policy = std::fs::read_to_string(&self.policy_path)
+            .expect("policy")
+            .replace(&self.sched.to_string(), &format!("127.0.0.1:{api}"))
+            .replace(&self.sched_admin.to_string(), &format!("127.0.0.1:{admin}"));
+        let path = self.dir().join(format!("replica-{api}.toml"));
+        std::fs::write(&path, policy).expect("replica policy");
+        let mut command = Command::new(binaries::scheduler());
+        command
+            .args(["run", "--policy"])
+            .arg(&path)
+            .env("DOCKER_HOST", &self.docker_host)
+            .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
+        let log = self.dir().join(format!("replica-{api}.log"));
+        let process = ChildProcess::spawn(command, &log).expect("spawn a replica");
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return (process, SocketAddr::from(([127, 0, 0, 1], api)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the replica did not become ready:\n{}", process.log_text());
     }
 
     async fn start_full(

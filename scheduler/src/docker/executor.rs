@@ -123,11 +123,12 @@ impl Executor {
     }
 
     /// After reconciling: what a crash left of `instance`'s runs besides
-    /// their containers or services (a Swarm run's network).
-    pub async fn sweep(&self, instance: &str) -> Result<(), DockerError> {
+    /// their containers or services (a Swarm run's network), except for
+    /// the runs in `keep` (other schedulers' unfinished runs).
+    pub async fn sweep(&self, instance: &str, keep: &[i64]) -> Result<(), DockerError> {
         match self {
             Executor::Containers(_) => Ok(()),
-            Executor::Swarm(swarm) => swarm.sweep_networks(instance).await,
+            Executor::Swarm(swarm) => swarm.sweep_networks(instance, keep).await,
         }
     }
 

@@ -25,6 +25,7 @@
 mod connect;
 mod notice;
 mod reconcile;
+mod replicas;
 mod run;
 mod run_job;
 mod stop;
@@ -41,9 +42,10 @@ use crate::audit::{self, Audit};
 use crate::auth::Caller;
 use crate::docker;
 use crate::metrics::Metrics;
-use crate::store::{ReasonCode, Run, RunStatus, Store, StoreError, Trigger};
+use crate::store::{Claim, ReasonCode, Run, RunStatus, Store, StoreError, Trigger};
 
 pub use connect::{connect_and_reconcile, monitor_docker, DockerStatus};
+pub use replicas::follow_other_schedulers;
 pub(crate) use run_job::RunJob;
 pub use stop::StopReason;
 
@@ -104,12 +106,17 @@ pub enum Triggered {
     Queued(i64),
     /// Recorded as skipped, with the reason.
     Skipped(i64, String),
+    /// A scheduled time that another scheduler sharing the database
+    /// recorded first, and runs.
+    TakenElsewhere,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum CancelError {
     #[error("the run is not queued or running")]
     NotActive,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Turns triggers into runs and runs into containers (see the module
@@ -130,6 +137,10 @@ pub struct RunEngine {
     shutdown: watch::Receiver<bool>,
     /// Whether Docker answers; only `connect` changes it.
     docker_status: watch::Sender<DockerStatus>,
+    /// Held while settling runs with Docker (at start, after Docker comes
+    /// back, when adopting another scheduler's runs), so that no run is
+    /// settled twice.
+    settling: tokio::sync::Mutex<()>,
 }
 
 impl RunEngine {
@@ -164,6 +175,7 @@ impl RunEngine {
             active: Mutex::default(),
             shutdown,
             docker_status: watch::Sender::new(DockerStatus::starting()),
+            settling: tokio::sync::Mutex::new(()),
         });
         engine.replace_jobs(jobs);
         engine
@@ -254,13 +266,30 @@ impl RunEngine {
                 )
                 .await;
         }
-        let id = self
+        // Runs of this job on other schedulers sharing the database count
+        // too: checked as the run is recorded.
+        let only_if_idle = job.overlap == Overlap::Forbid;
+        let id = match self
             .store
-            .insert(&job.name, &trigger, 1, RunStatus::Queued, None)
-            .await?;
+            .queue(&job.name, &trigger, 1, only_if_idle)
+            .await?
+        {
+            Claim::Recorded(id) => id,
+            Claim::TakenElsewhere => return Ok(Triggered::TakenElsewhere),
+            Claim::Busy(other) => {
+                let reason = format!("overlap: run {other} is still active");
+                return self.skip(&job, trigger, reason, ReasonCode::Overlap).await;
+            }
+        };
         if job.overlap == Overlap::Replace {
+            let replaced = StopReason::Replaced { by_run: id };
             for other in running {
-                self.stop(other, StopReason::Replaced { by_run: id });
+                self.stop(other, replaced.clone());
+            }
+            for other in self.store.unfinished_elsewhere(Some(&job.name)).await? {
+                self.store
+                    .request_stop(other, &replaced.as_request())
+                    .await?;
             }
         }
         self.spawn_run(job, id, trigger, 1);
@@ -274,10 +303,13 @@ impl RunEngine {
         reason: String,
         code: ReasonCode,
     ) -> Result<Triggered, TriggerError> {
-        let id = self
+        let Some(id) = self
             .store
             .insert_skipped(&job.name, &trigger, &reason, code)
-            .await?;
+            .await?
+        else {
+            return Ok(Triggered::TakenElsewhere);
+        };
         tracing::info!(job = %job.name, run = id, %reason, "run skipped");
         self.metrics
             .runs
@@ -325,6 +357,7 @@ impl RunEngine {
             .await?
         {
             Triggered::Skipped(id, _) | Triggered::Queued(id) => Ok(Some(id)),
+            Triggered::TakenElsewhere => Ok(None),
         }
     }
 
@@ -362,7 +395,8 @@ impl RunEngine {
                 self.audit
                     .record(audit::trigger(job, *id, caller, Outcome::Failure))
             }
-            Err(_) => {}
+            // Only scheduled times are claimed; a manual run never is.
+            Ok(Triggered::TakenElsewhere) | Err(_) => {}
         }
         result
     }
@@ -385,14 +419,18 @@ impl RunEngine {
         let _ = status.wait_for(|s| s.ready().is_ok()).await;
     }
 
-    /// Stops an active run; its task records the outcome.
-    pub fn cancel(&self, run: &Run, caller: &Caller) -> Result<(), CancelError> {
-        let stopped = self.stop(
-            run.id,
-            StopReason::Cancelled {
-                by: caller.subject.clone(),
-            },
-        );
+    /// Stops an active run; its task records the outcome. A run that
+    /// another scheduler sharing the database owns is stopped by it,
+    /// within a second (`replicas.rs`).
+    pub async fn cancel(&self, run: &Run, caller: &Caller) -> Result<(), CancelError> {
+        let reason = StopReason::Cancelled {
+            by: caller.subject.clone(),
+        };
+        let stopped = self.stop(run.id, reason.clone())
+            || self
+                .store
+                .request_stop(run.id, &reason.as_request())
+                .await?;
         let outcome = if stopped {
             Outcome::Success
         } else {
@@ -406,10 +444,18 @@ impl RunEngine {
         }
     }
 
+    /// Asks an active run of this process to stop; the first reason
+    /// asked wins. False when the run is not active here.
     fn stop(&self, run: i64, reason: StopReason) -> bool {
         match self.lock_active().get(&run) {
             Some(active) => {
-                active.stop.send_replace(Some(reason));
+                active.stop.send_if_modified(|asked| {
+                    let first = asked.is_none();
+                    if first {
+                        *asked = Some(reason);
+                    }
+                    first
+                });
                 true
             }
             None => false,

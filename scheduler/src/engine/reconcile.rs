@@ -19,6 +19,10 @@
 //! Each adoption writes a `run.adopt` audit record, each settlement its
 //! `run.finish` or `run.lost`, and the whole a `reconcile` record.
 //! Containers with our labels but no unfinished run are removed.
+//!
+//! With a shared database (PostgreSQL) a scheduler settles only the runs
+//! it owns: at start, and whenever it adopts those of a scheduler presumed
+//! dead (`replicas.rs`); other schedulers' containers are theirs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,10 +114,51 @@ fn plan(run: &Run, job: Option<&Job>, state: Option<&ContainerState>, now: i64) 
     }
 }
 
-/// Settles every unfinished run. A connection error ends it early (the
-/// caller connects again and calls it again); runs this process already
-/// adopted are left alone then.
+/// Settles every unfinished run this scheduler owns, first adopting those
+/// of schedulers presumed dead when the database is shared. A connection
+/// error ends it early (the caller connects again and calls it again);
+/// runs this process already adopted are left alone then.
 pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerError> {
+    let _settling = engine.settling.lock().await;
+    if let Err(e) = engine.store.adopt_orphans().await {
+        tracing::error!(error = %e, "cannot adopt the runs of schedulers that are gone");
+    }
+    let done = settle_own_runs(engine, None).await?;
+    tracing::info!(?done, "reconciled runs with Docker");
+    record(engine, &done);
+    Ok(done)
+}
+
+/// With a shared database: adopts the runs of schedulers presumed dead
+/// (see `store/postgres/members.rs`) and settles them like a restart's.
+/// Returns `None` when there were none.
+pub(super) async fn adopt_from_others(
+    engine: &Arc<RunEngine>,
+) -> Result<Option<Reconciled>, DockerError> {
+    let _settling = engine.settling.lock().await;
+    let adopted = match engine.store.adopt_orphans().await {
+        Ok(adopted) if adopted.is_empty() => return Ok(None),
+        Ok(adopted) => adopted,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot adopt the runs of schedulers that are gone");
+            return Ok(None);
+        }
+    };
+    tracing::warn!(runs = ?adopted, "adopted the runs of a scheduler that is gone");
+    let done = settle_own_runs(engine, Some(&adopted)).await?;
+    tracing::info!(?done, "settled the adopted runs with Docker");
+    record(engine, &done);
+    Ok(Some(done))
+}
+
+/// Settles this scheduler's unfinished runs that it does not supervise
+/// yet (`only` those, when given). At start and after Docker comes back
+/// (`only` = None) it also removes the containers that no unfinished run
+/// owns, and what Swarm runs left behind.
+async fn settle_own_runs(
+    engine: &Arc<RunEngine>,
+    only: Option<&[i64]>,
+) -> Result<Reconciled, DockerError> {
     let containers = containers_by_run(engine, engine.instance()).await?;
     // Under the label of a database from before versioned migrations (a
     // hash of its path, which another stack's database could share):
@@ -127,6 +172,15 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         tracing::error!(error = %e, "cannot read unfinished runs");
         Vec::new()
     });
+    // Runs other schedulers own are theirs, containers too. Unless that
+    // is known, no container counts as a stray.
+    let elsewhere = match engine.store.unfinished_elsewhere(None).await {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read other schedulers' runs: no stray container is removed");
+            None
+        }
+    };
     let mut done = Reconciled::default();
     // Containers of unfinished runs, and of runs this process already
     // supervises or started again, are not strays.
@@ -135,8 +189,11 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         .filter(|c| engine.is_active(c.run))
         .map(|c| c.id.as_str())
         .collect();
+    for id in elsewhere.iter().flatten() {
+        claimed.extend(containers.get(id).map(|c| c.id.as_str()));
+    }
     for run in unfinished {
-        if engine.is_active(run.id) {
+        if engine.is_active(run.id) || only.is_some_and(|only| !only.contains(&run.id)) {
             continue;
         }
         let container = containers.get(&run.id).or_else(|| {
@@ -147,6 +204,9 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
         claimed.extend(container.map(|c| c.id.as_str()));
         settle(engine, run, container, &mut done).await?;
     }
+    if only.is_some() || elsewhere.is_none() {
+        return Ok(done);
+    }
     for (run, c) in &containers {
         if !claimed.contains(&c.id.as_str()) {
             tracing::warn!(container = %c.id, run, job = %c.job, "removing a container of ours that no unfinished run owns");
@@ -155,10 +215,14 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
             }
         }
     }
-    if let Err(e) = engine.executor.sweep(engine.instance()).await {
+    let keep = elsewhere.as_deref().unwrap_or_default();
+    if let Err(e) = engine.executor.sweep(engine.instance(), keep).await {
         tracing::warn!(error = %e, "cannot look for what runs left behind (Swarm networks)");
     }
-    tracing::info!(?done, "reconciled runs with Docker");
+    Ok(done)
+}
+
+fn record(engine: &RunEngine, done: &Reconciled) {
     engine.audit.record(audit::lifecycle(
         EventKind::Reconcile,
         &[
@@ -169,7 +233,6 @@ pub async fn reconcile(engine: &Arc<RunEngine>) -> Result<Reconciled, DockerErro
             ("removed_strays", done.removed_strays.into()),
         ],
     ));
-    Ok(done)
 }
 
 /// The containers labelled `instance`, by the run each belongs to.

@@ -42,16 +42,15 @@ impl RunEngine {
             };
             let next = match self
                 .store
-                .insert(
-                    &job.name,
-                    &next_trigger,
-                    attempt + 1,
-                    RunStatus::Queued,
-                    None,
-                )
+                .queue(&job.name, &next_trigger, attempt + 1, false)
                 .await
             {
-                Ok(next) => next,
+                Ok(crate::store::Claim::Recorded(next)) => next,
+                // Only first attempts of scheduled times are claimed.
+                Ok(claim) => {
+                    tracing::error!(job = %job.name, run = id, ?claim, "a retry was not recorded");
+                    return id;
+                }
                 Err(e) => {
                     tracing::error!(job = %job.name, run = id, error = %e, "cannot record a retry");
                     return id;
@@ -177,8 +176,14 @@ impl RunEngine {
         if let Err(outcome) = self.until_docker_ready(job, id, trigger, stop).await {
             return outcome;
         }
-        if let Err(e) = self.store.set_status(id, RunStatus::Starting).await {
-            tracing::error!(run = id, error = %e, "cannot record the run's start");
+        match self.store.set_status(id, RunStatus::Starting).await {
+            Ok(()) => {}
+            // Presumed dead and adopted by another scheduler: it starts it.
+            Err(e @ crate::store::StoreError::NotOwner(_)) => {
+                tracing::error!(run = id, error = %e, "not starting the run");
+                return None;
+            }
+            Err(e) => tracing::error!(run = id, error = %e, "cannot record the run's start"),
         }
 
         // 2. Everything that can fail before Docker runs anything.

@@ -20,6 +20,25 @@ impl StopReason {
         }
     }
 
+    /// How a stop is asked of another scheduler (the run's
+    /// `stop_request` column).
+    pub(super) fn as_request(&self) -> String {
+        match self {
+            StopReason::Cancelled { by } => format!("cancel:{by}"),
+            StopReason::Replaced { by_run } => format!("replace:{by_run}"),
+        }
+    }
+
+    pub(super) fn from_request(request: &str) -> Option<StopReason> {
+        match request.split_once(':')? {
+            ("cancel", by) => Some(StopReason::Cancelled { by: by.to_owned() }),
+            ("replace", run) => Some(StopReason::Replaced {
+                by_run: run.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
     pub(super) fn code(&self) -> ReasonCode {
         match self {
             StopReason::Cancelled { .. } => ReasonCode::Cancelled,
@@ -39,4 +58,24 @@ pub(super) async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>
 /// Why the run was asked to stop, if it was.
 pub(super) fn stop_reason(stop: &watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
     stop.borrow().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopReason;
+
+    #[test]
+    fn a_stop_asked_of_another_scheduler_reads_back_the_same() {
+        for reason in [
+            StopReason::Cancelled {
+                by: "oidc:idp:alice:with-colon".to_owned(),
+            },
+            StopReason::Replaced { by_run: 42 },
+        ] {
+            assert_eq!(StopReason::from_request(&reason.as_request()), Some(reason));
+        }
+        assert_eq!(StopReason::from_request("replace:x"), None);
+        assert_eq!(StopReason::from_request("halt:now"), None);
+        assert_eq!(StopReason::from_request("cancel"), None);
+    }
 }

@@ -96,7 +96,13 @@ pub(crate) fn visible_job(api: &Api, name: &str, caller: &Caller) -> Result<Arc<
 
 /// A manual run of `name`, if `caller` may see and run it. Shared by the
 /// API and the dashboard so both authorize and audit the same way.
-pub(crate) async fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Triggered, ApiError> {
+/// The run a caller's trigger recorded: its id, and why it was skipped
+/// when it was.
+pub(crate) async fn trigger(
+    api: &Api,
+    name: &str,
+    caller: &Caller,
+) -> Result<(i64, Option<String>), ApiError> {
     let job = visible_job(api, name, caller)?;
     if !job.may_run(&caller.roles) {
         api.metrics
@@ -111,7 +117,10 @@ pub(crate) async fn trigger(api: &Api, name: &str, caller: &Caller) -> Result<Tr
         ));
     }
     match api.engine.trigger_by(name, caller).await {
-        Ok(triggered) => Ok(triggered),
+        Ok(Triggered::Queued(id)) => Ok((id, None)),
+        Ok(Triggered::Skipped(id, reason)) => Ok((id, Some(reason))),
+        // Only scheduled times are claimed by one scheduler of several.
+        Ok(Triggered::TakenElsewhere) => Err(ApiError::internal("a manual run was not recorded")),
         Err(TriggerError::UnknownJob) => Err(ApiError::not_found("job")),
         Err(TriggerError::DockerUnavailable(reason)) => Err(ApiError::docker_unavailable(&reason)),
         Err(e) => Err(ApiError::internal(e)),
@@ -160,11 +169,12 @@ pub(crate) async fn cancel(api: &Api, id: i64, caller: &Caller) -> Result<(), Ap
             "your roles may view this job but not cancel its runs",
         ));
     }
-    match api.engine.cancel(&run, caller) {
+    match api.engine.cancel(&run, caller).await {
         Ok(()) => Ok(()),
         Err(CancelError::NotActive) => Err(ApiError::new(
             ErrorCode::NotActive,
             format!("run {id} is {}", run.status.as_str()),
         )),
+        Err(CancelError::Store(e)) => Err(ApiError::internal(e)),
     }
 }

@@ -15,7 +15,6 @@ use serde_json::json;
 use super::access::{cancel, job_view, run_id, trigger, visible_job, visible_run, Api, JobView};
 use super::error::{no_store, ApiError, ErrorCode};
 use crate::auth::Caller;
-use crate::engine::Triggered;
 use crate::store::{Run, RunFilter, RunStatus};
 
 const MAX_LIMIT: usize = 500;
@@ -73,13 +72,13 @@ async fn run_job(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(match trigger(&api, &name, &caller).await? {
-        Triggered::Queued(id) => (
+        (id, None) => (
             StatusCode::ACCEPTED,
             no_store(),
             Json(json!({"run": id, "status": "queued"})),
         )
             .into_response(),
-        Triggered::Skipped(id, reason) => (
+        (id, Some(reason)) => (
             StatusCode::CONFLICT,
             no_store(),
             Json(json!({"run": id, "status": "skipped", "error": {"code": "skipped", "message": reason}})),

@@ -16,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::auth::{AuthError, ASSERTION_HEADER};
+use crate::auth::{Accepted, AuthError, ASSERTION_HEADER};
 use access::Api;
 use error::{ApiError, ErrorCode};
 
@@ -50,7 +50,11 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
         .and_then(|v| v.to_str().ok());
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
-    match api.verifier.verify_or_refetch(token, &method, &path).await {
+    let verified = match api.verifier.verify_or_refetch(token, &method, &path).await {
+        Ok((caller, accepted)) => first_use_everywhere(&api, &accepted).await.map(|()| caller),
+        Err(e) => Err(e),
+    };
+    match verified {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -67,6 +71,20 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
                 tracing::info!(reason = %e, %method, %path, "API request without a valid gateway assertion");
             }
             refuse(e)
+        }
+    }
+}
+
+/// With schedulers sharing a database, an assertion accepted by one must
+/// not be accepted by another: checked there after this process's own
+/// check. Fails closed (503) when the database cannot say.
+async fn first_use_everywhere(api: &Api, accepted: &Accepted) -> Result<(), AuthError> {
+    match api.engine.store().first_use(accepted).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AuthError::Replayed),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check the assertion against other schedulers");
+            Err(AuthError::ReplayCacheFull)
         }
     }
 }

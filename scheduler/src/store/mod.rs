@@ -29,12 +29,23 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("run history (PostgreSQL): {0}")]
     Postgres(String),
-    #[error(
-        "run history: another scheduler is using this PostgreSQL database (one at a time for now)"
-    )]
-    InUse,
+    /// The run has passed to another scheduler (this one was presumed
+    /// dead): nothing was written.
+    #[error("run history: run {0} is owned by another scheduler now")]
+    NotOwner(i64),
     #[error("run history: the database lock was poisoned by a panic")]
     Poisoned,
+}
+
+/// What asking to record a new run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Recorded(i64),
+    /// Another scheduler on the same database recorded this fire time
+    /// first: it runs it.
+    TakenElsewhere,
+    /// The job has this unfinished run (asked only `only_if_idle`).
+    Busy(i64),
 }
 
 pub struct Store {
@@ -121,37 +132,94 @@ impl Store {
         &self.deployment
     }
 
-    /// Resolves when this scheduler no longer has the database to itself
-    /// (PostgreSQL only: the connection holding its lock is gone). Never,
-    /// for SQLite.
-    pub async fn exclusive_lost(&self) {
+    /// Whether other schedulers may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Resolves when this scheduler must stop: it lost its membership of
+    /// a shared database (see `postgres/members.rs`). Never, for SQLite.
+    pub async fn membership_lost(&self) {
         match &self.backend {
             Backend::Sqlite(_) => std::future::pending().await,
-            Backend::Postgres(db) => db.exclusive_lost().await,
+            Backend::Postgres(db) => db.membership_lost().await,
         }
     }
 
-    /// Adds a run in `status` (queued, or skipped) and returns its id.
-    pub async fn insert(
+    /// At shutdown: lets other schedulers adopt this one's runs at once.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(db) => db.leave().await,
+        }
+    }
+
+    /// Takes over the unfinished runs of schedulers presumed dead (and of
+    /// none); returns their ids. Nothing to adopt with SQLite.
+    pub async fn adopt_orphans(&self) -> Result<Vec<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.adopt_orphans().await,
+        }
+    }
+
+    /// Unfinished runs that other schedulers own, of `job` or of any.
+    pub async fn unfinished_elsewhere(&self, job: Option<&str>) -> Result<Vec<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.unfinished_elsewhere(job).await,
+        }
+    }
+
+    /// Asks whichever scheduler owns run `id` to stop it; false when the
+    /// run is finished (or, with SQLite, not this process's to ask).
+    pub async fn request_stop(&self, id: i64, request: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(false),
+            Backend::Postgres(db) => db.request_stop(id, request).await,
+        }
+    }
+
+    /// Stops other schedulers asked of this one's runs.
+    pub async fn stop_requests(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.stop_requests().await,
+        }
+    }
+
+    /// Whether the gateway's assertion `accepted` is used here for the
+    /// first time among the schedulers sharing the database. Always true
+    /// for SQLite, where this process's own replay check is the only one.
+    pub async fn first_use(&self, accepted: &crate::auth::Accepted) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(db) => db.first_use(accepted).await,
+        }
+    }
+
+    /// Records a queued run. With `only_if_idle`, not while the job has an
+    /// unfinished run on another scheduler sharing the database.
+    pub async fn queue(
         &self,
         job: &str,
         trigger: &Trigger,
         attempt: u32,
-        status: RunStatus,
-        reason: Option<&str>,
-    ) -> Result<i64, StoreError> {
-        let run = NewRun::new(job, trigger, attempt, status, reason, None);
-        on_backend!(self, db => db.insert(&run))
+        only_if_idle: bool,
+    ) -> Result<Claim, StoreError> {
+        let run = NewRun::new(job, trigger, attempt, RunStatus::Queued, None, None);
+        self.record(&run, only_if_idle).await
     }
 
-    /// Records a run that was skipped (never queued), with why.
+    /// Records a run that was skipped (never queued), with why; `None`
+    /// when another scheduler already recorded this fire time.
     pub async fn insert_skipped(
         &self,
         job: &str,
         trigger: &Trigger,
         reason: &str,
         code: ReasonCode,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let run = NewRun::new(
             job,
             trigger,
@@ -160,7 +228,17 @@ impl Store {
             Some(reason),
             Some(code),
         );
-        on_backend!(self, db => db.insert(&run))
+        Ok(match self.record(&run, false).await? {
+            Claim::Recorded(id) => Some(id),
+            Claim::TakenElsewhere | Claim::Busy(_) => None,
+        })
+    }
+
+    async fn record(&self, run: &NewRun<'_>, only_if_idle: bool) -> Result<Claim, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.insert(run).map(Claim::Recorded),
+            Backend::Postgres(db) => db.insert(run, only_if_idle).await,
+        }
     }
 
     pub async fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
@@ -200,7 +278,8 @@ impl Store {
     }
 
     /// Runs that were queued, starting or running when the last process
-    /// stopped: each must be adopted, recorded or marked lost.
+    /// stopped: each must be adopted, recorded or marked lost. With a
+    /// shared database, only this scheduler's (see `adopt_orphans`).
     pub async fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
         on_backend!(self, db => db.unfinished())
     }

@@ -1,6 +1,24 @@
 use super::*;
 use rusqlite::Connection;
 
+impl Store {
+    /// A run in any first status, as the engine's calls record them.
+    async fn insert(
+        &self,
+        job: &str,
+        trigger: &Trigger,
+        attempt: u32,
+        status: RunStatus,
+        reason: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let run = NewRun::new(job, trigger, attempt, status, reason, None);
+        match self.record(&run, false).await? {
+            Claim::Recorded(id) => Ok(id),
+            other => panic!("SQLite records every run: {other:?}"),
+        }
+    }
+}
+
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_sqlite(&dir.path().join("sub/runs.db"))
@@ -141,7 +159,8 @@ async fn reason_codes_are_stored_with_skips_and_finishes() {
             ReasonCode::Missed,
         )
         .await
-        .expect("insert");
+        .expect("insert")
+        .expect("recorded");
     let run = s.get(skipped).await.expect("get").expect("exists");
     assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(run.reason_code, Some(ReasonCode::Missed));
@@ -209,7 +228,8 @@ async fn a_database_from_before_reason_codes_gains_the_column_and_keeps_its_runs
             ReasonCode::Overlap,
         )
         .await
-        .expect("insert");
+        .expect("insert")
+        .expect("recorded");
     assert_eq!(
         s.get(id).await.expect("get").expect("exists").reason_code,
         Some(ReasonCode::Overlap)

@@ -17,6 +17,7 @@ mod notify;
 mod postgres;
 mod recovery;
 mod replay;
+mod replicas;
 mod runs;
 mod startup;
 mod swarm;

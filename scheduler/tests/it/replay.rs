@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use gatehouse_tests::metrics::metric_value;
+use gatehouse_tests::postgres::Postgres;
 use gatehouse_tests::scheduler::job;
 use gatehouse_tests::SchedulerUnderTest;
 
@@ -87,11 +88,16 @@ async fn relay(client: TcpStream, to: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) {
 /// job that may run any number of times at once (so an unprotected
 /// scheduler would start a second run for a replay).
 async fn relayed_stack() -> (Relay, SchedulerUnderTest) {
+    relayed_stack_on(None).await
+}
+
+async fn relayed_stack_on(database: Option<&str>) -> (Relay, SchedulerUnderTest) {
     let relay = Relay::start().await;
     let stack = SchedulerUnderTest::start_relayed(
         relay.port,
         "gateway_routes = [\"jobs\"]",
         &job("hello", "command = [\"true\"]\noverlap = \"allow\""),
+        database,
     )
     .await;
     relay.forward_to(stack.sched);
@@ -99,8 +105,12 @@ async fn relayed_stack() -> (Relay, SchedulerUnderTest) {
 }
 
 async fn replay_run_now(stack: &SchedulerUnderTest, assertion: &str) -> reqwest::Response {
+    replay_run_now_at(stack.sched, assertion).await
+}
+
+async fn replay_run_now_at(scheduler: SocketAddr, assertion: &str) -> reqwest::Response {
     reqwest::Client::new()
-        .post(format!("http://{}/api/jobs/hello/run", stack.sched))
+        .post(format!("http://{scheduler}/api/jobs/hello/run"))
         .header("x-gatehouse-assertion", assertion)
         .send()
         .await
@@ -175,4 +185,36 @@ async fn a_captured_assertion_replayed_after_a_scheduler_restart_is_refused() {
     );
     let runs = stack.runs_of("hello").await;
     assert_eq!(runs.len(), 1, "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_assertion_replayed_at_another_scheduler_sharing_the_database_is_refused() {
+    let pg = Postgres::start();
+    let (relay, stack) = relayed_stack_on(Some(&pg.url())).await;
+    let (replica, replica_api) = stack.spawn_replica().await;
+
+    let first = stack.run_now("hello").await;
+    let assertion = relay
+        .assertion_of("POST /api/jobs/hello/run ")
+        .expect("the gateway's assertion passed the relay");
+
+    // The replica trusts the same gateway and has never seen this
+    // assertion itself: the database says it was accepted already.
+    let r = replay_run_now_at(replica_api, &assertion).await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(
+        replica.log_text().contains("replayed gateway assertion"),
+        "{}",
+        replica.log_text()
+    );
+    let runs = stack.runs_of("hello").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["id"], first);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM accepted_assertions"),
+        "2",
+        "the trigger and the list"
+    );
 }

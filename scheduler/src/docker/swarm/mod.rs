@@ -375,8 +375,10 @@ impl Swarm {
     }
 
     /// After a restart: the networks of `instance`'s runs whose service is
-    /// gone (removed just before a crash) are removed.
-    pub async fn sweep_networks(&self, instance: &str) -> Result<(), DockerError> {
+    /// gone (removed just before a crash) are removed, except those of the
+    /// runs in `keep`: another scheduler sharing the database may have just
+    /// made one for a service it is about to create.
+    pub async fn sweep_networks(&self, instance: &str, keep: &[i64]) -> Result<(), DockerError> {
         let client = self.docker.client()?;
         let networks = client
             .list_networks(Some(ListNetworksOptions {
@@ -387,7 +389,14 @@ impl Swarm {
             }))
             .await
             .map_err(DockerError::from_bollard)?;
-        for name in networks.into_iter().filter_map(|n| n.name) {
+        let kept = |labels: &Option<HashMap<String, String>>| {
+            labels
+                .as_ref()
+                .and_then(super::job_and_run)
+                .is_some_and(|(_, run)| keep.contains(&run))
+        };
+        let swept = networks.into_iter().filter(|n| !kept(&n.labels));
+        for name in swept.filter_map(|n| n.name) {
             let service = client
                 .inspect_service(&name, None::<InspectServiceOptions>)
                 .await;

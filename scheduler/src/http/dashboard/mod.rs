@@ -19,7 +19,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 
 use crate::auth::Caller;
-use crate::engine::Triggered;
 use crate::http::access::{self, Api};
 use crate::http::error::ApiError;
 use crate::store::RunFilter;
@@ -111,9 +110,7 @@ async fn run_now(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Redirect, PageError> {
-    let id = match access::trigger(&api, &name, &caller).await? {
-        Triggered::Queued(id) | Triggered::Skipped(id, _) => id,
-    };
+    let (id, _skipped) = access::trigger(&api, &name, &caller).await?;
     Ok(Redirect::to(&format!("/runs/{id}")))
 }
 

@@ -2,39 +2,37 @@
 //! SQLite, through a small pool (tokio-postgres under deadpool), with its
 //! own numbered migrations (`migrations/postgres`, refinery).
 //!
-//! One scheduler at a time: the store holds a session-level advisory lock
-//! on a connection of its own for as long as the process runs. A second
-//! scheduler on the same database refuses to start, so no fire time runs
-//! twice. If that connection is lost the lock may pass to another
-//! scheduler, so this one must stop ([`Postgres::exclusive_lost`]): its
-//! containers keep running and the next holder adopts them. Several
-//! active schedulers sharing the runs (claims and leases) are a later
-//! step; a fire time is already unique per job in the schema.
+//! Several schedulers may share one database (`members.rs`): each fire
+//! time is recorded once (a unique index on job and planned time, so the
+//! first scheduler to record it runs it), each run has one owner at a
+//! time, and the runs of a scheduler that dies pass to another.
+
+mod members;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::watch;
 use tokio_postgres::{NoTls, Row};
 
+use self::members::{Member, UNFINISHED};
 use super::schema::Deployment;
 use super::{
-    now_ms, Finish, NewRun, ReasonCode, Run, RunFilter, RunStatus, StoreError, Trigger, RUN_COLUMNS,
+    now_ms, Claim, Finish, NewRun, ReasonCode, Run, RunFilter, RunStatus, StoreError, Trigger,
+    RUN_COLUMNS,
 };
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
-/// The advisory lock every scheduler on one database takes (an arbitrary
-/// constant: "gatehouse-scheduler" in a 64-bit key).
-const EXCLUSIVE_LOCK: i64 = 0x6761_7465_686f_7573;
+/// Held while migrating, so that schedulers starting together do not
+/// migrate at once ("gatehouse-migrat" in a 64-bit key).
+const MIGRATION_LOCK: i64 = 0x6761_7465_6d69_6772;
 const POOL_SIZE: usize = 8;
 
 pub(super) struct Postgres {
     pool: Pool,
-    /// Turns true when the connection holding the lock is gone.
-    exclusive_lost: watch::Receiver<bool>,
+    member: Member,
 }
 
 impl Postgres {
@@ -49,7 +47,7 @@ impl Postgres {
             config.password(password);
         }
         config.connect_timeout(Duration::from_secs(10));
-        let exclusive_lost = hold_exclusive_lock(&config).await?;
+        let deployment = migrate(&config).await?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -61,20 +59,21 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Postgres(e.to_string()))?;
-        let deployment = migrate(&config).await?;
-        Ok((
-            Postgres {
-                pool,
-                exclusive_lost,
-            },
-            deployment,
-        ))
+        let member = Member::join(&pool).await?;
+        Ok((Postgres { pool, member }, deployment))
     }
 
-    /// Resolves when this scheduler no longer holds the database alone.
-    pub(super) async fn exclusive_lost(&self) {
-        let mut lost = self.exclusive_lost.clone();
-        let _ = lost.wait_for(|lost| *lost).await;
+    /// Resolves when this scheduler must stop acting as a member.
+    pub(super) async fn membership_lost(&self) {
+        self.member.lost().await
+    }
+
+    pub(super) async fn leave(&self) -> Result<(), StoreError> {
+        self.member.leave(&self.pool).await
+    }
+
+    pub(super) async fn adopt_orphans(&self) -> Result<Vec<i64>, StoreError> {
+        self.member.adopt_orphans(&self.pool).await
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -84,19 +83,45 @@ impl Postgres {
             .map_err(|e| StoreError::Postgres(e.to_string()))
     }
 
-    pub(super) async fn insert(&self, run: &NewRun<'_>) -> Result<i64, StoreError> {
+    /// Records a run owned by this scheduler. A fire time another
+    /// scheduler recorded first is not recorded again; with `only_if_idle`,
+    /// nor is a run of a job that has an unfinished run, whoever owns it
+    /// (checked and written under the job's lock, so two schedulers cannot
+    /// both find it idle).
+    pub(super) async fn insert(
+        &self,
+        run: &NewRun<'_>,
+        only_if_idle: bool,
+    ) -> Result<Claim, StoreError> {
         let trigger = run.trigger;
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason, reason_code)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                &[&run.job, &trigger.kind(), &trigger.by(), &trigger.planned(), &trigger.retry_of(), &run.attempt, &run.status, &run.queued_at, &run.finished_at, &run.reason, &run.reason_code],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql)?;
+        if only_if_idle {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&run.job],
             )
             .await
             .map_err(sql)?;
-        Ok(row.get(0))
+            let statement = format!(
+                "SELECT id FROM runs WHERE job = $1 AND status IN {UNFINISHED} ORDER BY id LIMIT 1"
+            );
+            if let Some(row) = tx.query_opt(&statement, &[&run.job]).await.map_err(sql)? {
+                return Ok(Claim::Busy(row.get(0)));
+            }
+        }
+        let row = tx
+            .query_opt(
+                "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason, reason_code, owner)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (job, planned_at) WHERE trigger_kind IN ('schedule', 'catch_up') AND attempt = 1
+                 DO NOTHING RETURNING id",
+                &[&run.job, &trigger.kind(), &trigger.by(), &trigger.planned(), &trigger.retry_of(), &run.attempt, &run.status, &run.queued_at, &run.finished_at, &run.reason, &run.reason_code, &self.member.fence],
+            )
+            .await
+            .map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(row.map_or(Claim::TakenElsewhere, |row| Claim::Recorded(row.get(0))))
     }
 
     async fn execute(
@@ -111,13 +136,27 @@ impl Postgres {
             .map_err(sql)
     }
 
+    /// A write to a run this scheduler owns: refused (and nothing changed)
+    /// once the run has passed to another scheduler.
+    async fn fenced(
+        &self,
+        id: i64,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), StoreError> {
+        match self.execute(statement, params).await? {
+            0 => Err(StoreError::NotOwner(id)),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) async fn set_status(&self, id: i64, status: RunStatus) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE runs SET status = $2 WHERE id = $1",
-            &[&id, &status.as_str()],
+        self.fenced(
+            id,
+            "UPDATE runs SET status = $2 WHERE id = $1 AND owner = $3",
+            &[&id, &status.as_str(), &self.member.fence],
         )
         .await
-        .map(drop)
     }
 
     pub(super) async fn set_container(
@@ -125,21 +164,21 @@ impl Postgres {
         id: i64,
         container_id: &str,
     ) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE runs SET container_id = $2 WHERE id = $1",
-            &[&id, &container_id],
+        self.fenced(
+            id,
+            "UPDATE runs SET container_id = $2 WHERE id = $1 AND owner = $3",
+            &[&id, &container_id, &self.member.fence],
         )
         .await
-        .map(drop)
     }
 
     pub(super) async fn mark_running(&self, id: i64, started_at: i64) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1",
-            &[&id, &started_at],
+        self.fenced(
+            id,
+            "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND owner = $3",
+            &[&id, &started_at, &self.member.fence],
         )
         .await
-        .map(drop)
     }
 
     pub(super) async fn finish(
@@ -151,7 +190,7 @@ impl Postgres {
         self.execute(
             "UPDATE runs SET status = $2, finished_at = $3, exit_code = $4, oom_killed = $5,
                     logs = $6, logs_truncated = $7, reason = $8, reason_code = $9
-             WHERE id = $1 AND status IN ('queued', 'starting', 'running')",
+             WHERE id = $1 AND status IN ('queued', 'starting', 'running') AND owner = $10",
             &[
                 &id,
                 &status.as_str(),
@@ -162,6 +201,7 @@ impl Postgres {
                 &finish.logs_truncated,
                 &finish.reason,
                 &finish.reason_code.map(ReasonCode::as_str),
+                &self.member.fence,
             ],
         )
         .await
@@ -217,11 +257,68 @@ impl Postgres {
         .await
     }
 
+    /// The unfinished runs this scheduler owns.
     pub(super) async fn unfinished(&self) -> Result<Vec<Run>, StoreError> {
         let statement = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'starting', 'running') ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN {UNFINISHED} AND owner = $1 ORDER BY id"
         );
-        self.runs(&statement, &[]).await
+        self.runs(&statement, &[&self.member.fence]).await
+    }
+
+    /// The unfinished runs other schedulers own (of `job`, or of any job).
+    pub(super) async fn unfinished_elsewhere(
+        &self,
+        job: Option<&str>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let statement = format!(
+            "SELECT id FROM runs WHERE status IN {UNFINISHED} AND owner IS DISTINCT FROM $1
+               AND ($2::TEXT IS NULL OR job = $2) ORDER BY id"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&statement, &[&self.member.fence, &job])
+            .await
+            .map_err(sql)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Asks the owner of an unfinished run to stop it. False when the run
+    /// is finished.
+    pub(super) async fn request_stop(&self, id: i64, request: &str) -> Result<bool, StoreError> {
+        let statement =
+            format!("UPDATE runs SET stop_request = $2 WHERE id = $1 AND status IN {UNFINISHED}");
+        Ok(self.execute(&statement, &[&id, &request]).await? == 1)
+    }
+
+    pub(super) async fn first_use(
+        &self,
+        accepted: &crate::auth::Accepted,
+    ) -> Result<bool, StoreError> {
+        let forget_after = i64::try_from(accepted.forget_after).unwrap_or(i64::MAX);
+        let inserted = self
+            .execute(
+                "INSERT INTO accepted_assertions (jti, forget_after) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO NOTHING",
+                &[&accepted.jti, &forget_after],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    /// What other schedulers asked of this one's unfinished runs.
+    pub(super) async fn stop_requests(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let statement = format!(
+            "SELECT id, stop_request FROM runs
+             WHERE status IN {UNFINISHED} AND owner = $1 AND stop_request IS NOT NULL"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&statement, &[&self.member.fence])
+            .await
+            .map_err(sql)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub(super) async fn last_success(&self, job: &str) -> Result<Option<Run>, StoreError> {
@@ -265,7 +362,8 @@ impl Postgres {
     pub(super) async fn set_last_planned(&self, job: &str, planned: i64) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO job_state (job, last_planned) VALUES ($1, $2)
-             ON CONFLICT (job) DO UPDATE SET last_planned = excluded.last_planned",
+             ON CONFLICT (job) DO UPDATE
+               SET last_planned = GREATEST(job_state.last_planned, excluded.last_planned)",
             &[&job, &planned],
         )
         .await
@@ -293,42 +391,16 @@ impl Postgres {
     }
 }
 
-/// Takes the advisory lock on a connection kept for the process's life;
-/// the receiver turns true when that connection ends.
-async fn hold_exclusive_lock(
-    config: &tokio_postgres::Config,
-) -> Result<watch::Receiver<bool>, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(sql)?;
-    let (lost_tx, lost_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "the connection holding the scheduler's database lock failed");
-        }
-        let _ = lost_tx.send(true);
-    });
-    let held: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&EXCLUSIVE_LOCK])
-        .await
-        .map_err(sql)?
-        .get(0);
-    if !held {
-        return Err(StoreError::InUse);
-    }
-    // The client must live as long as the lock: dropping it closes the
-    // session, which releases the lock.
-    tokio::spawn(async move {
-        let client = client;
-        std::future::pending::<()>().await;
-        drop(client);
-    });
-    Ok(lost_rx)
-}
-
 /// Brings the schema up to date (refinery, on a connection of its own) and
 /// reads the deployment. A database from a newer release is refused.
 async fn migrate(config: &tokio_postgres::Config) -> Result<Deployment, StoreError> {
     let (mut client, connection) = config.connect(NoTls).await.map_err(sql)?;
     let driver = tokio::spawn(connection);
+    // Released when this connection closes.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(sql)?;
     let runner = embedded::migrations::runner();
     let known = super::schema::known_version(&runner);
     let history: bool = client
