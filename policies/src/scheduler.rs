@@ -85,9 +85,22 @@ pub enum Database {
     Sqlite(PathBuf),
     /// PostgreSQL, `postgres://user@host:port/db` (no password in it).
     Postgres {
+        /// Without its `sslmode`, which `tls` says.
         url: String,
         password: Option<crate::secret::Secret>,
+        tls: PostgresTls,
     },
+}
+
+/// How the scheduler reaches PostgreSQL: the URL's `sslmode`, of which
+/// only the two that leave nothing to chance are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostgresTls {
+    /// `sslmode=verify-full`: TLS, the certificate checked against `ca`
+    /// (PEM) or the system's roots, and the host name against it.
+    VerifyFull { ca: Option<PathBuf> },
+    /// `sslmode=disable`: plaintext, the operator's stated choice.
+    Disabled,
 }
 
 /// Where a job's container runs.

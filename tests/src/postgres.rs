@@ -1,7 +1,8 @@
 //! A real PostgreSQL (Debian's `postgresql` package) on a free loopback
 //! port, in a data directory of its own, run as the `postgres` user (it
 //! refuses root), with trust authentication on loopback: a test database,
-//! nothing else runs there.
+//! nothing else runs there. [`Postgres::start_tls`] accepts TLS
+//! connections only, with a certificate from the test CA.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::process::{free_port, wait_for_port, ChildProcess};
+use crate::TestPki;
 
 pub struct Postgres {
     process: Option<ChildProcess>,
@@ -26,10 +28,18 @@ impl Postgres {
     /// A fresh cluster with the database `gatehouse`, owned by the role
     /// `gatehouse`.
     pub fn start() -> Postgres {
-        Self::try_start().expect("PostgreSQL (apt install postgresql; runs as the postgres user)")
+        Self::try_start(None)
+            .expect("PostgreSQL (apt install postgresql; runs as the postgres user)")
     }
 
-    fn try_start() -> Result<Postgres> {
+    /// Like [`Postgres::start`], refusing connections without TLS; its
+    /// certificate (for 127.0.0.1 and localhost) is issued by `pki`.
+    pub fn start_tls(pki: &TestPki) -> Postgres {
+        Self::try_start(Some(pki))
+            .expect("PostgreSQL with TLS (apt install postgresql; runs as the postgres user)")
+    }
+
+    fn try_start(tls: Option<&TestPki>) -> Result<Postgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("ghpg-")
@@ -48,6 +58,9 @@ impl Postgres {
             .arg(&data)
             .args(["-U", NAME, "--auth=trust", "-E", "UTF8", "--no-sync"]);
         as_postgres(&mut initdb, true)?;
+        if let Some(pki) = tls {
+            tls_only(&data, pki)?;
+        }
         let mut postgres = Postgres {
             process: None,
             port: free_port(),
@@ -67,6 +80,15 @@ impl Postgres {
         ]);
         as_postgres(&mut createdb, true)?;
         Ok(postgres)
+    }
+
+    /// `postgres://gatehouse@127.0.0.1:PORT/gatehouse?sslmode=verify-full`,
+    /// for [`Postgres::start_tls`].
+    pub fn url_tls(&self) -> String {
+        format!(
+            "postgres://{NAME}@127.0.0.1:{}/{NAME}?sslmode=verify-full",
+            self.port
+        )
     }
 
     /// `postgres://gatehouse@127.0.0.1:PORT/gatehouse?sslmode=disable`.
@@ -151,6 +173,33 @@ fn bin_dir() -> Result<PathBuf> {
     }
 }
 
+/// TLS on, with a certificate from `pki`, and no connection over TCP
+/// without it.
+fn tls_only(data: &Path, pki: &TestPki) -> Result<()> {
+    let issued = pki.issue("postgres", &["127.0.0.1", "localhost"], 30)?;
+    for (from, to) in [(&issued.cert, "server.crt"), (&issued.key, "server.key")] {
+        let target = data.join(to);
+        std::fs::copy(from, &target).with_context(|| format!("{}", target.display()))?;
+        as_postgres(
+            Command::new("chown").arg("postgres:postgres").arg(&target),
+            false,
+        )?;
+        as_postgres(Command::new("chmod").arg("600").arg(&target), false)?;
+    }
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))?;
+    std::io::Write::write_all(
+        &mut conf,
+        b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_min_protocol_version = 'TLSv1.2'\n",
+    )?;
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+    )?;
+    Ok(())
+}
+
 /// `program` as the postgres user (setpriv execs it: no process in
 /// between to outlive or to forward signals).
 fn as_postgres_user(program: &Path) -> Command {
@@ -164,7 +213,9 @@ fn as_postgres_user(program: &Path) -> Command {
             "--init-groups",
             "--",
         ])
-        .arg(program);
+        .arg(program)
+        // libpq looks for a client certificate under $HOME, still root's.
+        .env("HOME", "/nonexistent");
     command
 }
 

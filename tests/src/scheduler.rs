@@ -150,8 +150,18 @@ impl SchedulerUnderTest {
     /// With the run history in `database` (a `postgres://` URL) instead
     /// of the stack's own SQLite file.
     pub async fn start_with_database(database: &str, jobs: &str) -> SchedulerUnderTest {
+        Self::start_with_database_and(database, "", jobs).await
+    }
+
+    /// Like [`SchedulerUnderTest::start_with_database`], with more
+    /// `[scheduler]` keys (e.g. `database_ca`).
+    pub async fn start_with_database_and(
+        database: &str,
+        scheduler_extra: &str,
+        jobs: &str,
+    ) -> SchedulerUnderTest {
         let docker = shared_docker().host();
-        Self::start_full(&docker, "", "", jobs, None, Some(database)).await
+        Self::start_full(&docker, "", scheduler_extra, jobs, None, Some(database)).await
     }
 
     /// With the `jobs` route's upstream at `upstream_port` (a relay in

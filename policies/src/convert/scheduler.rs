@@ -241,9 +241,11 @@ impl Converter<'_> {
     }
 
     /// `database`: a SQLite file, or a `postgres://` URL (its password in
-    /// `database_password[_file]`, never in the URL). TLS to PostgreSQL is
-    /// not built yet, so the URL must say `sslmode=disable`: a plaintext
-    /// connection is then the operator's stated choice, never a silent one.
+    /// `database_password[_file]`, never in the URL). The URL must say how
+    /// it is reached: `sslmode=verify-full` (TLS, certificate and host name
+    /// checked) or `sslmode=disable` (plaintext, the operator's stated
+    /// choice). libpq's other modes (`prefer`, `require`, `verify-ca`)
+    /// can be downgraded or accept any certificate, so they are refused.
     fn database(&mut self, raw: &RawScheduler) -> Database {
         let text = raw.database.get_ref();
         if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
@@ -253,9 +255,15 @@ impl Converter<'_> {
                     "database_password is only for a postgres:// database",
                 );
             }
+            if let Some(ca) = &raw.database_ca {
+                self.problems.add(
+                    Some(ca.span()),
+                    "database_ca is only for a postgres:// database",
+                );
+            }
             return Database::Sqlite(self.file_path(&raw.database));
         }
-        match url::Url::parse(text) {
+        let (url, tls) = match url::Url::parse(text) {
             Ok(url) if url.host().is_some() => {
                 if url.password().is_some() {
                     self.problems.add_hint(
@@ -264,23 +272,17 @@ impl Converter<'_> {
                         "use `database_password_file` (or `database_password = \"${PGPASSWORD}\"`), so the policy file holds no secret",
                     );
                 }
-                let disabled = url
-                    .query_pairs()
-                    .any(|(k, v)| k == "sslmode" && v == "disable");
-                if !disabled {
-                    self.problems.add_hint(
-                        Some(raw.database.span()),
-                        "TLS to PostgreSQL is not supported yet",
-                        "reach PostgreSQL over a trusted network (loopback, a private link) and add `?sslmode=disable` to say so",
-                    );
-                }
+                self.postgres_tls(raw, url)
             }
-            _ => self.problems.add_hint(
-                Some(raw.database.span()),
-                "`database` is not a PostgreSQL URL",
-                "postgres://user@host:port/dbname?sslmode=disable",
-            ),
-        }
+            _ => {
+                self.problems.add_hint(
+                    Some(raw.database.span()),
+                    "`database` is not a PostgreSQL URL",
+                    "postgres://user@host:port/dbname?sslmode=verify-full",
+                );
+                (text.clone(), PostgresTls::Disabled)
+            }
+        };
         let password = (raw.database_password.is_some() || raw.database_password_file.is_some())
             .then(|| {
                 self.secret(
@@ -292,10 +294,50 @@ impl Converter<'_> {
                 )
             })
             .flatten();
-        Database::Postgres {
-            url: text.clone(),
-            password,
+        Database::Postgres { url, password, tls }
+    }
+
+    /// The URL's `sslmode` (taken out of the URL) and `database_ca`.
+    fn postgres_tls(&mut self, raw: &RawScheduler, mut url: url::Url) -> (String, PostgresTls) {
+        let mode = url
+            .query_pairs()
+            .find(|(k, _)| k == "sslmode")
+            .map(|(_, v)| v.into_owned());
+        let rest: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "sslmode")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !rest.is_empty() {
+            url.query_pairs_mut().extend_pairs(rest);
         }
+        let ca = raw.database_ca.as_ref().map(|ca| self.file_path(ca));
+        let tls = match mode.as_deref() {
+            Some("verify-full") => PostgresTls::VerifyFull { ca },
+            Some("disable") => {
+                if let Some(ca) = &raw.database_ca {
+                    self.problems.add(
+                        Some(ca.span()),
+                        "database_ca is only used with sslmode=verify-full",
+                    );
+                }
+                PostgresTls::Disabled
+            }
+            other => {
+                let said = other.map_or_else(
+                    || "the database URL does not say how to reach PostgreSQL".to_owned(),
+                    |mode| format!("sslmode={mode} can be downgraded or accepts any certificate"),
+                );
+                self.problems.add_hint(
+                    Some(raw.database.span()),
+                    said,
+                    "add `?sslmode=verify-full` (TLS; `database_ca` for a private CA), or `?sslmode=disable` over a trusted network (loopback, a private link)",
+                );
+                PostgresTls::Disabled
+            }
+        };
+        (url.to_string(), tls)
     }
 
     /// `executor`: `docker` (the default) or `swarm`; the Swarm's

@@ -16,6 +16,9 @@ pub(crate) struct RawScheduler {
     /// For a PostgreSQL `database`: its password, so the URL holds none.
     pub database_password: Option<Spanned<String>>,
     pub database_password_file: Option<Spanned<String>>,
+    /// With `sslmode=verify-full`: the CA (PEM) PostgreSQL's certificate
+    /// must chain to, instead of the system's roots.
+    pub database_ca: Option<Spanned<String>>,
     pub executor: Option<Spanned<String>>,
     /// With `executor = "swarm"` on Docker before API 1.44: the operator's
     /// word that every node's daemon runs with `--no-new-privileges`.

@@ -335,7 +335,7 @@ fn an_unknown_executor_or_a_stray_swarm_setting_is_refused_where_it_is() {
 }
 
 #[test]
-fn a_postgres_database_says_it_is_plaintext_and_keeps_its_password_out_of_the_url() {
+fn a_postgres_database_says_how_it_is_reached_and_keeps_its_password_out_of_the_url() {
     let with_db = |db: &str| {
         HEAD.replace(
             "database = \"state/scheduler.db\"",
@@ -345,14 +345,37 @@ fn a_postgres_database_says_it_is_plaintext_and_keeps_its_password_out_of_the_ur
     let policy = parse_ok(&with_db(
         "postgres://gatehouse@db.internal:5432/gatehouse?sslmode=disable",
     ));
-    assert!(matches!(
+    assert_eq!(
         policy.scheduler.expect("scheduler").database,
-        Database::Postgres { password: None, .. }
+        Database::Postgres {
+            url: "postgres://gatehouse@db.internal:5432/gatehouse".to_owned(),
+            password: None,
+            tls: PostgresTls::Disabled,
+        }
+    );
+    let verified = parse_ok(&with_db(
+        "postgres://gatehouse@db.internal/gatehouse?application_name=gh&sslmode=verify-full",
     ));
+    assert_eq!(
+        verified.scheduler.expect("scheduler").database,
+        Database::Postgres {
+            url: "postgres://gatehouse@db.internal/gatehouse?application_name=gh".to_owned(),
+            password: None,
+            tls: PostgresTls::VerifyFull { ca: None },
+        }
+    );
     for (db, expected) in [
         (
             "postgres://gatehouse@db.internal/gatehouse",
-            "TLS to PostgreSQL is not supported yet",
+            "does not say how to reach PostgreSQL",
+        ),
+        (
+            "postgres://gatehouse@db.internal/gatehouse?sslmode=require",
+            "sslmode=require can be downgraded or accepts any certificate",
+        ),
+        (
+            "postgres://gatehouse@db.internal/gatehouse?sslmode=prefer",
+            "sslmode=prefer can be downgraded",
         ),
         (
             "postgres://gatehouse:hunter2@db.internal/gatehouse?sslmode=disable",

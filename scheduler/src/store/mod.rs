@@ -115,9 +115,9 @@ impl Store {
                 let (db, deployment) = sqlite::Sqlite::open(path)?;
                 (Backend::Sqlite(db), deployment)
             }
-            Database::Postgres { url, password } => {
+            Database::Postgres { url, password, tls } => {
                 let password = password.as_ref().map(|p| p.expose());
-                let (db, deployment) = postgres::Postgres::open(url, password).await?;
+                let (db, deployment) = postgres::Postgres::open(url, password, tls).await?;
                 (Backend::Postgres(db), deployment)
             }
         };

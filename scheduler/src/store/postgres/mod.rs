@@ -8,11 +8,15 @@
 //! time, and the runs of a scheduler that dies pass to another.
 
 mod members;
+mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row};
+use gatehouse_policy::scheduler::PostgresTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::members::{Member, UNFINISHED};
 use super::schema::Deployment;
@@ -39,18 +43,23 @@ impl Postgres {
     pub(super) async fn open(
         url: &str,
         password: Option<&[u8]>,
+        tls: &PostgresTls,
     ) -> Result<(Postgres, Deployment), StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Postgres(e.to_string()))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(sql)?;
         if let Some(password) = password {
             config.password(password);
         }
         config.connect_timeout(Duration::from_secs(10));
-        let deployment = migrate(&config).await?;
+        config.ssl_mode(match tls {
+            PostgresTls::VerifyFull { .. } => SslMode::Require,
+            PostgresTls::Disabled => SslMode::Disable,
+        });
+        // Used only when the mode asks for TLS.
+        let connector = tls::connector(tls)?;
+        let deployment = migrate(&config, connector.clone()).await?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -393,8 +402,11 @@ impl Postgres {
 
 /// Brings the schema up to date (refinery, on a connection of its own) and
 /// reads the deployment. A database from a newer release is refused.
-async fn migrate(config: &tokio_postgres::Config) -> Result<Deployment, StoreError> {
-    let (mut client, connection) = config.connect(NoTls).await.map_err(sql)?;
+async fn migrate(
+    config: &tokio_postgres::Config,
+    connector: MakeRustlsConnect,
+) -> Result<Deployment, StoreError> {
+    let (mut client, connection) = config.connect(connector).await.map_err(sql)?;
     let driver = tokio::spawn(connection);
     // Released when this connection closes.
     client
@@ -446,8 +458,17 @@ async fn migrate(config: &tokio_postgres::Config) -> Result<Deployment, StoreErr
     })
 }
 
+/// The error with its causes: tokio-postgres says only "error performing
+/// TLS handshake"; rustls's cause (an unknown issuer, a wrong name) is
+/// what an operator needs.
 fn sql(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Postgres(e.to_string())
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    StoreError::Postgres(text)
 }
 
 fn run_from_row(r: &Row) -> Result<Run, StoreError> {
