@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::compose_stack::ComposeStack;
 use gatehouse_tests::docker::{PrivateDocker, TEST_IMAGE};
-use gatehouse_tests::free_port;
 use serde_json::Value;
 
 use gatehouse_tests::binaries;
@@ -23,50 +23,32 @@ const UID: u32 = 10001;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
-    let compose_dir = Path::new(COMPOSE_DIR)
-        .canonicalize()
-        .expect("compose/ exists");
-    let compose_bin = which("docker-compose")
-        .expect("docker-compose not found: install Debian's docker-compose (tests/run does)");
-    let docker = PrivateDocker::start().expect("a private dockerd");
-    let work = tempfile::tempdir().expect("temp dir");
-
-    seed_images(&docker, work.path());
-    let policy_file = policy_with_a_fast_demo_job(&compose_dir, work.path());
-
-    let https_port = free_port();
-    let http_port = free_port();
-    let project = format!("ghcompose{}", std::process::id());
-    let ca_file = work.path().join("dev-ca.pem");
+    let stack = ComposeStack::new(COMPOSE_DIR, "ghcompose");
+    let (docker, compose_dir, compose_bin) = (&stack.docker, &stack.dir, &stack.compose_bin);
+    let (https_port, http_port, project) = (stack.https_port, stack.http_port, &stack.project);
+    let policy_file = policy_with_a_fast_demo_job(compose_dir, stack.work.path());
     let env = |command: &mut Command| {
+        stack.env(command);
         command
-            .env("DOCKER_HOST", docker.host())
-            .env("COMPOSE_PROJECT_NAME", &project)
-            .env("GATEHOUSE_NO_BUILD", "1")
-            .env("GATEHOUSE_HTTPS_PORT", https_port.to_string())
-            .env("GATEHOUSE_HTTP_PORT", http_port.to_string())
             .env("GATEHOUSE_POLICY_FILE", &policy_file)
-            .env("GATEHOUSE_CA_OUT", &ca_file)
-            .env("GATEHOUSE_UP_TIMEOUT", "60")
-            // compose/up prefers the v2 plugin; this test is about 1.29.
-            .env("PATH", path_with_compose_only(&compose_bin, work.path()));
+            .env("GATEHOUSE_UP_TIMEOUT", "60");
     };
 
-    // Declared after `docker`, so dropped before it: even a failing test
+    // Declared after `stack`, so dropped before it: even a failing test
     // takes the stack down, since dockerd leaves the bridges of networks
     // that still exist on the host when it stops.
     let mut cleanup = Command::new(compose_dir.join("down"));
     env(&mut cleanup);
     let _down_on_drop = DownOnDrop(cleanup);
 
-    let password = first_up_prints_the_admin_password(&env, &compose_dir);
-    let client = https_client(&ca_file, https_port);
+    let password = first_up_prints_the_admin_password(&env, compose_dir);
+    let client = https_client(&stack.ca_file, https_port);
     let base = format!("https://localhost:{https_port}");
     the_gateway_refuses_strangers_and_redirects_http(&client, &base, &password, http_port).await;
-    only_the_hash_is_stored(&docker, &project, &password);
-    let logs_now = || logs(&env, &compose_bin, &compose_dir);
+    only_the_hash_is_stored(docker, project, &password);
+    let logs_now = || logs(&env, compose_bin, compose_dir);
     the_demo_job_runs_on_schedule(&client, &base, &password, &logs_now).await;
-    let mut restart = Command::new(&compose_bin);
+    let mut restart = Command::new(compose_bin);
     env(&mut restart);
     restart
         .arg("-f")
@@ -81,21 +63,12 @@ async fn compose_up_serves_https_bootstraps_an_admin_and_runs_the_demo_job() {
     assert!(second.contains("already exists"), "{second}");
     let _: Value = admin_get(&client, &base, &password, "/api/jobs").await;
     drop(client);
-
-    let mut down = Command::new(compose_dir.join("down"));
-    env(&mut down);
-    check(&mut down);
-    let left = check(docker.docker_cli().args(["ps", "-aq"]));
-    assert!(
-        left.stdout.is_empty(),
-        "containers left after compose/down: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    stack.down(&env);
 }
 
 /// The images compose names: our two binaries, and the demo job's
 /// busybox as a tag of the test image.
-fn seed_images(docker: &PrivateDocker, work: &Path) {
+pub(crate) fn seed_images(docker: &PrivateDocker, work: &Path) {
     seed_image(docker, work, binaries::gateway(), "gateway");
     seed_image(docker, work, binaries::scheduler(), "scheduler");
     check(
@@ -116,7 +89,10 @@ fn policy_with_a_fast_demo_job(compose_dir: &Path, work: &Path) -> PathBuf {
 }
 
 /// The first `compose/up` prints the admin password, once.
-fn first_up_prints_the_admin_password(env: &dyn Fn(&mut Command), compose_dir: &Path) -> String {
+pub(crate) fn first_up_prints_the_admin_password(
+    env: &dyn Fn(&mut Command),
+    compose_dir: &Path,
+) -> String {
     let mut up = Command::new(compose_dir.join("up"));
     env(&mut up);
     let first = check(&mut up);
@@ -132,7 +108,7 @@ fn first_up_prints_the_admin_password(env: &dyn Fn(&mut Command), compose_dir: &
 }
 
 /// Real TLS against the development CA that compose/up exported.
-fn https_client(ca_file: &Path, https_port: u16) -> reqwest::Client {
+pub(crate) fn https_client(ca_file: &Path, https_port: u16) -> reqwest::Client {
     let ca = std::fs::read(ca_file).expect("compose/up exports the CA");
     reqwest::Client::builder()
         .use_rustls_tls()
@@ -272,7 +248,7 @@ async fn the_assertion_key_survives_a_restart(
     let _: Value = admin_get(client, base, password, "/api/jobs").await;
 }
 
-struct DownOnDrop(Command);
+pub(crate) struct DownOnDrop(pub(crate) Command);
 
 impl Drop for DownOnDrop {
     fn drop(&mut self) {
@@ -288,7 +264,12 @@ async fn public_jwks(client: &reqwest::Client, url: &str) -> Option<String> {
     response.text().await.ok()
 }
 
-async fn admin_get(client: &reqwest::Client, base: &str, password: &str, path: &str) -> Value {
+pub(crate) async fn admin_get(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+    path: &str,
+) -> Value {
     let response = client
         .get(format!("{base}{path}"))
         .basic_auth("admin", Some(password))
@@ -380,7 +361,7 @@ fn seed_image(docker: &PrivateDocker, work: &Path, binary: &Path, service: &str)
 }
 
 /// The shared libraries `ldd` resolves for `binary`, and its loader.
-fn linked_libraries(binary: &Path) -> Vec<PathBuf> {
+pub(crate) fn linked_libraries(binary: &Path) -> Vec<PathBuf> {
     let out = check(Command::new("ldd").arg(binary));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -398,7 +379,7 @@ fn linked_libraries(binary: &Path) -> Vec<PathBuf> {
 /// A PATH on which `docker-compose` is found and the `docker compose`
 /// plugin is not (the plugin is found through the docker CLI's own dirs,
 /// so a `docker` wrapper that refuses `compose` stands in front).
-fn path_with_compose_only(compose: &Path, work: &Path) -> String {
+pub(crate) fn path_with_compose_only(compose: &Path, work: &Path) -> String {
     let shims = work.join("bin");
     std::fs::create_dir_all(&shims).expect("shim dir");
     let docker = which("docker").expect("docker CLI");
@@ -420,7 +401,7 @@ fn path_with_compose_only(compose: &Path, work: &Path) -> String {
     )
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from))
@@ -450,7 +431,7 @@ fn logs(env: &dyn Fn(&mut Command), compose: &Path, dir: &Path) -> String {
 }
 
 /// Runs `command` and panics with its output unless it succeeds.
-fn check(command: &mut Command) -> Output {
+pub(crate) fn check(command: &mut Command) -> Output {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"));

@@ -11,4 +11,6 @@
 mod attack;
 mod browser;
 mod compose;
+mod compose_cluster;
+mod compose_stack;
 mod prometheus;
