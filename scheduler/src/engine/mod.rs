@@ -286,14 +286,28 @@ impl RunEngine {
             for other in running {
                 self.stop(other, replaced.clone());
             }
-            for other in self.store.unfinished_elsewhere(Some(&job.name)).await? {
-                self.store
-                    .request_stop(other, &replaced.as_request())
-                    .await?;
-            }
+            self.replace_elsewhere(&job.name, &replaced).await;
         }
         self.spawn_run(job, id, trigger, 1);
         Ok(Triggered::Queued(id))
+    }
+
+    /// Asks other schedulers sharing the database to stop their runs of
+    /// `job`. The new run is recorded already and must start, so a failure
+    /// here is logged rather than returned.
+    async fn replace_elsewhere(&self, job: &str, replaced: &StopReason) {
+        let others = match self.store.unfinished_elsewhere(Some(job)).await {
+            Ok(others) => others,
+            Err(e) => {
+                tracing::error!(job, error = %e, "cannot find other schedulers' runs to replace");
+                return;
+            }
+        };
+        for other in others {
+            if let Err(e) = self.store.request_stop(other, &replaced.as_request()).await {
+                tracing::error!(job, run = other, error = %e, "cannot ask for a replaced run to stop");
+            }
+        }
     }
 
     async fn skip(

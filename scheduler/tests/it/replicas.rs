@@ -111,3 +111,26 @@ async fn two_schedulers_on_one_database_run_each_fire_time_and_each_run_once() {
     );
     assert_eq!(duplicates, "0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_started_through_one_scheduler_replaces_the_others_run() {
+    let pg = Postgres::start();
+    let jobs = job(
+        "sync",
+        "overlap = \"replace\"\nshell = true\ncommand = [\"sleep 60\"]",
+    );
+    let a = SchedulerUnderTest::start_with_database(&pg.url(), &jobs).await;
+    let b = SchedulerUnderTest::start_with_database(&pg.url(), &jobs).await;
+    let old = a.run_now("sync").await;
+    a.wait_run(old, Some("running"), LONG).await;
+    let new = b.run_now("sync").await;
+    let replaced = a
+        .wait_run(old, Some("cancelled"), Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        replaced["reason"],
+        format!("replaced by run {new}"),
+        "{replaced}"
+    );
+    assert_eq!(b.run(new).await["status"], "running");
+}
