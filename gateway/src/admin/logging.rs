@@ -75,8 +75,15 @@ fn init_subscriber<W>(format: LogFormat, metrics: Option<Arc<Metrics>>, writer: 
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| {
+        // Pingora's connection pool logs an ERROR ("failed to acquire
+        // reusable stream") when it loses a race with its own idle watcher
+        // on another thread and opens a new upstream connection instead:
+        // about one request in ten under load, on a healthy system
+        // (bench/README.md, "What Pingora itself costs"). Nothing there is
+        // actionable, so its module stays quiet by default.
+        EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_core::connectors=off")
+    });
     // Filtered to errors, so it does not raise the log level Pingora's hot
     // path is checked against.
     let counter = metrics.map(|metrics| {
