@@ -40,6 +40,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with_identity_rate("100000/s").await
+    }
+
+    /// With the `identity` tier at `rate` (one quota for the cluster).
+    async fn start_with_identity_rate(rate: &str) -> Cluster {
         let redis = Redis::start();
         let idp_port = free_port();
         let issuer = format!("http://127.0.0.1:{idp_port}");
@@ -52,6 +57,7 @@ impl Cluster {
             )
             .replace("public = true", "roles = [\"viewer\"]")
             .replace("login = \"100000/s\"", "login = \"3/h\"")
+            .replace("identity = \"100000/s\"", &format!("identity = \"{rate}\""))
             .replace(
                 "[limits]",
                 "[network]\nproxy_protocol_from = [\"127.0.0.9/32\"]\n\n[limits]",
@@ -233,6 +239,31 @@ async fn the_upstream_sees_the_clients_own_address_through_either_replica() {
             vec!["127.0.0.51"]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_quota_holds_across_both_replicas_behind_the_balancer() {
+    let cluster = Cluster::start_with_identity_rate("5/h").await;
+    let mut seen = Vec::new();
+    // Three through A, then three through B: five in all for this key.
+    for replica in [
+        Replica::A,
+        Replica::A,
+        Replica::A,
+        Replica::B,
+        Replica::B,
+        Replica::B,
+    ] {
+        let (client, origin) = cluster.client(replica, [127, 0, 0, 52], false);
+        seen.push(status(&client, &origin, ("x-api-key", API_KEY)).await);
+    }
+    assert_eq!(seen, [200, 200, 200, 200, 200, 429]);
+    let (client, origin) = cluster.client(Replica::A, [127, 0, 0, 52], false);
+    assert_eq!(
+        status(&client, &origin, ("x-api-key", API_KEY)).await,
+        429,
+        "A counts what B let through"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
