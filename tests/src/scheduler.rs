@@ -198,23 +198,24 @@ impl SchedulerUnderTest {
             .replace(&self.sched_admin.to_string(), &format!("127.0.0.1:{admin}"));
         let path = self.dir().join(format!("replica-{api}.toml"));
         std::fs::write(&path, policy).expect("replica policy");
+        let log = self.dir().join(format!("replica-{api}.log"));
+        let process =
+            ChildProcess::spawn(self.scheduler_command(&path), &log).expect("spawn a replica");
+        if !answers_200(&format!("http://127.0.0.1:{admin}/readyz")).await {
+            panic!("the replica did not become ready:\n{}", process.log_text());
+        }
+        (process, SocketAddr::from(([127, 0, 0, 1], api)))
+    }
+
+    /// `gatehouse-scheduler run` on `policy`, against this stack's Docker.
+    fn scheduler_command(&self, policy: &Path) -> Command {
         let mut command = Command::new(binaries::scheduler());
         command
             .args(["run", "--policy"])
-            .arg(&path)
+            .arg(policy)
             .env("DOCKER_HOST", &self.docker_host)
             .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
-        let log = self.dir().join(format!("replica-{api}.log"));
-        let process = ChildProcess::spawn(command, &log).expect("spawn a replica");
-        let url = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return (process, SocketAddr::from(([127, 0, 0, 1], api)));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the replica did not become ready:\n{}", process.log_text());
+        command
     }
 
     async fn start_full(
@@ -298,23 +299,12 @@ impl SchedulerUnderTest {
     pub async fn spawn_scheduler_unready(&mut self) {
         self.spawns += 1;
         let log = self.dir().join(format!("scheduler-{}.log", self.spawns));
-        let mut command = Command::new(binaries::scheduler());
-        command
-            .args(["run", "--policy"])
-            .arg(&self.policy_path)
-            .args(&self.scheduler_args)
-            .env("DOCKER_HOST", &self.docker_host)
-            .env("GATEHOUSE_LOG", "info,gatehouse_scheduler=debug");
+        let mut command = self.scheduler_command(&self.policy_path);
+        command.args(&self.scheduler_args);
         self.scheduler = Some(ChildProcess::spawn(command, &log).expect("spawn the scheduler"));
-        let url = format!("http://{}/healthz", self.sched_admin);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !answers_200(&format!("http://{}/healthz", self.sched_admin)).await {
+            panic!("the scheduler did not start:\n{}", self.scheduler_log());
         }
-        panic!("the scheduler did not start:\n{}", self.scheduler_log());
     }
 
     /// `/readyz`: its status and body.
@@ -326,20 +316,12 @@ impl SchedulerUnderTest {
     }
 
     pub async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.sched_admin);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !answers_200(&format!("http://{}/readyz", self.sched_admin)).await {
+            panic!(
+                "the scheduler did not become ready:\n{}",
+                self.scheduler_log()
+            );
         }
-        panic!(
-            "the scheduler did not become ready:\n{}",
-            self.scheduler_log()
-        );
     }
 
     pub fn scheduler_log(&self) -> String {
@@ -542,4 +524,16 @@ impl Drop for SchedulerUnderTest {
             show_log_on_failure("scheduler", scheduler);
         }
     }
+}
+
+/// Whether `url` answers 200 within 20 seconds (polled every 50 ms).
+async fn answers_200(url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if reqwest::get(url).await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

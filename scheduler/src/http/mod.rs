@@ -79,7 +79,8 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
 /// not be accepted by another: checked there after this process's own
 /// check. Fails closed (503) when the database cannot say.
 async fn first_use_everywhere(api: &Api, accepted: &Accepted) -> Result<(), AuthError> {
-    match api.engine.store().first_use(accepted).await {
+    let store = api.engine.store();
+    match store.first_use(&accepted.jti, accepted.forget_after).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(AuthError::Replayed),
         Err(e) => {

@@ -188,13 +188,14 @@ impl Store {
         }
     }
 
-    /// Whether the gateway's assertion `accepted` is used here for the
-    /// first time among the schedulers sharing the database. Always true
-    /// for SQLite, where this process's own replay check is the only one.
-    pub async fn first_use(&self, accepted: &crate::auth::Accepted) -> Result<bool, StoreError> {
+    /// Whether the gateway assertion `jti` (good until `forget_after`,
+    /// Unix seconds) is used here for the first time among the schedulers
+    /// sharing the database. Always true for SQLite, where this process's
+    /// own replay check is the only one.
+    pub async fn first_use(&self, jti: &str, forget_after: u64) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(true),
-            Backend::Postgres(db) => db.first_use(accepted).await,
+            Backend::Postgres(db) => db.first_use(jti, forget_after).await,
         }
     }
 

@@ -20,7 +20,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::sql;
+use super::{client, sql};
 use crate::store::StoreError;
 
 /// How long a member's lease lasts after each renewal.
@@ -181,12 +181,6 @@ async fn renew(pool: &Pool, fence: i64) -> Result<bool, StoreError> {
         .await
         .map_err(sql)?;
     Ok(renewed == 1)
-}
-
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Postgres(e.to_string()))
 }
 
 fn lease_ms() -> i64 {

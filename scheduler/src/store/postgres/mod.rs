@@ -12,7 +12,7 @@ mod tls;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gatehouse_policy::scheduler::PostgresTls;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::Row;
@@ -86,10 +86,7 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Postgres(e.to_string()))
+        client(&self.pool).await
     }
 
     /// Records a run owned by this scheduler. A fire time another
@@ -102,24 +99,37 @@ impl Postgres {
         run: &NewRun<'_>,
         only_if_idle: bool,
     ) -> Result<Claim, StoreError> {
-        let trigger = run.trigger;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(sql)?;
-        if only_if_idle {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&run.job],
-            )
-            .await
-            .map_err(sql)?;
-            let statement = format!(
-                "SELECT id FROM runs WHERE job = $1 AND status IN {UNFINISHED} ORDER BY id LIMIT 1"
-            );
-            if let Some(row) = tx.query_opt(&statement, &[&run.job]).await.map_err(sql)? {
-                return Ok(Claim::Busy(row.get(0)));
-            }
+        if !only_if_idle {
+            return self.insert_on(&client, run).await;
         }
-        let row = tx
+        // One transaction, so the check and the insert hold the lock.
+        let tx = client.transaction().await.map_err(sql)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&run.job],
+        )
+        .await
+        .map_err(sql)?;
+        let statement = format!(
+            "SELECT id FROM runs WHERE job = $1 AND status IN {UNFINISHED} ORDER BY id LIMIT 1"
+        );
+        if let Some(row) = tx.query_opt(&statement, &[&run.job]).await.map_err(sql)? {
+            return Ok(Claim::Busy(row.get(0)));
+        }
+        let claim = self.insert_on(&tx, run).await?;
+        tx.commit().await.map_err(sql)?;
+        Ok(claim)
+    }
+
+    /// The insert itself, on a connection or in a transaction.
+    async fn insert_on(
+        &self,
+        client: &impl GenericClient,
+        run: &NewRun<'_>,
+    ) -> Result<Claim, StoreError> {
+        let trigger = run.trigger;
+        let row = client
             .query_opt(
                 "INSERT INTO runs (job, trigger_kind, triggered_by, planned_at, retry_of, attempt, status, queued_at, finished_at, reason, reason_code, owner)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -129,7 +139,6 @@ impl Postgres {
             )
             .await
             .map_err(sql)?;
-        tx.commit().await.map_err(sql)?;
         Ok(row.map_or(Claim::TakenElsewhere, |row| Claim::Recorded(row.get(0))))
     }
 
@@ -300,16 +309,13 @@ impl Postgres {
         Ok(self.execute(&statement, &[&id, &request]).await? == 1)
     }
 
-    pub(super) async fn first_use(
-        &self,
-        accepted: &crate::auth::Accepted,
-    ) -> Result<bool, StoreError> {
-        let forget_after = i64::try_from(accepted.forget_after).unwrap_or(i64::MAX);
+    pub(super) async fn first_use(&self, jti: &str, forget_after: u64) -> Result<bool, StoreError> {
+        let forget_after = i64::try_from(forget_after).unwrap_or(i64::MAX);
         let inserted = self
             .execute(
                 "INSERT INTO accepted_assertions (jti, forget_after) VALUES ($1, $2)
                  ON CONFLICT (jti) DO NOTHING",
-                &[&accepted.jti, &forget_after],
+                &[&jti, &forget_after],
             )
             .await?;
         Ok(inserted == 1)
@@ -456,6 +462,13 @@ async fn migrate(
         instance: row.get(0),
         legacy_instance: row.get(1),
     })
+}
+
+/// A connection from the pool.
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Postgres(e.to_string()))
 }
 
 /// The error with its causes: tokio-postgres says only "error performing
