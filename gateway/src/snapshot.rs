@@ -7,11 +7,12 @@
 //! through a request.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use gatehouse_policy::{Policy, PolicyError, Route};
 
 use crate::access::rate_limit::RateLimits;
+use crate::admin::metrics::RouteSeries;
 use crate::edge::headers::PreparedHeaders;
 use crate::edge::path::{matches_prefix, NormalizedPath};
 use crate::edge::tls::{CertStore, TlsError};
@@ -77,6 +78,8 @@ impl Snapshot {
 pub struct PreparedRoute {
     pub route: Route,
     pub headers: PreparedHeaders,
+    /// Its request metrics, looked up on first use.
+    pub metrics: OnceLock<RouteSeries>,
 }
 
 /// Routes ordered for matching: host-specific first, then longest prefix,
@@ -91,6 +94,7 @@ impl RouteTable {
                 Arc::new(PreparedRoute {
                     headers: PreparedHeaders::new(&route.headers),
                     route: route.clone(),
+                    metrics: OnceLock::new(),
                 })
             })
             .collect();

@@ -67,6 +67,11 @@ impl Tier {
     }
 }
 
+/// The tables keyed by what clients send (addresses, identities). aHash
+/// with random keys resists hash flooding as std's SipHash does; SipHash
+/// cost about 350 instructions per request over these tables.
+type KeyMap<K, V> = DashMap<K, V, ahash::RandomState>;
+
 /// Whom a limit counts: a client network (one IPv4 address, or an IPv6
 /// prefix), an identity (its namespaced subject), or the shared bucket of
 /// keys a full table cannot track.
@@ -126,7 +131,7 @@ pub struct EngagementEnd {
 /// Governor's DashMap store with a cap: keys it cannot track share
 /// [`RateKey::Overflow`].
 struct BoundedStore {
-    map: Arc<DashMap<RateKey, InMemoryState>>,
+    map: Arc<KeyMap<RateKey, InMemoryState>>,
     max_keys: usize,
     /// Set when a key had to go to the overflow bucket: time to sweep.
     full: Arc<AtomicBool>,
@@ -173,7 +178,7 @@ struct TierLimiter {
     policy_header: HeaderValue,
     limiter: Keyed,
     /// The limiter's own table (governor keeps the store to itself).
-    keys: Arc<DashMap<RateKey, InMemoryState>>,
+    keys: Arc<KeyMap<RateKey, InMemoryState>>,
     max_keys: usize,
     clock: DefaultClock,
     full: Arc<AtomicBool>,
@@ -194,7 +199,7 @@ impl TierLimiter {
     fn new(tier: Tier, rate: Rate, max_keys: usize) -> Self {
         let clock = DefaultClock::default();
         let full = Arc::new(AtomicBool::new(false));
-        let keys = Arc::new(DashMap::new());
+        let keys = Arc::new(KeyMap::default());
         let store = BoundedStore {
             map: keys.clone(),
             max_keys,
@@ -263,7 +268,7 @@ struct Engagement {
 
 /// Keys currently being refused, per tier, bounded like the limiters.
 struct Engagements {
-    map: DashMap<(Tier, RateKey), Engagement>,
+    map: KeyMap<(Tier, RateKey), Engagement>,
     max_keys: usize,
     /// How many there are, so the common case (none) skips the map:
     /// DashMap's own `len` visits every shard.
@@ -340,7 +345,7 @@ pub struct RateLimits {
     routes: Vec<(String, TierLimiter)>,
     login_failures: TierLimiter,
     /// Addresses refused logins until the instant.
-    lockouts: DashMap<RateKey, Instant>,
+    lockouts: KeyMap<RateKey, Instant>,
     /// When the last lockout ends (ms after `started`): until then the
     /// table may hold one, after it the check skips the table.
     lockouts_end_ms: AtomicU64,
@@ -369,9 +374,9 @@ impl RateLimits {
                 .map(|(name, rate)| (name.clone(), TierLimiter::new(Tier::Route, *rate, max)))
                 .collect(),
             login_failures: TierLimiter::new(Tier::Login, limits.login, max),
-            lockouts: DashMap::new(),
+            lockouts: KeyMap::default(),
             engagements: Engagements {
-                map: DashMap::new(),
+                map: KeyMap::default(),
                 max_keys: max,
                 active: AtomicUsize::new(0),
             },

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::logging::LogFormat;
 
@@ -113,11 +113,11 @@ trait Encoding {
 
     /// An address as text, empty when there is none.
     fn address(out: &mut Vec<u8>, key: &str, ip: Option<IpAddr>) {
-        let mut text = String::with_capacity(40);
+        let mut text = AddressText::new();
         if let Some(ip) = ip {
-            let _ = write!(text, "{ip}");
+            text.write(ip);
         }
-        Self::token(out, key, &text);
+        Self::token(out, key, text.as_str());
     }
 }
 
@@ -182,11 +182,91 @@ impl Encoding for Json {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, as tracing's timestamps.
+/// An address written into a stack buffer: an IPv4 address (the common
+/// case) digit by digit, since `Display` for addresses goes through
+/// `core::fmt` and was a quarter of the line's cost.
+struct AddressText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl AddressText {
+    fn new() -> Self {
+        AddressText {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    self.push(digits.format(octet).as_bytes());
+                }
+            }
+            IpAddr::V6(v6) => {
+                let mut cursor = std::io::Cursor::new(&mut self.bytes[..]);
+                // The longest IPv6 text is 45 bytes: it always fits.
+                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{v6}"));
+                self.len = cursor.position() as usize;
+            }
+        }
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        self.bytes[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+    }
+
+    fn as_str(&self) -> &str {
+        // Only digits, hex letters, `.` and `:` are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing's timestamps. The part up
+/// to the second is formatted once a second per thread (calendar arithmetic
+/// and `core::fmt` were most of the line's cost); the microseconds are
+/// written as digits.
 fn push_timestamp(now: SystemTime, out: &mut Vec<u8>) {
-    let mut text = String::with_capacity(32);
-    let _ = write!(text, "{}", humantime::format_rfc3339_micros(now));
-    out.extend_from_slice(text.as_bytes());
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since_epoch.as_secs();
+    SECOND_TEXT.with(|cached| {
+        let (cached_second, mut text) = cached.get();
+        if cached_second != second || text[0] == 0 {
+            let mut full = String::with_capacity(32);
+            let _ = write!(
+                full,
+                "{}",
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
+            );
+            // `YYYY-MM-DDTHH:MM:SS` then `Z`; years past 9999 do not occur.
+            if let Some(prefix) = full.as_bytes().get(..SECOND_TEXT_LEN) {
+                text.copy_from_slice(prefix);
+                cached.set((second, text));
+            }
+        }
+        out.extend_from_slice(&text);
+    });
+    out.push(b'.');
+    let mut digits = itoa::Buffer::new();
+    // Six digits with leading zeros: the leading `1` is cut off.
+    let micros = digits.format(1_000_000 + since_epoch.subsec_micros());
+    out.extend_from_slice(&micros.as_bytes()[1..]);
+    out.push(b'Z');
+}
+
+const SECOND_TEXT_LEN: usize = "2026-12-07T03:45:01".len();
+
+thread_local! {
+    /// The second last formatted on this thread, and its text.
+    static SECOND_TEXT: std::cell::Cell<(u64, [u8; SECOND_TEXT_LEN])> =
+        const { std::cell::Cell::new((0, [0; SECOND_TEXT_LEN])) };
 }
 
 /// Milliseconds with three decimals (microsecond resolution).

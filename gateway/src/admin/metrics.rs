@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -34,6 +34,12 @@ pub struct Metrics {
     pub audit_healthy: IntGauge,
     pub sessions_revoked: IntGauge,
     pub audit_files_deleted: IntCounter,
+}
+
+/// One route's series of the request metrics, kept with the route.
+pub struct RouteSeries {
+    ok: IntCounter,
+    duration: Histogram,
 }
 
 impl Metrics {
@@ -165,6 +171,37 @@ impl Metrics {
         for reason in denial_reasons {
             self.denials.with_label_values(&[reason]);
         }
+    }
+
+    /// Counts one answered request and its duration. A route's series
+    /// are looked up once and kept with the route: `with_label_values`
+    /// hashes the labels and takes a lock on every call.
+    pub fn record_request(
+        &self,
+        route: Option<&crate::snapshot::PreparedRoute>,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let name = route.map_or("-", |r| r.route.name.as_str());
+        let label = status_label(status);
+        let seconds = elapsed.as_secs_f64();
+        let Some(route) = route else {
+            self.requests.with_label_values(&[name, label]).inc();
+            self.request_duration
+                .with_label_values(&[name])
+                .observe(seconds);
+            return;
+        };
+        let series = route.metrics.get_or_init(|| RouteSeries {
+            ok: self.requests.with_label_values(&[name, "200"]),
+            duration: self.request_duration.with_label_values(&[name]),
+        });
+        if status == 200 {
+            series.ok.inc();
+        } else {
+            self.requests.with_label_values(&[name, label]).inc();
+        }
+        series.duration.observe(seconds);
     }
 
     /// Copies the rate-limit table sizes and the audit writer's counters
@@ -302,5 +339,56 @@ impl Registrar {
     ) -> HistogramVec {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         self.register(HistogramVec::new(opts, labels).expect("static metric definition"))
+    }
+}
+
+/// Status labels come from a fixed set so a hostile upstream cannot grow
+/// the metric's cardinality.
+pub fn status_label(status: u16) -> &'static str {
+    const KNOWN: [(u16, &str); 20] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (206, "206"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (308, "308"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (413, "413"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (504, "504"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map(|(_, label)| *label)
+        .unwrap_or(match status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusual_statuses_share_a_class_label() {
+        assert_eq!(status_label(404), "404");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(0), "none");
     }
 }

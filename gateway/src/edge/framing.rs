@@ -8,7 +8,7 @@
 //! and PHP turn `-` and `_` alike into `_`, so `X_Gatehouse_User` would be
 //! read as the identity header the gateway sets.
 
-use http::{HeaderMap, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FramingViolation {
@@ -94,6 +94,9 @@ impl<'a> RequestHead<'a> {
 }
 
 /// Checks a request head against the framing rules and `max_head_bytes`.
+/// The fields are read in one pass (this runs on every request); the
+/// rules are then applied in a fixed order, so which one a bad request
+/// breaks first does not depend on the order of its fields.
 pub fn check_request_head(
     head: &RequestHead<'_>,
     max_head_bytes: usize,
@@ -105,65 +108,99 @@ pub fn check_request_head(
         raw_target_len,
         raw_head,
     } = *head;
-    let head_bytes = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + raw_target_len
-        + method.as_str().len();
-    if head_bytes > max_head_bytes {
+    let fields = FieldScan::of(headers);
+    if fields.bytes + raw_target_len + method.as_str().len() > max_head_bytes {
         return Err(FramingViolation::HeadTooLarge);
     }
-    if headers
-        .values()
-        .any(|v| memchr::memchr2(b'\r', b'\n', v.as_bytes()).is_some())
-    {
+    if fields.line_break {
         return Err(FramingViolation::FoldedHeader);
     }
     // Refused rather than dropped (nginx drops them by default): a client
     // that sends one is either confused or probing, and a clear 400 says
     // so, where a silently missing header would not.
-    if headers.keys().any(|name| name.as_str().contains('_')) {
+    if fields.underscore {
         return Err(FramingViolation::HeaderNameUnderscore);
     }
-    check_connection_nominations(headers)?;
+    if fields.connection_nominates_header {
+        return Err(FramingViolation::ConnectionNominatesHeader);
+    }
 
-    let lengths: Vec<_> = headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .collect();
-    let encodings: Vec<_> = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .collect();
+    let (lengths, encodings) = (fields.lengths, fields.encodings);
     let raw_length_with_encoding =
-        !encodings.is_empty() && raw_head.is_some_and(declares_content_length);
-    if (!lengths.is_empty() && !encodings.is_empty()) || raw_length_with_encoding {
+        encodings.count > 0 && raw_head.is_some_and(declares_content_length);
+    if (lengths.count > 0 && encodings.count > 0) || raw_length_with_encoding {
         return Err(FramingViolation::LengthAndChunked);
     }
-    match lengths.as_slice() {
-        [] => {}
-        [one] if is_decimal(one.as_bytes()) => {}
+    match (lengths.count, lengths.first) {
+        (0, _) => {}
+        (1, Some(one)) if is_decimal(one.as_bytes()) => {}
         _ => return Err(FramingViolation::BadContentLength),
     }
-    match encodings.as_slice() {
-        [] => {}
-        [one] if one.as_bytes().eq_ignore_ascii_case(b"chunked") => {}
+    match (encodings.count, encodings.first) {
+        (0, _) => {}
+        (1, Some(one)) if one.as_bytes().eq_ignore_ascii_case(b"chunked") => {}
         _ => return Err(FramingViolation::BadTransferEncoding),
     }
 
     // HTTP/2 carries the authority in a pseudo-header, checked by the h2
     // codec; HTTP/1.1 needs exactly one Host, HTTP/1.0 at most one.
-    let hosts = headers.get_all(http::header::HOST).iter().count();
     let host_ok = match version {
-        Version::HTTP_11 => hosts == 1,
-        Version::HTTP_10 | Version::HTTP_09 => hosts <= 1,
-        _ => hosts <= 1,
+        Version::HTTP_11 => fields.hosts == 1,
+        _ => fields.hosts <= 1,
     };
     if !host_ok {
         return Err(FramingViolation::BadHost);
     }
     Ok(())
+}
+
+/// What one pass over the header fields found.
+#[derive(Default)]
+struct FieldScan<'a> {
+    /// Names and values, with `: ` and CRLF for each line.
+    bytes: usize,
+    line_break: bool,
+    underscore: bool,
+    connection_nominates_header: bool,
+    lengths: Occurrences<'a>,
+    encodings: Occurrences<'a>,
+    hosts: usize,
+}
+
+/// How often a field came, and its first value.
+#[derive(Default, Clone, Copy)]
+struct Occurrences<'a> {
+    count: usize,
+    first: Option<&'a HeaderValue>,
+}
+
+impl<'a> Occurrences<'a> {
+    fn add(&mut self, value: &'a HeaderValue) {
+        self.first.get_or_insert(value);
+        self.count += 1;
+    }
+}
+
+impl<'a> FieldScan<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut scan = FieldScan::default();
+        for (name, value) in headers {
+            let bytes = value.as_bytes();
+            scan.bytes += name.as_str().len() + bytes.len() + 4;
+            scan.line_break |= memchr::memchr2(b'\r', b'\n', bytes).is_some();
+            scan.underscore |= memchr::memchr(b'_', name.as_str().as_bytes()).is_some();
+            if name == http::header::CONTENT_LENGTH {
+                scan.lengths.add(value);
+            } else if name == http::header::TRANSFER_ENCODING {
+                scan.encodings.add(value);
+            } else if name == http::header::HOST {
+                scan.hosts += 1;
+            } else if name == http::header::CONNECTION {
+                scan.connection_nominates_header |= nominates_header(bytes);
+            }
+        }
+        scan
+    }
 }
 
 /// Upgrades pass only as WebSocket on routes that allow it; `h2c` and
@@ -194,23 +231,16 @@ pub fn check_upgrade(
 /// that nominates any other header asks every hop to delete it: aimed at
 /// the headers the gateway sets, that removes the caller's identity or
 /// address on the way to the upstream.
-fn check_connection_nominations(headers: &HeaderMap) -> Result<(), FramingViolation> {
-    let ok = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+fn nominates_header(connection: &[u8]) -> bool {
+    connection
+        .split(|b| *b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|token| !token.is_empty())
-        .all(|token| {
-            [&b"close"[..], b"keep-alive", b"upgrade", b"te"]
+        .any(|token| {
+            ![&b"close"[..], b"keep-alive", b"upgrade", b"te"]
                 .iter()
                 .any(|allowed| token.eq_ignore_ascii_case(allowed))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(FramingViolation::ConnectionNominatesHeader)
-    }
+        })
 }
 
 /// Whether a raw header block has a Content-Length line.

@@ -13,6 +13,17 @@ const FINGERPRINT_HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("x-aspnetmvc-version"),
 ];
 
+/// Marks a value that changes with every response (the request id, the
+/// rate-limit state) for HTTP/2 never to index. HPACK otherwise adds each
+/// one to the connection's dynamic table, where it is never sent again but
+/// pushes the long, fixed security headers out, so those are re-encoded
+/// (Huffman and all) every few dozen responses. Over HTTP/1 the mark has no
+/// effect.
+pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 /// A route's security headers, converted once at policy load so the hot
 /// path only clones ready names and values (cheap: both are `Bytes`, and
 /// the names are never parsed again).

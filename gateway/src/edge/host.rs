@@ -86,8 +86,9 @@ pub fn parse(raw: &str) -> Result<String, HostRejection> {
         };
         (ip.to_string(), port)
     } else {
-        let (name, port) = match raw.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
+        // `:` is ASCII, so its byte index splits the text on a boundary.
+        let (name, port) = match memchr::memrchr(b':', raw.as_bytes()) {
+            Some(colon) => (&raw[..colon], Some(&raw[colon + 1..])),
             None => (raw, None),
         };
         (reg_name(name)?, port)
@@ -106,20 +107,23 @@ pub fn parse(raw: &str) -> Result<String, HostRejection> {
 /// one trailing dot, no empty labels.
 fn reg_name(name: &str) -> Result<String, HostRejection> {
     let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if valid {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(HostRejection::Invalid)
+    if name.is_empty() || name.len() > 253 {
+        return Err(HostRejection::Invalid);
     }
+    // One pass over the bytes (it runs on every request): the length of
+    // the label so far, 0 right after a dot.
+    let mut label = 0usize;
+    for b in name.bytes() {
+        match b {
+            b'.' if label > 0 => label = 0,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' if label < 63 => label += 1,
+            _ => return Err(HostRejection::Invalid),
+        }
+    }
+    if label == 0 {
+        return Err(HostRejection::Invalid);
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// Refuses a request for another host than the one the connection's SNI
@@ -150,6 +154,22 @@ mod tests {
         assert_eq!(parse("127.0.0.1:443").unwrap(), "127.0.0.1");
         assert_eq!(parse("[::1]:8443").unwrap(), "::1");
         assert_eq!(parse("[2001:DB8::1]").unwrap(), "2001:db8::1");
+        let longest_label = format!("{}.test", "a".repeat(63));
+        assert_eq!(parse(&longest_label).unwrap(), longest_label);
+    }
+
+    #[test]
+    fn labels_and_names_have_their_limits() {
+        for bad in [
+            format!("{}.test", "a".repeat(64)),
+            format!("a.{}", "b".repeat(64)),
+            format!("{}.test", ["a"; 126].join(".")),
+            ".test".to_owned(),
+            "test..".to_owned(),
+            ".".to_owned(),
+        ] {
+            assert_eq!(parse(&bad), Err(HostRejection::Invalid), "{bad}");
+        }
     }
 
     #[test]

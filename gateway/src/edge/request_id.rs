@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, HeaderValue};
 
+use super::headers::never_indexed;
+
 /// The header a request id travels in, both ways.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -64,7 +66,8 @@ impl RequestIds {
         id.push('-');
         push_hex(&mut id, counter);
         // The String becomes the header's bytes as it is, without a copy.
-        RequestId(HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-")))
+        let value = HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"));
+        RequestId(never_indexed(value))
     }
 }
 
@@ -93,7 +96,7 @@ pub fn trusted_request_id(value: &HeaderValue) -> Option<RequestId> {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     // A clone of a received header value shares its bytes.
-    ok.then(|| RequestId(value.clone()))
+    ok.then(|| RequestId(never_indexed(value.clone())))
 }
 
 #[cfg(test)]
@@ -119,6 +122,13 @@ mod tests {
             push_hex(&mut text, value);
             assert_eq!(text, format!("{value:x}"));
         }
+    }
+
+    #[test]
+    fn ids_are_never_indexed_by_hpack() {
+        assert!(RequestIds::new().make().header_value().is_sensitive());
+        let from_proxy = trusted_request_id(&HeaderValue::from_static("abc-123"));
+        assert!(from_proxy.expect("plain id").header_value().is_sensitive());
     }
 
     #[test]

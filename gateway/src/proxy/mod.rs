@@ -64,7 +64,7 @@ use crate::identity::login::OidcClients;
 use crate::identity::Principal;
 use crate::shared_state::SharedState;
 use crate::snapshot::Snapshot;
-use outcome::{classify_failure, status_label};
+use outcome::classify_failure;
 use refusal::Reason;
 use respond::GatewayResponse;
 
@@ -352,14 +352,8 @@ impl ProxyHttp for Gateway {
             .unwrap_or(0);
         let route = ctx.route_name();
         let elapsed = ctx.started.elapsed();
-        self.metrics
-            .requests
-            .with_label_values(&[route, status_label(status)])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        let prepared = ctx.admission.as_ref().map(|a| &*a.route);
+        self.metrics.record_request(prepared, status, elapsed);
         let principal = ctx.principal.as_ref();
         access_log::write(&AccessRecord {
             request_id: ctx.request_id.as_str(),

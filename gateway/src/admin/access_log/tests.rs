@@ -134,3 +134,43 @@ fn ipv6_clients_are_written_as_std_writes_them() {
     };
     assert!(line(&record, LogFormat::Human).contains(" client=2001:db8::7 "));
 }
+
+#[test]
+fn timestamps_are_right_across_seconds_and_at_whole_seconds() {
+    let mut out = Vec::new();
+    for micros in [
+        1_796_615_101_161_741u64,
+        1_796_615_101_999_999,
+        1_796_615_102_000_000,
+        1_796_615_102_000_007,
+        1_796_615_101_000_001,
+        86_399_999_999,
+    ] {
+        out.clear();
+        let when = UNIX_EPOCH + Duration::from_micros(micros);
+        push_timestamp(when, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).expect("utf-8"),
+            humantime::format_rfc3339_micros(when).to_string()
+        );
+    }
+}
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    for text in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.20.0.3",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        "::ffff:192.0.2.128",
+    ] {
+        let ip: IpAddr = text.parse().expect("address");
+        let mut written = AddressText::new();
+        written.write(ip);
+        assert_eq!(written.as_str(), ip.to_string());
+    }
+}
