@@ -7,7 +7,6 @@ use gatehouse_policy::Rate;
 use http::{HeaderName, HeaderValue};
 
 use super::{Allowance, Tier};
-use crate::edge::headers::never_indexed;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -43,7 +42,7 @@ pub fn state_header(tier: Tier, remaining: u32, reset: Duration) -> HeaderValue 
     text.push_str(digits.format(remaining));
     text.push_str(";t=");
     text.push_str(digits.format(reset));
-    never_indexed(header_value(text))
+    header_value(text)
 }
 
 fn header_value(text: String) -> HeaderValue {

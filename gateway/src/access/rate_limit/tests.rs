@@ -200,10 +200,3 @@ fn unchanged_limits_are_recognised_for_reloads() {
     assert!(limits.same_settings(&b));
     assert!(!limits.same_settings(&c));
 }
-
-#[test]
-fn the_changing_ratelimit_value_is_never_indexed_by_hpack() {
-    let value = state_header(Tier::Client, 41, Duration::from_millis(1500));
-    assert_eq!(value, "\"client\";r=41;t=2");
-    assert!(value.is_sensitive());
-}
