@@ -246,10 +246,14 @@ impl TokenHeader {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| IdentityError::Malformed)?;
-        // JSON is UTF-8 (RFC 8259); serde_json skips the bytes of fields it
-        // ignores without checking them, so check the whole header first.
-        let text = std::str::from_utf8(&bytes).map_err(|_| IdentityError::Malformed)?;
-        let raw: RawHeader = serde_json::from_str(text).map_err(|_| IdentityError::Malformed)?;
+        // serde_json skips the fields a struct ignores without checking
+        // them (invalid UTF-8, numbers out of range), so the whole header
+        // is first read as a JSON value, which checks every byte; then as
+        // the struct, which refuses a repeated `alg`, `kid` or `crit`
+        // where a value would keep the last one.
+        serde_json::from_slice::<Value>(&bytes).map_err(|_| IdentityError::Malformed)?;
+        let raw: RawHeader =
+            serde_json::from_slice(&bytes).map_err(|_| IdentityError::Malformed)?;
         if raw.crit.is_some() {
             return Err(IdentityError::Invalid);
         }
@@ -493,6 +497,17 @@ mod tests {
         );
         assert_eq!(
             TokenHeader::parse(&invalid_utf8),
+            Err(IdentityError::Malformed)
+        );
+        // Found by the jwt_header fuzzer: a number out of range in a field
+        // the parser ignores.
+        assert_eq!(
+            TokenHeader::parse(&token(r#"{"alg":"RS256","jwk":{"e":1E900000000}}"#)),
+            Err(IdentityError::Malformed)
+        );
+        // A repeated field is refused, not read as its first or last copy.
+        assert_eq!(
+            TokenHeader::parse(&token(r#"{"alg":"none","alg":"RS256"}"#)),
             Err(IdentityError::Malformed)
         );
         for bad in ["a.b", "a.b.c.d", "!!.e30.x", ""] {
