@@ -101,6 +101,20 @@ impl ChildProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains `needle`, or as it is after `timeout`. A
+    /// program's log writer runs on a thread of its own, so what it logs
+    /// can reach the file after effects the test saw (a metric, an answer).
+    pub async fn log_once_it_has(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends a signal by name (`TERM`, `HUP`, ...) with kill(1).
     pub fn signal(&self, name: &str) -> Result<()> {
         let status = Command::new("kill")

@@ -485,8 +485,9 @@ async fn retention_deletes_the_oldest_files_and_what_is_left_verifies() {
     let (code, out) = audit_verify(&files);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("the chain starts at seq "), "{out}");
-    assert!(g
+    let log = g
         .process
-        .log_text()
-        .contains("deleted a rotated audit file"));
+        .log_once_it_has("deleted a rotated audit file", Duration::from_secs(5))
+        .await;
+    assert!(log.contains("deleted a rotated audit file"), "{log}");
 }

@@ -46,7 +46,10 @@ async fn bad_reload_keeps_old_policy() {
     gateway.process.signal("HUP").unwrap();
     gateway.metric_reaches(REJECTED, 1.0).await;
     assert_eq!(gateway.get("/").await.status(), 200);
-    let log = gateway.process.log_text();
+    let log = gateway
+        .process
+        .log_once_it_has("bogus_key", Duration::from_secs(5))
+        .await;
     assert!(
         log.contains("policy.toml:"),
         "the log names file:line:col\n{log}"
@@ -64,10 +67,11 @@ async fn reload_that_needs_a_restart_is_rejected() {
     gateway.rewrite_policy(&template, "");
     gateway.process.signal("HUP").unwrap();
     gateway.metric_reaches(REJECTED, 1.0).await;
-    assert!(gateway
+    let log = gateway
         .process
-        .log_text()
-        .contains("tls.min_version cannot change"));
+        .log_once_it_has("tls.min_version cannot change", Duration::from_secs(5))
+        .await;
+    assert!(log.contains("tls.min_version cannot change"), "{log}");
 }
 
 fn exit_within(gateway: &mut GatewayUnderTest, timeout: Duration) -> (i32, String) {
