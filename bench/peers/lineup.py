@@ -11,8 +11,11 @@ PORTS = {"nginx": 28441, "haproxy": 28442, "caddy": 28443, "pingora": 28444,
 # An A/B run's second binary listens 10 ports higher.
 B_OFFSET = 10
 FAMILIES = ["nginx", "haproxy", "caddy", "pingora", "gatehouse", "gatehouse-info",
-            "gatehouse-jwt", "gatehouse-key", "gatehouse-session", "gatehouse-redis"]
-IDENTITY_FAMILIES = {"gatehouse", "gatehouse-jwt", "gatehouse-key", "gatehouse-session"}
+            "gatehouse-jwt", "gatehouse-key", "gatehouse-session", "gatehouse-jwt-mac",
+            "gatehouse-key-mac", "gatehouse-redis"]
+# The routes with their own assertion key (HS256 assertions).
+MAC_FAMILIES = {"gatehouse-jwt-mac", "gatehouse-key-mac"}
+IDENTITY_FAMILIES = {"gatehouse", "gatehouse-jwt", "gatehouse-key", "gatehouse-session"} | MAC_FAMILIES
 
 
 def gatehouse_builds(binaries, given):
@@ -54,6 +57,10 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
         if families & IDENTITY_FAMILIES:
             port = PORTS["gatehouse"] + offset
             extra = session.policy() if logins else ""
+            # Only when asked for: a build from before `assertion_key`
+            # refuses the key, and A/B runs of such builds must still start.
+            if families & MAC_FAMILIES:
+                extra += targets.MAC_ROUTES
             warn = targets.gatehouse_instance(work, "gatehouse" + suffix, "Gatehouse" + tag, binary,
                                               port, certs, key_hash, "warn", idle, extra=extra)
             instances.append(warn)
@@ -66,6 +73,14 @@ def build(work, certs, binaries, families, gatehouse_bins, idle=False):
             if "gatehouse-key" in families:
                 scenarios.append(Scenario("gatehouse-key" + suffix, f"Gatehouse{tag} API-key route",
                                           warn, "/key/", {"x-api-key": key}, ("h1",)))
+            if "gatehouse-jwt-mac" in families:
+                scenarios.append(Scenario("gatehouse-jwt-mac" + suffix,
+                                          f"Gatehouse{tag} JWT route, HS256 assertion", warn,
+                                          "/jwt-mac/", {"authorization": f"Bearer {token}"}, ("h1",)))
+            if "gatehouse-key-mac" in families:
+                scenarios.append(Scenario("gatehouse-key-mac" + suffix,
+                                          f"Gatehouse{tag} API-key route, HS256 assertion", warn,
+                                          "/key-mac/", {"x-api-key": key}, ("h1",)))
             if logins:
                 # The cookie header is filled in by log_in() once it runs.
                 scenarios.append(Scenario("gatehouse-session" + suffix,
@@ -124,5 +139,8 @@ def ratio_pairs(scenarios, ab):
                  ("Gatehouse JWT route / public route", "gatehouse-jwt", "gatehouse"),
                  ("Gatehouse API-key route / public route", "gatehouse-key", "gatehouse"),
                  ("Gatehouse session-cookie route / public route", "gatehouse-session", "gatehouse"),
+                 ("Gatehouse JWT route, HS256 assertion / public route", "gatehouse-jwt-mac", "gatehouse"),
+                 ("Gatehouse API-key route, HS256 assertion / public route", "gatehouse-key-mac",
+                  "gatehouse"),
                  ("Gatehouse, limits shared in Redis / public route", "gatehouse-redis", "gatehouse")]
     return [p for p in pairs if p[1] in keys and p[2] in keys]

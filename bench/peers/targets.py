@@ -284,6 +284,24 @@ def hs256_jwt(lifetime=30 * 86400):
     return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
 
 
+# The JWT and API-key routes again, each with its own assertion key: HS256
+# assertions instead of EdDSA (README, "A route's own assertion key").
+MAC_ROUTES = f"""
+[[route]]
+name = "jwt-mac"
+path = "/jwt-mac/"
+upstream = "http://127.0.0.1:{UPSTREAM_PORT}"
+roles = ["viewer"]
+assertion_key = "{secrets.token_urlsafe(32)}"
+[[route]]
+name = "key-mac"
+path = "/key-mac/"
+upstream = "http://127.0.0.1:{UPSTREAM_PORT}"
+roles = ["viewer"]
+assertion_key = "{secrets.token_urlsafe(32)}"
+"""
+
+
 def gatehouse_policy(port, certs, api_key_hash, idle=False, public_path="/", extra=""):
     """The public route ("/"), a JWT route ("/jwt/") and an API-key route
     ("/key/"): RBAC role, rate limits checked but lifted, an assertion

@@ -16,6 +16,7 @@ use crate::admin::metrics::RouteSeries;
 use crate::edge::headers::PreparedHeaders;
 use crate::edge::path::{matches_prefix, NormalizedPath};
 use crate::edge::tls::{CertStore, TlsError};
+use crate::identity::assertion::AssertionMac;
 use crate::identity::{Authenticator, IdentityState};
 
 pub struct Snapshot {
@@ -80,6 +81,8 @@ pub struct PreparedRoute {
     pub headers: PreparedHeaders,
     /// Its request metrics, looked up on first use.
     pub metrics: OnceLock<RouteSeries>,
+    /// Its own assertion key, when it has one.
+    pub assertion_mac: Option<AssertionMac>,
 }
 
 /// Routes ordered for matching: host-specific first, then longest prefix,
@@ -95,6 +98,10 @@ impl RouteTable {
                     headers: PreparedHeaders::new(&route.headers),
                     route: route.clone(),
                     metrics: OnceLock::new(),
+                    assertion_mac: route
+                        .assertion_key
+                        .as_ref()
+                        .map(|key| AssertionMac::new(&route.name, key.expose())),
                 })
             })
             .collect();

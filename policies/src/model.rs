@@ -248,7 +248,14 @@ pub struct Route {
     pub pass_headers: Vec<String>,
     /// Methods beyond [`STANDARD_METHODS`] this route accepts.
     pub extension_methods: std::collections::BTreeSet<String>,
+    /// When set, the route's assertions are HS256 under this key (shared
+    /// with its upstream only) instead of EdDSA under the gateway's key.
+    pub assertion_key: Option<crate::secret::Secret>,
 }
+
+/// The fewest bytes of an assertion key: HS256's own hash size (RFC 7518
+/// section 3.2).
+pub const MIN_ASSERTION_KEY_BYTES: usize = 32;
 
 /// The methods every route accepts (subject to its access rules). `HEAD`
 /// is authorised by `GET`'s rule. CONNECT and TRACE never pass.

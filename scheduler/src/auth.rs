@@ -16,6 +16,12 @@
 //! fetched again at once (single-flight, rate-limited) when an assertion
 //! names a key id the scheduler does not know, as after a gateway restart
 //! with a newly generated key.
+//!
+//! A route with its own `assertion_key` in the policy both read gets
+//! HS256 assertions instead: the header's `kid` names the route, only that
+//! route's key verifies it, and its audience must be that route. EdDSA is
+//! then accepted only for the scheduler's routes without a key, so an
+//! assertion cannot pick the weaker check by choosing its algorithm.
 
 mod jwks;
 mod replay;
@@ -119,6 +125,19 @@ struct Claims {
     path: String,
 }
 
+/// A route whose assertions are HS256 under its own key.
+pub struct RouteKey {
+    pub route: String,
+    pub key: Vec<u8>,
+}
+
+struct KeyedRoute {
+    route: String,
+    key: DecodingKey,
+    /// HS256 only, audience this route only.
+    validation: Validation,
+}
+
 /// Checks assertions; the key set is refreshed in the background and on
 /// an unknown key id.
 pub struct Verifier {
@@ -129,7 +148,12 @@ pub struct Verifier {
     status: Mutex<KeyStatus>,
     /// None in unit tests that install keys by hand.
     source: Option<JwksSource>,
-    validation: Validation,
+    /// EdDSA, audiences the routes without a key of their own; `None` when
+    /// every route has one.
+    validation: Option<Validation>,
+    issuer: String,
+    audiences: Vec<String>,
+    keyed: RwLock<Arc<Vec<KeyedRoute>>>,
     replays: ReplayCache,
     /// Unix seconds when this verifier (this process) started.
     started_at: u64,
@@ -141,20 +165,61 @@ impl Verifier {
     }
 
     pub fn with_replay_capacity(issuer: &str, audiences: &[String], capacity: usize) -> Verifier {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(audiences);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = LEEWAY_SECS;
         Verifier {
             keys: RwLock::new(None),
             generation: AtomicU64::new(0),
             status: Mutex::new(KeyStatus::default()),
             source: None,
-            validation,
+            validation: Some(validation(Algorithm::EdDSA, issuer, audiences)),
+            issuer: issuer.to_owned(),
+            audiences: audiences.to_vec(),
+            keyed: RwLock::new(Arc::new(Vec::new())),
             replays: ReplayCache::new(capacity),
             started_at: unix_now().unwrap_or(u64::MAX),
         }
+    }
+
+    /// Installs the HS256 keys of the scheduler's routes that have one (at
+    /// start and on every policy reload). A route keyed at start stays out
+    /// of the EdDSA audiences: which routes are keyed is part of
+    /// `[scheduler]`'s shape, and a reload that changes it is refused.
+    pub fn set_route_keys(&mut self, keys: Vec<RouteKey>) {
+        let unkeyed: Vec<String> = self
+            .audiences
+            .iter()
+            .filter(|a| !keys.iter().any(|k| &k.route == *a))
+            .cloned()
+            .collect();
+        self.validation =
+            (!unkeyed.is_empty()).then(|| validation(Algorithm::EdDSA, &self.issuer, &unkeyed));
+        self.replace_route_keys(keys);
+    }
+
+    /// Replaces the keys of keyed routes (a reload); see
+    /// [`set_route_keys`](Self::set_route_keys).
+    pub fn replace_route_keys(&self, keys: Vec<RouteKey>) {
+        let keyed = keys
+            .into_iter()
+            .filter(|k| self.audiences.contains(&k.route))
+            .map(|k| KeyedRoute {
+                validation: validation(
+                    Algorithm::HS256,
+                    &self.issuer,
+                    std::slice::from_ref(&k.route),
+                ),
+                key: DecodingKey::from_secret(&k.key),
+                route: k.route,
+            })
+            .collect();
+        if let Ok(mut slot) = self.keyed.write() {
+            *slot = Arc::new(keyed);
+        }
+    }
+
+    /// Whether any route's assertions are EdDSA, so the gateway's JWKS is
+    /// needed at all.
+    pub fn uses_gateway_keys(&self) -> bool {
+        self.validation.is_some()
     }
 
     /// Where [`keep_keys_fresh`] and the unknown-kid refetch get the keys.
@@ -179,6 +244,9 @@ impl Verifier {
     /// `Err(reason)` when the keys are missing or stale (see
     /// [`STALE_AFTER_REFRESHES`]); `/readyz` reports it.
     pub fn key_readiness(&self) -> Result<(), String> {
+        if !self.uses_gateway_keys() {
+            return Ok(());
+        }
         let refresh = self
             .source
             .as_ref()
@@ -306,22 +374,38 @@ impl Verifier {
 
     /// The signature, algorithm, issuer, audience and lifetime.
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {
-        let keys = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|k| k.clone())
-            .ok_or(AuthError::KeysUnavailable)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(AuthError::Invalid);
+        let (key, validation);
+        let keyed;
+        match header.alg {
+            Algorithm::HS256 => {
+                keyed = self.keyed.read().map_err(|_| AuthError::Invalid)?.clone();
+                // The kid names the route; a route without a key has none
+                // to check against, so HS256 for it is simply invalid.
+                let route = header
+                    .kid
+                    .as_deref()
+                    .and_then(|kid| keyed.iter().find(|r| r.route == kid))
+                    .ok_or(AuthError::Invalid)?;
+                (key, validation) = (route.key.clone(), &route.validation);
+            }
+            Algorithm::EdDSA => {
+                validation = self.validation.as_ref().ok_or(AuthError::Invalid)?;
+                let keys = self
+                    .keys
+                    .read()
+                    .ok()
+                    .and_then(|k| k.clone())
+                    .ok_or(AuthError::KeysUnavailable)?;
+                let jwk = match &header.kid {
+                    Some(kid) => keys.find(kid).ok_or(AuthError::UnknownKey)?,
+                    None => keys.keys.first().ok_or(AuthError::Invalid)?,
+                };
+                key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid)?;
+            }
+            _ => return Err(AuthError::Invalid),
         }
-        let jwk = match &header.kid {
-            Some(kid) => keys.find(kid).ok_or(AuthError::UnknownKey)?,
-            None => keys.keys.first().ok_or(AuthError::Invalid)?,
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid)?;
-        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        jsonwebtoken::decode::<Claims>(token, &key, validation)
             .map(|data| data.claims)
             .map_err(|_| AuthError::Invalid)
     }
@@ -330,6 +414,15 @@ impl Verifier {
     pub fn live_assertions(&self) -> usize {
         self.replays.len()
     }
+}
+
+fn validation(algorithm: Algorithm, issuer: &str, audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = LEEWAY_SECS;
+    validation
 }
 
 fn unix_now() -> Option<u64> {
@@ -343,7 +436,11 @@ fn unix_now() -> Option<u64> {
 /// refresh interval of the verifier's source, so a gateway key rotation
 /// reaches the scheduler even when no request names the new key.
 pub async fn keep_keys_fresh(verifier: Arc<Verifier>) {
-    let Some(source) = &verifier.source else {
+    let Some(source) = verifier
+        .source
+        .as_ref()
+        .filter(|_| verifier.uses_gateway_keys())
+    else {
         return;
     };
     let mut delay = Duration::from_millis(200);

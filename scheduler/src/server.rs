@@ -79,7 +79,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         .context("the policy has no [scheduler] section")?;
     // Before the port is ours: assertions issued from here on cannot have
     // been accepted by a previous process, and older ones are refused.
-    let verifier = gateway_verifier(&settings)?;
+    let verifier = gateway_verifier(&policy, &settings)?;
     let (api_listener, admin_listener) = bind_listeners(&settings).await?;
     let store = Arc::new(Store::open(&settings.database).await?);
     // Only a DOCKER_HOST we cannot use stops the start; a daemon that does
@@ -125,6 +125,7 @@ pub async fn run(policy_path: PathBuf) -> anyhow::Result<()> {
         metrics.clone(),
         audit.clone(),
         reloaded_tx,
+        verifier.clone(),
     )?;
 
     let api_router = crate::http::router(Api {
@@ -204,17 +205,46 @@ fn record_startup(audit: &Audit, policy_path: &Path, policy: &Policy) {
     ));
 }
 
-/// The verifier of the gateway's assertions, with its key source.
-fn gateway_verifier(settings: &SchedulerSettings) -> anyhow::Result<Arc<Verifier>> {
+/// The verifier of the gateway's assertions, with its key source and the
+/// keys of the routes that have their own.
+fn gateway_verifier(
+    policy: &Policy,
+    settings: &SchedulerSettings,
+) -> anyhow::Result<Arc<Verifier>> {
     let jwks = auth::JwksSource::new(
         settings.gateway_jwks.clone(),
         settings.gateway_jwks_refresh,
         settings.gateway_jwks_ca.as_deref(),
     )
     .context("the gateway's JWKS ([scheduler] gateway_jwks)")?;
-    Ok(Arc::new(
-        Verifier::new(&settings.gateway_issuer, &settings.gateway_routes).with_source(jwks),
-    ))
+    let mut verifier =
+        Verifier::new(&settings.gateway_issuer, &settings.gateway_routes).with_source(jwks);
+    verifier.set_route_keys(route_keys(policy, settings));
+    Ok(Arc::new(verifier))
+}
+
+/// The HS256 keys of the routes that reach this scheduler and have one.
+fn route_keys(policy: &Policy, settings: &SchedulerSettings) -> Vec<auth::RouteKey> {
+    policy
+        .routes
+        .iter()
+        .filter(|r| settings.gateway_routes.contains(&r.name))
+        .filter_map(|r| {
+            r.assertion_key.as_ref().map(|key| auth::RouteKey {
+                route: r.name.clone(),
+                key: key.expose().to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Which of the scheduler's routes have their own key: fixed at start
+/// (it decides which routes EdDSA is accepted for).
+fn keyed_routes(policy: &Policy, settings: &SchedulerSettings) -> Vec<String> {
+    route_keys(policy, settings)
+        .into_iter()
+        .map(|k| k.route)
+        .collect()
 }
 
 /// Serves `router` on `listener` until shutdown, letting requests in
@@ -289,8 +319,9 @@ impl ReloadTrigger {
     }
 }
 
-/// SIGHUP or a change to the policy file reloads the jobs. A policy that
-/// does not load, or that changes `[scheduler]` (which needs a restart),
+/// SIGHUP or a change to the policy file reloads the jobs and the keys of
+/// keyed routes. A policy that does not load, or that changes
+/// `[scheduler]` or which of its routes have a key (both need a restart),
 /// is refused and the old one stays; runs in flight are never touched.
 fn spawn_reloader(
     path: PathBuf,
@@ -299,6 +330,7 @@ fn spawn_reloader(
     metrics: Arc<Metrics>,
     audit: Audit,
     reloaded: watch::Sender<u64>,
+    verifier: Arc<Verifier>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<ReloadTrigger>(8);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -323,6 +355,11 @@ fn spawn_reloader(
                 if p.scheduler != current.scheduler {
                     anyhow::bail!("[scheduler] changed; restart the scheduler to apply it");
                 }
+                if let Some(settings) = &p.scheduler {
+                    if keyed_routes(&p, settings) != keyed_routes(&current, settings) {
+                        anyhow::bail!("which of the scheduler's routes have an assertion_key changed; restart the scheduler to apply it");
+                    }
+                }
                 check(&p)?;
                 Ok(p)
             });
@@ -343,6 +380,9 @@ fn spawn_reloader(
                         continue;
                     }
                     engine.replace_jobs(&policy.jobs);
+                    if let Some(settings) = &policy.scheduler {
+                        verifier.replace_route_keys(route_keys(&policy, settings));
+                    }
                     generation += 1;
                     let _ = reloaded.send(generation);
                     metrics

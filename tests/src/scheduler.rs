@@ -43,6 +43,8 @@ fn sha256_hex(text: &str) -> String {
 /// [`server_placeholders`]) plus `{sched}`, `{sched_admin}`,
 /// `{sched_upstream}` (the `jobs` route's upstream), the key hashes, and
 /// the sections `{gateway_extra}`, `{scheduler_extra}` and `{jobs}`.
+/// `{gateway_extra}` follows the `jobs` route: keys before its first table
+/// header are that route's.
 pub const STACK_POLICY: &str = concat!(
     crate::listen_and_tls!(),
     r#"
@@ -168,9 +170,10 @@ impl SchedulerUnderTest {
     /// front of the scheduler) instead of the scheduler's own port; the
     /// scheduler then needs `gateway_routes = ["jobs"]`.
     /// With the run history in `database` (a `postgres://` URL) when
-    /// given.
+    /// given, and `gateway_extra` as in [`STACK_POLICY`].
     pub async fn start_relayed(
         upstream_port: u16,
+        gateway_extra: &str,
         scheduler_extra: &str,
         jobs: &str,
         database: Option<&str>,
@@ -178,7 +181,7 @@ impl SchedulerUnderTest {
         let docker = shared_docker().host();
         Self::start_full(
             &docker,
-            "",
+            gateway_extra,
             scheduler_extra,
             jobs,
             Some(upstream_port),

@@ -183,8 +183,9 @@ fn identity_headers(
         .collect::<Vec<_>>()
         .join(",");
     headers.push((X_GATEHOUSE_ROLES, value(roles)?));
+    let mac = admission.route.assertion_mac.as_ref();
     let signed = assertion
-        .sign(principal, &route.name, method, admission.path.as_str())
+        .sign(principal, &route.name, mac, method, admission.path.as_str())
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "cannot sign assertion"))?;
     headers.push((X_GATEHOUSE_ASSERTION, value(signed)?));
     Ok(headers)

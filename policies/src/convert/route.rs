@@ -9,6 +9,7 @@ use toml::Spanned;
 use crate::convert::context::{Converter, RouteDefaults};
 use crate::model::*;
 use crate::raw::*;
+use crate::secret::Secret;
 
 impl Converter<'_> {
     pub(crate) fn routes(
@@ -57,10 +58,52 @@ impl Converter<'_> {
             if let Some(route) =
                 self.route(r, name, host, path, headers, defaults, roles, identities)
             {
+                self.assertion_key_not_shared(r, &route, &routes);
                 routes.push(route);
             }
         }
         routes
+    }
+
+    /// A route's HS256 assertion key, if it has one.
+    fn assertion_key(&mut self, r: &RawRoute) -> Option<Secret> {
+        if r.assertion_key.is_none() && r.assertion_key_file.is_none() {
+            return None;
+        }
+        self.secret(
+            "assertion_key",
+            &r.assertion_key,
+            &r.assertion_key_file,
+            MIN_ASSERTION_KEY_BYTES,
+            r.name.span(),
+        )
+    }
+
+    /// Whoever holds an HS256 key can sign with it, so two upstreams must
+    /// not share one: either could pose as the gateway to the other. Routes
+    /// to the same upstream may.
+    fn assertion_key_not_shared(&mut self, raw: &RawRoute, route: &Route, earlier: &[Route]) {
+        let Some(key) = &route.assertion_key else {
+            return;
+        };
+        let other = earlier
+            .iter()
+            .find(|o| o.assertion_key.as_ref() == Some(key) && o.upstream != route.upstream);
+        if let Some(other) = other {
+            let span = raw
+                .assertion_key
+                .as_ref()
+                .or(raw.assertion_key_file.as_ref())
+                .map(|k| k.span());
+            self.problems.add_hint(
+                span,
+                format!(
+                    "route `{}` has the same assertion key as route `{}`, which reaches another upstream",
+                    route.name, other.name
+                ),
+                "give each upstream its own key: whoever holds it can sign assertions with it",
+            );
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -89,6 +132,7 @@ impl Converter<'_> {
             .as_ref()
             .map(|raw| self.rate(Some(raw), crate::convert::abuse::DEFAULT_CLIENT_RATE));
         let pass_headers = self.pass_headers(&r.pass_headers);
+        let assertion_key = self.assertion_key(r);
         let mut extension_methods = self.extension_methods(&r.extension_methods);
         // A method with its own access rule is a method the route accepts.
         extension_methods.extend(
@@ -114,6 +158,7 @@ impl Converter<'_> {
             case_sensitive: r.case_sensitive,
             pass_headers,
             extension_methods,
+            assertion_key,
         })
     }
 

@@ -202,6 +202,8 @@ pub(crate) struct RawRoute {
     pub pass_headers: Vec<Spanned<String>>,
     #[serde(default)]
     pub extension_methods: Vec<Spanned<String>>,
+    pub assertion_key: Option<Spanned<String>>,
+    pub assertion_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

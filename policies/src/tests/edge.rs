@@ -152,3 +152,59 @@ fn per_address_bounds_are_checked() {
         assert_eq!(found[0].line, line_of(&text, key), "{key}");
     }
 }
+
+#[test]
+fn an_assertion_key_is_per_upstream_and_at_least_32_bytes() {
+    let key = "k".repeat(32);
+    let keyed = |name: &str, path: &str, upstream: &str, key: &str| {
+        route(
+            name,
+            path,
+            &format!("roles = [\"admin\"]\nassertion_key = \"{key}\""),
+        )
+        .replace("http://127.0.0.1:9000", upstream)
+    };
+    // Two routes to one upstream may share its key; an unkeyed route has none.
+    let text = format!(
+        "{BASE}{ROLES}{}{}{}",
+        keyed("api", "/api", "http://127.0.0.1:9000", &key),
+        keyed("ui", "/ui", "http://127.0.0.1:9000", &key),
+        route("app", "/", "public = true"),
+    );
+    let policy = parse_ok(&text);
+    assert_eq!(
+        policy.routes[0].assertion_key.as_ref().map(|k| k.expose()),
+        Some(key.as_bytes())
+    );
+    assert_eq!(
+        policy.routes[1].assertion_key,
+        policy.routes[0].assertion_key
+    );
+    assert!(policy.routes[2].assertion_key.is_none());
+
+    // The same key for another upstream: either could sign for the other.
+    let text = format!(
+        "{BASE}{ROLES}{}{}",
+        keyed("api", "/api", "http://127.0.0.1:9000", &key),
+        keyed("other", "/other", "http://127.0.0.1:9001", &key),
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .message
+            .contains("route `other` has the same assertion key as route `api`"),
+        "{}",
+        found[0].message
+    );
+    let second = text.match_indices("assertion_key").nth(1).unwrap().0;
+    assert_eq!(found[0].line, text[..second].matches('\n').count() + 1);
+
+    let text = format!(
+        "{BASE}{ROLES}{}",
+        keyed("api", "/api", "http://127.0.0.1:9000", &"k".repeat(31))
+    );
+    let found = problems(&text);
+    assert!(found[0].message.contains("at least 32"), "{found:?}");
+    assert_eq!(found[0].line, line_of(&text, "assertion_key"));
+}

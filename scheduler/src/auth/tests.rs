@@ -399,3 +399,129 @@ fn readiness_reports_missing_then_stale_keys() {
         "{stale}"
     );
 }
+
+const JOBS_KEY: &[u8] = b"jobs-route-key-of-at-least-32-bytes!";
+
+/// Routes `jobs` (keyed) and `app` (not), as a scheduler reached by both.
+fn keyed_verifier() -> (EncodingKey, Verifier) {
+    let (key, jwks) = signing_pair();
+    let mut v = Verifier::new("https://gw.test", &["jobs".to_owned(), "app".to_owned()]);
+    v.set_keys(jwks);
+    v.set_route_keys(vec![RouteKey {
+        route: "jobs".into(),
+        key: JOBS_KEY.to_vec(),
+    }]);
+    (key, v)
+}
+
+fn hs256(kid: Option<&str>, secret: &[u8], claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("hs256")
+}
+
+#[test]
+fn a_keyed_route_takes_hs256_under_its_key_once_and_for_its_request_only() {
+    let (_, v) = keyed_verifier();
+    let t = hs256(
+        Some("jobs"),
+        JOBS_KEY,
+        claims("POST", "/api/jobs/a/run", "jobs", 60),
+    );
+    let caller = v
+        .verify(Some(&t), "POST", "/api/jobs/a/run")
+        .expect("valid");
+    assert_eq!(caller.subject, "alice");
+    assert_eq!(
+        v.verify(Some(&t), "POST", "/api/jobs/a/run"),
+        Err(AuthError::Replayed)
+    );
+    let get = hs256(
+        Some("jobs"),
+        JOBS_KEY,
+        claims("GET", "/api/jobs", "jobs", 60),
+    );
+    assert_eq!(
+        v.verify(Some(&get), "POST", "/api/jobs/a/run"),
+        Err(AuthError::WrongRequest)
+    );
+    let expired = hs256(
+        Some("jobs"),
+        JOBS_KEY,
+        claims("GET", "/api/jobs", "jobs", -60),
+    );
+    assert_eq!(
+        v.verify(Some(&expired), "GET", "/api/jobs"),
+        Err(AuthError::Invalid)
+    );
+}
+
+/// Each route is checked one way only: the algorithm, key and audience
+/// all follow from the route, never from what the assertion claims.
+#[test]
+fn an_assertion_cannot_choose_how_it_is_checked() {
+    let (eddsa, v) = keyed_verifier();
+    let refused = |token: &str| v.verify(Some(token), "GET", "/api/jobs");
+    // EdDSA under the gateway's own key, for the keyed route.
+    assert_eq!(
+        refused(&token(&eddsa, claims("GET", "/api/jobs", "jobs", 60))),
+        Err(AuthError::Invalid)
+    );
+    // The keyed route's key, for the other route, by audience or by kid.
+    for (kid, aud) in [("jobs", "app"), ("app", "app"), ("app", "jobs")] {
+        let t = hs256(Some(kid), JOBS_KEY, claims("GET", "/api/jobs", aud, 60));
+        assert_eq!(refused(&t), Err(AuthError::Invalid), "kid {kid}, aud {aud}");
+    }
+    // No kid, another key, or the gateway's public key as an HMAC secret.
+    let no_kid = hs256(None, JOBS_KEY, claims("GET", "/api/jobs", "jobs", 60));
+    assert_eq!(refused(&no_kid), Err(AuthError::Invalid));
+    let other = hs256(
+        Some("jobs"),
+        b"another-key-of-at-least-32-bytes-long",
+        claims("GET", "/api/jobs", "jobs", 60),
+    );
+    assert_eq!(refused(&other), Err(AuthError::Invalid));
+    // RFC 8032 test vector 1's public key: `ring_free_test_key`'s `x`.
+    let public = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        .expect("hex");
+    let confused = hs256(
+        Some("jobs"),
+        &public,
+        claims("GET", "/api/jobs", "jobs", 60),
+    );
+    assert_eq!(refused(&confused), Err(AuthError::Invalid));
+    // The unkeyed route still takes EdDSA.
+    let app = token(&eddsa, claims("GET", "/api/jobs", "app", 60));
+    assert!(refused(&app).is_ok());
+}
+
+#[test]
+fn with_every_route_keyed_the_gateway_keys_are_not_needed() {
+    let mut v = Verifier::new("https://gw.test", &["jobs".to_owned()]);
+    v.set_route_keys(vec![RouteKey {
+        route: "jobs".into(),
+        key: JOBS_KEY.to_vec(),
+    }]);
+    assert!(!v.uses_gateway_keys());
+    assert_eq!(v.key_readiness(), Ok(()));
+    let t = hs256(
+        Some("jobs"),
+        JOBS_KEY,
+        claims("GET", "/api/jobs", "jobs", 60),
+    );
+    assert!(v.verify(Some(&t), "GET", "/api/jobs").is_ok());
+    // A reload's new key replaces the old one.
+    v.replace_route_keys(vec![RouteKey {
+        route: "jobs".into(),
+        key: b"the-rotated-key-of-at-least-32-bytes".to_vec(),
+    }]);
+    let old = hs256(
+        Some("jobs"),
+        JOBS_KEY,
+        claims("GET", "/api/jobs", "jobs", 60),
+    );
+    assert_eq!(
+        v.verify(Some(&old), "GET", "/api/jobs"),
+        Err(AuthError::Invalid)
+    );
+}

@@ -88,13 +88,15 @@ async fn relay(client: TcpStream, to: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) {
 /// job that may run any number of times at once (so an unprotected
 /// scheduler would start a second run for a replay).
 async fn relayed_stack() -> (Relay, SchedulerUnderTest) {
-    relayed_stack_on(None).await
+    relayed_stack_on(None, "").await
 }
 
-async fn relayed_stack_on(database: Option<&str>) -> (Relay, SchedulerUnderTest) {
+/// `jobs_route` adds keys to the `jobs` route.
+async fn relayed_stack_on(database: Option<&str>, jobs_route: &str) -> (Relay, SchedulerUnderTest) {
     let relay = Relay::start().await;
     let stack = SchedulerUnderTest::start_relayed(
         relay.port,
+        jobs_route,
         "gateway_routes = [\"jobs\"]",
         &job("hello", "command = [\"true\"]\noverlap = \"allow\""),
         database,
@@ -190,7 +192,7 @@ async fn a_captured_assertion_replayed_after_a_scheduler_restart_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_captured_assertion_replayed_at_another_scheduler_sharing_the_database_is_refused() {
     let pg = Postgres::start();
-    let (relay, stack) = relayed_stack_on(Some(&pg.url())).await;
+    let (relay, stack) = relayed_stack_on(Some(&pg.url()), "").await;
     let (replica, replica_api) = stack.spawn_replica().await;
 
     let first = stack.run_now("hello").await;
@@ -217,4 +219,72 @@ async fn a_captured_assertion_replayed_at_another_scheduler_sharing_the_database
         "2",
         "the trigger and the list"
     );
+}
+
+/// The `jobs` route's own key, shared by the gateway and the scheduler
+/// through the policy they both read.
+const JOBS_ROUTE_KEY: &str = "jobs-route-key-0123456789abcdefghijklmnop";
+
+/// A route with its own `assertion_key`: the gateway's assertions to it
+/// are HS256 under that key, the scheduler accepts them once, and neither
+/// a replay nor one made with any other key (or the gateway's EdDSA key,
+/// which the scheduler no longer takes for this route) gets through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_route_carries_hs256_assertions_that_are_single_use_too() {
+    let (relay, stack) =
+        relayed_stack_on(None, &format!("assertion_key = \"{JOBS_ROUTE_KEY}\"")).await;
+    let first = stack.run_now("hello").await;
+    let assertion = relay
+        .assertion_of("POST /api/jobs/hello/run ")
+        .expect("the gateway's assertion passed the relay");
+    let header = jsonwebtoken::decode_header(&assertion).expect("a JWT");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(header.kid.as_deref(), Some("jobs"));
+    // The gateway's JWKS is not needed for this route: the scheduler did
+    // not fetch it.
+    assert!(
+        !stack
+            .scheduler_log()
+            .contains("loaded the gateway's assertion keys"),
+        "{}",
+        stack.scheduler_log()
+    );
+
+    let r = replay_run_now(&stack, &assertion).await;
+    assert_eq!(r.status(), 401);
+    assert!(stack.scheduler_log().contains("replayed gateway assertion"));
+
+    // The captured claims with a fresh jti, MACed under another key.
+    let mut read_only = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    read_only.insecure_disable_signature_validation();
+    read_only.validate_aud = false;
+    let mut forged_claims = jsonwebtoken::decode::<serde_json::Value>(
+        &assertion,
+        &jsonwebtoken::DecodingKey::from_secret(&[]),
+        &read_only,
+    )
+    .expect("claims")
+    .claims;
+    forged_claims["jti"] = "a-fresh-jti-never-seen".into();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("jobs".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &forged_claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-key-0123456789abcdefghijk"),
+    )
+    .expect("sign");
+    assert_eq!(replay_run_now(&stack, &forged).await.status(), 401);
+    // The same with the right key is accepted: the refusal above was the key's.
+    let genuine = jsonwebtoken::encode(
+        &header,
+        &forged_claims,
+        &jsonwebtoken::EncodingKey::from_secret(JOBS_ROUTE_KEY.as_bytes()),
+    )
+    .expect("sign");
+    assert_eq!(replay_run_now(&stack, &genuine).await.status(), 202);
+
+    let runs = stack.runs_of("hello").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().any(|r| r["id"] == first));
 }
