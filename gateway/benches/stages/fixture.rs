@@ -21,14 +21,17 @@ use crate::support;
 pub enum Kind {
     Public,
     JwtCached,
+    /// The same token on a route with its own assertion key (HS256).
+    JwtRouteKey,
     ApiKey,
     SessionCookie,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Public,
         Kind::JwtCached,
+        Kind::JwtRouteKey,
         Kind::ApiKey,
         Kind::SessionCookie,
     ];
@@ -37,6 +40,7 @@ impl Kind {
         match self {
             Kind::Public => "public",
             Kind::JwtCached => "jwt-cached",
+            Kind::JwtRouteKey => "jwt-route-key",
             Kind::ApiKey => "api-key",
             Kind::SessionCookie => "session-cookie",
         }
@@ -60,6 +64,12 @@ impl Kind {
                     "Origin: https://app.example.com\r\nAuthorization: Bearer {}",
                     f.token("jwt ES256")
                 ),
+            ),
+            Kind::JwtRouteKey => (
+                "/keyed-api/v1/items?page=2&sort=name",
+                "application/json",
+                "same-origin",
+                format!("Authorization: Bearer {}", f.token("jwt ES256")),
             ),
             Kind::ApiKey => (
                 "/api/v1/items?page=2&sort=name",
@@ -155,6 +165,13 @@ name = "dashboard"
 path = "/dashboard"
 upstream = "http://127.0.0.1:9003"
 roles = ["viewer"]
+[[route]]
+name = "keyed-api"
+path = "/keyed-api"
+upstream = "http://127.0.0.1:9101"
+roles = ["viewer"]
+accept = ["jwt", "api_key"]
+assertion_key = "a-32-byte-or-longer-key-for-this-route"
 [[route]]
 name = "api"
 path = "/api"
