@@ -45,6 +45,8 @@ def load_streams(seconds, token, key):
         ("public h1", 200, [*wrk, "-c8", f"{base}/app/"]),
         ("JWT h1", 200, [*wrk, "-c4", "-H", f"authorization: Bearer {token}", f"{base}/jwt/"]),
         ("API key h1", 200, [*wrk, "-c4", "-H", f"x-api-key: {key}", f"{base}/key/"]),
+        ("JWT, route's own assertion key, h1", 200,
+         [*wrk, "-c2", "-H", f"authorization: Bearer {token}", f"{base}/jwt-mac/"]),
         ("public h2", 200, ["h2load", "-t1", "-c4", "-m4", f"-D{seconds}", f"{base}/app/"]),
     ]
 
@@ -158,7 +160,8 @@ def soak(args, work, binaries, certs):
     token = targets.hs256_jwt()
     upstream = targets.upstream_instance(work).start()
     gateway = targets.gatehouse_instance(work, "gatehouse", "Gatehouse", binaries / "gatehouse-gateway",
-                                         PORT, certs, key_hash, "info", public_path="/app/")
+                                         PORT, certs, key_hash, "info", public_path="/app/",
+                                         extra=targets.MAC_ROUTES)
     counts, samples = Counts(), []
     try:
         gateway.start()
