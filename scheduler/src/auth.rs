@@ -180,9 +180,9 @@ impl Verifier {
     }
 
     /// Installs the HS256 keys of the scheduler's routes that have one (at
-    /// start and on every policy reload). A route keyed at start stays out
-    /// of the EdDSA audiences: which routes are keyed is part of
-    /// `[scheduler]`'s shape, and a reload that changes it is refused.
+    /// start). A route keyed at start stays out of the EdDSA audiences for
+    /// the life of the process: which routes are keyed is fixed at start,
+    /// and a reload that changes it is refused (`server::spawn_reloader`).
     pub fn set_route_keys(&mut self, keys: Vec<RouteKey>) {
         let unkeyed: Vec<String> = self
             .audiences
