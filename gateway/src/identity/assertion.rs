@@ -3,8 +3,8 @@
 //! an upstream such as the scheduler can prove a request came through us.
 //! The public key is published as a JWKS. A route with its own
 //! `assertion_key` gets HS256 assertions under that key instead
-//! ([`AssertionMac`]): about 1/80 of the cost of an Ed25519 signature, for
-//! an upstream that can hold a secret.
+//! ([`AssertionMac`]): preparing the upstream request takes 2.2 µs instead
+//! of 24.1 µs (bench/README.md), for an upstream that can hold a secret.
 //!
 //! Every assertion carries a random 128-bit `jti`, and the gateway signs a
 //! new one for every proxied request, so an upstream can refuse any
